@@ -1,0 +1,3 @@
+from worker_kit.cli import main
+
+main()

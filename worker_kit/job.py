@@ -1,0 +1,156 @@
+"""The job record shared by the service, its storage backends and the client.
+
+A job is plain data: behaviour lives on the storage backends (state transitions) and
+on the client and worker (transport). Times are epoch seconds as floats; durations on
+the wire are milliseconds, as in the hosted service's API.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class JobState(str, enum.Enum):
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED})
+ACTIVE_STATES = frozenset({JobState.IN_QUEUE, JobState.IN_PROGRESS})
+#: States a worker may report when it finishes a job (CANCELLED is only ever set by the service).
+WORKER_FINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.TIMED_OUT})
+#: States from which /retry may requeue a job.
+RETRYABLE_STATES = frozenset({JobState.FAILED, JobState.TIMED_OUT})
+
+DEFAULT_EXECUTION_TIMEOUT_MS = 600_000
+DEFAULT_TTL_MS = 24 * 3600 * 1000
+RUN_RETENTION_MS = 30 * 60 * 1000
+RUNSYNC_RETENTION_MS = 60 * 1000
+#: A streamed chunk's payload is at most this many bytes (the hosted service's documented cap).
+MAX_CHUNK_BYTES = 1024 * 1024
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    execution_timeout_ms: int = DEFAULT_EXECUTION_TIMEOUT_MS
+    ttl_ms: int = DEFAULT_TTL_MS
+
+    def to_wire(self) -> dict[str, int]:
+        return {"executionTimeout": self.execution_timeout_ms, "ttl": self.ttl_ms}
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """One job as storage holds it. `to_status()` renders the public status JSON."""
+
+    id: str
+    endpoint: str
+    input: Any
+    state: JobState = JobState.IN_QUEUE
+    policy: Policy = field(default_factory=Policy)
+    webhook: str | None = None
+    #: How long the result is kept once the job ends (30 min for /run, 60 s for /runsync).
+    retention_ms: int = RUN_RETENTION_MS
+    created_at: float = field(default_factory=now)
+    started_at: float | None = None
+    finished_at: float | None = None
+    #: When the record is deleted; set when the job ends, or by /status?ttl=.
+    expires_at: float | None = None
+    output: Any = None
+    error: str | None = None
+    error_detail: dict[str, Any] | None = None
+    #: The latest progress update, shown as `output` while the job runs.
+    progress: Any = None
+    #: Claims so far in the current run (a lost lease counts; a drain hand-back does not).
+    attempt: int = 0
+    #: Times /retry requeued the job.
+    retries: int = 0
+    worker_id: str | None = None
+    #: The fencing token of the current lease; reports carrying another token are refused.
+    token: str | None = None
+    lease_until: float | None = None
+    #: Sequence number the next output item from the worker must carry.
+    next_seq: int = 0
+    #: Number of stream chunks stored, and how many /stream has handed out (consumed).
+    stream_len: int = 0
+    read_cursor: int = 0
+
+    @property
+    def delay_ms(self) -> int:
+        end = self.started_at or self.finished_at or now()
+        return max(0, int((end - self.created_at) * 1000))
+
+    @property
+    def execution_ms(self) -> int:
+        if self.started_at is None:
+            return 0
+        end = self.finished_at or now()
+        return max(0, int((end - self.started_at) * 1000))
+
+    def to_status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "id": self.id,
+            "status": self.state.value,
+            "delayTime": self.delay_ms,
+            "executionTime": self.execution_ms,
+        }
+        if self.state is JobState.IN_PROGRESS:
+            if self.progress is not None:
+                status["output"] = self.progress
+        elif self.state.is_terminal and self.output is not None:
+            status["output"] = self.output
+        if self.error is not None:
+            status["error"] = self.error
+        if self.error_detail is not None:
+            status["errorDetail"] = self.error_detail
+        if self.retries:
+            status["retries"] = self.retries
+        if self.worker_id is not None:
+            status["workerId"] = self.worker_id
+        return status
+
+
+@dataclass(frozen=True, slots=True)
+class OutputItem:
+    """One ordered item a worker sends while a job runs: a stream chunk or a progress update."""
+
+    seq: int
+    kind: str  # "chunk" | "progress"
+    data: Any
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "data": self.data}
+
+    @classmethod
+    def from_wire(cls, item: Any) -> OutputItem:
+        if not isinstance(item, dict):
+            raise ValueError("an output item must be an object with seq, kind and data")
+        seq, kind = item.get("seq"), item.get("kind")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise ValueError("an output item's seq must be a non-negative integer")
+        if kind not in ("chunk", "progress"):
+            raise ValueError("an output item's kind must be 'chunk' or 'progress'")
+        return cls(seq=seq, kind=kind, data=item.get("data"))

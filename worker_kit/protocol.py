@@ -1,0 +1,79 @@
+"""Wire constants and body codecs shared by the service, the worker runtime and the client.
+
+The native worker API is specified in docs/protocol.md; this module holds what both
+sides must agree on byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import msgpack
+
+MSGPACK = "application/msgpack"
+JSON = "application/json"
+
+API_PREFIX = "/v2/{endpoint_id}"
+# Native worker routes, relative to the endpoint's base URL (…/v2/{endpoint_id}).
+WORKER_CLAIM = "/worker/claim"
+WORKER_HEARTBEAT = "/worker/heartbeat"
+WORKER_OUTPUT = "/worker/jobs/{job_id}/output"
+WORKER_FINISH = "/worker/jobs/{job_id}/finish"
+WORKER_RELEASE = "/worker/jobs/{job_id}/release"
+
+#: The longest a claim or heartbeat long-poll is held by the service.
+MAX_POLL_MS = 60_000
+DEFAULT_CLAIM_WAIT_MS = 30_000
+DEFAULT_LEASE_MS = 30_000
+#: Stop reasons sent on the control channel (heartbeat replies).
+STOP_CANCELLED = "CANCELLED"
+STOP_TIMED_OUT = "TIMED_OUT"
+STOP_LOST = "LOST"  # the lease is gone (expired and requeued, or unknown job)
+
+
+def _json_default(value: Any) -> Any:
+    # bytes have no JSON form; JSON clients receive them base64-encoded (docs/protocol.md).
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def dumps_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def pack(value: Any) -> bytes:
+    """msgpack with bytes kept as bytes; raises TypeError for values it cannot represent."""
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def encode(value: Any, content_type: str) -> bytes:
+    if content_type == MSGPACK:
+        return pack(value)
+    return dumps_json(value).encode()
+
+
+def decode(data: bytes, content_type: str | None) -> Any:
+    """Decode a body by its content type: msgpack when it says so, else JSON.
+
+    Raises ValueError with a readable reason for a body that does not parse.
+    """
+    if content_type == MSGPACK:
+        try:
+            return unpack(data)
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise ValueError(f"body is not valid msgpack: {exc}") from None
+    if not data:
+        raise ValueError("body is empty; a JSON object was expected")
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"body is not valid JSON: {exc}") from None

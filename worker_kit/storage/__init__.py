@@ -1,0 +1,25 @@
+"""Storage backends behind one interface (`Storage`), chosen by URL."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import Notifier, StopSignal, Storage, SweepResult, WorkerInfo
+
+__all__ = ["Notifier", "StopSignal", "Storage", "SweepResult", "WorkerInfo", "open_storage"]
+
+
+def open_storage(url: str) -> Storage:
+    """A backend for `sqlite:///path.db` (or `sqlite://:memory:`) or `redis://host:port/db`.
+
+    The backend is returned unopened: call `await storage.open()`.
+    """
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStorage
+
+        return SQLiteStorage.from_url(url)
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisStorage  # type: ignore[import-not-found]
+
+        return RedisStorage.from_url(url)
+    raise ConfigError(f"unknown storage URL {url!r}: use sqlite:///PATH or redis://HOST:PORT/DB")

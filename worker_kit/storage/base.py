@@ -1,0 +1,228 @@
+"""The narrow interface every storage backend implements.
+
+A backend owns every state transition of a job, atomically: the service only
+validates input, calls one method and renders the result. Each mutating method
+publishes a change notification (see `Notifier`) so that long-polls, /runsync waits
+and stream readers wake up, across service replicas when the backend is shared.
+
+Every backend must pass tests/storage/test_conformance.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..job import JobRecord, JobState, OutputItem, Policy
+
+
+def queue_channel(endpoint: str) -> str:
+    """Published when a job of `endpoint` becomes claimable."""
+    return f"q:{endpoint}"
+
+
+def job_channel(job_id: str) -> str:
+    """Published on any change of a job: state, progress or new stream chunks."""
+    return f"j:{job_id}"
+
+
+def worker_channel(endpoint: str, worker_id: str) -> str:
+    """Published when a job held by this worker must stop (cancelled, timed out)."""
+    return f"w:{endpoint}:{worker_id}"
+
+
+class Notifier:
+    """In-process change notifications keyed by channel name.
+
+    `wait()` returns True when `publish()` was called for the channel after the wait
+    began, False on timeout. Callers re-read storage after waking: a notification
+    carries no data, so a missed one costs latency, never correctness, provided the
+    caller checks state before waiting.
+    """
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
+
+    def publish(self, channel: str) -> None:
+        waiters = self._waiters.pop(channel, None)
+        for fut in waiters or ():
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait(self, channel: str, timeout: float) -> bool:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[channel].add(fut)
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                await fut
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiters = self._waiters.get(channel)
+            if waiters is not None:
+                waiters.discard(fut)
+                if not waiters:
+                    del self._waiters[channel]
+
+
+@dataclass(slots=True)
+class StopSignal:
+    job_id: str
+    reason: str  # protocol.STOP_CANCELLED | STOP_TIMED_OUT | STOP_LOST
+
+
+@dataclass(slots=True)
+class SweepResult:
+    """What one sweep changed; the service logs it and fires webhooks for ended jobs."""
+
+    ended: list[JobRecord] = field(default_factory=list)  # TIMED_OUT by deadline/TTL, FAILED by lost worker
+    requeued: list[str] = field(default_factory=list)  # leases that expired with attempts left
+    deleted: int = 0  # records past their retention
+
+
+@dataclass(slots=True)
+class WorkerInfo:
+    worker_id: str
+    running: int
+    concurrency: int
+    seen_at: float
+
+
+class Storage(ABC):
+    """A job store. All methods are coroutines and safe to call concurrently."""
+
+    def __init__(self) -> None:
+        self.notifier = Notifier()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def publish(self, channel: str) -> None:
+        """Wake local waiters on `channel`; shared backends also tell other replicas."""
+        self.notifier.publish(channel)
+
+    async def wait(self, channel: str, timeout: float) -> bool:
+        return await self.notifier.wait(channel, timeout)
+
+    # -- client side -------------------------------------------------------------------------
+    @abstractmethod
+    async def submit(
+        self,
+        endpoint: str,
+        input: Any,
+        *,
+        policy: Policy,
+        webhook: str | None = None,
+        retention_ms: int,
+    ) -> JobRecord:
+        """Store a new IN_QUEUE job. Returns only once the job is durable."""
+
+    @abstractmethod
+    async def get(self, endpoint: str, job_id: str) -> JobRecord | None:
+        """The job, or None when unknown, of another endpoint, or past its retention."""
+
+    @abstractmethod
+    async def set_retention(self, endpoint: str, job_id: str, ttl_ms: int) -> JobRecord | None:
+        """/status?ttl=: keep a finished job `ttl_ms` from now; for a job still running,
+        keep it `ttl_ms` after it ends."""
+
+    @abstractmethod
+    async def cancel(self, endpoint: str, job_id: str) -> JobRecord | None:
+        """IN_QUEUE or IN_PROGRESS → CANCELLED (a running job's worker is signalled on its
+        worker channel). A job already terminal is returned unchanged. None if unknown."""
+
+    @abstractmethod
+    async def retry(self, endpoint: str, job_id: str) -> JobRecord:
+        """FAILED/TIMED_OUT → IN_QUEUE with the same id and input; output, error, progress
+        and stream are cleared, `retries` incremented, `attempt` reset.
+        Raises JobNotFound, or JobConflict for any other state."""
+
+    @abstractmethod
+    async def purge(self, endpoint: str) -> int:
+        """Delete every IN_QUEUE job of the endpoint; returns how many."""
+
+    @abstractmethod
+    async def read_stream(
+        self, endpoint: str, job_id: str, cursor: int | None = None
+    ) -> tuple[JobRecord, list[Any], int]:
+        """Stream chunks of a job: (job, chunks, next_cursor).
+
+        cursor None: the chunks not yet read, which are then marked read (consumed).
+        cursor N: the chunks from index N on, consuming nothing.
+        Raises JobNotFound.
+        """
+
+    @abstractmethod
+    async def counts(self, endpoint: str) -> dict[str, int]:
+        """Job counts for /health: one key per JobState value present, plus 'retried'
+        (jobs requeued by /retry or by a lost lease)."""
+
+    # -- worker side ---------------------------------------------------------------------------
+    @abstractmethod
+    async def claim(self, endpoint: str, worker_id: str, max_jobs: int, lease_ms: int) -> list[JobRecord]:
+        """Atomically move up to `max_jobs` IN_QUEUE jobs (oldest first) to IN_PROGRESS,
+        each with a fresh fencing token, `attempt` + 1, and a lease of `lease_ms`.
+        Never blocks waiting for jobs: the service long-polls with `wait(queue_channel)`."""
+
+    @abstractmethod
+    async def heartbeat(
+        self, endpoint: str, worker_id: str, leases: dict[str, str], lease_ms: int
+    ) -> list[StopSignal]:
+        """Renew the leases {job_id: token} the worker holds and record the worker as seen.
+        Returns a stop for every listed job the worker must abandon: CANCELLED or TIMED_OUT
+        when the job ended that way, LOST when the token is no longer current or the job is
+        gone or ended otherwise."""
+
+    @abstractmethod
+    async def append_output(
+        self, endpoint: str, job_id: str, token: str, items: list[OutputItem]
+    ) -> int:
+        """Apply stream chunks and progress updates in sequence order; returns next_seq.
+
+        Items below next_seq are duplicates of a retried request and are skipped; an item
+        above it raises SequenceGap. Raises StaleLease when the token is not current or the
+        job is terminal (nothing may change a terminal job), JobNotFound if unknown."""
+
+    @abstractmethod
+    async def finish(
+        self,
+        endpoint: str,
+        job_id: str,
+        token: str,
+        state: JobState,
+        *,
+        output: Any = None,
+        error: str | None = None,
+        error_detail: dict[str, Any] | None = None,
+        items: list[OutputItem] | None = None,
+    ) -> JobRecord:
+        """Apply the trailing `items`, then end the job in `state` (COMPLETED, FAILED or
+        TIMED_OUT) and start its retention. Idempotent: the same token finishing a job
+        that this token already ended returns the job. Raises StaleLease otherwise."""
+
+    @abstractmethod
+    async def release(self, endpoint: str, job_id: str, token: str) -> bool:
+        """Hand a running job back to the queue (worker draining) without counting the
+        attempt. False if the token is not current."""
+
+    @abstractmethod
+    async def workers(self, endpoint: str, seen_within_s: float) -> list[WorkerInfo]:
+        """Workers of the endpoint seen (claim or heartbeat) within the window."""
+
+    # -- housekeeping ----------------------------------------------------------------------
+    @abstractmethod
+    async def sweep(self, max_attempts: int, deadline_grace_ms: int) -> SweepResult:
+        """Enforce time limits across all endpoints, as of now:
+        - IN_PROGRESS past started_at + executionTimeout + grace → TIMED_OUT (worker signalled);
+        - any active job past created_at + ttl → TIMED_OUT with an error naming the TTL;
+        - IN_PROGRESS with an expired lease → IN_QUEUE again, or FAILED with an error saying
+          the worker was lost once `attempt` reached `max_attempts`;
+        - records past expires_at → deleted."""
