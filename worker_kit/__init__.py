@@ -52,6 +52,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .client import AsyncEndpoint, Endpoint
+    from .entrypoint import start
     from .errors import (
         AuthError,
         JobCancelled,
@@ -68,5 +69,4 @@ if TYPE_CHECKING:
     from .execution import Job
     from .job import JobState
     from .registry import handler
-    from .entrypoint import start
     from .validation import Field

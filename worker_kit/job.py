@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     IN_QUEUE = "IN_QUEUE"
     IN_PROGRESS = "IN_PROGRESS"
     COMPLETED = "COMPLETED"
