@@ -1,0 +1,25 @@
+import subprocess
+import sys
+
+import worker_kit
+
+
+def test_every_public_name_resolves():
+    for name in worker_kit.__all__:
+        assert getattr(worker_kit, name) is not None, name
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    try:
+        worker_kit.no_such_thing  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_thing" in str(exc)
+    else:
+        raise AssertionError("expected AttributeError")
+
+
+def test_importing_the_package_loads_no_network_stack():
+    # A worker's cold start pays only for what it uses: `import worker_kit` must stay light.
+    code = "import sys, worker_kit; print(sorted(m for m in ('aiohttp', 'msgpack') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
