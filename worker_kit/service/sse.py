@@ -1,0 +1,159 @@
+"""Push delivery of a job's stream as Server-Sent Events (GET/POST /stream/{id} with
+`Accept: text/event-stream`).
+
+Events, in order:
+    event: update   data: <status JSON>           when the state or the progress value changes
+    id: <cursor>    event: chunk   data: {"output": <chunk>}   one per stream chunk
+    id: <cursor>    event: status  data: <final status JSON>   then the response ends
+    event: error    data: {"error": ...}          the job vanished mid-stream (result expired)
+plus `: keep-alive` comments when nothing else was sent for a while.
+
+A chunk's `id` is the cursor after it, so a client that reconnects with `Last-Event-ID`
+(or `?cursor=N`) gets exactly the chunks it has not seen. Reads pass the cursor and so
+consume nothing: the same chunks stay readable until the result expires. `?chunks=0`
+sends only update and status events, for clients that just wait for the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import JobNotFound
+from ..job import JobRecord
+from ..protocol import dumps_json
+from ..storage.base import Storage, job_channel
+
+log = logging.getLogger("worker_kit.service.sse")
+
+#: A comment line is sent after this much silence, so proxies and clients see a live connection.
+KEEPALIVE_S = 15.0
+#: Storage is re-read at least this often even without a notification, so a notification
+#: lost between a read and the next wait (shared backends) costs latency, never a hang.
+RECHECK_S = 2.0
+#: Reconnection delay suggested to EventSource clients (ms).
+RETRY_MS = 1000
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def _cursor_from(request: web.Request) -> int:
+    raw = request.headers.get("Last-Event-ID") or request.query.get("cursor") or "0"
+    try:
+        cursor = int(raw)
+    except ValueError:
+        cursor = -1
+    if cursor < 0:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"cursor must be a non-negative integer, got {raw!r}"}),
+            content_type="application/json",
+        )
+    return cursor
+
+
+def _flag(request: web.Request, name: str, default: bool) -> bool:
+    value = request.query.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def _event(event: str, data: Any, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {dumps_json(data)}\n\n".encode()
+
+
+async def stream_sse(
+    request: web.Request, storage: Storage, endpoint: str, job_id: str
+) -> web.StreamResponse:
+    """Serve the job's stream as SSE until it has ended and every chunk was sent."""
+    cursor = _cursor_from(request)
+    with_chunks = _flag(request, "chunks", True)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+        }
+    )
+    await response.prepare(request)
+    try:
+        await _write(request, response, f"retry: {RETRY_MS}\n\n".encode())
+        await _pump(request, response, storage, endpoint, job_id, cursor, with_chunks)
+    except _Disconnected:
+        log.debug("SSE client of job %s went away", job_id)
+    return response
+
+
+async def _pump(
+    request: web.Request,
+    response: web.StreamResponse,
+    storage: Storage,
+    endpoint: str,
+    job_id: str,
+    cursor: int,
+    with_chunks: bool,
+) -> None:
+    channel = job_channel(job_id)
+    last_update: str | None = None
+    last_write = time.monotonic()
+    while True:
+        # Listen before reading: a change landing while we read or write still wakes us.
+        idle = time.monotonic() - last_write
+        waiter = asyncio.ensure_future(storage.wait(channel, min(RECHECK_S, max(0.0, KEEPALIVE_S - idle))))
+        await asyncio.sleep(0)
+        try:
+            try:
+                job: JobRecord
+                if with_chunks:
+                    job, chunks, _ = await storage.read_stream(endpoint, job_id, cursor)
+                else:
+                    found = await storage.get(endpoint, job_id)
+                    if found is None:
+                        raise JobNotFound(job_id)
+                    job, chunks = found, []
+            except JobNotFound:
+                gone = {"error": f"job {job_id} not found or its result expired"}
+                await _write(request, response, _event("error", gone))
+                return
+            if chunks:
+                out = bytearray()
+                for chunk in chunks:
+                    cursor += 1
+                    out += _event("chunk", {"output": chunk}, cursor)
+                await _write(request, response, bytes(out))
+                last_write = time.monotonic()
+            status = job.to_status()
+            if job.state.is_terminal:
+                # read_stream returned every chunk stored, and a terminal job gets no more.
+                await _write(request, response, _event("status", status, cursor))
+                return
+            update = dumps_json([status.get("status"), status.get("output")])
+            if update != last_update:
+                last_update = update
+                await _write(request, response, _event("update", status))
+                last_write = time.monotonic()
+            woke = await waiter
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+        if not woke and time.monotonic() - last_write >= KEEPALIVE_S:
+            await _write(request, response, b": keep-alive\n\n")
+            last_write = time.monotonic()
+
+
+async def _write(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise _Disconnected()
+    try:
+        await response.write(data)
+    except (ConnectionError, RuntimeError) as exc:
+        raise _Disconnected() from exc
