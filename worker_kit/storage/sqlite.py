@@ -1,0 +1,232 @@
+"""The embedded SQLite backend: durable, no server to install (docs/storage.md).
+
+`SQLiteStorage.from_url("sqlite:///worker-kit.db")`. Writes go through one writer thread
+that commits every operation waiting at that moment in one transaction (group commit);
+reads run on their own WAL connections and never wait for the writer. See
+sqlite_engine.py for the threading, sqlite_ops.py for the transitions and
+sqlite_schema.py for the tables.
+
+One service process per database file: the writer thread is the only writer it expects.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import time
+from typing import Any
+
+from ..errors import JobNotFound
+from ..job import WORKER_FINAL_STATES, JobRecord, JobState, OutputItem, Policy, new_job_id
+from ..protocol import pack, unpack
+from . import sqlite_ops as ops
+from .base import StopSignal, Storage, SweepResult, WorkerInfo
+from .sqlite_engine import SQLiteEngine
+from .sqlite_schema import SQLiteURL, record_from_row
+
+
+def _pack_items(items: list[OutputItem] | None) -> list[ops.PackedItem]:
+    return [(item.seq, item.kind, pack(item.data)) for item in items or ()]
+
+
+def _maybe_pack(value: Any) -> bytes | None:
+    return None if value is None else pack(value)
+
+
+class SQLiteStorage(Storage):
+    def __init__(self, url: SQLiteURL) -> None:
+        super().__init__()
+        self.url = url
+        self._engine = SQLiteEngine(url, self.publish)
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStorage:
+        """`sqlite:///relative.db`, `sqlite:////abs/path.db` or `sqlite://:memory:`,
+        with an optional `?synchronous=full` for durability across power loss."""
+        return cls(SQLiteURL.parse(url))
+
+    def __repr__(self) -> str:
+        return f"SQLiteStorage({self.url.path or ':memory:'!r}, synchronous={self.url.synchronous})"
+
+    async def open(self) -> None:
+        await self._engine.start()
+
+    async def close(self) -> None:
+        await self._engine.close()
+
+    def stats(self) -> dict[str, int]:
+        """Committed write transactions and the operations they carried (group commit at work)."""
+        return {"transactions": self._engine.transactions, "operations": self._engine.operations}
+
+    # -- client side ------------------------------------------------------------------------------
+    async def submit(
+        self,
+        endpoint: str,
+        input: Any,
+        *,
+        policy: Policy,
+        webhook: str | None = None,
+        retention_ms: int,
+    ) -> JobRecord:
+        job_id = new_job_id()
+        op = functools.partial(
+            ops.submit,
+            job_id=job_id,
+            endpoint=endpoint,
+            input_blob=pack(input),
+            execution_timeout_ms=policy.execution_timeout_ms,
+            ttl_ms=policy.ttl_ms,
+            webhook=webhook,
+            retention_ms=retention_ms,
+        )
+        created_at = await self._engine.write(op)
+        return JobRecord(
+            id=job_id,
+            endpoint=endpoint,
+            input=input,
+            policy=policy,
+            webhook=webhook,
+            retention_ms=retention_ms,
+            created_at=created_at,
+        )
+
+    async def get(self, endpoint: str, job_id: str) -> JobRecord | None:
+        now = time.time()
+        row = await self._engine.read(lambda conn: ops.read_record(conn, endpoint, job_id, now))
+        return None if row is None else record_from_row(row)
+
+    async def set_retention(self, endpoint: str, job_id: str, ttl_ms: int) -> JobRecord | None:
+        row = await self._engine.write(functools.partial(ops.set_retention, endpoint=endpoint, job_id=job_id,
+                                                         ttl_ms=ttl_ms))  # fmt: skip
+        return None if row is None else record_from_row(row)
+
+    async def cancel(self, endpoint: str, job_id: str) -> JobRecord | None:
+        row = await self._engine.write(functools.partial(ops.cancel, endpoint=endpoint, job_id=job_id))
+        return None if row is None else record_from_row(row)
+
+    async def retry(self, endpoint: str, job_id: str) -> JobRecord:
+        row = await self._engine.write(functools.partial(ops.retry, endpoint=endpoint, job_id=job_id))
+        return record_from_row(row)
+
+    async def purge(self, endpoint: str) -> int:
+        return await self._engine.write(functools.partial(ops.purge, endpoint=endpoint))
+
+    async def read_stream(
+        self, endpoint: str, job_id: str, cursor: int | None = None
+    ) -> tuple[JobRecord, list[Any], int]:
+        if cursor is None:
+            row, blobs, next_cursor = await self._engine.write(
+                functools.partial(ops.consume_stream, endpoint=endpoint, job_id=job_id)
+            )
+        else:
+            start = max(0, cursor)
+            row, blobs = await self._engine.read(lambda conn: _read_chunks(conn, endpoint, job_id, start))
+            next_cursor = start + len(blobs)
+        return record_from_row(row), [unpack(blob) for blob in blobs], next_cursor
+
+    async def counts(self, endpoint: str) -> dict[str, int]:
+        return await self._engine.read(lambda conn: _counts(conn, endpoint))
+
+    # -- worker side --------------------------------------------------------------------------------
+    async def claim(
+        self, endpoint: str, worker_id: str, max_jobs: int, lease_ms: int, *, concurrency: int | None = None
+    ) -> list[JobRecord]:
+        if max_jobs < 1:
+            return []
+        rows = await self._engine.write(
+            functools.partial(ops.claim, endpoint=endpoint, worker_id=worker_id, max_jobs=max_jobs,
+                              lease_ms=lease_ms, concurrency=concurrency)
+        )  # fmt: skip
+        return [record_from_row(row) for row in rows]
+
+    async def heartbeat(
+        self,
+        endpoint: str,
+        worker_id: str,
+        leases: dict[str, str],
+        lease_ms: int,
+        *,
+        concurrency: int | None = None,
+    ) -> list[StopSignal]:
+        return await self._engine.write(
+            functools.partial(ops.heartbeat, endpoint=endpoint, worker_id=worker_id, leases=dict(leases),
+                              lease_ms=lease_ms, concurrency=concurrency)
+        )  # fmt: skip
+
+    async def append_output(self, endpoint: str, job_id: str, token: str, items: list[OutputItem]) -> int:
+        return await self._engine.write(
+            functools.partial(ops.append_output, endpoint=endpoint, job_id=job_id, token=token,
+                              items=_pack_items(items))
+        )  # fmt: skip
+
+    async def finish(
+        self,
+        endpoint: str,
+        job_id: str,
+        token: str,
+        state: JobState,
+        *,
+        output: Any = None,
+        error: str | None = None,
+        error_detail: dict[str, Any] | None = None,
+        items: list[OutputItem] | None = None,
+    ) -> JobRecord:
+        state = JobState(state)
+        if state not in WORKER_FINAL_STATES:
+            raise ValueError(f"a worker can finish a job only as COMPLETED, FAILED or TIMED_OUT, not {state}")
+        row = await self._engine.write(
+            functools.partial(ops.finish, endpoint=endpoint, job_id=job_id, token=token, state=state,
+                              output=_maybe_pack(output), error=error, error_detail=_maybe_pack(error_detail),
+                              items=_pack_items(items))
+        )  # fmt: skip
+        return record_from_row(row)
+
+    async def release(self, endpoint: str, job_id: str, token: str) -> bool:
+        return await self._engine.write(
+            functools.partial(ops.release, endpoint=endpoint, job_id=job_id, token=token)
+        )
+
+    async def workers(self, endpoint: str, seen_within_s: float) -> list[WorkerInfo]:
+        since = time.time() - seen_within_s
+        rows = await self._engine.read(
+            lambda conn: conn.execute(
+                "SELECT worker_id, running, concurrency, seen_at FROM workers "
+                "WHERE endpoint = ? AND seen_at >= ? ORDER BY worker_id",
+                (endpoint, since),
+            ).fetchall()
+        )
+        return [WorkerInfo(worker_id=w, running=r, concurrency=c, seen_at=s) for w, r, c, s in rows]
+
+    # -- housekeeping ---------------------------------------------------------------------------
+    async def sweep(self, max_attempts: int, deadline_grace_ms: int) -> SweepResult:
+        ended, requeued, deleted = await self._engine.write(
+            functools.partial(ops.sweep, max_attempts=max_attempts, deadline_grace_ms=deadline_grace_ms)
+        )
+        return SweepResult(ended=[record_from_row(row) for row in ended], requeued=requeued, deleted=deleted)
+
+
+def _read_chunks(conn: sqlite3.Connection, endpoint: str, job_id: str, start: int) -> tuple[Any, list[bytes]]:
+    # One read transaction, so the record and its chunks are from the same snapshot.
+    conn.execute("BEGIN")
+    try:
+        row = ops.read_record(conn, endpoint, job_id, time.time())
+        if row is None:
+            raise JobNotFound(f"job {job_id} not found")
+        chunks = conn.execute(
+            "SELECT data FROM chunks WHERE job_id = ? AND idx >= ? ORDER BY idx", (job_id, start)
+        ).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    return row, [blob for (blob,) in chunks]
+
+
+def _counts(conn: sqlite3.Connection, endpoint: str) -> dict[str, int]:
+    counts = {state.value: 0 for state in JobState}
+    for state, n in conn.execute("SELECT state, n FROM job_counts WHERE endpoint = ?", (endpoint,)):
+        counts[state] = n
+    row = conn.execute("SELECT retried FROM endpoint_stats WHERE endpoint = ?", (endpoint,)).fetchone()
+    counts["retried"] = row[0] if row else 0
+    return counts
+
+
+__all__ = ["SQLiteStorage"]

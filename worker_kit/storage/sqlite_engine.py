@@ -1,0 +1,280 @@
+"""Group commit and concurrent reads over one SQLite database.
+
+Writes: a single writer thread owns the write connection. Callers queue operations
+(plain functions of a connection); the thread takes every operation waiting at that
+moment, runs them in ONE transaction, each inside its own SAVEPOINT so that a failing
+operation is rolled back alone, COMMITs once, and only then resolves each caller's
+future. N concurrent submits therefore cost one commit (one fsync with
+synchronous=FULL), not N.
+
+Reads: a small thread pool, each thread with its own connection. In WAL mode a reader
+sees the last committed state and never waits for the writer. A caller's write has
+committed before its future resolves, so a read issued afterwards sees it
+(read-your-writes).
+
+An in-memory database cannot be shared between connections in WAL mode, so there the
+writer and the readers share one connection under a lock, and reads wait for the
+batch in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..errors import ConfigError, StorageError
+from .sqlite_schema import DDL, SCHEMA_VERSION, SQLiteURL
+
+log = logging.getLogger("worker_kit.storage.sqlite")
+
+T = TypeVar("T")
+#: A write operation: runs on the writer thread inside a savepoint; appends the
+#: notification channels to publish once its transaction has committed.
+WriteOp = Callable[[sqlite3.Connection, list[str]], T]
+ReadOp = Callable[[sqlite3.Connection], T]
+
+#: Upper bound on operations per transaction, so one commit never holds back a caller for long.
+MAX_BATCH = 512
+BUSY_TIMEOUT_S = 10.0
+READER_THREADS = 4
+
+
+@dataclass(slots=True)
+class _Pending:
+    op: WriteOp[Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    ok: bool = False
+    value: Any = None
+    notes: list[str] = field(default_factory=list)
+
+
+class SQLiteEngine:
+    def __init__(self, url: SQLiteURL, publish: Callable[[str], None]) -> None:
+        self.url = url
+        self._publish = publish
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._closed = False
+        # In-memory: one connection shared by writer and readers, serialised by this lock.
+        self._shared: sqlite3.Connection | None = None
+        self._shared_lock = threading.Lock()
+        self._readers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_local = threading.local()
+        self._reader_lock = threading.Lock()
+        #: Committed transactions and operations, for tests and the benchmark.
+        self.transactions = 0
+        self.operations = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._writer is not None:
+            return
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._writer = threading.Thread(target=self._writer_main, args=(ready,), name="wk-sqlite-writer")
+        self._writer.daemon = True
+        self._writer.start()
+        try:
+            await asyncio.wrap_future(ready)
+        except BaseException:
+            self._writer.join()
+            self._writer = None
+            raise
+        self._readers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1 if self.url.path is None else READER_THREADS, thread_name_prefix="wk-sqlite-read"
+        )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._queue.put(None)  # operations queued before this still run and commit
+            await asyncio.to_thread(self._writer.join)
+        if self._readers is not None:
+            await asyncio.to_thread(self._readers.shutdown, True)
+        for conn in self._reader_conns:
+            conn.close()
+        self._reader_conns.clear()
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
+
+    # -- calls --------------------------------------------------------------------------------
+    async def write(self, op: WriteOp[T]) -> T:
+        """Run `op` in the next group-commit transaction; returns after COMMIT."""
+        if self._closed or self._writer is None:
+            raise StorageError("SQLite storage is not open")
+        loop = asyncio.get_running_loop()
+        pending = _Pending(op, loop, loop.create_future())
+        self._queue.put(pending)
+        return await pending.future  # type: ignore[no-any-return]
+
+    async def read(self, op: ReadOp[T]) -> T:
+        """Run `op` on a reader connection (autocommit: each statement sees the latest commit)."""
+        if self._closed or self._readers is None:
+            raise StorageError("SQLite storage is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, op)
+
+    # -- connections --------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/SAVEPOINT/COMMIT ourselves.
+        conn = sqlite3.connect(
+            self.url.path or ":memory:",
+            timeout=BUSY_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        return conn
+
+    def _open_writer(self) -> sqlite3.Connection:
+        if self.url.path is not None:
+            parent = os.path.dirname(os.path.abspath(self.url.path))
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create the directory for {self.url.path!r}: {exc}") from None
+        conn = self._connect()
+        try:
+            if self.url.path is not None:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StorageError(f"cannot put {self.url.path!r} in WAL mode (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous={self.url.synchronous.upper()}")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.url.path!r} has schema version {version}, newer than this worker_kit "
+                    f"understands ({SCHEMA_VERSION}); upgrade worker_kit"
+                )
+            conn.executescript(f"BEGIN IMMEDIATE; {DDL} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        except sqlite3.Error as exc:
+            conn.close()
+            name = self.url.path or ":memory:"
+            raise StorageError(f"cannot open SQLite database {name!r}: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        if self._shared is not None:
+            with self._shared_lock:
+                yield self._shared
+            return
+        conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+            self._reader_local.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        yield conn
+
+    def _run_read(self, op: ReadOp[T]) -> T:
+        try:
+            with self._reader() as conn:
+                return op(conn)
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite read failed: {exc}") from exc
+
+    # -- the writer thread --------------------------------------------------------------------
+    def _writer_main(self, ready: concurrent.futures.Future[None]) -> None:
+        try:
+            conn = self._open_writer()
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        if self.url.path is None:
+            self._shared = conn
+        ready.set_result(None)
+        stopping = False
+        try:
+            while not stopping:
+                first = self._queue.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stopping = True
+                        break
+                    batch.append(item)
+                lock = self._shared_lock if self._shared is not None else contextlib.nullcontext()
+                with lock:
+                    self._run_batch(conn, batch)
+                self._deliver(batch)
+        finally:
+            if self._shared is None:
+                conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._fail_all(batch, StorageError(f"SQLite could not start a write transaction: {exc}"))
+            return
+        try:
+            for n, pending in zip(itertools.count(), batch, strict=False):
+                savepoint = f"op{n}"
+                conn.execute(f"SAVEPOINT {savepoint}")
+                try:
+                    pending.value = pending.op(conn, pending.notes)
+                    pending.ok = True
+                except Exception as exc:
+                    conn.execute(f"ROLLBACK TO {savepoint}")
+                    pending.ok, pending.notes = False, []
+                    pending.value = (
+                        StorageError(f"SQLite write failed: {exc}") if isinstance(exc, sqlite3.Error) else exc
+                    )
+                conn.execute(f"RELEASE {savepoint}")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("SQLite transaction of %d operations failed: %s", len(batch), exc)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._fail_all(batch, StorageError(f"SQLite commit failed: {exc}"))
+            return
+        self.transactions += 1
+        self.operations += len(batch)
+
+    @staticmethod
+    def _fail_all(batch: list[_Pending], exc: Exception) -> None:
+        for pending in batch:
+            pending.ok, pending.value, pending.notes = False, exc, []
+
+    def _deliver(self, batch: list[_Pending]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
+        for pending in batch:
+            by_loop.setdefault(pending.loop, []).append(pending)
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the caller's loop is already closed
+                loop.call_soon_threadsafe(self._resolve, items)
+
+    def _resolve(self, items: list[_Pending]) -> None:
+        for pending in items:
+            if pending.ok:
+                for channel in dict.fromkeys(pending.notes):
+                    self._publish(channel)
+                if not pending.future.done():
+                    pending.future.set_result(pending.value)
+            elif not pending.future.done():
+                pending.future.set_exception(pending.value)

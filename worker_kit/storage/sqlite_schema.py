@@ -1,0 +1,202 @@
+"""The SQLite backend's tables, indexes and row mapping, and its URL forms.
+
+One row per job in `jobs`; stream chunks in `chunks`, keyed (job_id, idx). Payloads
+(input, output, progress, chunks, error_detail) are msgpack blobs so bytes survive.
+Every query the service runs on a hot path has an index that makes it O(log n):
+get by id (primary key), claim (partial index on queued jobs, in queue order), and
+each sweep scan (partial indexes on the deadline, lease and expiry columns).
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+from ..job import JobRecord, JobState, Policy
+from ..protocol import unpack
+
+SCHEMA_VERSION = 1
+
+# Small columns first, large blobs last: SQLite walks a row's overflow pages only to
+# reach columns stored after a large value, so a lookup that stops before `input`
+# never reads a multi-megabyte input.
+_JOB_COLUMNS = """
+    id TEXT PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    qpos INTEGER NOT NULL,
+    execution_timeout_ms INTEGER NOT NULL,
+    ttl_ms INTEGER NOT NULL,
+    retention_ms INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    ttl_deadline REAL NOT NULL,
+    started_at REAL,
+    run_deadline REAL,
+    finished_at REAL,
+    expires_at REAL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    worker_id TEXT,
+    token TEXT,
+    lease_until REAL,
+    ended_by TEXT,
+    next_seq INTEGER NOT NULL DEFAULT 0,
+    stream_len INTEGER NOT NULL DEFAULT 0,
+    read_cursor INTEGER NOT NULL DEFAULT 0,
+    webhook TEXT,
+    error TEXT,
+    error_detail BLOB,
+    progress BLOB,
+    output BLOB,
+    input BLOB NOT NULL
+"""
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS jobs ({_JOB_COLUMNS});
+
+-- claim: oldest queued job of an endpoint first
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(endpoint, qpos) WHERE state = 'IN_QUEUE';
+-- sweep: execution deadline, lease expiry, time to live, retention
+CREATE INDEX IF NOT EXISTS jobs_run_deadline ON jobs(run_deadline) WHERE state = 'IN_PROGRESS';
+CREATE INDEX IF NOT EXISTS jobs_lease ON jobs(lease_until) WHERE state = 'IN_PROGRESS';
+CREATE INDEX IF NOT EXISTS jobs_ttl ON jobs(ttl_deadline) WHERE state IN ('IN_QUEUE', 'IN_PROGRESS');
+CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at IS NOT NULL;
+-- workers(): how many jobs a worker runs
+CREATE INDEX IF NOT EXISTS jobs_worker ON jobs(endpoint, worker_id) WHERE state = 'IN_PROGRESS';
+
+-- Chunks can be up to 1 MB each, so they live in a rowid table (WITHOUT ROWID suits small rows only).
+CREATE TABLE IF NOT EXISTS chunks (
+    job_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (job_id, idx)
+);
+
+-- Counts per state, kept by triggers so /health costs one index lookup, not a scan.
+CREATE TABLE IF NOT EXISTS job_counts (
+    endpoint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (endpoint, state)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS endpoint_stats (
+    endpoint TEXT PRIMARY KEY,
+    retried INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS workers (
+    endpoint TEXT NOT NULL,
+    worker_id TEXT NOT NULL,
+    running INTEGER NOT NULL,
+    concurrency INTEGER NOT NULL,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (endpoint, worker_id)
+) WITHOUT ROWID;
+
+CREATE TRIGGER IF NOT EXISTS jobs_after_insert AFTER INSERT ON jobs BEGIN
+    INSERT INTO job_counts (endpoint, state, n) VALUES (NEW.endpoint, NEW.state, 1)
+        ON CONFLICT (endpoint, state) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER IF NOT EXISTS jobs_after_state AFTER UPDATE OF state ON jobs
+WHEN OLD.state IS NOT NEW.state BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE endpoint = OLD.endpoint AND state = OLD.state;
+    INSERT INTO job_counts (endpoint, state, n) VALUES (NEW.endpoint, NEW.state, 1)
+        ON CONFLICT (endpoint, state) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER IF NOT EXISTS jobs_after_delete AFTER DELETE ON jobs BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE endpoint = OLD.endpoint AND state = OLD.state;
+    DELETE FROM chunks WHERE job_id = OLD.id;
+END;
+"""
+
+#: The columns a JobRecord is built from, in `record_from_row` order.
+RECORD_COLUMNS = (
+    "id, endpoint, state, execution_timeout_ms, ttl_ms, retention_ms, created_at, started_at, "
+    "finished_at, expires_at, attempt, retries, worker_id, token, lease_until, next_seq, stream_len, "
+    "read_cursor, webhook, error, error_detail, progress, output, input"
+)
+
+
+def _blob(value: bytes | None) -> Any:
+    return None if value is None else unpack(value)
+
+
+def record_from_row(row: tuple[Any, ...]) -> JobRecord:
+    """Build a JobRecord from a row selected with RECORD_COLUMNS (runs off the writer thread)."""
+    (job_id, endpoint, state, exec_ms, ttl_ms, retention_ms, created_at, started_at, finished_at,
+     expires_at, attempt, retries, worker_id, token, lease_until, next_seq, stream_len, read_cursor,
+     webhook, error, error_detail, progress, output, input_blob) = row  # fmt: skip
+    return JobRecord(
+        id=job_id,
+        endpoint=endpoint,
+        input=unpack(input_blob),
+        state=JobState(state),
+        policy=Policy(execution_timeout_ms=exec_ms, ttl_ms=ttl_ms),
+        webhook=webhook,
+        retention_ms=retention_ms,
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        expires_at=expires_at,
+        output=_blob(output),
+        error=error,
+        error_detail=_blob(error_detail),
+        progress=_blob(progress),
+        attempt=attempt,
+        retries=retries,
+        worker_id=worker_id,
+        token=token,
+        lease_until=lease_until,
+        next_seq=next_seq,
+        stream_len=stream_len,
+        read_cursor=read_cursor,
+    )
+
+
+SYNCHRONOUS_MODES = ("normal", "full")
+
+
+@dataclass(frozen=True, slots=True)
+class SQLiteURL:
+    """A parsed `sqlite://` URL. `path` is None for an in-memory database."""
+
+    path: str | None
+    synchronous: str = "normal"
+
+    @classmethod
+    def parse(cls, url: str) -> SQLiteURL:
+        """`sqlite:///relative.db`, `sqlite:////abs/path.db`, `sqlite://:memory:`,
+        each optionally followed by `?synchronous=normal|full`."""
+        prefix = "sqlite://"
+        if not url.startswith(prefix):
+            raise ConfigError(f"not a SQLite URL: {url!r} (expected sqlite:///PATH)")
+        rest, _, query = url[len(prefix) :].partition("?")
+        path: str | None
+        if rest in (":memory:", "/:memory:"):
+            path = None
+        elif rest.startswith("/") and len(rest) > 1:
+            # sqlite:///rel.db -> "rel.db"; sqlite:////abs.db -> "/abs.db"
+            path = urllib.parse.unquote(rest[1:])
+        else:
+            raise ConfigError(
+                f"bad SQLite URL {url!r}: use sqlite:///relative/path.db, sqlite:////absolute/path.db "
+                "or sqlite://:memory:"
+            )
+        synchronous = "normal"
+        for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+            if key != "synchronous":
+                raise ConfigError(
+                    f"unknown SQLite URL option {key!r} in {url!r}: only 'synchronous' is known"
+                )
+            if value.lower() not in SYNCHRONOUS_MODES:
+                raise ConfigError(f"synchronous={value!r} in {url!r}: use 'normal' or 'full'")
+            synchronous = value.lower()
+        if path is not None:
+            path = os.path.expanduser(path)
+        return cls(path=path, synchronous=synchronous)
