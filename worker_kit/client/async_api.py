@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -348,11 +348,14 @@ class AsyncJobHandle:
         JobCancelled carrying the service's error. WaitTimeout if `timeout` passes first."""
         return result_of(await self.wait(timeout=timeout))
 
-    async def stream(self, *, cursor: int = 0) -> AsyncIterator[Any]:
+    async def stream(
+        self, *, cursor: int = 0, on_status: Callable[[dict[str, Any]], None] | None = None
+    ) -> AsyncIterator[Any]:
         """The job's stream chunks from `cursor` on, as they are produced, consuming nothing.
 
         Ends when the job has ended and every chunk was delivered; then raises the typed
         JobError if the job did not complete. Resumes after a dropped connection.
+        `on_status` is called with each status change seen on the way (push only).
         """
         if self.endpoint.push is not False:
             try:
@@ -362,6 +365,8 @@ class AsyncJobHandle:
                         yield data
                     else:
                         self.last_status = data
+                        if on_status is not None:
+                            on_status(data)
                 final = self._final()
                 if final is not None:
                     result_of(final)
