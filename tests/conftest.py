@@ -1,0 +1,73 @@
+"""Fixtures shared by every test directory: a real queue service on 127.0.0.1.
+
+    async def test_x(service):                      # defaults below
+        url = service.endpoint_url("ep")
+
+    async def test_y(service_factory):
+        svc = await service_factory(lease_ms=500, max_attempts=2)
+
+The service runs in the test's event loop on a free port, with a SQLite file in tmp_path,
+short leases and a fast sweep, and stops at teardown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker_kit.service.config import EndpointConfig, ServiceConfig
+from worker_kit.service.runner import RunningService, run_service
+
+#: Overrides every test service starts from: short enough to keep tests fast, long enough for 2 slow cores.
+TEST_DEFAULTS: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 0,
+    "lease_ms": 2000,
+    "sweep_interval_s": 0.1,
+    "deadline_grace_ms": 500,
+    "shutdown_timeout_s": 2.0,
+}
+
+ServiceFactory = Callable[..., Awaitable[RunningService]]
+
+
+@pytest.fixture
+async def service_factory(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
+    """`await service_factory(**overrides)` -> a running service, stopped at teardown.
+
+    Overrides are ServiceConfig fields; `default=EndpointConfig(...)` or `endpoints={...}` set
+    endpoint settings, and `config=ServiceConfig(...)` replaces the base config entirely.
+    Several services may be started; each gets its own SQLite file unless `storage` is given.
+    """
+    async with AsyncExitStack() as stack:
+        count = 0
+
+        async def start(config: ServiceConfig | None = None, **overrides: Any) -> RunningService:
+            nonlocal count
+            count += 1
+            if config is None:
+                fields = {
+                    **TEST_DEFAULTS,
+                    "storage": f"sqlite:///{tmp_path / f'service-{count}.db'}",
+                    **overrides,
+                }
+                config = ServiceConfig(**fields)
+            elif overrides:
+                config = dataclasses.replace(config, **overrides)
+            return await stack.enter_async_context(run_service(config))
+
+        yield start
+
+
+@pytest.fixture
+async def service(service_factory: ServiceFactory) -> RunningService:
+    """A running service with the test defaults."""
+    return await service_factory()
+
+
+__all__ = ["TEST_DEFAULTS", "EndpointConfig", "ServiceFactory", "service", "service_factory"]

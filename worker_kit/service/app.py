@@ -1,0 +1,183 @@
+"""The aiohttp application: routes, error middleware, and the lifecycles of storage, webhooks and sweeper.
+
+`create_app(config)` builds it; `runner.run_service` serves it. Handlers live in client_api.py
+(the public API) and worker_api.py (the native worker protocol).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from .. import __version__
+from ..storage import Storage, open_storage
+from . import client_api, worker_api
+from .client_api import WORKER_SEEN_WINDOW_S
+from .config import ServiceConfig
+from .http import ApiError, respond
+from .openapi import openapi_spec
+from .state import STATE, ServiceState, state_of
+from .sweeper import sweeper_ctx
+
+log = logging.getLogger("worker_kit.service")
+access_log = logging.getLogger("worker_kit.service.access")
+
+service_routes = web.RouteTableDef()
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(unmatched)"
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    if exc.status == 404:
+        message = f"no such route: {request.method} {request.path}"
+    elif exc.status == 405:
+        allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
+        message = f"method {request.method} is not allowed on {request.path}" + (
+            f"; use {allowed}" if allowed else ""
+        )
+    elif exc.status == 413:
+        message = f"request body too large: {exc.text or exc.reason}"
+    else:
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+    headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+    return respond(request, {"error": message}, status=exc.status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every failure answers `{"error": ...}`: our ApiErrors, aiohttp's own 404/405/413, and crashes."""
+    started = time.monotonic()
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = respond(request, exc.body(), status=exc.status, headers=exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _http_error(request, exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        response = respond(
+            request, {"error": "internal error in the service; it has been logged"}, status=500
+        )
+    state = request.app[STATE]
+    state.metrics.request(_route_name(request), request.method, response.status)
+    if access_log.isEnabledFor(logging.DEBUG):
+        access_log.debug(
+            "%s %s %d %.1fms",
+            request.method,
+            request.path_qs,
+            response.status,
+            (time.monotonic() - started) * 1000,
+            extra={"method": request.method, "path": request.path, "status": response.status},
+        )
+    return response
+
+
+# -- service-level routes -------------------------------------------------------------------------
+
+
+@service_routes.get("/health")
+async def liveness(request: web.Request) -> web.Response:
+    state = state_of(request)
+    return respond(
+        request,
+        {"status": "ok", "version": __version__, "uptime_s": round(time.time() - state.started_at, 3)},
+    )
+
+
+@service_routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    state = state_of(request)
+    endpoints = sorted(state.known_endpoints | set(state.config.endpoints))
+    job_counts: dict[str, dict[str, int]] = {}
+    workers: dict[str, tuple[int, int]] = {}
+    for endpoint in endpoints:
+        job_counts[endpoint] = await state.storage.counts(endpoint)
+        seen = await state.storage.workers(endpoint, WORKER_SEEN_WINDOW_S)
+        running = sum(1 for w in seen if w.running > 0)
+        workers[endpoint] = (len(seen) - running, running)
+    text = state.metrics.render(
+        job_counts, workers, state.webhook_stats(), state.limiter.refused, time.time() - state.started_at
+    )
+    return web.Response(
+        text=text, content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"}
+    )
+
+
+@service_routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return respond(request, openapi_spec())
+
+
+# -- lifecycles ------------------------------------------------------------------------------------
+
+
+def _storage_ctx(owned: bool) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        storage = app[STATE].storage
+        if owned:
+            await storage.open()
+        try:
+            yield
+        finally:
+            if owned:
+                await storage.close()
+
+    return ctx
+
+
+async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    from .webhooks import WebhookSender
+
+    sender = WebhookSender()
+    await sender.start()
+    app[STATE].webhooks = sender
+    try:
+        yield
+    finally:
+        app[STATE].webhooks = None
+        await sender.close()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    # Answer held long-polls now, so shutdown does not wait out their timeouts.
+    app[STATE].shutdown.event.set()
+
+
+def create_app(config: ServiceConfig, storage: Storage | None = None) -> web.Application:
+    """The service as an aiohttp app.
+
+    Without `storage`, the app opens `config.storage` at startup and closes it at cleanup.
+    A storage passed in belongs to the caller, who opens it before and closes it after.
+    """
+    owned = storage is None
+    store = open_storage(config.storage) if storage is None else storage
+    # Bodies are read by hand against per-route limits (http.read_body); this only caps what
+    # aiohttp would buffer itself if something called request.read().
+    biggest = max(
+        max(c.runsync_body_limit, c.run_body_limit, c.result_limit) for _, c in config.all_endpoint_configs()
+    )
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=biggest + worker_api._OUTPUT_OVERHEAD
+    )
+    app[STATE] = ServiceState(config=config, storage=store)
+    app.add_routes(service_routes)
+    app.add_routes(client_api.routes)
+    app.add_routes(worker_api.routes)
+    app.cleanup_ctx.append(_storage_ctx(owned))
+    app.cleanup_ctx.append(_webhooks_ctx)
+    app.cleanup_ctx.append(sweeper_ctx)
+    app.on_shutdown.append(_on_shutdown)
+    return app

@@ -1,0 +1,324 @@
+"""The public client routes under /v2/{endpoint_id} (docs/service.md, DESIGN.md's table).
+
+Each handler validates everything before it calls storage once, so a bad request never
+changes state. Storage owns the transitions; this module only checks, calls and renders.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from ..errors import JobConflict, JobNotFound
+from ..job import JobRecord, JobState, Policy
+from ..protocol import MAX_POLL_MS
+from ..storage.base import job_channel
+from .access import check_key
+from .config import EndpointConfig
+from .http import ApiError, query_int, read_object, read_optional_object, respond, wait_until
+from .state import ServiceState, job_log, state_of
+
+routes = web.RouteTableDef()
+log = logging.getLogger("worker_kit.service")
+
+PREFIX = "/v2/{endpoint_id}"
+RUNSYNC_DEFAULT_WAIT_MS = 90_000
+RUNSYNC_MAX_WAIT_MS = 300_000
+#: Upper bound for policy times and /status?ttl= (a week, as the hosted service allows).
+MAX_POLICY_MS = 7 * 24 * 3600 * 1000
+#: Bodies of routes that take none (POST /status, /cancel...) are read up to this size.
+_SMALL_BODY = 64 * 1024
+#: A worker counts in /health while it was seen (claim or heartbeat) this recently.
+WORKER_SEEN_WINDOW_S = MAX_POLL_MS / 1000 + 5
+
+Handler = Callable[[web.Request, ServiceState, str, EndpointConfig], Awaitable[web.StreamResponse]]
+
+
+def client_op(op: str | None) -> Callable[[Handler], Callable[[web.Request], Awaitable[web.StreamResponse]]]:
+    """Resolve the endpoint, check the client key, then hold a rate-limit slot for `op`."""
+
+    def decorate(fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        @functools.wraps(fn)
+        async def handle(request: web.Request) -> web.StreamResponse:
+            state = state_of(request)
+            endpoint = request.match_info["endpoint_id"]
+            cfg = state.endpoint_config(endpoint)
+            check_key(request, cfg, "client")
+            if op is None:
+                return await fn(request, state, endpoint, cfg)
+            with state.limiter.slot(endpoint, op, cfg.rate_limit(op)):
+                return await fn(request, state, endpoint, cfg)
+
+        return handle
+
+    return decorate
+
+
+def job_id_of(request: web.Request) -> str:
+    job_id = request.match_info["job_id"]
+    if len(job_id) > 128:
+        raise ApiError(404, "job not found (job ids are at most 128 characters)")
+    return job_id
+
+
+def not_found(job_id: str) -> ApiError:
+    return ApiError(404, f"job {job_id} not found (unknown, of another endpoint, or past its retention)")
+
+
+# -- submit ---------------------------------------------------------------------------------------
+
+
+def parse_submit(body: dict[str, Any], cfg: EndpointConfig) -> tuple[Any, Policy, str | None]:
+    if "input" not in body:
+        raise ApiError(400, 'the body must hold "input", e.g. {"input": {"prompt": "hello"}}')
+    policy = parse_policy(body.get("policy"), cfg)
+    webhook = body.get("webhook")
+    if webhook is not None:
+        if not isinstance(webhook, str):
+            raise ApiError(400, f"webhook must be an http(s) URL string, not {webhook!r}")
+        parts = urlsplit(webhook)
+        if parts.scheme not in ("http", "https") or not parts.hostname or len(webhook) > 2048:
+            raise ApiError(
+                400, f"webhook must be an http:// or https:// URL with a host, not {webhook[:200]!r}"
+            )
+    return body["input"], policy, webhook
+
+
+def parse_policy(raw: Any, cfg: EndpointConfig) -> Policy:
+    if raw is None:
+        return Policy(cfg.execution_timeout_ms, cfg.ttl_ms)
+    if not isinstance(raw, dict):
+        raise ApiError(400, f"policy must be an object, not {type(raw).__name__}")
+    unknown = set(raw) - {"executionTimeout", "ttl", "lowPriority"}
+    if unknown:
+        raise ApiError(
+            400,
+            f"unknown policy field(s): {', '.join(sorted(unknown))} "
+            "(known: executionTimeout, ttl, lowPriority)",
+        )
+    values = {}
+    for name, default in (("executionTimeout", cfg.execution_timeout_ms), ("ttl", cfg.ttl_ms)):
+        value = raw.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not (1 <= value <= MAX_POLICY_MS):
+            raise ApiError(
+                400,
+                f"policy.{name} must be a whole number of milliseconds between 1 and "
+                f"{MAX_POLICY_MS}, not {value!r}",
+            )
+        values[name] = value
+    if "lowPriority" in raw and not isinstance(raw["lowPriority"], bool):
+        raise ApiError(400, "policy.lowPriority must be true or false")
+    return Policy(execution_timeout_ms=values["executionTimeout"], ttl_ms=values["ttl"])
+
+
+async def _submit(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, *, sync: bool
+) -> JobRecord:
+    limit = cfg.runsync_body_limit if sync else cfg.run_body_limit
+    body = await read_object(request, limit, "/runsync" if sync else "/run")
+    job_input, policy, webhook = parse_submit(body, cfg)
+    await state.check_backpressure(endpoint, cfg)
+    job = await state.storage.submit(
+        endpoint,
+        job_input,
+        policy=policy,
+        webhook=webhook,
+        retention_ms=cfg.runsync_retention_ms if sync else cfg.run_retention_ms,
+    )
+    state.count_submit(endpoint)
+    state.metrics.job_submitted(endpoint)
+    job_log(job, "job %s submitted to %s%s", job.id, endpoint, " (runsync)" if sync else "")
+    return job
+
+
+@routes.post(PREFIX + "/run")
+@client_op("run")
+async def run(request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig) -> web.Response:
+    job = await _submit(request, state, endpoint, cfg, sync=False)
+    return respond(request, {"id": job.id, "status": job.state.value})
+
+
+@routes.post(PREFIX + "/runsync")
+@client_op("runsync")
+async def runsync(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.Response:
+    wait_ms = query_int(
+        request, "wait", default=RUNSYNC_DEFAULT_WAIT_MS, minimum=0, maximum=RUNSYNC_MAX_WAIT_MS
+    )
+    assert wait_ms is not None
+    job = await _submit(request, state, endpoint, cfg, sync=True)
+    latest = job
+
+    async def ended() -> JobRecord | None:
+        nonlocal latest
+        current = await state.storage.get(endpoint, job.id)
+        if current is None:
+            raise ApiError(404, f"job {job.id} was removed while /runsync waited (purged or expired)")
+        latest = current
+        return current if current.state.is_terminal else None
+
+    await wait_until(state.storage, job_channel(job.id), wait_ms / 1000, ended, state.shutdown)
+    return respond(request, latest.to_status())
+
+
+# -- read ---------------------------------------------------------------------------------------------
+
+
+@routes.route("GET", PREFIX + "/status/{job_id}")
+@routes.route("POST", PREFIX + "/status/{job_id}")
+@client_op("status")
+async def status(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.Response:
+    job_id = job_id_of(request)
+    ttl = query_int(request, "ttl", default=None, minimum=0, maximum=MAX_POLICY_MS)
+    if request.method == "POST":
+        await read_optional_object(request, _SMALL_BODY, "/status")
+    if ttl is None:
+        job = await state.storage.get(endpoint, job_id)
+    else:
+        job = await state.storage.set_retention(endpoint, job_id, ttl)
+    if job is None:
+        raise not_found(job_id)
+    return respond(request, job.to_status())
+
+
+@routes.route("GET", PREFIX + "/stream/{job_id}")
+@routes.route("POST", PREFIX + "/stream/{job_id}")
+@client_op("status")
+async def stream(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.StreamResponse:
+    job_id = job_id_of(request)
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        if await state.storage.get(endpoint, job_id) is None:
+            raise not_found(job_id)
+        try:
+            from .sse import stream_sse
+        except ModuleNotFoundError as exc:  # the SSE module is built separately
+            if exc.name != f"{__package__}.sse":
+                raise
+            raise ApiError(501, "server-sent events are not available in this build; poll /stream") from None
+        return await stream_sse(request, state.storage, endpoint, job_id)
+    cursor = query_int(request, "cursor", default=None, minimum=0, maximum=2**62)
+    wait_ms = query_int(request, "wait", default=0, minimum=0, maximum=MAX_POLL_MS)
+    assert wait_ms is not None
+    if request.method == "POST":
+        await read_optional_object(request, _SMALL_BODY, "/stream")
+
+    latest: tuple[JobRecord, list[Any], int] | None = None
+
+    async def chunks() -> tuple[JobRecord, list[Any], int] | None:
+        nonlocal latest
+        try:
+            latest = await state.storage.read_stream(endpoint, job_id, cursor)
+        except JobNotFound:
+            raise not_found(job_id) from None
+        job, items, _ = latest
+        return latest if items or job.state.is_terminal or wait_ms == 0 else None
+
+    await wait_until(state.storage, job_channel(job_id), wait_ms / 1000, chunks, state.shutdown)
+    assert latest is not None
+    job, items, next_cursor = latest
+    return respond(
+        request,
+        {
+            "id": job_id,
+            "status": job.state.value,
+            "stream": [{"output": item} for item in items],
+            "cursor": next_cursor,
+        },
+    )
+
+
+# -- change ------------------------------------------------------------------------------------------
+
+
+@routes.post(PREFIX + "/cancel/{job_id}")
+@client_op("cancel")
+async def cancel(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.Response:
+    job_id = job_id_of(request)
+    await read_optional_object(request, _SMALL_BODY, "/cancel")
+    before = await state.storage.get(endpoint, job_id)
+    if before is None:
+        raise not_found(job_id)
+    if before.state.is_terminal:  # nothing to cancel; say how it ended
+        return respond(request, {"id": job_id, "status": before.state.value})
+    job = await state.storage.cancel(endpoint, job_id)
+    if job is None:
+        raise not_found(job_id)
+    if job.state is JobState.CANCELLED:
+        state.job_ended(job, f"cancelled by a client while {before.state.value}")
+    return respond(request, {"id": job_id, "status": job.state.value})
+
+
+@routes.post(PREFIX + "/retry/{job_id}")
+@client_op("retry")
+async def retry(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.Response:
+    job_id = job_id_of(request)
+    await read_optional_object(request, _SMALL_BODY, "/retry")
+    try:
+        job = await state.storage.retry(endpoint, job_id)
+    except JobNotFound:
+        raise not_found(job_id) from None
+    except JobConflict as exc:
+        current = exc.state or "in another state"
+        raise ApiError(
+            409, f"job {job_id} is {current}; only FAILED or TIMED_OUT jobs can be retried", status=exc.state
+        ) from None
+    job_log(job, "job %s requeued by /retry (retry %d)", job.id, job.retries)
+    return respond(request, {"id": job.id, "status": job.state.value})
+
+
+@routes.post(PREFIX + "/purge-queue")
+@client_op("purge")
+async def purge_queue(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.Response:
+    await read_optional_object(request, _SMALL_BODY, "/purge-queue")
+    removed = await state.storage.purge(endpoint)
+    if removed:
+        log.info("purged %d queued job(s) of %s", removed, endpoint, extra={"endpoint": endpoint})
+    return respond(request, {"removed": removed, "status": "completed"})
+
+
+# -- health ----------------------------------------------------------------------------------------
+
+_HEALTH_KEYS = {
+    JobState.COMPLETED.value: "completed",
+    JobState.FAILED.value: "failed",
+    JobState.IN_PROGRESS.value: "inProgress",
+    JobState.IN_QUEUE.value: "inQueue",
+    "retried": "retried",
+    JobState.TIMED_OUT.value: "timedOut",
+    JobState.CANCELLED.value: "cancelled",
+}
+
+
+async def endpoint_health(state: ServiceState, endpoint: str) -> dict[str, Any]:
+    counts = await state.storage.counts(endpoint)
+    workers = await state.storage.workers(endpoint, WORKER_SEEN_WINDOW_S)
+    running = sum(1 for w in workers if w.running > 0)
+    return {
+        "jobs": {name: counts.get(key, 0) for key, name in _HEALTH_KEYS.items()},
+        "workers": {"idle": len(workers) - running, "running": running},
+        "webhooks": state.webhook_stats(),
+    }
+
+
+@routes.get(PREFIX + "/health")
+@client_op(None)
+async def health(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.Response:
+    return respond(request, await endpoint_health(state, endpoint))

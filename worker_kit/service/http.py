@@ -1,0 +1,204 @@
+"""Request and response plumbing shared by the client and worker routes.
+
+Handlers raise `ApiError`; the error middleware (app.py) renders it as `{"error": ...}`.
+Bodies are read by hand against a per-route limit, so a too-large body is refused from its
+Content-Length before a byte of it is read, and a chunked one as soon as it passes the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from ..protocol import JSON, MSGPACK, decode, encode
+from ..storage.base import Storage
+
+T = TypeVar("T")
+
+#: Bodies are read from the socket in pieces of this size while the limit is enforced.
+_READ_PIECE = 256 * 1024
+
+
+class ApiError(Exception):
+    """An answer other than 2xx: `{"error": message, **fields}` with `status`."""
+
+    def __init__(
+        self, http_status: int, message: str, *, headers: dict[str, str] | None = None, **fields: Any
+    ) -> None:
+        super().__init__(message)
+        self.status = http_status
+        self.message = message
+        self.headers = headers or {}
+        self.fields = fields
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, **self.fields}
+
+
+def wants_msgpack(request: web.Request) -> bool:
+    return MSGPACK in request.headers.get("Accept", "")
+
+
+def respond(
+    request: web.Request, body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """JSON, or msgpack when the request's Accept header asks for it."""
+    content_type = MSGPACK if wants_msgpack(request) else JSON
+    return web.Response(
+        body=encode(body, content_type), status=status, content_type=content_type, headers=headers
+    )
+
+
+def body_content_type(request: web.Request) -> str:
+    return MSGPACK if request.content_type == MSGPACK else JSON
+
+
+async def read_body(request: web.Request, limit: int, what: str) -> bytes:
+    """The raw body, refusing with 413 anything over `limit` bytes."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ApiError(413, f"{what} body is {length} bytes, over the limit of {limit} bytes", limit=limit)
+    if length is not None:
+        try:
+            return await request.content.readexactly(length) if length else b""
+        except asyncio.IncompleteReadError as exc:
+            raise ApiError(400, f"{what} body ended after {len(exc.partial)} of {length} bytes") from None
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        piece = await request.content.read(_READ_PIECE)
+        if not piece:
+            break
+        size += len(piece)
+        if size > limit:
+            raise ApiError(413, f"{what} body is over the limit of {limit} bytes", limit=limit)
+        parts.append(piece)
+    return b"".join(parts)
+
+
+async def read_object(request: web.Request, limit: int, what: str) -> dict[str, Any]:
+    """A JSON or msgpack body that must be an object."""
+    raw = await read_body(request, limit, what)
+    try:
+        value = decode(raw, body_content_type(request))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    if not isinstance(value, dict):
+        raise ApiError(400, f"{what} body must be an object, not {type(value).__name__}")
+    return value
+
+
+async def read_optional_object(request: web.Request, limit: int, what: str) -> dict[str, Any]:
+    """Like read_object, but an absent or empty body is an empty object (POST /status, /cancel...)."""
+    if not request.body_exists:
+        return {}
+    raw = await read_body(request, limit, what)
+    if not raw.strip():
+        return {}
+    try:
+        value = decode(raw, body_content_type(request))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    if not isinstance(value, dict):
+        raise ApiError(400, f"{what} body must be an object, not {type(value).__name__}")
+    return value
+
+
+def query_int(
+    request: web.Request, name: str, *, default: int | None, minimum: int, maximum: int
+) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit():
+        raise ApiError(
+            400, f"query parameter {name} must be a whole number between {minimum} and {maximum}, not {raw!r}"
+        )
+    value = int(raw)
+    if not (minimum <= value <= maximum):
+        raise ApiError(400, f"query parameter {name} must be between {minimum} and {maximum}, not {value}")
+    return value
+
+
+def field_int(
+    body: dict[str, Any],
+    name: str,
+    *,
+    default: int | None,
+    minimum: int,
+    maximum: int | None = None,
+    cap: int | None = None,
+) -> int | None:
+    """An integer body field; values above `cap` are lowered to it, above `maximum` refused."""
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, f"{name} must be an integer, not {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ApiError(400, f"{name} must be {bound}, not {value}")
+    return min(value, cap) if cap is not None else value
+
+
+def field_str(body: dict[str, Any], name: str, *, required: bool, max_len: int = 256) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise ApiError(400, f"{name} is required")
+        return None
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, f"{name} must be a non-empty string")
+    if len(value) > max_len:
+        raise ApiError(400, f"{name} is longer than {max_len} characters")
+    return value
+
+
+class Shutdown:
+    """Set when the service stops, so long-polls answer at once instead of holding shutdown."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+
+#: Long-polls re-read storage at least this often, so a notification lost between replicas
+#: (or one published between a read and a subscribe) costs at most this much latency.
+_RECHECK_S = 2.0
+
+
+async def wait_until(
+    storage: Storage,
+    channel: str,
+    timeout_s: float,
+    check: Callable[[], Awaitable[T | None]],
+    shutdown: Shutdown | None = None,
+) -> T | None:
+    """Call `check` until it returns a value, waking on `channel`; None once `timeout_s` passes.
+
+    The waiter subscribes before `check` reads storage, so a change that lands in between
+    still wakes it.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        waiter = asyncio.ensure_future(storage.wait(channel, min(max(remaining, 0.0), _RECHECK_S)))
+        try:
+            await asyncio.sleep(0)  # let the waiter subscribe
+            result = await check()
+            if result is not None or remaining <= 0 or (shutdown is not None and shutdown.event.is_set()):
+                return result
+            if shutdown is None:
+                await waiter
+            else:
+                stop = asyncio.ensure_future(shutdown.event.wait())
+                try:
+                    await asyncio.wait((waiter, stop), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop.cancel()
+        finally:
+            if not waiter.done():
+                waiter.cancel()

@@ -1,0 +1,418 @@
+"""The OpenAPI 3.1 description served at GET /openapi.json, written by hand.
+
+tests/service/test_openapi.py checks that every registered route appears here.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from .. import __version__
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_ENDPOINT = {"name": "endpoint_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}, "application/msgpack": {"schema": schema}}
+
+
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    *,
+    params: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+    errors: tuple[int, ...] = (400, 401, 403, 404, 429),
+    tag: str = "client",
+    security: str | None = "clientKey",
+    text: bool = False,
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "OK",
+            "content": {"text/plain": {"schema": {"type": "string"}}} if text else _json(ok),
+        }
+    }
+    for code in errors:
+        responses[str(code)] = {"description": _REASONS[code], "content": _json(_ERROR)}
+    op: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "parameters": params or [],
+        "responses": responses,
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _json(body)}
+    if security is not None:
+        op["security"] = [{security: []}, {}]
+    return op
+
+
+_REASONS = {
+    400: "Bad request: malformed body, wrong types or out-of-range parameters",
+    401: "An API key is required",
+    403: "The API key is wrong or of the other kind (client vs worker)",
+    404: "Unknown endpoint or job (or past its retention)",
+    409: "The job's state or the lease token forbids this",
+    413: "Body, chunk or result over its limit",
+    429: "Rate, concurrency or queue limit reached; see Retry-After",
+    500: "Unexpected error (logged)",
+    501: "Not available in this build",
+}
+
+
+def _ms(description: str) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 0, "description": description}
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+        "additionalProperties": True,
+    },
+    "Policy": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "executionTimeout": {"type": "integer", "minimum": 1, "description": "ms the run may take"},
+            "ttl": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "ms the job may live, queue time included",
+            },
+            "lowPriority": {"type": "boolean", "description": "accepted for compatibility; ignored"},
+        },
+    },
+    "SubmitRequest": {
+        "type": "object",
+        "required": ["input"],
+        "properties": {
+            "input": {"description": "any JSON value, handed to the handler"},
+            "webhook": {
+                "type": "string",
+                "format": "uri",
+                "description": "POSTed the final status when the job ends",
+            },
+            "policy": {"$ref": "#/components/schemas/Policy"},
+        },
+    },
+    "Submitted": {
+        "type": "object",
+        "required": ["id", "status"],
+        "properties": {"id": {"type": "string"}, "status": {"const": "IN_QUEUE"}},
+    },
+    "Status": {
+        "type": "object",
+        "required": ["id", "status", "delayTime", "executionTime"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"enum": ["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]},
+            "delayTime": _ms("ms spent in the queue"),
+            "executionTime": _ms("ms spent running"),
+            "output": {"description": "the result, or the latest progress update while IN_PROGRESS"},
+            "error": {"type": "string"},
+            "errorDetail": {"type": "object"},
+            "retries": {"type": "integer"},
+            "workerId": {"type": "string"},
+        },
+    },
+    "Stream": {
+        "type": "object",
+        "required": ["status", "stream"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"type": "string"},
+            "stream": {"type": "array", "items": {"type": "object", "properties": {"output": {}}}},
+            "cursor": {"type": "integer", "description": "pass as ?cursor= to read on from here"},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "properties": {
+            "jobs": {
+                "type": "object",
+                "properties": {
+                    k: {"type": "integer"}
+                    for k in (
+                        "completed",
+                        "failed",
+                        "inProgress",
+                        "inQueue",
+                        "retried",
+                        "timedOut",
+                        "cancelled",
+                    )
+                },
+            },
+            "workers": {
+                "type": "object",
+                "properties": {"idle": {"type": "integer"}, "running": {"type": "integer"}},
+            },
+            "webhooks": {
+                "type": "object",
+                "properties": {k: {"type": "integer"} for k in ("delivered", "failed", "pending")},
+            },
+        },
+    },
+    "OutputItem": {
+        "type": "object",
+        "required": ["seq", "kind"],
+        "properties": {
+            "seq": {"type": "integer", "minimum": 0},
+            "kind": {"enum": ["chunk", "progress"]},
+            "data": {},
+        },
+    },
+    "ClaimRequest": {
+        "type": "object",
+        "required": ["worker_id"],
+        "properties": {
+            "worker_id": {"type": "string"},
+            "max": {"type": "integer", "minimum": 1, "maximum": 100},
+            "wait_ms": {"type": "integer", "minimum": 0, "description": "capped at 60000"},
+            "concurrency": {"type": "integer", "minimum": 0},
+        },
+    },
+    "ClaimedJob": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "input": {},
+            "token": {"type": "string"},
+            "attempt": {"type": "integer"},
+            "policy": {"$ref": "#/components/schemas/Policy"},
+            "deadline_ms": {"type": "integer"},
+            "webhook": {"type": "string"},
+        },
+    },
+    "HeartbeatRequest": {
+        "type": "object",
+        "required": ["worker_id"],
+        "properties": {
+            "worker_id": {"type": "string"},
+            "jobs": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "job id → token",
+            },
+            "wait_ms": {"type": "integer", "minimum": 0},
+            "concurrency": {"type": "integer"},
+            "running": {"type": "integer"},
+        },
+    },
+    "OutputRequest": {
+        "type": "object",
+        "required": ["token", "items"],
+        "properties": {
+            "token": {"type": "string"},
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/OutputItem"}},
+        },
+    },
+    "FinishRequest": {
+        "type": "object",
+        "required": ["token", "state"],
+        "properties": {
+            "token": {"type": "string"},
+            "state": {"enum": ["COMPLETED", "FAILED", "TIMED_OUT"]},
+            "output": {},
+            "error": {"type": "string"},
+            "error_detail": {"type": "object"},
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/OutputItem"}},
+        },
+    },
+}
+
+
+def _q(name: str, description: str, maximum: int | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer", "minimum": 0}
+    if maximum is not None:
+        schema["maximum"] = maximum
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _paths() -> dict[str, Any]:
+    ep, job = [_ENDPOINT], [_ENDPOINT, _JOB_ID]
+    status_op = _op(
+        "Status of a job; ?ttl= sets how long its result is kept from now",
+        _ref("Status"),
+        params=[*job, _q("ttl", "ms to keep the result from now")],
+    )
+    stream_op = _op(
+        "Stream chunks not yet read (consumed), or from ?cursor= (nothing consumed); "
+        "Server-Sent Events with Accept: text/event-stream",
+        _ref("Stream"),
+        params=[
+            *job,
+            _q("cursor", "read from this chunk index, consuming nothing"),
+            _q("wait", "hold up to this many ms for a chunk", 60000),
+        ],
+        errors=(400, 401, 403, 404, 429, 501),
+    )
+    stale = (400, 401, 403, 409, 413)
+    worker = {"tag": "worker", "security": "workerKey"}
+    return {
+        "/health": {
+            "get": _op("Liveness of the service", {"type": "object"}, errors=(), tag="service", security=None)
+        },
+        "/metrics": {
+            "get": _op("Prometheus metrics", {}, errors=(), tag="service", security=None, text=True)
+        },
+        "/openapi.json": {
+            "get": _op("This document", {"type": "object"}, errors=(), tag="service", security=None)
+        },
+        "/v2/{endpoint_id}/run": {
+            "post": _op(
+                "Submit a job; answers at once",
+                _ref("Submitted"),
+                params=ep,
+                body=_ref("SubmitRequest"),
+                errors=(400, 401, 403, 404, 413, 429),
+            )
+        },
+        "/v2/{endpoint_id}/runsync": {
+            "post": _op(
+                "Submit a job and wait until it ends or ?wait= ms pass (then the current status)",
+                _ref("Status"),
+                params=[*ep, _q("wait", "ms to wait (default 90000)", 300000)],
+                body=_ref("SubmitRequest"),
+                errors=(400, 401, 403, 404, 413, 429),
+            )
+        },
+        "/v2/{endpoint_id}/status/{job_id}": {"get": status_op, "post": status_op},
+        "/v2/{endpoint_id}/stream/{job_id}": {"get": stream_op, "post": stream_op},
+        "/v2/{endpoint_id}/cancel/{job_id}": {
+            "post": _op("Cancel a queued or running job", _ref("Submitted"), params=job)
+        },
+        "/v2/{endpoint_id}/retry/{job_id}": {
+            "post": _op(
+                "Requeue a FAILED or TIMED_OUT job",
+                _ref("Submitted"),
+                params=job,
+                errors=(400, 401, 403, 404, 409, 429),
+            )
+        },
+        "/v2/{endpoint_id}/purge-queue": {
+            "post": _op(
+                "Remove every queued job",
+                {
+                    "type": "object",
+                    "properties": {"removed": {"type": "integer"}, "status": {"const": "completed"}},
+                },
+                params=ep,
+            )
+        },
+        "/v2/{endpoint_id}/health": {
+            "get": _op(
+                "Job and worker counts of the endpoint", _ref("Health"), params=ep, errors=(401, 403, 404)
+            )
+        },
+        "/v2/{endpoint_id}/worker/claim": {
+            "post": _op(
+                "Long-poll claim of up to max jobs",
+                {
+                    "type": "object",
+                    "properties": {
+                        "jobs": {"type": "array", "items": _ref("ClaimedJob")},
+                        "lease_ms": {"type": "integer"},
+                    },
+                },
+                params=ep,
+                body=_ref("ClaimRequest"),
+                errors=(400, 401, 403, 404),
+                **worker,
+            )
+        },
+        "/v2/{endpoint_id}/worker/heartbeat": {
+            "post": _op(
+                "Renew leases; long-poll for stop signals",
+                {
+                    "type": "object",
+                    "properties": {
+                        "stop": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "reason": {"enum": ["CANCELLED", "TIMED_OUT", "LOST"]},
+                                },
+                            },
+                        },
+                        "lease_ms": {"type": "integer"},
+                    },
+                },
+                params=ep,
+                body=_ref("HeartbeatRequest"),
+                errors=(400, 401, 403, 404),
+                **worker,
+            )
+        },
+        "/v2/{endpoint_id}/worker/jobs/{job_id}/output": {
+            "post": _op(
+                "Ordered, idempotent stream chunks and progress",
+                {"type": "object", "properties": {"next_seq": {"type": "integer"}}},
+                params=job,
+                body=_ref("OutputRequest"),
+                errors=stale,
+                **worker,
+            )
+        },
+        "/v2/{endpoint_id}/worker/jobs/{job_id}/finish": {
+            "post": _op(
+                "End a job with its result",
+                {"type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}}},
+                params=job,
+                body=_ref("FinishRequest"),
+                errors=stale,
+                **worker,
+            )
+        },
+        "/v2/{endpoint_id}/worker/jobs/{job_id}/release": {
+            "post": _op(
+                "Hand a running job back to the queue",
+                _ref("Submitted"),
+                params=job,
+                body={"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
+                errors=(400, 401, 403, 409),
+                **worker,
+            )
+        },
+    }
+
+
+@functools.cache
+def openapi_spec() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "worker_kit queue service",
+            "version": __version__,
+            "description": "Client API (path-compatible with the hosted serverless API) and the native "
+            'worker API (docs/protocol.md). Errors answer {"error": reason}.',
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {
+                "clientKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a client key of the endpoint",
+                },
+                "workerKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a worker key of the endpoint",
+                },
+            },
+        },
+    }

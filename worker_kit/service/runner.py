@@ -1,0 +1,72 @@
+"""Serve the app on a TCP port: `async with run_service(config) as svc:`.
+
+Used by `worker-kit serve`, the local harness and the tests. Port 0 picks a free port;
+`svc.url` tells which.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ..storage import Storage
+from .app import create_app
+from .config import ServiceConfig
+from .state import STATE
+
+log = logging.getLogger("worker_kit.service")
+
+
+@dataclass(slots=True)
+class RunningService:
+    app: web.Application
+    runner: web.AppRunner
+    config: ServiceConfig
+    url: str
+    port: int
+
+    @property
+    def storage(self) -> Storage:
+        return self.app[STATE].storage
+
+    def endpoint_url(self, endpoint_id: str) -> str:
+        return f"{self.url}/v2/{endpoint_id}"
+
+
+def _url_host(host: str) -> str:
+    # A wildcard bind is reachable on loopback; an IPv6 literal needs brackets in a URL.
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+@asynccontextmanager
+async def run_service(config: ServiceConfig, storage: Storage | None = None) -> AsyncIterator[RunningService]:
+    """Start the service; on exit answer held long-polls, wait up to `shutdown_timeout_s` for
+    in-flight requests, stop the sweeper and webhooks, then close storage."""
+    app = create_app(config, storage)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_timeout_s
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host or None, config.port)
+        await site.start()
+        port = runner.addresses[0][1] if runner.addresses else config.port
+        svc = RunningService(
+            app=app, runner=runner, config=config, url=f"http://{_url_host(config.host)}:{port}", port=port
+        )
+        log.info(
+            "serving on %s (storage %s)",
+            svc.url,
+            config.storage if storage is None else type(storage).__name__,
+        )
+        yield svc
+    finally:
+        await runner.cleanup()

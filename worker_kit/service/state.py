@@ -1,0 +1,141 @@
+"""The objects one service app shares between its routes and background tasks.
+
+`ServiceState` lives under the `STATE` app key. `job_ended` is the single place every path that
+ends a job (worker finish, cancel, sweep) goes through, so logs, metrics and webhooks never miss one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..job import JobRecord, JobState
+from ..storage.base import Storage
+from .access import RateLimiter
+from .config import EndpointConfig, ServiceConfig
+from .http import ApiError, Shutdown
+from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .webhooks import WebhookSender
+
+log = logging.getLogger("worker_kit.service")
+
+#: How many ended jobs are remembered so that two paths ending the same job fire one webhook.
+_FIRED_MEMORY = 10_000
+#: The cached queue length is trusted for this long before a submit re-reads it.
+_DEPTH_TTL_S = 0.5
+
+
+@dataclass(slots=True)
+class _Depth:
+    value: int
+    read_at: float
+
+
+@dataclass(slots=True)
+class ServiceState:
+    config: ServiceConfig
+    storage: Storage
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    metrics: Metrics = field(default_factory=Metrics)
+    shutdown: Shutdown = field(default_factory=Shutdown)
+    webhooks: WebhookSender | None = None
+    started_at: float = field(default_factory=time.time)
+    #: Endpoints this process has served, so /metrics can report them without a storage scan.
+    known_endpoints: set[str] = field(default_factory=set)
+    _fired: OrderedDict[tuple[str, int, str, float | None], None] = field(default_factory=OrderedDict)
+    _depth: dict[str, _Depth] = field(default_factory=dict)
+
+    def endpoint_config(self, endpoint_id: str) -> EndpointConfig:
+        from .config import valid_endpoint_id
+
+        if not valid_endpoint_id(endpoint_id):
+            raise ApiError(404, "endpoint ids use letters, digits, '-', '_' or '.' (1-128 characters)")
+        cfg = self.config.endpoint(endpoint_id)
+        if cfg is None:
+            raise ApiError(404, f"unknown endpoint {endpoint_id!r}")
+        self.known_endpoints.add(endpoint_id)
+        return cfg
+
+    # -- backpressure --------------------------------------------------------------------------
+    async def check_backpressure(self, endpoint: str, cfg: EndpointConfig) -> None:
+        """429 when the queue holds more than the endpoint's queue limit.
+
+        The queue length is cached briefly and counted up locally on each submit; a refusal is
+        always confirmed against storage, so a stale cache never refuses wrongly.
+        """
+        if not cfg.backpressure:
+            return
+        limit = cfg.queue_limit
+        depth = self._depth.get(endpoint)
+        now = time.monotonic()
+        if depth is None or now - depth.read_at > _DEPTH_TTL_S or depth.value > limit:
+            depth = self._depth[endpoint] = _Depth(await self._queued(endpoint), now)
+        if depth.value > limit:
+            raise ApiError(
+                429,
+                f"the queue of this endpoint holds {depth.value} jobs, over its limit of {limit} "
+                f"(more than {cfg.queue_floor} and more than workers_max {cfg.workers_max} x "
+                f"{cfg.queue_per_worker}); retry later",
+                headers={"Retry-After": "5"},
+                retry_after=5,
+            )
+
+    def count_submit(self, endpoint: str) -> None:
+        depth = self._depth.get(endpoint)
+        if depth is not None:
+            depth.value += 1
+
+    async def _queued(self, endpoint: str) -> int:
+        counts = await self.storage.counts(endpoint)
+        return counts.get(JobState.IN_QUEUE.value, 0)
+
+    # -- job endings -----------------------------------------------------------------------------
+    def job_ended(self, job: JobRecord, how: str) -> None:
+        """Log, count and fire the webhook for a job that just reached a terminal state."""
+        key = (job.id, job.retries, job.state.value, job.finished_at)
+        if key in self._fired:
+            return
+        self._fired[key] = None
+        if len(self._fired) > _FIRED_MEMORY:
+            self._fired.popitem(last=False)
+        self.metrics.job_ended(job.endpoint, job.state.value)
+        log.info(
+            "job %s %s (%s)%s",
+            job.id,
+            job.state.value,
+            how,
+            f": {job.error}" if job.error else "",
+            extra={"job_id": job.id, "endpoint": job.endpoint, "state": job.state.value, "how": how},
+        )
+        if job.webhook and self.webhooks is not None:
+            cfg = self.config.endpoint(job.endpoint) or self.config.default
+            self.webhooks.job_ended(
+                job.to_status(),
+                job.webhook,
+                secret=cfg.webhook_secret,
+                attempts=cfg.webhook_attempts,
+                interval_s=cfg.webhook_interval_s,
+            )
+
+    def webhook_stats(self) -> dict[str, int]:
+        if self.webhooks is None:
+            return {"delivered": 0, "failed": 0, "pending": 0}
+        return self.webhooks.stats()
+
+
+STATE = web.AppKey("worker_kit_state", ServiceState)
+
+
+def state_of(request: web.Request) -> ServiceState:
+    return request.app[STATE]
+
+
+def job_log(job: JobRecord, message: str, *args: Any) -> None:
+    log.info(message, *args, extra={"job_id": job.id, "endpoint": job.endpoint, "state": job.state.value})

@@ -1,0 +1,53 @@
+"""The background sweep: enforces deadlines, TTLs, lease expiry and result retention."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from .state import STATE, ServiceState
+
+log = logging.getLogger("worker_kit.service.sweeper")
+
+
+async def sweep_once(state: ServiceState) -> None:
+    cfg = state.config
+    result = await state.storage.sweep(cfg.max_attempts, cfg.deadline_grace_ms)
+    state.metrics.sweeps += 1
+    state.metrics.requeued += len(result.requeued)
+    state.metrics.deleted += result.deleted
+    for job_id in result.requeued:
+        log.info("job %s requeued: its worker's lease expired", job_id, extra={"job_id": job_id})
+    for job in result.ended:
+        state.job_ended(job, "by the service's sweep")
+    if result.deleted:
+        log.debug("deleted %d job record(s) past their retention", result.deleted)
+
+
+async def _sweep_forever(state: ServiceState) -> None:
+    delay = state.config.sweep_interval_s
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            await sweep_once(state)
+            delay = state.config.sweep_interval_s
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Keep sweeping: a transient storage error must not end timeouts and lease expiry for good.
+            state.metrics.sweep_errors += 1
+            log.exception("sweep failed; retrying")
+            delay = min(max(delay * 2, state.config.sweep_interval_s), 30.0)
+
+
+async def sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_sweep_forever(app[STATE]), name="worker-kit-sweeper")
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

@@ -1,0 +1,285 @@
+"""The native worker routes (docs/protocol.md): claim, heartbeat, output, finish, release.
+
+Bodies are msgpack or JSON; answers are msgpack when the worker asks for it. Every report
+carries the job's fencing token; storage refuses stale ones and this module turns that into
+`409 {"error", "state", "stale": true}`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import JobNotFound, SequenceGap, StaleLease
+from ..job import MAX_CHUNK_BYTES, WORKER_FINAL_STATES, JobRecord, JobState, OutputItem
+from ..protocol import (
+    DEFAULT_CLAIM_WAIT_MS,
+    MAX_POLL_MS,
+    WORKER_CLAIM,
+    WORKER_FINISH,
+    WORKER_HEARTBEAT,
+    WORKER_OUTPUT,
+    WORKER_RELEASE,
+    pack,
+)
+from ..storage.base import StopSignal, queue_channel, worker_channel
+from .access import check_key
+from .config import EndpointConfig
+from .http import ApiError, field_int, field_str, read_object, respond, wait_until
+from .state import ServiceState, job_log, state_of
+
+routes = web.RouteTableDef()
+log = logging.getLogger("worker_kit.service")
+
+PREFIX = "/v2/{endpoint_id}"
+MAX_CLAIM = 100
+#: Claim and heartbeat bodies are small; output and finish bodies are bounded by the result limit.
+_CONTROL_BODY = 1024 * 1024
+_OUTPUT_OVERHEAD = 4 * 1024 * 1024
+
+Handler = Callable[[web.Request, ServiceState, str, EndpointConfig], Awaitable[web.Response]]
+
+
+def worker_op(fn: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    @functools.wraps(fn)
+    async def handle(request: web.Request) -> web.Response:
+        state = state_of(request)
+        endpoint = request.match_info["endpoint_id"]
+        cfg = state.endpoint_config(endpoint)
+        check_key(request, cfg, "worker")
+        return await fn(request, state, endpoint, cfg)
+
+    return handle
+
+
+def stale(exc: StaleLease | JobNotFound, job_id: str) -> ApiError:
+    if isinstance(exc, JobNotFound):
+        return ApiError(
+            409,
+            f"job {job_id} no longer exists (purged or past its retention); drop it",
+            state=None,
+            stale=True,
+        )
+    return ApiError(
+        409, str(exc) or f"the lease token of job {job_id} is not current", state=exc.state, stale=True
+    )
+
+
+def job_wire(job: JobRecord, now: float) -> dict[str, Any]:
+    started = job.started_at or now
+    deadline = min(
+        started + job.policy.execution_timeout_ms / 1000, job.created_at + job.policy.ttl_ms / 1000
+    )
+    wire: dict[str, Any] = {
+        "id": job.id,
+        "input": job.input,
+        "token": job.token,
+        "attempt": job.attempt,
+        "policy": job.policy.to_wire(),
+        "deadline_ms": max(0, int((deadline - now) * 1000)),
+    }
+    if job.webhook:
+        wire["webhook"] = job.webhook
+    return wire
+
+
+def client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
+@routes.post(PREFIX + WORKER_CLAIM)
+@worker_op
+async def claim(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.Response:
+    body = await read_object(request, _CONTROL_BODY, "claim")
+    worker_id = field_str(body, "worker_id", required=True)
+    assert worker_id is not None
+    max_jobs = field_int(body, "max", default=1, minimum=1, maximum=MAX_CLAIM)
+    wait_ms = field_int(body, "wait_ms", default=DEFAULT_CLAIM_WAIT_MS, minimum=0, cap=MAX_POLL_MS)
+    field_int(body, "concurrency", default=None, minimum=0)
+    assert max_jobs is not None and wait_ms is not None
+    lease_ms = state.config.lease_ms
+
+    async def take() -> list[JobRecord] | None:
+        if client_gone(request):
+            return []  # nobody to hand jobs to: claim nothing
+        jobs = await state.storage.claim(endpoint, worker_id, max_jobs, lease_ms)
+        return jobs or None
+
+    jobs = (
+        await wait_until(state.storage, queue_channel(endpoint), wait_ms / 1000, take, state.shutdown) or []
+    )
+    if jobs and client_gone(request):
+        # The worker left while storage claimed: hand the jobs straight back rather than wait for the lease.
+        for job in jobs:
+            if job.token is not None:
+                await state.storage.release(endpoint, job.id, job.token)
+        return respond(request, {"jobs": [], "lease_ms": lease_ms})
+    for job in jobs:
+        job_log(job, "job %s claimed by worker %s (attempt %d)", job.id, worker_id, job.attempt)
+    now = time.time()
+    return respond(request, {"jobs": [job_wire(job, now) for job in jobs], "lease_ms": lease_ms})
+
+
+@routes.post(PREFIX + WORKER_HEARTBEAT)
+@worker_op
+async def heartbeat(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.Response:
+    body = await read_object(request, _CONTROL_BODY, "heartbeat")
+    worker_id = field_str(body, "worker_id", required=True)
+    assert worker_id is not None
+    leases = body.get("jobs", {})
+    if not isinstance(leases, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in leases.items()
+    ):
+        raise ApiError(400, "jobs must be an object mapping job id to lease token (both strings)")
+    wait_ms = field_int(body, "wait_ms", default=0, minimum=0, cap=MAX_POLL_MS)
+    field_int(body, "concurrency", default=None, minimum=0)
+    field_int(body, "running", default=None, minimum=0)
+    assert wait_ms is not None
+    lease_ms = state.config.lease_ms
+
+    async def stops() -> list[StopSignal] | None:
+        found = await state.storage.heartbeat(endpoint, worker_id, leases, lease_ms)
+        return found or None
+
+    found = (
+        await wait_until(
+            state.storage, worker_channel(endpoint, worker_id), wait_ms / 1000, stops, state.shutdown
+        )
+        or []
+    )
+    return respond(
+        request, {"stop": [{"id": s.job_id, "reason": s.reason} for s in found], "lease_ms": lease_ms}
+    )
+
+
+def parse_items(raw: Any) -> list[OutputItem]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ApiError(400, "items must be a list of {seq, kind, data}")
+    try:
+        items = [OutputItem.from_wire(item) for item in raw]
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    for item in items:
+        if item.kind == "chunk":
+            size = len(pack(item.data))
+            if size > MAX_CHUNK_BYTES:
+                raise ApiError(
+                    413,
+                    f"stream chunk seq {item.seq} is {size} bytes, over the limit of "
+                    f"{MAX_CHUNK_BYTES}; split it into smaller chunks",
+                    limit=MAX_CHUNK_BYTES,
+                )
+    return items
+
+
+def token_of(body: dict[str, Any]) -> str:
+    token = field_str(body, "token", required=True)
+    assert token is not None
+    return token
+
+
+@routes.post(PREFIX + WORKER_OUTPUT)
+@worker_op
+async def output(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.Response:
+    job_id = request.match_info["job_id"]
+    body = await read_object(request, cfg.result_limit + _OUTPUT_OVERHEAD, "output")
+    token = token_of(body)
+    items = parse_items(body.get("items"))
+    try:
+        next_seq = await state.storage.append_output(endpoint, job_id, token, items)
+    except (StaleLease, JobNotFound) as exc:
+        raise stale(exc, job_id) from None
+    except SequenceGap as exc:
+        raise ApiError(
+            409, str(exc) or f"output items must continue from seq {exc.expected}", expected=exc.expected
+        ) from None
+    return respond(request, {"next_seq": next_seq})
+
+
+@routes.post(PREFIX + WORKER_FINISH)
+@worker_op
+async def finish(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.Response:
+    job_id = request.match_info["job_id"]
+    body = await read_object(request, cfg.result_limit + _OUTPUT_OVERHEAD, "finish")
+    token = token_of(body)
+    try:
+        final = JobState(body.get("state"))
+    except ValueError:
+        final = None
+    if final not in WORKER_FINAL_STATES:
+        raise ApiError(400, f"state must be COMPLETED, FAILED or TIMED_OUT, not {body.get('state')!r}")
+    error = body.get("error")
+    if error is not None and not isinstance(error, str):
+        raise ApiError(400, "error must be a string (a one-line reason); put details in error_detail")
+    detail = body.get("error_detail")
+    if detail is not None and not isinstance(detail, dict):
+        raise ApiError(400, "error_detail must be an object {type, message, traceback}")
+    if final is not JobState.COMPLETED and not error:
+        error = f"the worker reported {final.value} without an error message"
+    items = parse_items(body.get("items"))
+    result = body.get("output")
+    size = len(pack(result)) if result is not None else 0
+    if size > cfg.result_limit:
+        raise ApiError(
+            413,
+            f"the result is {size} bytes, over this endpoint's result limit of {cfg.result_limit} bytes",
+            limit=cfg.result_limit,
+        )
+    try:
+        job = await state.storage.finish(
+            endpoint, job_id, token, final, output=result, error=error, error_detail=detail, items=items
+        )
+    except (StaleLease, JobNotFound) as exc:
+        raise stale(exc, job_id) from None
+    except SequenceGap as exc:
+        raise ApiError(
+            409, str(exc) or f"trailing items must continue from seq {exc.expected}", expected=exc.expected
+        ) from None
+    if job.state is not final:  # this token already ended the job another way; the first report stands
+        raise ApiError(
+            409,
+            f"job {job_id} already ended as {job.state.value}; this {final.value} report is ignored",
+            state=job.state.value,
+            stale=True,
+        )
+    state.job_ended(job, f"reported by worker {job.worker_id}")
+    return respond(request, {"id": job.id, "status": job.state.value})
+
+
+@routes.post(PREFIX + WORKER_RELEASE)
+@worker_op
+async def release(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.Response:
+    job_id = request.match_info["job_id"]
+    body = await read_object(request, _CONTROL_BODY, "release")
+    token = token_of(body)
+    try:
+        released = await state.storage.release(endpoint, job_id, token)
+    except JobNotFound as exc:
+        raise stale(exc, job_id) from None
+    if not released:
+        job = await state.storage.get(endpoint, job_id)
+        raise ApiError(
+            409,
+            f"the lease token of job {job_id} is not current; nothing to release",
+            state=job.state.value if job else None,
+            stale=True,
+        )
+    log.info("job %s released back to the queue", job_id, extra={"job_id": job_id, "endpoint": endpoint})
+    return respond(request, {"id": job_id, "status": JobState.IN_QUEUE.value})
