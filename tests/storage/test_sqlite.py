@@ -1,0 +1,269 @@
+"""What is particular to the SQLite backend: URLs, durability across kill -9, group
+commit, per-operation atomicity inside a batch, and reads that do not wait for the writer."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from worker_kit.errors import ConfigError, JobConflict, SequenceGap, StorageError
+from worker_kit.job import JobState, OutputItem, Policy
+from worker_kit.storage import open_storage
+from worker_kit.storage.sqlite import SQLiteStorage
+from worker_kit.storage.sqlite_schema import SQLiteURL
+
+EP = "ep"
+
+
+async def opened(url: str) -> SQLiteStorage:
+    storage = open_storage(url)
+    assert isinstance(storage, SQLiteStorage)
+    await storage.open()
+    return storage
+
+
+# -- URLs --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "path", "synchronous"),
+    [
+        ("sqlite:///worker-kit.db", "worker-kit.db", "normal"),
+        ("sqlite:///data/jobs.db", "data/jobs.db", "normal"),
+        ("sqlite:////var/lib/wk/jobs.db", "/var/lib/wk/jobs.db", "normal"),
+        ("sqlite://:memory:", None, "normal"),
+        ("sqlite:///:memory:", None, "normal"),
+        ("sqlite:////tmp/x.db?synchronous=full", "/tmp/x.db", "full"),
+        ("sqlite:///x.db?synchronous=NORMAL", "x.db", "normal"),
+    ],
+)
+def test_url_forms(url: str, path: str | None, synchronous: str) -> None:
+    parsed = SQLiteURL.parse(url)
+    assert (parsed.path, parsed.synchronous) == (path, synchronous)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite://", "sqlite:///", "sqlite://host/x.db", "sqlite:///x.db?synchronous=off", "sqlite:///x.db?mode=ro",
+     "postgres:///x"],
+)  # fmt: skip
+def test_bad_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError):
+        SQLiteURL.parse(url)
+
+
+async def test_file_is_created_in_wal_mode_with_parent_dirs(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "jobs.db"
+    storage = await opened(f"sqlite:///{path}?synchronous=full")
+    try:
+        await storage.submit(EP, 1, policy=Policy(), retention_ms=1000)
+    finally:
+        await storage.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
+
+
+async def test_jobs_survive_close_and_reopen(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    storage = await opened(url)
+    job = await storage.submit(EP, {"b": b"\x00"}, policy=Policy(), retention_ms=1000)
+    claimed = (await storage.claim(EP, "w1", 1, 30_000))[0]
+    await storage.close()
+    storage = await opened(url)
+    try:
+        got = await storage.get(EP, job.id)
+        assert got is not None and got.input == {"b": b"\x00"} and got.token == claimed.token
+        done = await storage.finish(EP, job.id, claimed.token or "", JobState.COMPLETED, output=1)
+        assert done.state is JobState.COMPLETED
+    finally:
+        await storage.close()
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    storage = open_storage(f"sqlite:///{path}")
+    with pytest.raises(StorageError, match="newer"):
+        await storage.open()
+
+
+async def test_calls_after_close_fail_clearly(tmp_path: Path) -> None:
+    storage = await opened(f"sqlite:///{tmp_path / 'jobs.db'}")
+    await storage.close()
+    with pytest.raises(StorageError, match="not open"):
+        await storage.submit(EP, 1, policy=Policy(), retention_ms=1000)
+    with pytest.raises(StorageError, match="not open"):
+        await storage.get(EP, "x")
+
+
+# -- durability --------------------------------------------------------------------------------
+SUBMITTER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from worker_kit.job import Policy
+    from worker_kit.storage import open_storage
+
+    async def main(url):
+        storage = open_storage(url)
+        await storage.open()
+        n = 0
+        while True:
+            jobs = await asyncio.gather(*(
+                storage.submit("ep", {"n": n + i}, policy=Policy(), retention_ms=60000) for i in range(8)
+            ))
+            n += 8
+            # Printed only once submit() returned, i.e. once the job is acknowledged.
+            sys.stdout.write("".join(job.id + "\\n" for job in jobs))
+            sys.stdout.flush()
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+async def test_acknowledged_submits_survive_kill_9(tmp_path: Path, synchronous: str) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}?synchronous={synchronous}"
+    script = tmp_path / "submitter.py"
+    script.write_text(SUBMITTER)
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(script), url, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    acknowledged: list[str] = []
+    try:
+        while len(acknowledged) < 300:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            if not line:
+                pytest.fail(f"the submitter exited early with code {await proc.wait()}")
+            acknowledged.append(line.decode().strip())
+        proc.send_signal(signal.SIGKILL)
+        # Lines the child wrote before it died were acknowledged too; a cut-off last line was not.
+        rest = (await proc.stdout.read()).decode()
+        acknowledged += [line for line in rest.split("\n")[:-1] if line]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    storage = await opened(url)
+    try:
+        missing = [job_id for job_id in acknowledged if await storage.get(EP, job_id) is None]
+        assert missing == [], f"{len(missing)} of {len(acknowledged)} acknowledged jobs lost"
+        assert (await storage.counts(EP))["IN_QUEUE"] >= len(acknowledged)
+    finally:
+        await storage.close()
+
+
+# -- group commit and atomicity ----------------------------------------------------------------
+class WriteLock:
+    """Holds SQLite's write lock from a second connection, so the backend's writer waits and
+    the operations sent meanwhile pile up into one batch."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        self.conn.execute("ROLLBACK")
+        self.conn.close()
+
+
+async def queued_behind_lock(path: Path, *ops: object) -> list[object]:
+    lock = WriteLock(path)
+    try:
+        tasks = [asyncio.ensure_future(op) for op in ops]  # type: ignore[call-overload]
+        await asyncio.sleep(0.3)  # every op is queued; the writer is stuck on the first batch
+        assert not any(t.done() for t in tasks)
+    finally:
+        lock.release()
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_concurrent_submits_share_commits(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    storage = await opened(f"sqlite:///{path}?synchronous=full")
+    try:
+        before = storage.stats()
+        jobs = await queued_behind_lock(
+            path, *(storage.submit(EP, i, policy=Policy(), retention_ms=1000) for i in range(50))
+        )
+        after = storage.stats()
+        assert after["operations"] - before["operations"] == 50
+        # The first op may have been taken alone before the rest arrived; the rest share one commit.
+        assert after["transactions"] - before["transactions"] <= 2
+        assert len({job.id for job in jobs}) == 50  # type: ignore[attr-defined]
+        assert (await storage.counts(EP))["IN_QUEUE"] == 50
+    finally:
+        await storage.close()
+
+
+async def test_a_failing_operation_does_not_break_its_batch(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    storage = await opened(f"sqlite:///{path}")
+    try:
+        await storage.submit(EP, "r", policy=Policy(), retention_ms=1000)
+        [job] = await storage.claim(EP, "w1", 1, 30_000)
+        queued = await storage.submit(EP, "q", policy=Policy(), retention_ms=1000)
+        results = await queued_behind_lock(
+            path,
+            storage.submit(EP, "a", policy=Policy(), retention_ms=1000),
+            storage.retry(EP, queued.id),  # conflict: not failed
+            # Applies chunk 0, then hits a gap: the whole op must roll back, chunk 0 included.
+            storage.append_output(
+                EP, job.id, job.token or "", [OutputItem(0, "chunk", "x"), OutputItem(2, "chunk", "z")]
+            ),
+            storage.submit(EP, "b", policy=Policy(), retention_ms=1000),
+        )  # fmt: skip
+        assert isinstance(results[1], JobConflict)
+        assert isinstance(results[2], SequenceGap)
+        for submitted in (results[0], results[3]):
+            assert await storage.get(EP, submitted.id) is not None  # type: ignore[attr-defined]
+        record, chunks, _ = await storage.read_stream(EP, job.id, 0)
+        assert chunks == [] and record.next_seq == 0
+    finally:
+        await storage.close()
+
+
+async def test_reads_do_not_wait_for_the_writer(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    storage = await opened(f"sqlite:///{path}")
+    try:
+        job = await storage.submit(EP, "x", policy=Policy(), retention_ms=1000)
+        lock = WriteLock(path)
+        try:
+            pending = asyncio.ensure_future(storage.submit(EP, "y", policy=Policy(), retention_ms=1000))
+            await asyncio.sleep(0.1)
+            # The writer is blocked; reads are served anyway, from the last committed state.
+            got = await asyncio.wait_for(storage.get(EP, job.id), 5)
+            assert got is not None and got.input == "x"
+            assert (await asyncio.wait_for(storage.counts(EP), 5))["IN_QUEUE"] == 1
+            assert not pending.done()
+        finally:
+            lock.release()
+        second = await pending
+        assert await storage.get(EP, second.id) is not None  # read-your-writes once acknowledged
+    finally:
+        await storage.close()
+
+
+# -- extensions ----------------------------------------------------------------------------------
+async def test_worker_concurrency_is_recorded_and_kept(tmp_path: Path) -> None:
+    storage = await opened(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        await storage.claim(EP, "w1", 2, 30_000, concurrency=8)
+        await storage.heartbeat(EP, "w1", {}, 30_000)
+        [info] = await storage.workers(EP, 60)
+        assert info.concurrency == 8 and info.running == 0
+        await storage.heartbeat(EP, "w1", {}, 30_000, concurrency=3)
+        assert (await storage.workers(EP, 60))[0].concurrency == 3
+        # Without a stated concurrency, busy + asked-for slots is the estimate.
+        await storage.claim(EP, "w2", 4, 30_000)
+        assert {w.worker_id: w.concurrency for w in await storage.workers(EP, 60)}["w2"] == 4
+    finally:
+        await storage.close()
