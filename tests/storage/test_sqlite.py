@@ -210,22 +210,34 @@ async def test_a_failing_operation_does_not_break_its_batch(tmp_path: Path) -> N
         await storage.submit(EP, "r", policy=Policy(), retention_ms=1000)
         [job] = await storage.claim(EP, "w1", 1, 30_000)
         queued = await storage.submit(EP, "q", policy=Policy(), retention_ms=1000)
+
+        def writes_then_fails(conn: sqlite3.Connection, notes: list[str]) -> None:
+            # Every built-in transition validates before it writes; this one writes first, so
+            # only the per-operation savepoint can undo it.
+            conn.execute("UPDATE jobs SET state = 'FAILED', error = 'half-done' WHERE id = ?", (job.id,))
+            conn.execute("INSERT INTO chunks (job_id, idx, data) VALUES (?, 0, x'a1')", (job.id,))
+            raise RuntimeError("op failed after writing")
+
         results = await queued_behind_lock(
             path,
             storage.submit(EP, "a", policy=Policy(), retention_ms=1000),
-            storage.retry(EP, queued.id),  # conflict: not failed
-            # Applies chunk 0, then hits a gap: the whole op must roll back, chunk 0 included.
+            storage.retry(EP, queued.id),  # conflict: the job is queued, not failed
+            storage._engine.write(writes_then_fails),
             storage.append_output(
                 EP, job.id, job.token or "", [OutputItem(0, "chunk", "x"), OutputItem(2, "chunk", "z")]
             ),
             storage.submit(EP, "b", policy=Policy(), retention_ms=1000),
-        )  # fmt: skip
+        )
         assert isinstance(results[1], JobConflict)
-        assert isinstance(results[2], SequenceGap)
-        for submitted in (results[0], results[3]):
+        assert isinstance(results[2], RuntimeError) and "after writing" in str(results[2])
+        assert isinstance(results[3], SequenceGap)
+        for submitted in (results[0], results[4]):
             assert await storage.get(EP, submitted.id) is not None  # type: ignore[attr-defined]
         record, chunks, _ = await storage.read_stream(EP, job.id, 0)
+        assert record.state is JobState.IN_PROGRESS and record.error is None
         assert chunks == [] and record.next_seq == 0
+        counts = await storage.counts(EP)
+        assert counts["IN_PROGRESS"] == 1 and counts["FAILED"] == 0 and counts["IN_QUEUE"] == 3
     finally:
         await storage.close()
 
