@@ -1,0 +1,120 @@
+"""`worker-kit dev handler.py`: serves a handler file; clear one-line errors for broken files."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+WITH_START = """
+    import worker_kit
+
+    @worker_kit.handler
+    def shout(job):
+        return job.input.upper()
+
+    worker_kit.start()
+"""
+
+WITHOUT_START = """
+    import worker_kit
+
+    @worker_kit.handler
+    def shout(job):
+        return job.input.upper() + "!"
+"""
+
+
+def _runsync(url: str, payload: object) -> dict:
+    request = urllib.request.Request(
+        url + "/runsync",
+        data=json.dumps({"input": payload}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got: {stderr!r}"
+    return lines[0]
+
+
+@pytest.mark.parametrize(("source", "expected"), [(WITH_START, "HELLO"), (WITHOUT_START, "HELLO!")])
+def test_dev_serves_the_file_and_stops_on_ctrl_c(
+    dev_servers, write_handler, source: str, expected: str
+) -> None:
+    path = write_handler(source)
+    server = dev_servers(["-m", "worker_kit", "dev", str(path), "--port", "0", "--concurrency", "3"])
+    assert any("handler 'shout', concurrency 3" in line for line in server.banner)
+    answer = _runsync(server.url, "hello")
+    assert answer["status"] == "COMPLETED" and answer["output"] == expected
+    assert server.interrupt() == 0, server.stderr()
+    assert "worker_kit: stopped" in server.stderr()
+
+
+def test_dev_imports_sibling_modules(dev_servers, write_handler) -> None:
+    write_handler("def double(x):\n    return x * 2\n", "helpers.py")
+    path = write_handler(
+        """
+        import worker_kit
+        from helpers import double
+
+        @worker_kit.handler
+        def twice(job):
+            return double(job.input)
+        """
+    )
+    server = dev_servers(["-m", "worker_kit", "dev", str(path), "--port", "0"])
+    assert _runsync(server.url, 21)["output"] == 42
+    assert server.interrupt() == 0
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import worker_kit\ndef f(job)\n    return 1\n", "line 2: syntax error"),
+        (
+            "import worker_kit\nimport no_such_module_xyz\n",
+            "failed to import: No module named 'no_such_module_xyz'",
+        ),
+        (
+            "import worker_kit\nraise RuntimeError('model file missing')\n",
+            "raised RuntimeError while loading",
+        ),
+        ("import worker_kit\nx = 1\n", "no handler registered"),
+        (
+            "import worker_kit\n"
+            "@worker_kit.handler\ndef a(job): return 1\n"
+            "@worker_kit.handler\ndef b(job): return 2\n",
+            "several handlers are registered",
+        ),
+    ],
+    ids=["syntax-error", "import-error", "raises-at-import", "no-handler", "two-handlers"],
+)
+def test_dev_broken_files_get_one_line_and_exit_2(py, write_handler, source: str, expected: str) -> None:
+    path = write_handler(source)
+    proc = py("-m", "worker_kit", "dev", path, "--port", "0", timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    line = _one_error_line(proc.stderr)
+    assert line.startswith("worker-kit dev: error: ")
+    assert expected in line
+
+
+def test_dev_missing_file(py, tmp_path: Path) -> None:
+    proc = py("-m", "worker_kit", "dev", tmp_path / "nope.py")
+    assert proc.returncode == 2
+    assert "no such file" in _one_error_line(proc.stderr)
+
+
+def test_dev_port_in_use_is_one_line(py, dev_servers, write_handler) -> None:
+    path = write_handler(WITH_START)
+    first = dev_servers(["-m", "worker_kit", "dev", str(path), "--port", "0"])
+    port = first.url.split(":")[2].split("/")[0]
+    proc = py("-m", "worker_kit", "dev", path, "--port", port, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in _one_error_line(proc.stderr)
+    assert first.interrupt() == 0

@@ -1,0 +1,130 @@
+"""`worker-kit dev handler.py`: the service and a worker for one handler file, on localhost.
+
+The file runs as `__main__` with `--serve` and the given flags in sys.argv, exactly as
+`python handler.py --serve ...` would, so `worker_kit.start()` in it routes into the harness.
+A file that never calls start() is served with the handler its import registered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+import traceback
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "dev",
+        help="serve one handler file's client API on localhost (service + worker in one process)",
+        description="Serve the whole client API (/run, /runsync, /status, /stream, /cancel, /retry, "
+        "/purge-queue, /health) for one handler file on localhost, with the real service and worker.",
+    )
+    parser.add_argument("file", help="the handler file, e.g. handler.py")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="jobs run at once (default: the handler's, or 1)"
+    )
+    parser.add_argument("--endpoint", default=None, help="endpoint id (default local)")
+    parser.add_argument("--storage", default=None, help="storage URL (default in memory)")
+    parser.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback --host without API keys"
+    )
+    parser.set_defaults(func=run)
+
+
+def harness_argv(args: argparse.Namespace) -> list[str]:
+    argv = ["--serve", "--host", args.host, "--port", str(args.port)]
+    for flag, value in (
+        ("--concurrency", args.concurrency),
+        ("--endpoint", args.endpoint),
+        ("--storage", args.storage),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.insecure:
+        argv.append("--insecure")
+    return argv
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        return _fail(
+            f"{args.file}: no such file; pass the path of a handler file, e.g. worker-kit dev handler.py"
+        )
+    argv = harness_argv(args)
+    code = run_file(path, argv)
+    if code is not None:
+        return code
+    # The file imported without calling worker_kit.start(): serve what it registered.
+    from ..errors import ConfigError
+    from ..harness import main as harness_main
+    from ..registry import get_handler
+
+    try:
+        handler = get_handler()
+    except (ConfigError, LookupError) as exc:
+        return _fail(f"{path}: {exc}")
+    return harness_main(handler, argv)
+
+
+def run_file(path: Path, argv: list[str]) -> int | None:
+    """Run `path` as __main__ with `argv`; its exit code if it exited (start() does), None if
+    it simply returned, or 2 with one line on stderr if it failed to import."""
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [str(path), *argv]
+    # As `python handler.py` would: the file's directory first, so its sibling modules import.
+    sys.path.insert(0, str(path.resolve().parent))
+    # Starting a real worker instead of the dev server would surprise; --serve in argv already
+    # routes start() to the harness, and this keeps a stray WORKER_KIT_URL out of the way.
+    os.environ.pop("WORKER_KIT_URL", None)
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as exc:
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        print("worker-kit dev: interrupted", file=sys.stderr)
+        return 130
+    except SyntaxError as exc:
+        where = f"{exc.filename}, line {exc.lineno}" if exc.filename else str(path)
+        return _fail(f"{where}: syntax error: {exc.msg}; fix the file and run again")
+    except ImportError as exc:
+        return _fail(
+            f"{path} failed to import: {exc} ({_origin(exc, path)}); install the module or fix the import"
+        )
+    except Exception as exc:
+        return _fail(f"{path} raised {type(exc).__name__} while loading: {exc} ({_origin(exc, path)})")
+    finally:
+        sys.argv = saved_argv
+        sys.path[:] = saved_path
+    return None
+
+
+def _origin(exc: BaseException, path: Path) -> str:
+    """The innermost frame of the user's own file, else the innermost frame: file:line."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
+    frame = (mine or frames or [None])[-1]
+    if frame is None:
+        return str(path)
+    return f"at {frame.filename}:{frame.lineno}"
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _fail(message: str) -> int:
+    print(f"worker-kit dev: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_USAGE

@@ -1,0 +1,432 @@
+"""The local harness: the real queue service and the real worker in one process.
+
+`python handler.py --test-input '{"input": ...}'` runs one job and prints what happens;
+`python handler.py --serve` (or `worker-kit dev handler.py`) serves the whole client API on
+localhost. Both use the production service and worker over loopback HTTP, so what works here
+works deployed: there is no simulated code path.
+
+Output of --test-input: every stream chunk as one JSON line on stdout as it arrives, then the
+final status JSON as the last stdout line; progress updates and notes go to stderr.
+Exit codes: 0 the job COMPLETED, 1 it ended otherwise, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import inspect
+import ipaddress
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+from .protocol import dumps_json
+
+if TYPE_CHECKING:
+    from .client import AsyncEndpoint
+    from .registry import Handler
+    from .service.runner import RunningService
+    from .worker import Worker
+
+#: The endpoint id the harness serves: http://HOST:PORT/v2/local
+LOCAL_ENDPOINT = "local"
+TEST_INPUT_FILE = "test_input.json"
+#: Keys a test input may hold; "id" is accepted for files written for the hosted SDK (ids are
+#: assigned by the service, so it is ignored).
+TEST_INPUT_KEYS = frozenset({"input", "policy", "webhook", "id"})
+EXIT_USAGE = 2
+#: `--test-input` given without a value: read test_input.json.
+FROM_FILE = "\0file"
+#: How long Ctrl-C lets running jobs finish in --serve before handing them back.
+SERVE_GRACE_S = 5.0
+
+TERMINAL = frozenset({"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"})
+
+
+class UsageError(Exception):
+    """Bad flags or test input: one line for stderr, exit code 2."""
+
+
+# --- the in-process stack (also used by worker_kit.testing) ----------------------------------
+
+
+@dataclass(slots=True)
+class LocalStack:
+    """A running service and worker. `url` is the endpoint's base URL (…/v2/local)."""
+
+    service: RunningService
+    worker: Worker
+    worker_task: asyncio.Task[int]
+    url: str
+    endpoint_id: str
+
+    def client(self, **options: Any) -> AsyncEndpoint:
+        from .client import AsyncEndpoint
+
+        return AsyncEndpoint(self.url, **options)
+
+
+@contextlib.asynccontextmanager
+async def local_stack(
+    handler: Handler,
+    *,
+    concurrency: Any = 1,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    storage: str = "sqlite://:memory:",
+    endpoint_id: str = LOCAL_ENDPOINT,
+    grace_s: float = SERVE_GRACE_S,
+    worker_options: dict[str, Any] | None = None,
+    **service_options: Any,
+) -> AsyncIterator[LocalStack]:
+    """Start the service (port 0 = a free port) and a worker for `handler`; stop both on exit.
+
+    `service_options` are ServiceConfig fields (lease_ms, insecure, ...); `worker_options` are
+    extra Worker keyword arguments.
+    """
+    from .service.config import ServiceConfig
+    from .service.runner import run_service
+    from .worker import Worker
+
+    config = ServiceConfig(host=host, port=port, storage=storage, **service_options)
+    async with run_service(config) as svc:
+        url = svc.endpoint_url(endpoint_id)
+        worker = Worker(handler, url, concurrency=concurrency, **(worker_options or {}))
+        task = asyncio.create_task(worker.run(), name="worker_kit.harness.worker")
+        try:
+            yield LocalStack(service=svc, worker=worker, worker_task=task, url=url, endpoint_id=endpoint_id)
+        finally:
+            if not task.done():
+                await worker.stop(grace_s=grace_s)
+            # The worker's own failure (if any) surfaces here rather than vanishing.
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse prints usage and exits; one line is enough
+        raise UsageError(f"{message} (see --help)")
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=prog,
+        description="Run a worker_kit handler locally: one test job, or the whole client API.",
+        allow_abbrev=False,
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--test-input",
+        "--test_input",
+        dest="test_input",
+        metavar="JSON",
+        nargs="?",
+        const=FROM_FILE,
+        help='run one job with this input, e.g. \'{"input": {"x": 1}}\' (or @file.json); without a '
+        f"value: {TEST_INPUT_FILE} from the current directory, else from beside the handler file",
+    )
+    mode.add_argument("--serve", action="store_true", help="serve the client API on localhost")
+    parser.add_argument("--host", default="127.0.0.1", help="--serve: address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="--serve: port (default 8000; 0 = any free port)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="jobs run at once (default: the handler's, or 1)"
+    )
+    parser.add_argument("--endpoint", default=LOCAL_ENDPOINT, help=f"endpoint id (default {LOCAL_ENDPOINT})")
+    parser.add_argument(
+        "--storage",
+        default="sqlite://:memory:",
+        help="--serve: storage URL (default in memory; e.g. sqlite:///dev.db keeps jobs across restarts)",
+    )
+    parser.add_argument(
+        "--insecure", action="store_true", help="--serve: allow a non-loopback --host without API keys"
+    )
+    return parser
+
+
+def main(handler: Handler, argv: list[str]) -> int:
+    """Entry point used by `worker_kit.start()` and `worker-kit dev`; returns the exit code."""
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "handler.py"
+    try:
+        opts = _parser(prog).parse_args(argv)
+        if opts.concurrency is not None and opts.concurrency < 1:
+            raise UsageError(f"--concurrency must be at least 1, got {opts.concurrency}")
+        # The handler's own setting may be a callable (adaptive); the Worker takes either.
+        concurrency = opts.concurrency or getattr(handler, "concurrency", None) or 1
+        if opts.serve:
+            if not opts.insecure and not _is_loopback(opts.host):
+                raise UsageError(
+                    f"--host {opts.host} would expose the dev server, which has no API keys, beyond "
+                    "this machine; add --insecure if that is what you want"
+                )
+            _configure_logging("info")
+            return _run_async(serve(handler, opts, concurrency))
+        request = load_test_input(opts.test_input, handler)
+        _configure_logging("warning")  # stdout and stderr belong to the job's output here
+        return _run_async(run_test_job(handler, request, concurrency=concurrency, endpoint_id=opts.endpoint))
+    except UsageError as exc:
+        _note(f"error: {exc}")
+        return EXIT_USAGE
+    except ConfigError as exc:
+        _note(f"error: {exc}")
+        return EXIT_USAGE
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _configure_logging(level: str) -> None:
+    from .service.logs import configure_logging
+
+    configure_logging("text", level)
+
+
+def _run_async(coro: Any) -> int:
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:  # a second Ctrl-C: the user wants out now
+        _note("interrupted")
+        return 130
+
+
+def _note(message: str) -> None:
+    print(f"worker_kit: {message}", file=sys.stderr, flush=True)
+
+
+def _out(line: str) -> None:
+    print(line, flush=True)
+
+
+# --- test input ---------------------------------------------------------------------------------
+
+
+def load_test_input(value: str | None, handler: Handler | None = None) -> dict[str, Any]:
+    """The test request from the flag (JSON or @file), else test_input.json in the current
+    directory, else beside the handler's file. Raises UsageError saying how to fix it."""
+    if value is not None and value != FROM_FILE:
+        if value.startswith("@"):
+            return _parse_test_input(_read(Path(value[1:])), value[1:])
+        return _parse_test_input(value, "--test-input")
+    candidates = [Path.cwd() / TEST_INPUT_FILE]
+    source = _handler_file(handler)
+    if source is not None:
+        candidates.append(source.parent / TEST_INPUT_FILE)
+    for path in candidates:
+        if path.is_file():
+            return _parse_test_input(_read(path), str(path))
+    raise UsageError(
+        f"no test input: pass --test-input '{{\"input\": ...}}' or create {TEST_INPUT_FILE} "
+        "in the current directory or beside the handler file"
+    )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read test input {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def _parse_test_input(text: str, source: str) -> dict[str, Any]:
+    try:
+        request = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{source} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            'expected an object like {"input": {...}}'
+        ) from None
+    if not isinstance(request, dict):
+        raise UsageError(
+            f'{source} must be a JSON object like {{"input": {{...}}}}, not {type(request).__name__}'
+        )
+    if "input" not in request:
+        raise UsageError(
+            f'{source} has no "input" key; wrap the job input: {{"input": {dumps_json(request)}}}'
+        )
+    unknown = sorted(set(request) - TEST_INPUT_KEYS)
+    if unknown:
+        raise UsageError(f"{source} has unknown keys {unknown}; allowed: input, policy, webhook")
+    return request
+
+
+def _handler_file(handler: Handler | None) -> Path | None:
+    fn = getattr(handler, "fn", None)
+    for obj in (fn, getattr(fn, "func", None)):  # functools.partial keeps the function in .func
+        if obj is None:
+            continue
+        with contextlib.suppress(TypeError, OSError):
+            source = inspect.getsourcefile(obj) or inspect.getfile(obj)
+            if source:
+                return Path(source).resolve()
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return Path(main_file).resolve() if main_file else None
+
+
+# --- one test job -------------------------------------------------------------------------------
+
+
+async def run_test_job(
+    handler: Handler, request: dict[str, Any], *, concurrency: Any = 1, endpoint_id: str = LOCAL_ENDPOINT
+) -> int:
+    """Submit one job to a local stack and print it as it runs; 0 if it COMPLETED, else 1."""
+    interrupted = asyncio.Event()
+    _on_signals(interrupted, (signal.SIGINT, signal.SIGTERM))
+    async with (
+        local_stack(handler, concurrency=concurrency, endpoint_id=endpoint_id) as stack,
+        stack.client() as ep,
+    ):
+        job = await ep.run(request["input"], webhook=request.get("webhook"), policy=request.get("policy"))
+        _note(f"job {job.id} submitted to {stack.url} (handler {_name(handler)})")
+        watch = asyncio.create_task(_print_events(ep, job.id))
+        stop = asyncio.create_task(interrupted.wait())
+        worker = stack.worker_task
+        done, _ = await asyncio.wait({watch, stop, worker}, return_when=asyncio.FIRST_COMPLETED)
+        if stop in done and watch not in done:
+            _note("interrupted: cancelling the job (Ctrl-C again to quit at once)")
+            _restore_signals((signal.SIGINT,))
+            await job.cancel()
+            done, _ = await asyncio.wait({watch, worker}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if watch not in done:
+            watch.cancel()
+            _note(f"the worker stopped before the job ended ({_worker_end(worker)})")
+            status = await job.status()
+            _out(dumps_json(status))
+            return 1
+        status = watch.result()
+    return 0 if status.get("status") == "COMPLETED" else 1
+
+
+async def _print_events(ep: AsyncEndpoint, job_id: str) -> dict[str, Any]:
+    """Print chunks and progress as they arrive; return (and print) the final status."""
+    last_progress: Any = None
+    final: dict[str, Any] | None = None
+    async for kind, data, _cursor in ep.follow(job_id):
+        if kind == "chunk":
+            _out(dumps_json(data))
+        elif kind == "update":
+            if data.get("status") == "IN_PROGRESS" and "output" in data and data["output"] != last_progress:
+                last_progress = data["output"]
+                _note(f"progress: {dumps_json(last_progress)}")
+        elif kind == "status":
+            final = data
+    if final is None:
+        final = await ep.job(job_id).status()
+    detail = final.get("errorDetail") or {}
+    if isinstance(detail, dict) and detail.get("traceback"):
+        print(str(detail["traceback"]).rstrip(), file=sys.stderr, flush=True)
+    _note(f"job {job_id} {final.get('status')} in {final.get('executionTime', 0)} ms")
+    _out(dumps_json(final))
+    return final
+
+
+def _name(handler: Handler) -> str:
+    return str(getattr(handler, "name", None) or getattr(handler, "__name__", "handler"))
+
+
+def _on_signals(event: asyncio.Event, signals: tuple[signal.Signals, ...]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, event.set)
+
+
+def _restore_signals(signals: tuple[signal.Signals, ...]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(sig)
+
+
+# --- serving the client API ---------------------------------------------------------------------
+
+
+async def serve(handler: Handler, opts: argparse.Namespace, concurrency: Any) -> int:
+    """Serve the client API until SIGINT/SIGTERM; 0 after a clean stop."""
+    stop = asyncio.Event()
+    _on_signals(stop, (signal.SIGINT, signal.SIGTERM))
+    try:
+        stack_cm = local_stack(
+            handler,
+            concurrency=concurrency,
+            host=opts.host,
+            port=opts.port,
+            storage=opts.storage,
+            endpoint_id=opts.endpoint,
+            insecure=opts.insecure,
+        )
+        stack = await stack_cm.__aenter__()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc}; pass another --port"
+        ) from None
+    cutter: asyncio.Task[None] | None = None
+    try:
+        _banner(stack, handler, concurrency)
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopper, stack.worker_task}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if stack.worker_task.done():
+            _note(f"the worker stopped unexpectedly ({_worker_end(stack.worker_task)}); shutting down")
+            code = 1
+        else:
+            running = stack.worker.running
+            _note(
+                f"stopping: {running} running job(s) get up to {SERVE_GRACE_S:g} s to finish "
+                "(Ctrl-C again to stop them now)"
+            )
+            stop.clear()
+            cutter = asyncio.create_task(_cut_on(stop, stack.worker))
+            code = 0
+    finally:
+        try:
+            await stack_cm.__aexit__(None, None, None)
+        except Exception as exc:  # the worker's crash, re-raised by local_stack; already noted
+            _note(f"shutdown: {type(exc).__name__}: {exc}")
+            code = 1
+        finally:
+            if cutter is not None:
+                cutter.cancel()
+    _note("stopped")
+    return code
+
+
+async def _cut_on(stop: asyncio.Event, worker: Worker) -> None:
+    await stop.wait()
+    _note("stopping now: running jobs go back to the queue")
+    await worker.stop(grace_s=0)
+
+
+def _worker_end(task: asyncio.Task[int]) -> str:
+    if not task.done():
+        return "still running"
+    if task.cancelled():
+        return "cancelled"
+    exc = task.exception()
+    return f"{type(exc).__name__}: {exc}" if exc else f"exit code {task.result()}"
+
+
+def _banner(stack: LocalStack, handler: Handler, concurrency: Any) -> None:
+    url = stack.url
+    shown = concurrency if isinstance(concurrency, int) else "adaptive"
+    _out(f"worker_kit dev server: handler {_name(handler)!r}, concurrency {shown}, pid {os.getpid()}")
+    _out(f"  endpoint: {url}")
+    _out(f"  try:      curl -s {url}/runsync -H 'Content-Type: application/json' -d '{{\"input\": {{}}}}'")
+    _out("Press Ctrl-C to stop.")
