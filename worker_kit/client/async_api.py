@@ -386,6 +386,8 @@ class AsyncJobHandle:
             for item in chunks:
                 cursor += 1
                 yield item.get("output") if isinstance(item, dict) else item
+            if isinstance(answer.get("cursor"), int):
+                cursor = answer["cursor"]
             if answer.get("status") in TERMINAL and not chunks:
                 try:
                     final = await self.status()
