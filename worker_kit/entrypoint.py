@@ -1,0 +1,129 @@
+"""`worker_kit.start()`: the entrypoint a handler file calls.
+
+It picks the mode from the command line and environment: the local harness for
+`--test-input` / `--serve` (or a ./test_input.json when no WORKER_KIT_URL is set),
+otherwise a worker that claims jobs from the queue service until SIGTERM/SIGINT.
+Signal handlers are installed here, never by `Worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
+
+from .errors import ConfigError
+from .registry import Handler, get_handler
+from .settings import EXIT_CONFIG, EXIT_STUCK, WorkerSettings, configure_logging, load_settings
+
+log = logging.getLogger("worker_kit.worker")
+
+#: Set once start() ran in this process (`worker-kit work` uses it to know whether the
+#: file started itself).
+started = False
+
+
+def wants_harness(argv: Sequence[str], env: Mapping[str, str], options: Mapping[str, Any]) -> bool:
+    for arg in argv:
+        if arg in ("--test-input", "--serve") or arg.startswith("--test-input="):
+            return True
+    has_url = bool(env.get("WORKER_KIT_URL")) or bool(options.get("url")) or any(
+        a == "--url" or a.startswith("--url=") for a in argv
+    )
+    return not has_url and os.path.exists("test_input.json")
+
+
+def start(handler: Callable[..., Any] | Handler | str | None = None, **options: Any) -> NoReturn:
+    """Run `handler` (default: the one registered with @worker_kit.handler) and exit.
+
+    `options` are defaults for the worker settings (url, api_key, concurrency, timeout_s,
+    grace_s, stuck_grace_s, log_level, log_format, worker_id); WORKER_KIT_* variables and
+    command-line flags win over them. `python handler.py --help` lists them all.
+    """
+    global started
+    started = True
+    prog = os.path.basename(sys.argv[0]) or "worker"
+    try:
+        chosen = get_handler(handler)
+    except ConfigError as exc:
+        _fail(prog, str(exc))
+    argv = sys.argv[1:]
+    if wants_harness(argv, os.environ, options):
+        from .harness import main as harness_main
+
+        sys.exit(harness_main(chosen, list(argv)))
+    try:
+        settings = load_settings(argv, os.environ, options, prog=prog)
+    except ConfigError as exc:
+        _fail(prog, str(exc))
+    configure_logging(settings.log_level, settings.log_format)
+    code = run_worker(chosen, settings)
+    logging.shutdown()
+    if code == EXIT_STUCK:
+        # A handler thread is stuck in native code; interpreter shutdown could hang on it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _fail(prog: str, message: str) -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_CONFIG)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run_worker(handler: Handler, settings: WorkerSettings) -> int:
+    """Run a worker with the given settings until a signal stops it; returns the exit code."""
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        return runner.run(_serve(handler, settings))
+
+
+async def _serve(handler: Handler, settings: WorkerSettings) -> int:
+    from .worker import Worker
+
+    worker = Worker(
+        handler,
+        settings.url,
+        api_key=settings.api_key,
+        concurrency=settings.concurrency,
+        timeout=settings.timeout_s,
+        grace_s=settings.grace_s,
+        stuck_grace_s=settings.stuck_grace_s,
+        worker_id=settings.worker_id,
+    )
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    received: list[int] = []
+    stopping: set[asyncio.Task[None]] = set()
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if received:
+            log.warning("second %s: exiting at once; unfinished jobs return to the queue when their "
+                        "leases expire", name)
+            logging.shutdown()
+            os._exit(128 + signum)
+        received.append(signum)
+        log.info("%s received: no new jobs; running jobs get %.6g s to finish (send it again to exit "
+                 "at once)", name, settings.grace_s)
+        stopping.add(loop.create_task(worker.stop()))
+
+    for signum in signals:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        return await worker.run()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,375 @@
+"""Running one job's handler: the `Job` a handler receives, and `Run`, which calls the
+handler, recognises what it returned, streams what it yields and can stop it.
+
+A handler's kind is read from what it RETURNS, not from how it is defined, so callable
+objects, functools.partial and decorated wrappers work: a coroutine is awaited, an async
+generator iterated on the loop, a generator iterated in a thread, anything else is the
+result. Plain functions run in a thread of their own so the event loop (heartbeats,
+claims, cancels) stays live; such a thread can be interrupted at its next Python bytecode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import functools
+import inspect
+import threading
+import traceback
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .job import MAX_CHUNK_BYTES
+from .protocol import dumps_json, pack
+from .registry import Handler
+
+#: Pieces of a split str/bytes chunk stay this far under the 1 MB cap, leaving room for the
+#: msgpack header (at most 5 bytes), since the service measures the packed chunk.
+PIECE_BYTES = MAX_CHUNK_BYTES - 16
+
+COMPLETED, FAILED, TIMED_OUT, STOPPED = "COMPLETED", "FAILED", "TIMED_OUT", "STOPPED"
+
+
+class JobInterrupted(BaseException):
+    """Raised inside a handler that was cancelled, timed out, or stopped by a shutdown.
+
+    A BaseException so that a handler's `except Exception:` does not swallow it.
+    """
+
+
+class Sink(Protocol):
+    """Where a running job's output items go (worker_kit.transport.JobReporter)."""
+
+    buffered: int
+
+    def add(self, kind: str, packed_data: bytes) -> None: ...
+
+    async def wait_room(self) -> None: ...
+
+
+class Job:
+    """What a handler receives: `job.id`, `job.input`, `job.progress(value)`,
+    `job.cancelled` / `job.check_cancelled()`; `job["input"]` and `job["id"]` also work,
+    as in the hosted service's SDK."""
+
+    __slots__ = ("_progress", "_stop", "attempt", "id", "input", "policy", "webhook")
+
+    def __init__(
+        self,
+        id: str,
+        input: Any,
+        *,
+        attempt: int = 1,
+        policy: dict[str, Any] | None = None,
+        webhook: str | None = None,
+    ) -> None:
+        self.id = id
+        self.input = input
+        self.attempt = attempt
+        self.policy = policy or {}
+        self.webhook = webhook
+        self._stop = threading.Event()
+        self._progress: Callable[[Any], None] | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled, timed out or must stop for a shutdown."""
+        return self._stop.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise JobInterrupted if the job must stop; call it between steps of long work."""
+        if self._stop.is_set():
+            raise JobInterrupted(f"job {self.id} was stopped")
+
+    def progress(self, value: Any) -> None:
+        """Publish a progress update (shown as `output` by /status while the job runs).
+
+        Safe from any thread; ordered with streamed chunks. Raises TypeError if `value`
+        cannot be serialised.
+        """
+        packed = pack(value)
+        if self._progress is not None:
+            self._progress(packed)
+
+    def _as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "input": self.input, "attempt": self.attempt, "policy": self.policy,
+                "webhook": self.webhook}
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._as_dict()[key]
+        except KeyError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._as_dict().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._as_dict()
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r}, attempt={self.attempt})"
+
+
+@dataclass(slots=True)
+class Outcome:
+    state: str  # COMPLETED | FAILED | STOPPED (the worker adds TIMED_OUT)
+    output: Any = None
+    error: str | None = None
+    error_detail: dict[str, Any] | None = None
+
+
+def failure(exc: BaseException) -> Outcome:
+    kind, message = type(exc).__name__, str(exc)
+    tb = "".join(traceback.format_exception(exc))
+    return Outcome(
+        FAILED,
+        error=f"{kind}: {message}" if message else kind,
+        error_detail={"type": kind, "message": message, "traceback": tb[-65536:]},
+    )
+
+
+def value_outcome(value: Any) -> Outcome:
+    # The hosted SDK's convention: a returned {"error": ...} means the job failed.
+    if isinstance(value, dict) and value.get("error"):
+        err = value["error"]
+        if not isinstance(err, str):
+            try:
+                err = dumps_json(err)
+            except (TypeError, ValueError):
+                err = repr(err)
+        return Outcome(FAILED, error=err)
+    return Outcome(COMPLETED, output=value)
+
+
+def split_chunk(item: Any) -> list[Any]:
+    """str and bytes over 1 MB become several pieces of at most 1 MB, in order (str is
+    cut on character boundaries, measured in UTF-8); anything else is one piece."""
+    if isinstance(item, bytearray | memoryview):
+        item = bytes(item)
+    if isinstance(item, bytes):
+        if len(item) <= PIECE_BYTES:
+            return [item]
+        return [item[i : i + PIECE_BYTES] for i in range(0, len(item), PIECE_BYTES)]
+    if isinstance(item, str):
+        if len(item) * 4 <= PIECE_BYTES:  # fast path: cannot exceed the cap
+            return [item]
+        data = item.encode("utf-8")
+        if len(data) <= PIECE_BYTES:
+            return [item]
+        pieces, start = [], 0
+        while start < len(data):
+            end = min(start + PIECE_BYTES, len(data))
+            while end < len(data) and (data[end] & 0xC0) == 0x80:  # inside a multi-byte char
+                end -= 1
+            pieces.append(data[start:end].decode("utf-8"))
+            start = end
+        return pieces
+    return [item]
+
+
+def pack_chunk(item: Any) -> list[bytes]:
+    """The packed pieces of one yielded item; raises for unserialisable or oversized items."""
+    out = []
+    for piece in split_chunk(item):
+        packed = pack(piece)
+        if len(packed) > MAX_CHUNK_BYTES:
+            raise ValueError(
+                f"a streamed {type(item).__name__} is {len(packed)} bytes packed, over the 1 MB chunk "
+                "limit; only str and bytes are split automatically"
+            )
+        out.append(packed)
+    return out
+
+
+def _is_async_callable(fn: Any) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        return True
+    if inspect.isfunction(fn) or inspect.ismethod(fn):
+        return False
+    call = type(fn).__call__  # a callable object: look at its __call__
+    return inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
+
+
+def _raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
+
+
+class Run:
+    """One execution of a handler for one job.
+
+    `result` resolves with the handler's Outcome; `settled` once no code of the handler
+    runs any more (a thread stuck in C may never settle). `interrupt()` stops it: async
+    handlers are cancelled, a thread gets JobInterrupted at its next Python bytecode.
+    """
+
+    def __init__(
+        self, handler: Handler, job: Job, sink: Sink, validate: Callable[[Any, Any], Any] | None = None
+    ) -> None:
+        self.handler, self.job, self.sink = handler, job, sink
+        self._validate = validate
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self.result: asyncio.Future[Outcome] = self._loop.create_future()
+        self.settled: asyncio.Future[None] = self._loop.create_future()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        self._thread_ident: int | None = None
+        self._in_user_code = False
+        self._threads_live = 0
+        self._body_done = False
+        self.aggregate: list[Any] | None = [] if handler.return_aggregate_stream else None
+        job._progress = self._progress
+
+    def start(self) -> None:
+        self._task = self._loop.create_task(self._main())
+
+    def interrupt(self) -> None:
+        self.job._stop.set()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        with self._lock:
+            if self._in_user_code and self._thread_ident is not None:
+                _raise_in_thread(self._thread_ident, JobInterrupted)
+
+    # -- emission (any thread) ------------------------------------------------------------
+    def _progress(self, packed: bytes) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self.sink.add("progress", packed)
+        else:
+            self._call_soon(self.sink.add, "progress", packed)
+
+    def _call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is gone: the worker stopped
+            raise JobInterrupted("the worker stopped") from None
+
+    def _add_pieces(self, pieces: list[bytes]) -> None:
+        for packed in pieces:
+            self.sink.add("chunk", packed)
+
+    def _keep(self, item: Any) -> None:
+        if self.aggregate is not None:
+            self.aggregate.append(item)
+
+    async def _emit(self, item: Any) -> None:
+        self._add_pieces(pack_chunk(item))
+        self._keep(item)
+        if self.sink.buffered > getattr(self.sink, "HIGH_WATER", 1 << 62):
+            await self.sink.wait_room()
+
+    def _emit_from_thread(self, item: Any) -> None:
+        pieces = pack_chunk(item)  # encoding happens in the handler's thread, off the loop
+        self._call_soon(self._add_pieces, pieces)
+        self._keep(item)
+        while self.sink.buffered > getattr(self.sink, "HIGH_WATER", 1 << 62) and not self.job.cancelled:
+            fut = asyncio.run_coroutine_threadsafe(self.sink.wait_room(), self._loop)
+            try:
+                fut.result(timeout=0.5)
+            except TimeoutError:
+                fut.cancel()
+
+    # -- the body -------------------------------------------------------------------------
+    async def _main(self) -> None:
+        try:
+            outcome = await self._invoke()
+        except (JobInterrupted, asyncio.CancelledError):
+            outcome = Outcome(STOPPED)
+        except BaseException as exc:
+            outcome = failure(exc)
+        finally:
+            self._body_done = True
+            self._maybe_settle()
+        if not self.result.done():
+            self.result.set_result(outcome)
+
+    async def _invoke(self) -> Outcome:
+        if self.handler.input_schema is not None and self._validate is not None:
+            value, problems = self._validate(self.handler.input_schema, self.job.input)
+            if problems:
+                message = "input validation failed: " + "; ".join(problems)
+                detail = {"type": "ValidationError", "message": message, "errors": problems}
+                return Outcome(FAILED, error=message, error_detail=detail)
+            self.job.input = value
+        fn = self.handler.fn
+        if _is_async_callable(fn):
+            returned = fn(self.job)
+        else:
+            streamed, returned = await self._in_thread(lambda: self._call_sync(fn))
+            if streamed:
+                return Outcome(COMPLETED, output=self.aggregate)
+        for _ in range(4):  # an awaitable may resolve to a generator or another awaitable
+            if not inspect.isawaitable(returned):
+                break
+            returned = await returned
+        if inspect.isasyncgen(returned) or isinstance(returned, AsyncIterator):
+            async for item in returned:
+                await self._emit(item)
+            return Outcome(COMPLETED, output=self.aggregate)
+        if inspect.isgenerator(returned):
+            gen = returned
+            await self._in_thread(lambda: self._iterate(gen))
+            return Outcome(COMPLETED, output=self.aggregate)
+        return value_outcome(returned)
+
+    def _call_sync(self, fn: Callable[..., Any]) -> tuple[bool, Any]:
+        returned = fn(self.job)
+        if inspect.isgenerator(returned):
+            self._iterate(returned)
+            return True, None
+        return False, returned
+
+    def _iterate(self, gen: Any) -> tuple[bool, None]:
+        try:
+            for item in gen:
+                self._emit_from_thread(item)
+        finally:
+            gen.close()
+        return True, None
+
+    def _in_thread(self, target: Callable[[], Any]) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._threads_live += 1
+
+        def main() -> None:
+            try:
+                try:
+                    with self._lock:
+                        self._thread_ident = threading.get_ident()
+                        self._in_user_code = True
+                    self.job.check_cancelled()  # interrupted before the thread began
+                    res: tuple[bool, Any] = (True, target())
+                except BaseException as exc:
+                    res = (False, exc)
+                finally:
+                    with self._lock:
+                        self._in_user_code = False
+            except BaseException as exc:  # an interrupt that landed in the bookkeeping above
+                res = (False, exc)
+            try:
+                self._loop.call_soon_threadsafe(self._thread_done, fut, res)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits for this result any more
+
+        threading.Thread(target=main, name=f"job-{self.job.id[:12]}", daemon=True).start()
+        return fut
+
+    def _thread_done(self, fut: asyncio.Future[Any], res: tuple[bool, Any]) -> None:
+        self._threads_live -= 1
+        if not fut.done():
+            ok, value = res
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+        elif not res[0]:
+            res[1].__traceback__ = None  # nobody will see it; drop frames early
+        self._maybe_settle()
+
+    def _maybe_settle(self) -> None:
+        if self._body_done and self._threads_live == 0 and not self.settled.done():
+            self.settled.set_result(None)

@@ -1,0 +1,207 @@
+"""Worker settings: read once, at the edge (start() or the CLI), from flags and environment.
+
+Precedence: command-line flag > WORKER_KIT_* environment variable > start(**options) > default.
+Library classes (`Worker`) take plain keyword arguments and never read the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from .errors import ConfigError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+
+#: Exit codes of a worker process (documented in docs/worker.md).
+EXIT_OK = 0
+EXIT_CONFIG = 2
+#: A handler could not be interrupted (stuck in native code): restart the process.
+EXIT_STUCK = 3
+#: The service refused the worker (bad key, unknown endpoint): fix the settings.
+EXIT_REFUSED = 4
+
+ENV_HELP = """\
+environment (a flag, when given, wins over its variable):
+  WORKER_KIT_URL          the endpoint's base URL, e.g. http://127.0.0.1:8000/v2/my-endpoint
+  WORKER_KIT_API_KEY      worker key sent as 'Authorization: Bearer <key>'
+  WORKER_KIT_CONCURRENCY  jobs run at once (default: the handler's, else 1)
+  WORKER_KIT_TIMEOUT      default execution timeout in seconds (a job's policy wins)
+  WORKER_KIT_GRACE        seconds running jobs get to finish after SIGTERM (default 30)
+  WORKER_KIT_STUCK_GRACE  seconds a stopped handler gets to end before the worker restarts (default 5)
+  WORKER_KIT_LOG_LEVEL    DEBUG, INFO (default), WARNING or ERROR
+  WORKER_KIT_LOG_FORMAT   text (default) or json (one JSON object per line)
+  WORKER_KIT_WORKER_ID    this worker's id (default: hostname-pid-random)
+
+local runs (no queue service needed):
+  --test-input JSON       run one job, e.g. --test-input '{"input": {"x": 1}}', and print the result
+  --serve                 serve the whole client API on localhost with this handler
+
+exit codes: 0 stopped cleanly, 2 bad settings, 3 a handler was stuck and could not be
+interrupted (restart the worker), 4 the service refused the worker (key or URL);
+a second SIGINT/SIGTERM exits at once with 128 + the signal number.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    url: str
+    api_key: str | None = None
+    #: None: the handler's concurrency, else 1.
+    concurrency: int | None = None
+    timeout_s: float | None = None
+    grace_s: float = 30.0
+    stuck_grace_s: float = 5.0
+    log_level: str = "INFO"
+    log_format: str = "text"
+    worker_id: str | None = None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One clear line, not the usage block: settings errors are read in container logs.
+        raise ConfigError(message)
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=prog,
+        description="Run this handler as a worker_kit worker: claim jobs from the queue service, run them.",
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--url", help="endpoint base URL (WORKER_KIT_URL)")
+    p.add_argument("--api-key", help="worker key (WORKER_KIT_API_KEY)")
+    p.add_argument("--concurrency", help="jobs at once (WORKER_KIT_CONCURRENCY)")
+    p.add_argument("--timeout", help="default execution timeout, s (WORKER_KIT_TIMEOUT)")
+    p.add_argument("--grace", help="drain grace after SIGTERM, s (WORKER_KIT_GRACE)")
+    p.add_argument("--stuck-grace", help="wait for a stopped handler, s (WORKER_KIT_STUCK_GRACE)")
+    p.add_argument("--log-level", help="log level (WORKER_KIT_LOG_LEVEL)")
+    p.add_argument("--log-format", help="text or json (WORKER_KIT_LOG_FORMAT)")
+    p.add_argument("--worker-id", help="worker id (WORKER_KIT_WORKER_ID)")
+    return p
+
+
+def _number(name: str, raw: Any, *, minimum: float, integer: bool = False, strict: bool = False) -> Any:
+    try:
+        value = int(raw) if integer else float(raw)
+    except (TypeError, ValueError):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
+    if value < minimum or (strict and value == minimum) or value != value:
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise ConfigError(f"{name} must be {bound}, got {raw!r}")
+    return value
+
+
+def load_settings(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    *,
+    prog: str | None = None,
+) -> WorkerSettings:
+    """Settings from flags, then environment, then `defaults` (start()'s options).
+
+    Raises ConfigError with a one-line reason; `--help` prints the help and exits 0.
+    """
+    env = os.environ if env is None else env
+    defaults = dict(defaults or {})
+    unknown = set(defaults) - {f.name for f in dataclasses.fields(WorkerSettings)}
+    if unknown:
+        raise ConfigError(f"unknown worker option(s): {', '.join(sorted(unknown))}")
+    args = _parser(prog or os.path.basename(sys.argv[0]) or "worker").parse_args(list(argv))
+
+    def pick(flag: str, var: str, key: str) -> Any:
+        value = getattr(args, flag)
+        if value is None:
+            value = env.get(var) or None
+        return defaults.get(key) if value is None else value
+
+    url = pick("url", "WORKER_KIT_URL", "url")
+    if not url:
+        raise ConfigError(
+            "WORKER_KIT_URL is not set: set it (or --url) to the endpoint's base URL, e.g. "
+            "http://127.0.0.1:8000/v2/my-endpoint, or run locally with --test-input '{\"input\": ...}' "
+            "or --serve"
+        )
+    url = str(url).rstrip("/")
+    if not url.startswith(("http://", "https://")) or "/v2/" not in url:
+        raise ConfigError(f"WORKER_KIT_URL must look like http://HOST:PORT/v2/ENDPOINT_ID, got {url!r}")
+
+    raw = pick("concurrency", "WORKER_KIT_CONCURRENCY", "concurrency")
+    concurrency = None if raw is None else _number("WORKER_KIT_CONCURRENCY", raw, minimum=1, integer=True)
+    if concurrency is not None and concurrency > 1000:
+        raise ConfigError(f"WORKER_KIT_CONCURRENCY must be at most 1000, got {raw!r}")
+    raw = pick("timeout", "WORKER_KIT_TIMEOUT", "timeout_s")
+    timeout = None if raw is None else _number("WORKER_KIT_TIMEOUT", raw, minimum=0, strict=True)
+    raw = pick("grace", "WORKER_KIT_GRACE", "grace_s")
+    grace = 30.0 if raw is None else _number("WORKER_KIT_GRACE", raw, minimum=0)
+    raw = pick("stuck_grace", "WORKER_KIT_STUCK_GRACE", "stuck_grace_s")
+    stuck = 5.0 if raw is None else _number("WORKER_KIT_STUCK_GRACE", raw, minimum=0, strict=True)
+    level = str(pick("log_level", "WORKER_KIT_LOG_LEVEL", "log_level") or "INFO").upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"WORKER_KIT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    fmt = str(pick("log_format", "WORKER_KIT_LOG_FORMAT", "log_format") or "text").lower()
+    if fmt not in LOG_FORMATS:
+        raise ConfigError(f"WORKER_KIT_LOG_FORMAT must be text or json, got {fmt!r}")
+    return WorkerSettings(
+        url=url,
+        api_key=pick("api_key", "WORKER_KIT_API_KEY", "api_key"),
+        concurrency=concurrency,
+        timeout_s=timeout,
+        grace_s=grace,
+        stuck_grace_s=stuck,
+        log_level=level,
+        log_format=fmt,
+        worker_id=pick("worker_id", "WORKER_KIT_WORKER_ID", "worker_id"),
+    )
+
+
+# -- logging -------------------------------------------------------------------------------------
+
+_STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; `extra={...}` fields (job_id, state, ...) become keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STD_ATTRS and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Send worker_kit's logs (and the handler's, through the root logger) to stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # aiohttp logs each dropped connection at DEBUG/WARNING; the worker reports outages itself.
+    logging.getLogger("aiohttp").setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -1,0 +1,465 @@
+"""How a worker talks to its queue service: the native protocol of docs/protocol.md.
+
+`Transport` is what the worker loop needs from a service; `NativeTransport` speaks
+worker_kit's own HTTP+msgpack protocol. Another protocol (the hosted service's) would be a
+second `Transport` subclass. `JobReporter` delivers one job's ordered output and its final
+result through a transport, with batching and retries.
+
+aiohttp is imported when a transport opens, never at import time (cold start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from . import protocol
+from .errors import (
+    AuthError,
+    PayloadTooLarge,
+    RateLimited,
+    SequenceGap,
+    ServiceError,
+    ServiceUnavailable,
+    StaleLease,
+)
+
+log = logging.getLogger("worker_kit.worker")
+
+#: Most bytes of output items sent in one /output request.
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+MAX_BATCH_ITEMS = 5000
+
+
+@dataclass(slots=True)
+class ClaimedJob:
+    id: str
+    token: str
+    input: Any
+    attempt: int = 1
+    policy: dict[str, Any] = field(default_factory=dict)
+    #: ms from the claim until the service times the job out itself.
+    deadline_ms: int | None = None
+    webhook: str | None = None
+
+
+class Backoff:
+    """Exponential backoff with jitter: 0.1 s doubling to `cap`, each delay scaled by 0.5-1.0."""
+
+    def __init__(self, base: float = 0.1, cap: float = 10.0) -> None:
+        self.base, self.cap, self.failures = base, cap, 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.base * (2**self.failures))
+        self.failures = min(self.failures + 1, 30)
+        return delay * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+    async def sleep(self, at_least: float = 0.0, wake: asyncio.Event | None = None) -> None:
+        delay = max(at_least, self.next_delay())
+        if wake is None:
+            await asyncio.sleep(delay)
+            return
+        try:
+            async with asyncio.timeout(delay):
+                await wake.wait()
+        except TimeoutError:
+            pass
+
+
+class Link:
+    """Logs one line when the service goes away and one when it is back, not one per attempt."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.down_since: float | None = None
+
+    def ok(self) -> None:
+        if self.down_since is not None:
+            down_s = time.monotonic() - self.down_since
+            log.info("service at %s reachable again after %.1f s", self.url, down_s)
+            self.down_since = None
+
+    def failed(self, reason: str) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.warning("service at %s unreachable (%s); retrying with backoff", self.url, reason)
+
+
+class Transport(ABC):
+    """The worker side of a queue service. Errors are raised as worker_kit.errors types:
+    ServiceUnavailable (retry later), RateLimited, StaleLease, SequenceGap,
+    PayloadTooLarge, AuthError, ServiceError."""
+
+    worker_id: str
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    @abstractmethod
+    async def claim(
+        self, max_jobs: int, wait_ms: int, *, concurrency: int, running: int
+    ) -> tuple[list[ClaimedJob], int | None]:
+        """Long-poll for up to `max_jobs` jobs: (jobs, lease_ms)."""
+
+    @abstractmethod
+    async def heartbeat(
+        self, leases: dict[str, str], wait_ms: int, *, concurrency: int, running: int
+    ) -> tuple[list[tuple[str, str]], int | None]:
+        """Renew leases; returns ([(job_id, stop_reason)], lease_ms)."""
+
+    @abstractmethod
+    async def output(self, job_id: str, token: str, items: list[bytes]) -> int:
+        """Send packed output items (see `pack_item`); returns the service's next_seq."""
+
+    @abstractmethod
+    async def finish(
+        self,
+        job_id: str,
+        token: str,
+        state: str,
+        *,
+        output: bytes | None,
+        error: str | None,
+        error_detail: dict[str, Any] | None,
+        items: list[bytes],
+    ) -> None:
+        """End the job; `output` is already packed."""
+
+    @abstractmethod
+    async def release(self, job_id: str, token: str) -> None:
+        """Hand the job back to the queue."""
+
+
+def pack_item(seq: int, kind: str, packed_data: bytes) -> bytes:
+    """One output item {"seq", "kind", "data"} with `data` packed beforehand (once, by the
+    thread that produced it) so that retries and batching never re-encode it."""
+    return b"\x83" + protocol.pack("seq") + protocol.pack(seq) + b"\xa4kind" + protocol.pack(kind) + (
+        b"\xa4data" + packed_data
+    )
+
+
+def _map(fields: list[tuple[str, bytes]]) -> bytes:
+    packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack_map_header(len(fields)) + b"".join(packer.pack(k) + v for k, v in fields)
+
+
+def _array(items: list[bytes]) -> bytes:
+    return msgpack.Packer(use_bin_type=True).pack_array_header(len(items)) + b"".join(items)
+
+
+class NativeTransport(Transport):
+    def __init__(self, url: str, *, worker_id: str, api_key: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.worker_id = worker_id
+        self._headers = {"Content-Type": protocol.MSGPACK, "Accept": protocol.MSGPACK}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self.link = Link(self.url)
+        self._session: Any = None
+
+    async def open(self) -> None:
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
+            headers=self._headers,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _post(self, path: str, body: bytes, timeout_s: float) -> Any:
+        aiohttp = self._aiohttp
+        try:
+            async with self._session.post(
+                self.url + path, data=body, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                raw = await resp.read()
+                status, ctype = resp.status, resp.content_type
+                retry_after = resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            self.link.failed(reason)
+            raise ServiceUnavailable(reason) from None
+        if status >= 500:
+            self.link.failed(f"HTTP {status}")
+            raise ServiceUnavailable(f"HTTP {status} from {path}")
+        self.link.ok()
+        try:
+            payload = protocol.decode(raw, ctype) if raw else {}
+        except ValueError:
+            payload = {"error": raw[:200].decode("utf-8", "replace")}
+        if status == 200:
+            return payload
+        body_info = payload if isinstance(payload, dict) else {}
+        message = str(body_info.get("error") or f"HTTP {status}")
+        if status == 409 and body_info.get("stale"):
+            raise StaleLease(message, state=body_info.get("state"))
+        if status == 409 and isinstance(body_info.get("expected"), int):
+            raise SequenceGap(message, expected=body_info["expected"])
+        if status == 413:
+            raise PayloadTooLarge(status, message, payload)
+        if status in (401, 403):
+            raise AuthError(status, message, payload)
+        if status == 429:
+            try:
+                after = float(retry_after) if retry_after else None
+            except ValueError:
+                after = None
+            raise RateLimited(status, message, payload, retry_after=after)
+        raise ServiceError(status, message, payload)
+
+    async def claim(
+        self, max_jobs: int, wait_ms: int, *, concurrency: int, running: int
+    ) -> tuple[list[ClaimedJob], int | None]:
+        body = protocol.pack(
+            {"worker_id": self.worker_id, "max": max_jobs, "wait_ms": wait_ms, "concurrency": concurrency}
+        )
+        reply = await self._post(protocol.WORKER_CLAIM, body, wait_ms / 1000 + 10)
+        jobs = []
+        for raw in reply.get("jobs") or []:
+            job = _claimed(raw)
+            if job is not None:
+                jobs.append(job)
+        return jobs, reply.get("lease_ms")
+
+    async def heartbeat(
+        self, leases: dict[str, str], wait_ms: int, *, concurrency: int, running: int
+    ) -> tuple[list[tuple[str, str]], int | None]:
+        body = protocol.pack(
+            {
+                "worker_id": self.worker_id,
+                "jobs": leases,
+                "wait_ms": wait_ms,
+                "concurrency": concurrency,
+                "running": running,
+            }
+        )
+        reply = await self._post(protocol.WORKER_HEARTBEAT, body, wait_ms / 1000 + 10)
+        stops = [
+            (str(s.get("id")), str(s.get("reason")))
+            for s in reply.get("stop") or []
+            if isinstance(s, dict) and s.get("id")
+        ]
+        return stops, reply.get("lease_ms")
+
+    async def output(self, job_id: str, token: str, items: list[bytes]) -> int:
+        body = _map([("token", protocol.pack(token)), ("items", _array(items))])
+        reply = await self._post(protocol.WORKER_OUTPUT.format(job_id=job_id), body, 120)
+        return int(reply.get("next_seq", 0))
+
+    async def finish(
+        self,
+        job_id: str,
+        token: str,
+        state: str,
+        *,
+        output: bytes | None,
+        error: str | None,
+        error_detail: dict[str, Any] | None,
+        items: list[bytes],
+    ) -> None:
+        fields = [("token", protocol.pack(token)), ("state", protocol.pack(state))]
+        if output is not None:
+            fields.append(("output", output))
+        if error is not None:
+            fields.append(("error", protocol.pack(error)))
+        if error_detail is not None:
+            fields.append(("error_detail", protocol.pack(error_detail)))
+        if items:
+            fields.append(("items", _array(items)))
+        await self._post(protocol.WORKER_FINISH.format(job_id=job_id), _map(fields), 300)
+
+    async def release(self, job_id: str, token: str) -> None:
+        body = protocol.pack({"token": token})
+        await self._post(protocol.WORKER_RELEASE.format(job_id=job_id), body, 30)
+
+
+def _claimed(raw: Any) -> ClaimedJob | None:
+    if not (isinstance(raw, dict) and isinstance(raw.get("id"), str) and isinstance(raw.get("token"), str)):
+        # Without an id and token the job cannot be run or handed back; its lease brings it back.
+        log.error("claim answered a malformed job (needs id and token), skipped: %.200r", raw)
+        return None
+    policy = raw.get("policy") if isinstance(raw.get("policy"), dict) else {}
+    deadline = raw.get("deadline_ms")
+    return ClaimedJob(
+        id=raw["id"],
+        token=raw["token"],
+        input=raw.get("input"),
+        attempt=int(raw.get("attempt") or 1),
+        policy=policy,
+        deadline_ms=deadline if isinstance(deadline, int | float) else None,
+        webhook=raw.get("webhook"),
+    )
+
+
+class JobReporter:
+    """One claimed job's ordered output (chunks and progress share one seq) and its result.
+
+    `add` queues an item; a sender task ships whatever has accumulated while the previous
+    request was in flight, so small chunks batch without any artificial wait. `finish`
+    sends the remaining items inside the finish request, so nothing lands after the result.
+    """
+
+    HIGH_WATER = 16 * 1024 * 1024
+
+    def __init__(self, transport: Transport, job_id: str, token: str, on_lost: Callable[[], None]) -> None:
+        self.transport, self.job_id, self.token = transport, job_id, token
+        self._on_lost = on_lost
+        self._pending: list[tuple[int, bytes]] = []
+        self._seq = 0
+        self.buffered = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._wake = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._closed = False  # no more items accepted (finished or abandoned)
+        self._abandoned = False  # send nothing more at all
+        #: Set when the service refused output (413 or 4xx); the job then finishes FAILED.
+        self.rejected: str | None = None
+
+    # -- the Sink the handler side uses --------------------------------------------------
+    def add(self, kind: str, packed_data: bytes) -> None:
+        if self._closed:
+            log.debug("job %s: %s after the job ended, dropped", self.job_id, kind)
+            return
+        item = pack_item(self._seq, kind, packed_data)
+        self._pending.append((self._seq, item))
+        self._seq += 1
+        self.buffered += len(item)
+        if self.buffered > self.HIGH_WATER:
+            self._room.clear()
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+
+    async def wait_room(self) -> None:
+        await self._room.wait()
+
+    # -- delivery -------------------------------------------------------------------------
+    def _acked(self, next_seq: int) -> None:
+        keep = [(s, b) for s, b in self._pending if s >= next_seq]
+        self._pending = keep
+        self.buffered = sum(len(b) for _, b in keep)
+        if self.buffered <= self.HIGH_WATER:
+            self._room.set()
+
+    async def _send_loop(self) -> None:
+        backoff = Backoff()
+        try:
+            while self._pending and not self._closed:
+                batch, size = [], 0
+                for seq, item in self._pending:
+                    if batch and (size + len(item) > MAX_BATCH_BYTES or len(batch) >= MAX_BATCH_ITEMS):
+                        break
+                    batch.append((seq, item))
+                    size += len(item)
+                try:
+                    next_seq = await self.transport.output(self.job_id, self.token, [b for _, b in batch])
+                except SequenceGap as exc:
+                    next_seq = exc.expected
+                except StaleLease:
+                    self._lost()
+                    return
+                except (ServiceUnavailable, RateLimited) as exc:
+                    await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._wake)
+                    continue
+                except ServiceError as exc:
+                    # 413 or another refusal: these items can never be delivered.
+                    self.rejected = f"the service refused stream output: {exc.message}"
+                    log.error("job %s: %s", self.job_id, self.rejected)
+                    next_seq = batch[-1][0] + 1
+                backoff.reset()
+                self._acked(next_seq)
+        finally:
+            self._sender = None
+            self._room.set()
+
+    def _lost(self) -> None:
+        if not self._abandoned:
+            self.abandon()
+            self._on_lost()
+
+    def abandon(self) -> None:
+        """Send nothing more for this job (cancelled, lost, released)."""
+        self._closed = self._abandoned = True
+        self._pending.clear()
+        self.buffered = 0
+        self._room.set()
+        self._wake.set()
+
+    async def finish(
+        self,
+        state: str,
+        *,
+        output: bytes | None = None,
+        error: str | None = None,
+        error_detail: dict[str, Any] | None = None,
+    ) -> bool:
+        """Deliver the final result, retrying until it lands or the lease is lost.
+
+        Returns True when the service accepted it. A 413 turns the result into FAILED
+        with a message saying why; a lost lease or other refusal is logged, never silent.
+        """
+        self._closed = True
+        self._wake.set()  # a sender sleeping in backoff stops; its items go in the finish
+        if self._sender is not None:
+            await asyncio.shield(self._sender)
+        if not self._abandoned:
+            self._wake.clear()
+        if self.rejected and state == "COMPLETED":
+            state, output, error, error_detail = "FAILED", None, self.rejected, None
+        backoff = Backoff()
+        while not self._abandoned:
+            try:
+                await self.transport.finish(
+                    self.job_id,
+                    self.token,
+                    state,
+                    output=output,
+                    error=error,
+                    error_detail=error_detail,
+                    items=[b for _, b in self._pending],
+                )
+                return True
+            except SequenceGap as exc:
+                self._acked(exc.expected)
+            except StaleLease as exc:
+                level = logging.INFO if exc.state == "CANCELLED" else logging.ERROR
+                log.log(level, "job %s: result (%s) not delivered: the service answered that the lease is "
+                        "gone (job is %s)", self.job_id, state, exc.state or "unknown",
+                        extra={"job_id": self.job_id})
+                return False
+            except PayloadTooLarge as exc:
+                if output is None and not self._pending:
+                    log.error("job %s: result refused as too large: %s", self.job_id, exc.message)
+                    return False
+                error = f"result too large: the service refused it ({exc.message})"
+                log.error("job %s: %s", self.job_id, error, extra={"job_id": self.job_id})
+                state, output, error_detail = "FAILED", None, None
+                self._pending.clear()
+            except (ServiceUnavailable, RateLimited) as exc:
+                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._wake)
+            except ServiceError as exc:
+                log.error("job %s: result (%s) not delivered: the service refused it: %s",
+                          self.job_id, state, exc, extra={"job_id": self.job_id})
+                return False
+        log.error("job %s: result (%s) not delivered before the job was abandoned", self.job_id, state,
+                  extra={"job_id": self.job_id})
+        return False

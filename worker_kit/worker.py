@@ -1,0 +1,428 @@
+"""The worker loop: claim jobs, run them, keep their leases, report, drain on stop.
+
+Three kinds of task share one event loop: one claim loop (a long-poll for as many jobs
+as there are free slots, sent again as soon as a slot frees), one heartbeat loop
+(renews leases and receives cancels and timeouts), and one task per job (runs the
+handler through `execution.Run` and delivers its result through `transport.JobReporter`).
+
+`Worker` never installs signal handlers; `worker_kit.start()` and the CLI do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import protocol
+from .errors import AuthError, RateLimited, ServiceError, ServiceUnavailable, StaleLease
+from .execution import COMPLETED, FAILED, STOPPED, TIMED_OUT, Job, Outcome, Run
+from .job import DEFAULT_EXECUTION_TIMEOUT_MS
+from .registry import Concurrency, Handler
+from .settings import EXIT_OK, EXIT_REFUSED, EXIT_STUCK
+from .transport import Backoff, ClaimedJob, JobReporter, NativeTransport, Transport
+
+log = logging.getLogger("worker_kit.worker")
+
+RELEASE = "RELEASE"  # a stop reason of our own: shutting down, hand the job back
+DEFAULT_RESULT_LIMIT = 20 * 1024 * 1024
+MAX_CLAIM = 100
+#: A job is first listed in a heartbeat this long after its claim (the claim's lease is
+#: fresh); long enough that short jobs never cost a heartbeat, short for cancel latency.
+HEARTBEAT_DELAY_S = 0.25
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(slots=True, eq=False)
+class _Active:
+    claimed: ClaimedJob
+    run: Run
+    reporter: JobReporter
+    stopped: asyncio.Future[str]
+    started: float
+    finishing: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Worker:
+    """Runs `handler` for jobs of the endpoint at `url` (…/v2/{endpoint_id}).
+
+    `concurrency`: jobs at once, an int or `f(current) -> int` consulted before each claim
+    and as jobs finish (None: the handler's, else 1). `timeout`: default execution timeout
+    in seconds. `grace_s`: how long `stop()` lets running jobs finish before handing them
+    back. `stuck_grace_s`: how long a stopped handler may take to end before the worker
+    declares itself stuck, stops claiming and (once its other jobs end) returns EXIT_STUCK.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        url: str,
+        *,
+        api_key: str | None = None,
+        concurrency: Concurrency | None = None,
+        timeout: float | None = None,
+        grace_s: float = 30.0,
+        stuck_grace_s: float = 5.0,
+        worker_id: str | None = None,
+        claim_wait_s: float = 30.0,
+        result_limit: int = DEFAULT_RESULT_LIMIT,
+        transport: Transport | None = None,
+    ) -> None:
+        self.handler = handler
+        self.url = url.rstrip("/")
+        self.worker_id = worker_id or default_worker_id()
+        self.transport = transport or NativeTransport(self.url, worker_id=self.worker_id, api_key=api_key)
+        self._concurrency: Concurrency = concurrency or handler.concurrency or 1
+        self._capacity_now = 1 if callable(self._concurrency) else int(self._concurrency)
+        self.timeout_s = timeout
+        self.grace_s = grace_s
+        self.stuck_grace_s = stuck_grace_s
+        self.claim_wait_ms = int(claim_wait_s * 1000)
+        self.result_limit = result_limit
+        self.exit_code = EXIT_OK
+        self._validate = None
+        if handler.input_schema is not None:
+            from .validation import validate
+
+            self._validate = validate
+        self._lease_ms = protocol.DEFAULT_LEASE_MS
+        self._occupied = 0
+        self._active: dict[str, _Active] = {}
+        self._held: dict[str, tuple[str, float]] = {}  # job id -> (token, claimed at)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+        self._hb_wake = asyncio.Event()
+        self._hb_inflight: set[str] = set()
+        self._stop_requested = asyncio.Event()
+        self._cut = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._grace = grace_s
+        self.stats = {"completed": 0, "failed": 0, "timed_out": 0, "stopped": 0, "released": 0}
+
+    # -- public ---------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Claim and run jobs until stopped; returns the exit code (see settings.EXIT_*)."""
+        loop = asyncio.get_running_loop()
+        await self.transport.open()
+        log.info("worker %s started: handler %s, endpoint %s, concurrency %s", self.worker_id,
+                 self.handler.name, self.url, self._describe_concurrency())
+        stop_waiter = loop.create_task(self._stop_requested.wait())
+        claim = loop.create_task(self._claim_loop(stop_waiter))
+        heartbeat = loop.create_task(self._heartbeat_loop())
+        try:
+            await stop_waiter
+            await asyncio.wait({claim})
+            await self._drain()
+        finally:
+            for task in (claim, heartbeat, stop_waiter):
+                task.cancel()
+            await asyncio.gather(claim, heartbeat, stop_waiter, return_exceptions=True)
+            await self.transport.close()
+            self._finished.set()
+        log.info("worker %s stopped (exit code %d)", self.worker_id, self.exit_code)
+        return self.exit_code
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop claiming, give running jobs `grace_s` (default: the worker's) to finish, hand
+        the rest back to the queue, then return once `run()` has ended. Calling it again
+        with a shorter grace cuts the wait."""
+        self._request_stop(self.grace_s if grace_s is None else grace_s)
+        await self._finished.wait()
+
+    @property
+    def running(self) -> int:
+        return self._occupied
+
+    # -- stopping -------------------------------------------------------------------------
+    def _request_stop(self, grace_s: float) -> None:
+        if not self._stop_requested.is_set():
+            self._grace = grace_s
+            self._stop_requested.set()
+        elif grace_s < self._grace:
+            self._grace = grace_s
+            self._cut.set()
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._tasks:
+            log.info("draining: %d job(s) running; waiting up to %.6g s", len(self._tasks), self._grace)
+        began = loop.time()
+        cut = loop.create_task(self._cut.wait())
+        try:
+            while self._tasks:
+                left = began + self._grace - loop.time()  # a second stop() may shorten the grace
+                if left <= 0:
+                    break
+                if cut.done():
+                    self._cut.clear()
+                    cut = loop.create_task(self._cut.wait())
+                await asyncio.wait({*self._tasks, cut}, timeout=None if math.isinf(left) else left,
+                                   return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cut.cancel()
+        for job_id in list(self._active):
+            self._on_stop(job_id, RELEASE)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self.stuck_grace_s + 5)
+
+    def _poison(self, job_id: str) -> None:
+        log.error("job %s: its handler did not stop within %.1f s (stuck in native code?); the worker "
+                  "takes no more jobs and exits with code %d once its other jobs end, to be restarted",
+                  job_id, self.stuck_grace_s, EXIT_STUCK, extra={"job_id": job_id})
+        self.exit_code = EXIT_STUCK
+        self._request_stop(float("inf"))
+
+    # -- claiming -------------------------------------------------------------------------
+    def _describe_concurrency(self) -> str:
+        return "dynamic" if callable(self._concurrency) else str(self._concurrency)
+
+    def _capacity(self) -> int:
+        if callable(self._concurrency):
+            try:
+                value = max(0, min(1000, int(self._concurrency(self._capacity_now))))
+            except Exception:
+                log.exception("the concurrency function failed; keeping %d", self._capacity_now)
+                value = self._capacity_now
+            if value != self._capacity_now:
+                log.info("concurrency %d -> %d", self._capacity_now, value)
+            self._capacity_now = value
+        return self._capacity_now
+
+    async def _claim_loop(self, stop_waiter: asyncio.Task[Any]) -> None:
+        backoff = Backoff()
+        while not self._stop_requested.is_set():
+            capacity = self._capacity()
+            free = min(capacity - self._occupied, MAX_CLAIM)
+            if free <= 0:
+                self._slot_freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    # A dynamic concurrency is consulted again at least once a second.
+                    async with asyncio.timeout(1.0 if callable(self._concurrency) else None):
+                        await self._slot_freed.wait()
+                continue
+            req = asyncio.create_task(
+                self.transport.claim(free, self.claim_wait_ms, concurrency=capacity, running=self._occupied)
+            )
+            await asyncio.wait({req, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if not req.done():
+                req.cancel()  # jobs the service may still hand this request come back by lease
+                await asyncio.wait({req})
+            if req.cancelled():
+                return
+            try:
+                jobs, lease_ms = req.result()
+            except (ServiceUnavailable, RateLimited) as exc:
+                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._stop_requested)
+                continue
+            except ServiceError as exc:
+                hint = "check WORKER_KIT_API_KEY" if isinstance(exc, AuthError) else "check WORKER_KIT_URL"
+                log.error("the service refused this worker's claim (%s); %s", exc, hint)
+                self.exit_code = EXIT_REFUSED
+                self._request_stop(0.0)
+                return
+            backoff.reset()
+            if lease_ms:
+                self._lease_ms = int(lease_ms)
+            for claimed in jobs:
+                self._launch(claimed)
+
+    def _launch(self, claimed: ClaimedJob) -> None:
+        if self._stop_requested.is_set():
+            coro = self._release(claimed)  # claimed as we began to stop: never started
+        else:
+            coro = self._process(claimed)
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- one job --------------------------------------------------------------------------
+    def _timeout_for(self, claimed: ClaimedJob) -> float:
+        job_ms = claimed.policy.get("executionTimeout")
+        job_ms = job_ms if isinstance(job_ms, int | float) and job_ms > 0 else None
+        # The service fills in the 600 s default when a client sets none, so only another
+        # value is taken as the client's choice; then the handler's, then the worker's.
+        if job_ms is not None and job_ms != DEFAULT_EXECUTION_TIMEOUT_MS:
+            seconds = job_ms / 1000
+        else:
+            fallback = (job_ms or DEFAULT_EXECUTION_TIMEOUT_MS) / 1000
+            seconds = self.handler.timeout or self.timeout_s or fallback
+        if claimed.deadline_ms is not None:  # the service's own deadline (TTL included)
+            seconds = min(seconds, max(0.0, claimed.deadline_ms / 1000))
+        return seconds
+
+    async def _process(self, claimed: ClaimedJob) -> None:
+        loop = asyncio.get_running_loop()
+        job_id = claimed.id
+        job = Job(job_id, claimed.input, attempt=claimed.attempt, policy=claimed.policy,
+                  webhook=claimed.webhook)
+        reporter = JobReporter(self.transport, job_id, claimed.token,
+                               on_lost=lambda: self._on_stop(job_id, protocol.STOP_LOST))
+        run = Run(self.handler, job, reporter, self._validate)
+        active = _Active(claimed, run, reporter, loop.create_future(), loop.time())
+        self._active[job_id] = active
+        self._hold(job_id, claimed.token)
+        self._occupied += 1
+        run.settled.add_done_callback(self._on_settled)
+        timeout_s = self._timeout_for(claimed)
+        ids = {"job_id": job_id}
+        log.info("job %s started (attempt %d, timeout %.6g s)", job_id, claimed.attempt, timeout_s, extra=ids)
+        run.start()
+        try:
+            await asyncio.wait({run.result, active.stopped}, timeout=timeout_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if active.stopped.done():
+                await self._stopped(active, active.stopped.result())
+                return
+            if run.result.done():
+                outcome = run.result.result()
+                if outcome.state == STOPPED:  # the handler raised JobInterrupted on its own
+                    outcome = Outcome(FAILED, error="JobInterrupted: the handler raised JobInterrupted")
+            else:
+                run.interrupt()
+                error = f"execution timeout: the job ran longer than {timeout_s:.6g} s"
+                outcome = Outcome(TIMED_OUT, error=error)
+            active.finishing = True
+            state, packed, error, detail = self._final(job_id, outcome)
+            delivered = await reporter.finish(state, output=packed, error=error, error_detail=detail)
+            elapsed = loop.time() - active.started
+            if delivered:
+                self.stats[state.lower()] = self.stats.get(state.lower(), 0) + 1
+                level = logging.INFO if state == COMPLETED else logging.WARNING
+                log.log(level, "job %s %s in %.3f s%s", job_id, state, elapsed, f": {error}" if error else "",
+                        extra={**ids, "state": state, "duration_ms": int(elapsed * 1000)})
+            if state == TIMED_OUT:
+                await self._watch(active)
+        finally:
+            self._active.pop(job_id, None)
+            self._held.pop(job_id, None)
+
+    async def _stopped(self, active: _Active, reason: str) -> None:
+        job_id = active.claimed.id
+        active.reporter.abandon()
+        active.run.interrupt()
+        elapsed = asyncio.get_running_loop().time() - active.started
+        if reason == RELEASE:
+            await self._release(active.claimed)
+        else:
+            self.stats["stopped"] += 1
+            log.warning("job %s stopped by the service (%s) after %.3f s", job_id, reason, elapsed,
+                        extra={"job_id": job_id, "state": reason, "duration_ms": int(elapsed * 1000)})
+        await self._watch(active)
+
+    async def _watch(self, active: _Active) -> None:
+        """Wait for an interrupted handler to end; if it will not, the worker is stuck."""
+        if active.run.settled.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(active.run.settled), self.stuck_grace_s)
+        except TimeoutError:
+            self._poison(active.claimed.id)
+
+    def _final(self, job_id: str, outcome: Outcome) -> tuple[str, bytes | None, str | None, Any]:
+        if outcome.state != COMPLETED:
+            return outcome.state, None, outcome.error, outcome.error_detail
+        if outcome.output is None:
+            return COMPLETED, None, None, None
+        try:
+            packed = protocol.pack(outcome.output)
+        except Exception as exc:
+            error = f"result is not serialisable: {type(exc).__name__}: {exc}"
+            return FAILED, None, error, {"type": "SerializationError", "message": error, "traceback": ""}
+        if len(packed) > self.result_limit:
+            error = (f"result too large: {len(packed) / 1048576:.1f} MB packed, over the "
+                     f"{self.result_limit / 1048576:.0f} MB result limit")
+            return FAILED, None, error, {"type": "ResultTooLarge", "message": error, "traceback": ""}
+        return COMPLETED, packed, None, None
+
+    async def _release(self, claimed: ClaimedJob) -> None:
+        backoff = Backoff(cap=1.0)
+        for _ in range(5):
+            try:
+                await self.transport.release(claimed.id, claimed.token)
+                self.stats["released"] += 1
+                log.info("job %s released back to the queue", claimed.id, extra={"job_id": claimed.id})
+                return
+            except StaleLease:
+                return  # it ended or was requeued already
+            except (ServiceUnavailable, RateLimited):
+                await backoff.sleep()
+            except ServiceError as exc:
+                log.error("job %s: release refused: %s", claimed.id, exc, extra={"job_id": claimed.id})
+                return
+        log.error("job %s could not be released (service unreachable); it returns to the queue when its "
+                  "lease expires", claimed.id, extra={"job_id": claimed.id})
+
+    def _on_settled(self, _: asyncio.Future[None]) -> None:
+        self._occupied -= 1
+        self._slot_freed.set()
+
+    def _on_stop(self, job_id: str, reason: str) -> None:
+        active = self._active.get(job_id)
+        if active is None:
+            return
+        if not active.stopped.done():
+            active.stopped.set_result(reason)
+        if active.finishing:
+            active.reporter.abandon()  # cancelled, lost or shutting down while delivering
+        self._held.pop(job_id, None)
+
+    # -- heartbeats -----------------------------------------------------------------------
+    def _hold(self, job_id: str, token: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._held[job_id] = (token, loop.time())
+        loop.call_later(HEARTBEAT_DELAY_S, self._maybe_wake_heartbeat, job_id)
+
+    def _maybe_wake_heartbeat(self, job_id: str) -> None:
+        if job_id in self._held and job_id not in self._hb_inflight:
+            self._hb_wake.set()
+
+    async def _heartbeat_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = Backoff()
+        while True:
+            now = loop.time()
+            leases = {j: tok for j, (tok, since) in self._held.items() if now - since >= HEARTBEAT_DELAY_S}
+            self._hb_wake.clear()
+            if not leases:
+                await self._hb_wake.wait()
+                continue
+            self._hb_inflight = set(leases)
+            req = loop.create_task(self.transport.heartbeat(
+                leases, max(0, self._lease_ms // 3), concurrency=self._capacity_now, running=self._occupied))
+            wake = loop.create_task(self._hb_wake.wait())
+            try:
+                await asyncio.wait({req, wake}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                wake.cancel()
+                self._hb_inflight = set()
+                if not req.done():
+                    req.cancel()  # a newer job must be listed: ask again
+            await asyncio.wait({req})
+            if req.cancelled():
+                continue
+            try:
+                stops, lease_ms = req.result()
+            except (ServiceUnavailable, RateLimited) as exc:
+                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0)
+                continue
+            except ServiceError as exc:
+                log.error("heartbeat refused: %s", exc)
+                await backoff.sleep()
+                continue
+            backoff.reset()
+            if lease_ms:
+                self._lease_ms = int(lease_ms)
+            for job_id, reason in stops:
+                held = self._held.get(job_id)
+                if held is not None and held[0] == leases.get(job_id):
+                    self._on_stop(job_id, reason)
