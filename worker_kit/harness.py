@@ -127,7 +127,6 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--test-input",
-        "--test_input",
         dest="test_input",
         metavar="JSON",
         nargs="?",

@@ -38,9 +38,9 @@ def test_flag_input_is_run_and_final_status_is_the_last_stdout_line(py, write_ha
     assert f"job {final['id']} submitted to http://127.0.0.1:" in proc.stderr
 
 
-def test_hosted_sdk_spelling_and_at_file(py, write_handler, tmp_path: Path) -> None:
+def test_hosted_sdk_id_key_and_at_file(py, write_handler, tmp_path: Path) -> None:
     path = write_handler(ECHO)
-    proc = py(path, "--test_input", '{"input": 5, "id": "local_test"}')
+    proc = py(path, "--test-input", '{"input": 5, "id": "local_test"}')
     assert proc.returncode == 0, proc.stderr
     assert _final(proc.stdout)["output"] == {"got": 5}
     (tmp_path / "req.json").write_text('{"input": "from file"}')
