@@ -299,3 +299,18 @@ async def test_endpoints_are_separate(service: Any, session: Any, worker: MiniWo
     assert await worker.claim(wait_ms=0) == []  # the worker serves "ep"
     assert (await worker.api.get(f"/status/{job_id}"))[0] == 404
     assert (await other.status(job_id))["status"] == "IN_QUEUE"
+
+
+async def test_stream_as_server_sent_events(api: Api, worker: MiniWorker) -> None:
+    sse = {"Accept": "text/event-stream"}
+    status, body = await api.get("/stream/unknown-job", headers=sse)
+    assert status == 404 and "error" in body
+    job_id = await api.run("e")
+    job = await worker.claim_one()
+    await worker.finish(job, output="end", items=[{"seq": 0, "kind": "chunk", "data": "c0"}])
+    async with api.session.get(f"{api.base}/stream/{job_id}", headers=sse) as resp:
+        assert resp.status == 200 and resp.content_type == "text/event-stream"
+        text = (await resp.read()).decode()
+    assert '"c0"' in text and "COMPLETED" in text
+    status, body = await api.get(f"/stream/{job_id}?cursor=-1", headers=sse)
+    assert status == 400 and "cursor" in body["error"]

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +36,14 @@ def _route_name(request: web.Request) -> str:
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+    if exc.content_type == "application/json" and exc.text:
+        try:
+            body = json.loads(exc.text)
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            return respond(request, body, status=exc.status, headers=headers)
     if exc.status == 404:
         message = f"no such route: {request.method} {request.path}"
     elif exc.status == 405:
@@ -46,7 +55,6 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
         message = f"request body too large: {exc.text or exc.reason}"
     else:
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-    headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
     return respond(request, {"error": message}, status=exc.status, headers=headers)
 
 

@@ -58,7 +58,14 @@ class Metrics:
                 (_labels(endpoint=ep, state=state), n)
                 for ep, counts in sorted(job_counts.items())
                 for state, n in sorted(counts.items())
+                if state != "retried"
             ),
+        )
+        family(
+            "worker_kit_jobs_retried",
+            "gauge",
+            "Stored jobs that were requeued by /retry or after a lost lease.",
+            ((_labels(endpoint=ep), counts.get("retried", 0)) for ep, counts in sorted(job_counts.items())),
         )
         family(
             "worker_kit_workers",

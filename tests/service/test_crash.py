@@ -1,0 +1,95 @@
+"""`kill -9` of a `worker-kit serve` process during a burst of /run loses no acknowledged job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+
+CONFIG = """
+[defaults]
+rate_limits = false
+backpressure = false
+"""
+
+
+@contextlib.asynccontextmanager
+async def serve_process(
+    tmp_path: Path, db: Path, name: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    config = tmp_path / "serve.toml"
+    config.write_text(CONFIG)
+    with (tmp_path / f"{name}.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "worker_kit",
+            "serve",
+            "--port",
+            "0",
+            "--storage",
+            f"sqlite:///{db}",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+        )
+        try:
+            assert proc.stdout is not None
+            async with asyncio.timeout(30):
+                line = (await proc.stdout.readline()).decode()
+            assert "listening on http://127.0.0.1:" in line, line
+            yield proc, line.rsplit(" ", 1)[1].strip()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+
+
+async def test_kill_9_during_a_burst_loses_no_acknowledged_job(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    acked: list[str] = []
+    enough = asyncio.Event()
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async with serve_process(tmp_path, db, "first") as (proc, url):
+
+            async def submitter(n: int) -> None:
+                i = 0
+                while True:
+                    try:
+                        async with session.post(f"{url}/v2/ep/run", json={"input": {"n": n, "i": i}}) as resp:
+                            body = await resp.json()
+                    except (TimeoutError, aiohttp.ClientError):
+                        return  # the service is gone
+                    assert resp.status == 200, body
+                    acked.append(body["id"])
+                    i += 1
+                    if len(acked) >= 300:
+                        enough.set()
+
+            tasks = [asyncio.create_task(submitter(n)) for n in range(16)]
+            async with asyncio.timeout(60):
+                await enough.wait()
+            proc.send_signal(signal.SIGKILL)  # in the middle of the burst: requests are in flight
+            await proc.wait()
+            async with asyncio.timeout(30):
+                await asyncio.gather(*tasks)
+        assert proc.returncode == -signal.SIGKILL
+
+        async with serve_process(tmp_path, db, "second") as (_, url):
+            missing = []
+            for job_id in acked:
+                async with session.get(f"{url}/v2/ep/status/{job_id}") as resp:
+                    if resp.status != 200:
+                        missing.append(job_id)
+                    else:
+                        assert (await resp.json())["status"] == "IN_QUEUE"
+            assert missing == [], f"{len(missing)} of {len(acked)} acknowledged jobs lost"
+            async with session.get(f"{url}/v2/ep/health") as resp:
+                assert (await resp.json())["jobs"]["inQueue"] >= len(acked)
