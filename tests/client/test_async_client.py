@@ -59,7 +59,9 @@ async def test_run_sync_completed_and_typed_failures(endpoint_url: str, worker: 
 async def test_run_sync_cancelled(endpoint_url: str, worker: ScriptedWorker) -> None:
     async with AsyncEndpoint(endpoint_url) as ep:
         waiting = asyncio.create_task(ep.run_sync({"gate": "never"}, timeout=20))
-        while not worker.held:
+        for _ in range(1000):
+            if worker.held:
+                break
             await asyncio.sleep(0.01)
         (job_id,) = worker.held
         assert (await ep.job(job_id).cancel())["status"] == "CANCELLED"

@@ -89,7 +89,8 @@ async def test_bad_cursor_and_unknown_job(endpoint_url: str) -> None:
     async with AsyncEndpoint(endpoint_url) as ep:
         handle = await ep.run({})
     async with aiohttp.ClientSession() as session:
-        async with session.get(f"{endpoint_url}/stream/{handle.id}", headers=SSE, params={"cursor": "-2"}) as r:
+        stream_url = f"{endpoint_url}/stream/{handle.id}"
+        async with session.get(stream_url, headers=SSE, params={"cursor": "-2"}) as r:
             assert r.status == 400 and "cursor" in (await r.json())["error"]
         async with session.get(f"{endpoint_url}/stream/{'0' * 32}", headers=SSE) as r:
             assert r.status == 404 and "error" in await r.json()
@@ -124,7 +125,8 @@ async def test_polling_fallback_without_push(service: Any, worker: ScriptedWorke
     # A client that found no SSE (a path-compatible service without push) polls with cursors.
     async with AsyncEndpoint(endpoint_url) as ep:
         ep.push = False
-        handle = await ep.run({"progress": [1], "chunks": ["p", "q"], "chunk_delay": 0.05, "output": "polled"})
+        script = {"progress": [1], "chunks": ["p", "q"], "chunk_delay": 0.05, "output": "polled"}
+        handle = await ep.run(script)
         assert [c async for c in handle.stream()] == ["p", "q"]
         assert await handle.output(timeout=10) == "polled"
         failing = await ep.run({"chunks": ["z"], "fail": "poll-fail"})

@@ -34,7 +34,8 @@ MAX_RETRY_AFTER_S = 300.0
 class WebhookSender:
     """Schedules and performs webhook deliveries; one per service app."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, close_grace_s: float = CLOSE_GRACE_S) -> None:
+        self.close_grace_s = close_grace_s
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -56,7 +57,7 @@ class WebhookSender:
         self._closed = True
         pending = list(self._tasks)
         if pending:
-            _, still = await asyncio.wait(pending, timeout=CLOSE_GRACE_S)
+            _, still = await asyncio.wait(pending, timeout=self.close_grace_s)
             for task in still:
                 task.cancel()
             if still:

@@ -1,0 +1,116 @@
+"""Webhooks: signed deliveries of the final status, retried after failures, never blocking."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import pytest
+
+from worker_kit.client import AsyncEndpoint, sign_webhook, verify_webhook
+from worker_kit.client.signing import ATTEMPT_HEADER, DELIVERY_HEADER, JOB_HEADER, SIGNATURE_HEADER
+from worker_kit.service.config import EndpointConfig
+from worker_kit.service.webhooks import WebhookSender
+
+from .conftest import ScriptedWorker, WebhookReceiver, free_port
+
+SECRET = "s3cret-for-tests"
+
+
+async def _stats_when(ep: AsyncEndpoint, predicate: Any, timeout: float = 10.0) -> dict[str, int]:
+    """The webhook stats of /health once `predicate` holds for them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = (await ep.health())["webhooks"]
+        if predicate(stats) or time.monotonic() > deadline:
+            return stats
+        await asyncio.sleep(0.02)
+
+
+def test_sign_and_verify() -> None:
+    body = b'{"id":"j","status":"COMPLETED"}'
+    header = sign_webhook(SECRET, body, timestamp=1_700_000_000)
+    headers = {SIGNATURE_HEADER: header}
+    assert header.startswith("t=1700000000,v1=")
+    assert verify_webhook(SECRET, headers, body, now=1_700_000_010)
+    lowercase = {"x-worker-kit-signature": header}
+    assert verify_webhook(SECRET.encode(), lowercase, body.decode(), now=1_700_000_000)
+    assert verify_webhook(SECRET, {"HTTP_X_WORKER_KIT_SIGNATURE": header}, body, now=1_700_000_000)  # WSGI
+    assert not verify_webhook(SECRET, headers, body + b" ", now=1_700_000_010)  # tampered body
+    assert not verify_webhook("other", headers, body, now=1_700_000_010)  # wrong secret
+    assert not verify_webhook(SECRET, headers, body, now=1_700_001_000)  # too old: a replay
+    assert not verify_webhook(SECRET, {}, body)
+    assert not verify_webhook(SECRET, {SIGNATURE_HEADER: "t=abc,v1=00"}, body)
+    forged = header.replace("t=1700000000", "t=1700000500")  # a fresh timestamp on an old signature
+    assert not verify_webhook(SECRET, {SIGNATURE_HEADER: forged}, body, now=1_700_000_500)
+
+
+async def test_signed_delivery_of_the_final_status(service_factory: Any) -> None:
+    svc = await service_factory(default=EndpointConfig(webhook_secret=SECRET, webhook_interval_s=0.1))
+    url = svc.endpoint_url("hooks")
+    async with WebhookReceiver() as receiver, ScriptedWorker(url) as _, AsyncEndpoint(url) as ep:
+        handle = await ep.run({"output": {"result": "ok"}}, webhook=receiver.url)
+        await handle.output(timeout=10)
+        await asyncio.wait_for(receiver.delivered.wait(), 10)
+        headers, body = receiver.calls[-1]
+        status = json.loads(body)
+        assert status["id"] == handle.id and status["status"] == "COMPLETED"
+        assert status["output"] == {"result": "ok"}
+        assert verify_webhook(SECRET, headers, body)
+        assert headers[JOB_HEADER] == handle.id and headers[ATTEMPT_HEADER] == "1"
+        assert headers["Content-Type"] == "application/json"
+        stats = await _stats_when(ep, lambda st: st["pending"] == 0)
+        assert stats == {"delivered": 1, "failed": 0, "pending": 0}
+
+
+async def test_retried_after_500_until_delivered(service_factory: Any) -> None:
+    svc = await service_factory(
+        default=EndpointConfig(webhook_secret=SECRET, webhook_attempts=3, webhook_interval_s=0.1)
+    )
+    url = svc.endpoint_url("hooks")
+    async with WebhookReceiver(fail_first=1) as receiver, AsyncEndpoint(url) as ep:
+        handle = await ep.run({"never": "runs"}, webhook=receiver.url)
+        await handle.cancel()  # a cancel ends the job too, and fires the webhook
+        await asyncio.wait_for(receiver.delivered.wait(), 10)
+        assert len(receiver.calls) == 2
+        (h1, b1), (h2, b2) = receiver.calls
+        assert b1 == b2 and json.loads(b2)["status"] == "CANCELLED"
+        assert h1[DELIVERY_HEADER] == h2[DELIVERY_HEADER]  # same delivery id: receivers can dedupe
+        assert [h1[ATTEMPT_HEADER], h2[ATTEMPT_HEADER]] == ["1", "2"]
+        assert verify_webhook(SECRET, h2, b2)
+        stats = await _stats_when(ep, lambda st: st["pending"] == 0)
+        assert stats == {"delivered": 1, "failed": 0, "pending": 0}
+
+
+async def test_failed_delivery_is_logged_and_counted(
+    service_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    svc = await service_factory(default=EndpointConfig(webhook_attempts=2, webhook_interval_s=0.05))
+    url = svc.endpoint_url("hooks")
+    async with WebhookReceiver(fail_first=10) as receiver, AsyncEndpoint(url) as ep:
+        with caplog.at_level(logging.WARNING, logger="worker_kit.service.webhooks"):
+            handle = await ep.run({}, webhook=receiver.url)
+            await handle.cancel()
+            stats = await _stats_when(ep, lambda st: st["failed"] > 0)
+        assert stats == {"delivered": 0, "failed": 1, "pending": 0}
+        assert len(receiver.calls) == 2
+        assert SIGNATURE_HEADER not in receiver.calls[0][0]  # no secret configured: unsigned
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(handle.id in r.getMessage() and "HTTP 500" in r.getMessage() for r in warnings)
+
+
+async def test_sender_never_blocks_and_close_abandons_within_grace() -> None:
+    sender = WebhookSender(close_grace_s=0.2)
+    await sender.start()
+    unreachable = f"http://127.0.0.1:{free_port()}/hook"
+    started = time.monotonic()
+    sender.job_ended({"id": "j1", "status": "FAILED"}, unreachable, secret=None, attempts=5, interval_s=30)
+    sender.job_ended({"id": "j2", "status": "FAILED"}, "ftp://nope", secret=None)
+    assert time.monotonic() - started < 0.5  # scheduling returned at once
+    assert sender.stats() == {"delivered": 0, "failed": 1, "pending": 1}  # the bad URL failed at once
+    await asyncio.sleep(0.1)  # the first attempt fails; the next is 30 s away
+    await sender.close()
+    assert sender.stats() == {"delivered": 0, "failed": 2, "pending": 0}
