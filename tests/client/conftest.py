@@ -244,7 +244,7 @@ class ThreadedStack:
         from worker_kit.service.runner import run_service
 
         config = ServiceConfig(port=0, storage=f"sqlite:///{self.tmp_path}/threaded.db", lease_ms=2000,
-                               sweep_interval_s=0.1, deadline_grace_ms=500)
+                               sweep_interval_s=0.1, deadline_grace_ms=500, shutdown_timeout_s=2.0)
         self._stop = asyncio.Event()
         async with run_service(dataclasses.replace(config, **self.overrides)) as svc:
             self.url = svc.endpoint_url("sync-tests")
@@ -305,29 +305,3 @@ class CuttableProxy:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
-
-# TEMPORARY until tests/conftest.py (V) lands: same contract as V's fixtures.
-@pytest.fixture
-async def service_factory(tmp_path: Path) -> AsyncIterator[Any]:
-    import dataclasses
-
-    from worker_kit.service.config import ServiceConfig
-    from worker_kit.service.runner import run_service
-
-    stack = contextlib.AsyncExitStack()
-    count = 0
-
-    async def factory(**overrides: Any) -> Any:
-        nonlocal count
-        count += 1
-        base = ServiceConfig(port=0, storage=f"sqlite:///{tmp_path}/svc{count}.db", lease_ms=2000,
-                             sweep_interval_s=0.1, deadline_grace_ms=500)
-        return await stack.enter_async_context(run_service(dataclasses.replace(base, **overrides)))
-
-    async with stack:
-        yield factory
-
-
-@pytest.fixture
-async def service(service_factory: Any) -> Any:
-    return await service_factory()
