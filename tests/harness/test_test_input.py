@@ -176,6 +176,7 @@ def test_input_validation_runs_before_the_handler(py, write_handler, tmp_path: P
         (["--test-input"], "no test input"),
         (["--test-input", "{}", "--bogus"], "unrecognized arguments: --bogus"),
         (["--serve", "--concurrency", "0"], "--concurrency must be at least 1"),
+        (["--serve", "--host", "0.0.0.0"], "add --insecure if that is what you want"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(py, write_handler, tmp_path: Path, argv, expected) -> None:

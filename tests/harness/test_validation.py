@@ -192,3 +192,13 @@ def test_malformed_schema_raises_config_error(schema: object, message: str) -> N
         compile_schema(schema)
     with pytest.raises(ConfigError):
         validate(schema, {})
+
+
+def test_a_malformed_schema_fails_at_decoration_time() -> None:
+    from worker_kit.registry import handler
+
+    def fn(job: object) -> None:
+        return None
+
+    with pytest.raises(ConfigError, match="field 'n': min applies to numbers"):
+        handler(input_schema={"n": Field(str, min=1)})(fn)
