@@ -20,6 +20,7 @@ from ..errors import JobNotFound
 from ..job import WORKER_FINAL_STATES, JobRecord, JobState, OutputItem, Policy, new_job_id
 from ..protocol import pack, unpack
 from . import sqlite_ops as ops
+from . import sqlite_sweep
 from .base import StopSignal, Storage, SweepResult, WorkerInfo
 from .sqlite_engine import SQLiteEngine
 from .sqlite_schema import SQLiteURL, record_from_row
@@ -200,7 +201,9 @@ class SQLiteStorage(Storage):
     # -- housekeeping ---------------------------------------------------------------------------
     async def sweep(self, max_attempts: int, deadline_grace_ms: int) -> SweepResult:
         ended, requeued, deleted = await self._engine.write(
-            functools.partial(ops.sweep, max_attempts=max_attempts, deadline_grace_ms=deadline_grace_ms)
+            functools.partial(
+                sqlite_sweep.sweep, max_attempts=max_attempts, deadline_grace_ms=deadline_grace_ms
+            )
         )
         return SweepResult(ended=[record_from_row(row) for row in ended], requeued=requeued, deleted=deleted)
 

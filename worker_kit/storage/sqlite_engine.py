@@ -114,7 +114,7 @@ class SQLiteEngine:
     # -- calls --------------------------------------------------------------------------------
     async def write(self, op: WriteOp[T]) -> T:
         """Run `op` in the next group-commit transaction; returns after COMMIT."""
-        if self._closed or self._writer is None:
+        if self._closed or self._writer is None or not self._writer.is_alive():
             raise StorageError("SQLite storage is not open")
         loop = asyncio.get_running_loop()
         pending = _Pending(op, loop, loop.create_future())
@@ -219,8 +219,16 @@ class SQLiteEngine:
                         break
                     batch.append(item)
                 lock = self._shared_lock if self._shared is not None else contextlib.nullcontext()
-                with lock:
-                    self._run_batch(conn, batch)
+                try:
+                    with lock:
+                        self._run_batch(conn, batch)
+                except Exception as exc:
+                    # A bug here must not kill the thread and leave every later caller waiting forever.
+                    log.exception("SQLite writer failed on a batch of %d operations", len(batch))
+                    with contextlib.suppress(sqlite3.Error):
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                    self._fail_all(batch, StorageError(f"SQLite writer failed: {exc!r}"))
                 self._deliver(batch)
         finally:
             if self._shared is None:

@@ -25,11 +25,6 @@ from .sqlite_schema import RECORD_COLUMNS
 Row = tuple[Any, ...]
 #: A packed output item: (seq, kind, msgpack blob).
 PackedItem = tuple[int, str, bytes]
-#: How many expired records one sweep deletes; the rest go in the next sweep (get()
-#: already hides them), so one sweep never holds the writer for long.
-SWEEP_DELETE_LIMIT = 5000
-#: Worker rows not seen for this long are forgotten.
-WORKER_FORGET_S = 3600.0
 
 ENDED_BY_WORKER = "worker"
 ENDED_BY_SERVICE = "service"
@@ -62,7 +57,7 @@ def _record(conn: sqlite3.Connection, job_id: str) -> Row:
     return conn.execute(f"{_SELECT} WHERE id = ?", (job_id,)).fetchone()  # type: ignore[no-any-return]
 
 
-def _bump_retried(conn: sqlite3.Connection, endpoint: str) -> None:
+def bump_retried(conn: sqlite3.Connection, endpoint: str) -> None:
     conn.execute(
         "INSERT INTO endpoint_stats (endpoint, retried) VALUES (?, 1) "
         "ON CONFLICT (endpoint) DO UPDATE SET retried = retried + 1",
@@ -70,7 +65,7 @@ def _bump_retried(conn: sqlite3.Connection, endpoint: str) -> None:
     )
 
 
-def _requeue(conn: sqlite3.Connection, job_id: str, attempt_delta: int) -> None:
+def requeue(conn: sqlite3.Connection, job_id: str, attempt_delta: int) -> None:
     """Back to the queue at its old position; the stream restarts, as the next claim's seq does."""
     conn.execute(
         "UPDATE jobs SET state = 'IN_QUEUE', token = NULL, worker_id = NULL, lease_until = NULL, "
@@ -81,7 +76,7 @@ def _requeue(conn: sqlite3.Connection, job_id: str, attempt_delta: int) -> None:
     conn.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
 
 
-def _end(
+def end_job(
     conn: sqlite3.Connection,
     job_id: str,
     state: JobState,
@@ -147,7 +142,7 @@ def cancel(conn: sqlite3.Connection, notes: list[str], endpoint: str, job_id: st
     state, worker_id = JobState(found[0]), found[1]
     if state.is_terminal:
         return _record(conn, job_id)
-    row = _end(conn, job_id, JobState.CANCELLED, now, ENDED_BY_SERVICE)
+    row = end_job(conn, job_id, JobState.CANCELLED, now, ENDED_BY_SERVICE)
     notes.append(job_channel(job_id))
     if state is JobState.IN_PROGRESS and worker_id is not None:
         notes.append(worker_channel(endpoint, worker_id))
@@ -175,7 +170,7 @@ def retry(conn: sqlite3.Connection, notes: list[str], endpoint: str, job_id: str
         (next_qpos(), now, now, job_id),
     )
     conn.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
-    _bump_retried(conn, endpoint)
+    bump_retried(conn, endpoint)
     notes += [queue_channel(endpoint), job_channel(job_id)]
     return _record(conn, job_id)
 
@@ -351,7 +346,7 @@ def finish(
             return _record(conn, job_id)  # a repeated finish by the token that ended it
     _, next_seq, stream_len = _current(conn, endpoint, job_id, token, now)
     _apply_items(conn, job_id, next_seq, stream_len, items)
-    row = _end(
+    row = end_job(
         conn, job_id, state, now, ENDED_BY_WORKER, error=error,
         extra_sql=", output = ?, error_detail = ?", extra_args=(output, error_detail),
     )  # fmt: skip
@@ -363,69 +358,6 @@ def release(conn: sqlite3.Connection, notes: list[str], endpoint: str, job_id: s
     found = _live(conn, endpoint, job_id, time.time(), "state, token")
     if found is None or found[0] != JobState.IN_PROGRESS.value or found[1] != token:
         return False
-    _requeue(conn, job_id, attempt_delta=-1)  # a drain hand-back does not use up an attempt
+    requeue(conn, job_id, attempt_delta=-1)  # a drain hand-back does not use up an attempt
     notes += [queue_channel(endpoint), job_channel(job_id)]
     return True
-
-
-# -- housekeeping ------------------------------------------------------------------------------
-def sweep(
-    conn: sqlite3.Connection, notes: list[str], max_attempts: int, deadline_grace_ms: int
-) -> tuple[list[Row], list[str], int]:
-    """Returns (rows of jobs ended, ids requeued, records deleted)."""
-    now = time.time()
-    grace = deadline_grace_ms / 1000.0
-    ended: list[Row] = []
-    requeued: list[str] = []
-
-    def stopped(job_id: str, endpoint: str, worker_id: str | None) -> None:
-        notes.append(job_channel(job_id))
-        if worker_id is not None:
-            notes.append(worker_channel(endpoint, worker_id))
-
-    for job_id, endpoint, worker_id, exec_ms in conn.execute(
-        "SELECT id, endpoint, worker_id, execution_timeout_ms FROM jobs "
-        "WHERE state = 'IN_PROGRESS' AND run_deadline < ?",
-        (now - grace,),
-    ).fetchall():
-        error = f"execution timeout of {exec_ms} ms exceeded; the service timed the job out"
-        ended.append(_end(conn, job_id, JobState.TIMED_OUT, now, ENDED_BY_SERVICE, error=error))
-        stopped(job_id, endpoint, worker_id)
-
-    # The grace lets a running job's worker report its own timeout first; a queued job has no one to wait for.
-    for job_id, endpoint, worker_id, state, ttl_ms, ttl_deadline in conn.execute(
-        "SELECT id, endpoint, worker_id, state, ttl_ms, ttl_deadline FROM jobs "
-        "WHERE state IN ('IN_QUEUE', 'IN_PROGRESS') AND ttl_deadline < ?",
-        (now,),
-    ).fetchall():
-        if state == JobState.IN_PROGRESS.value and ttl_deadline >= now - grace:
-            continue
-        where = "while queued" if state == JobState.IN_QUEUE.value else "while running"
-        error = f"time to live (ttl) of {ttl_ms} ms expired {where}; the service timed the job out"
-        ended.append(_end(conn, job_id, JobState.TIMED_OUT, now, ENDED_BY_SERVICE, error=error))
-        stopped(job_id, endpoint, worker_id)
-
-    for job_id, endpoint, worker_id, attempt in conn.execute(
-        "SELECT id, endpoint, worker_id, attempt FROM jobs WHERE state = 'IN_PROGRESS' AND lease_until < ?",
-        (now,),
-    ).fetchall():
-        if attempt >= max_attempts:
-            error = (
-                f"worker lost: the worker {worker_id} stopped renewing its lease on attempt {attempt} of "
-                f"{max_attempts}; the job is not retried again"
-            )
-            ended.append(_end(conn, job_id, JobState.FAILED, now, ENDED_BY_SERVICE, error=error))
-        else:
-            _requeue(conn, job_id, attempt_delta=0)
-            _bump_retried(conn, endpoint)
-            requeued.append(job_id)
-            notes.append(queue_channel(endpoint))
-        stopped(job_id, endpoint, worker_id)
-
-    deleted = conn.execute(
-        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE expires_at <= ? LIMIT ?) RETURNING id",
-        (now, SWEEP_DELETE_LIMIT),
-    ).fetchall()
-    notes += [job_channel(job_id) for (job_id,) in deleted]
-    conn.execute("DELETE FROM workers WHERE seen_at < ?", (now - WORKER_FORGET_S,))
-    return ended, requeued, len(deleted)
