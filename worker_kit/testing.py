@@ -15,22 +15,33 @@ Or as a pytest fixture, declared in your conftest.py:
         job = await echo_endpoint.run({"x": 1})
         assert await job.output(timeout=10) == {"x": 1}
 
-Each stack listens on a free loopback port with in-memory storage and is torn down after use.
+Tests without asyncio use `local_endpoint_sync(echo)` (a blocking `Endpoint`) or
+`endpoint_fixture(echo, sync=True)`. Each stack listens on a free loopback port with in-memory
+storage and is torn down after use.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .harness import LOCAL_ENDPOINT, LocalStack, local_stack
 
 if TYPE_CHECKING:
-    from .client import AsyncEndpoint
+    from .client import AsyncEndpoint, Endpoint
     from .registry import Handler
 
-__all__ = ["LocalStack", "endpoint_fixture", "local_endpoint", "local_stack", "resolve_handler"]
+__all__ = [
+    "LocalStack",
+    "endpoint_fixture",
+    "local_endpoint",
+    "local_endpoint_sync",
+    "local_stack",
+    "resolve_handler",
+]
 
 #: Short leases and sweeps so that lost-worker and timeout paths resolve quickly in tests.
 TEST_SERVICE_DEFAULTS: dict[str, Any] = {"lease_ms": 2000, "sweep_interval_s": 0.1, "deadline_grace_ms": 500}
@@ -74,15 +85,82 @@ async def local_endpoint(
             yield ep
 
 
+@contextlib.contextmanager
+def local_endpoint_sync(
+    handler: Any = None,
+    *,
+    concurrency: int = 1,
+    endpoint_id: str = LOCAL_ENDPOINT,
+    client_options: dict[str, Any] | None = None,
+    worker_options: dict[str, Any] | None = None,
+    **service_options: Any,
+) -> Iterator[Endpoint]:
+    """`local_endpoint` for tests without asyncio: the stack runs on an event loop in a
+    background thread and a blocking `Endpoint` client is yielded."""
+    from .client import Endpoint
+
+    resolved = resolve_handler(handler)
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def serve() -> None:
+        options = {**TEST_SERVICE_DEFAULTS, **service_options}
+        async with local_stack(
+            resolved,
+            concurrency=concurrency,
+            endpoint_id=endpoint_id,
+            worker_options=worker_options,
+            grace_s=options.pop("grace_s", 2.0),
+            **options,
+        ) as stack:
+            box["stack"], box["loop"], box["stop"] = stack, asyncio.get_running_loop(), asyncio.Event()
+            ready.set()
+            await box["stop"].wait()
+
+    def thread_main() -> None:
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # handed to the test's thread below
+            box["error"] = exc
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=thread_main, name="worker_kit.testing", daemon=True)
+    thread.start()
+    ready.wait()
+    if "stack" not in box:
+        thread.join()
+        raise RuntimeError(f"the local stack did not start: {box.get('error')!r}") from box.get("error")
+    ep = Endpoint(box["stack"].url, **(client_options or {}))
+    ep.stack = box["stack"]  # type: ignore[attr-defined]
+    try:
+        yield ep
+    finally:
+        ep.close()
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+
+
 def endpoint_fixture(
-    handler: Any = None, *, concurrency: int = 1, name: str | None = None, **options: Any
+    handler: Any = None, *, concurrency: int = 1, name: str | None = None, sync: bool = False, **options: Any
 ) -> Callable[..., Any]:
-    """A pytest fixture (function scope) yielding `local_endpoint(handler, ...)`.
+    """A pytest fixture (function scope) yielding `local_endpoint(handler, ...)`, or with
+    `sync=True` a blocking client from `local_endpoint_sync` for tests without asyncio.
 
     Assign it to a name in a conftest.py or test module; that name is the fixture's name
     unless `name` is given.
     """
     import pytest
+
+    if sync:
+
+        def _sync_endpoint() -> Iterator[Endpoint]:
+            with local_endpoint_sync(handler, concurrency=concurrency, **options) as ep:
+                yield ep
+
+        return pytest.fixture(name=name)(_sync_endpoint) if name else pytest.fixture(_sync_endpoint)
 
     try:
         import pytest_asyncio

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from worker_kit.errors import JobFailed
-from worker_kit.testing import endpoint_fixture, local_endpoint
+from worker_kit.testing import endpoint_fixture, local_endpoint, local_endpoint_sync
 from worker_kit.validation import Field
 
 
@@ -29,6 +29,7 @@ job_gate = asyncio.Event()
 
 shout_endpoint = endpoint_fixture(shout)
 words_endpoint = endpoint_fixture(words, name="streaming")
+blocking_endpoint = endpoint_fixture(shout, sync=True)
 
 
 async def test_local_endpoint_runs_a_plain_function() -> None:
@@ -100,3 +101,26 @@ async def test_validation_end_to_end_handler_not_run() -> None:
         assert calls == []
         assert await ep.run_sync({}, timeout=30) == {"size": 8}
         assert calls == [{"size": 8}]
+
+
+def test_sync_context_manager_for_tests_without_asyncio() -> None:
+    with local_endpoint_sync(words, concurrency=2) as ep:
+        job = ep.run("x y")
+        assert list(job.stream()) == ["x", "y"]
+        assert ep.health()["jobs"]["completed"] == 1
+        url = ep.url
+    # Stopped afterwards: nothing listens on the port any more.
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url + "/health", timeout=5)
+
+
+def test_sync_fixture(blocking_endpoint) -> None:
+    assert blocking_endpoint.run_sync("sync", timeout=30) == "SYNC"
+
+
+def test_sync_stack_start_failure_is_raised() -> None:
+    with pytest.raises(RuntimeError, match="did not start"), local_endpoint_sync(shout, lease_ms="bad"):
+        pass
