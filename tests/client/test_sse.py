@@ -133,3 +133,21 @@ async def test_polling_fallback_without_push(service: Any, worker: ScriptedWorke
         with pytest.raises(Exception, match="poll-fail"):
             async for _ in failing.stream():
                 pass
+
+
+@pytest.mark.timeout(30)
+async def test_held_stream_ends_when_the_service_stops(tmp_path: Any) -> None:
+    from worker_kit.service.config import ServiceConfig
+    from worker_kit.service.runner import run_service
+
+    # A shutdown timeout far beyond the test's own: a stream holding shutdown fails the test.
+    config = ServiceConfig(port=0, storage=f"sqlite:///{tmp_path}/stop.db", shutdown_timeout_s=120)
+    async with run_service(config) as svc:
+        url = svc.endpoint_url("stopping")
+        async with AsyncEndpoint(url) as ep:
+            handle = await ep.run({})  # no worker: stays queued
+        reader = asyncio.create_task(_events(f"{url}/stream/{handle.id}"))
+        await asyncio.sleep(0.2)
+        assert not reader.done()
+    events = await asyncio.wait_for(reader, 10)
+    assert [e.event for e in events] == ["update"]  # ended without a final status: clients reconnect

@@ -92,6 +92,16 @@ async def stream_sse(
     return response
 
 
+def _shutdown_event(request: web.Request) -> asyncio.Event | None:
+    # The service sets this when it stops; a held stream then ends at once instead of
+    # holding shutdown (the client reconnects, to this service once back or to a replica).
+    from .state import STATE
+
+    state = request.app.get(STATE)
+    shutdown = getattr(state, "shutdown", None)
+    return getattr(shutdown, "event", None)
+
+
 async def _pump(
     request: web.Request,
     response: web.StreamResponse,
@@ -104,49 +114,60 @@ async def _pump(
     channel = job_channel(job_id)
     last_update: str | None = None
     last_write = time.monotonic()
-    while True:
-        # Listen before reading: a change landing while we read or write still wakes us.
-        idle = time.monotonic() - last_write
-        waiter = asyncio.ensure_future(storage.wait(channel, min(RECHECK_S, max(0.0, KEEPALIVE_S - idle))))
-        await asyncio.sleep(0)
-        try:
+    shutdown = _shutdown_event(request)
+    stopping = asyncio.ensure_future(shutdown.wait()) if shutdown is not None else None
+    try:
+        while stopping is None or not stopping.done():
+            # Listen before reading: a change landing while we read or write still wakes us.
+            idle = time.monotonic() - last_write
+            timeout = min(RECHECK_S, max(0.0, KEEPALIVE_S - idle))
+            waiter = asyncio.ensure_future(storage.wait(channel, timeout))
+            await asyncio.sleep(0)
             try:
-                job: JobRecord
-                if with_chunks:
-                    job, chunks, _ = await storage.read_stream(endpoint, job_id, cursor)
+                try:
+                    job: JobRecord
+                    if with_chunks:
+                        job, chunks, _ = await storage.read_stream(endpoint, job_id, cursor)
+                    else:
+                        found = await storage.get(endpoint, job_id)
+                        if found is None:
+                            raise JobNotFound(job_id)
+                        job, chunks = found, []
+                except JobNotFound:
+                    gone = {"error": f"job {job_id} not found or its result expired"}
+                    await _write(request, response, _event("error", gone))
+                    return
+                if chunks:
+                    out = bytearray()
+                    for chunk in chunks:
+                        cursor += 1
+                        out += _event("chunk", {"output": chunk}, cursor)
+                    await _write(request, response, bytes(out))
+                    last_write = time.monotonic()
+                status = job.to_status()
+                if job.state.is_terminal:
+                    # read_stream returned every chunk stored, and a terminal job gets no more.
+                    await _write(request, response, _event("status", status, cursor))
+                    return
+                update = dumps_json([status.get("status"), status.get("output")])
+                if update != last_update:
+                    last_update = update
+                    await _write(request, response, _event("update", status))
+                    last_write = time.monotonic()
+                if stopping is None:
+                    await waiter
                 else:
-                    found = await storage.get(endpoint, job_id)
-                    if found is None:
-                        raise JobNotFound(job_id)
-                    job, chunks = found, []
-            except JobNotFound:
-                gone = {"error": f"job {job_id} not found or its result expired"}
-                await _write(request, response, _event("error", gone))
-                return
-            if chunks:
-                out = bytearray()
-                for chunk in chunks:
-                    cursor += 1
-                    out += _event("chunk", {"output": chunk}, cursor)
-                await _write(request, response, bytes(out))
+                    await asyncio.wait((waiter, stopping), return_when=asyncio.FIRST_COMPLETED)
+                woke = waiter.done() and not waiter.cancelled() and waiter.result()
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+            if not woke and time.monotonic() - last_write >= KEEPALIVE_S:
+                await _write(request, response, b": keep-alive\n\n")
                 last_write = time.monotonic()
-            status = job.to_status()
-            if job.state.is_terminal:
-                # read_stream returned every chunk stored, and a terminal job gets no more.
-                await _write(request, response, _event("status", status, cursor))
-                return
-            update = dumps_json([status.get("status"), status.get("output")])
-            if update != last_update:
-                last_update = update
-                await _write(request, response, _event("update", status))
-                last_write = time.monotonic()
-            woke = await waiter
-        finally:
-            if not waiter.done():
-                waiter.cancel()
-        if not woke and time.monotonic() - last_write >= KEEPALIVE_S:
-            await _write(request, response, b": keep-alive\n\n")
-            last_write = time.monotonic()
+    finally:
+        if stopping is not None:
+            stopping.cancel()
 
 
 async def _write(request: web.Request, response: web.StreamResponse, data: bytes) -> None:

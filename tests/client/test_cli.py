@@ -1,0 +1,157 @@
+"""`worker-kit` client commands as subprocesses against the real service: output, --json
+and exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker_kit.client import AsyncEndpoint
+from worker_kit.service.config import EndpointConfig, RateLimit
+
+from .conftest import ScriptedWorker, cli_env, free_port, run_cli
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return cli_env(tmp_path)
+
+
+async def test_help_for_every_command(env: dict[str, str]) -> None:
+    for command in ("submit", "run", "status", "stream", "cancel", "retry", "purge", "health"):
+        code, out, _ = await run_cli(command, "--help", env=env)
+        assert code == 0 and "--url" in out and "exit codes" in out, command
+
+
+async def test_run_completed_plain_and_json(endpoint_url: str, worker: ScriptedWorker,
+                                            env: dict[str, str]) -> None:
+    code, out, err = await run_cli("run", '{"output": {"a": [1, 2]}}', "--url", endpoint_url, env=env)
+    assert code == 0, err
+    assert json.loads(out) == {"a": [1, 2]}
+    code, out, _ = await run_cli("run", '{"output": "text"}', "--url", endpoint_url, "--json", env=env)
+    assert code == 0
+    status = json.loads(out)
+    assert status["status"] == "COMPLETED" and status["output"] == "text"
+    code, out, _ = await run_cli("run", '{"output": "text"}', "--url", endpoint_url, env=env)
+    assert out == "text\n"
+
+
+async def test_run_exit_codes_by_final_state(endpoint_url: str, worker: ScriptedWorker,
+                                             env: dict[str, str]) -> None:
+    code, out, err = await run_cli("run", '{"fail": "it broke"}', "--url", endpoint_url, env=env)
+    assert code == 1 and out == "" and "FAILED: it broke" in err
+    code, out, err = await run_cli("run", '{"gate": "never"}', "--url", endpoint_url,
+                                   "--execution-timeout", "200", "--json", env=env)
+    assert code == 3 and json.loads(out)["status"] == "TIMED_OUT", err
+    code, out, err = await run_cli("run", '{"gate": "never"}', "--url", endpoint_url, "--timeout", "0.5", env=env)
+    assert code == 10 and "still IN_PROGRESS" in err and "status --wait" in err
+
+    async def cancel_when_running() -> None:
+        for _ in range(1000):
+            if worker.held:
+                break
+            await asyncio.sleep(0.01)
+        async with AsyncEndpoint(endpoint_url) as ep:
+            for job_id in list(worker.held):
+                await ep.job(job_id).cancel()
+
+    canceller = asyncio.create_task(cancel_when_running())
+    worker.held.clear()
+    code, out, err = await run_cli("run", '{"gate": "never2"}', "--url", endpoint_url, env=env)
+    await canceller
+    assert code == 4 and "CANCELLED" in err
+
+
+async def test_input_from_file_and_stdin_and_env_url(endpoint_url: str, worker: ScriptedWorker,
+                                                     env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "input.json"
+    path.write_text('{"output": "from file"}')
+    code, out, _ = await run_cli("run", f"@{path}", "--url", endpoint_url, env=env)
+    assert (code, out) == (0, "from file\n")
+    code, out, _ = await run_cli("run", "--url", endpoint_url, env=env, stdin=b'{"output": "from stdin"}')
+    assert (code, out) == (0, "from stdin\n")
+    root, endpoint = endpoint_url.rsplit("/v2/", 1)
+    code, out, _ = await run_cli("run", "-", env={**env, "WORKER_KIT_CLIENT_URL": root,
+                                                  "WORKER_KIT_ENDPOINT": endpoint}, stdin=b"[1]")
+    assert (code, json.loads(out)) == (0, [1])
+    code, out, _ = await run_cli("health", "--url", root, "--endpoint", endpoint, "--json", env=env)
+    assert code == 0 and json.loads(out)["jobs"]["completed"] >= 3
+
+
+async def test_submit_status_stream_cancel_retry_purge_health(
+    endpoint_url: str, worker: ScriptedWorker, env: dict[str, str]
+) -> None:
+    url = ("--url", endpoint_url)
+    code, out, _ = await run_cli("submit", '{"chunks": ["he", "llo"], "gate": "s", "output": 1}', *url, env=env)
+    job_id = out.strip()
+    assert code == 0 and len(job_id) == 32
+
+    worker.gate("s").set()
+    code, out, _ = await run_cli("stream", job_id, *url, env=env)
+    assert (code, out) == (0, "hello")
+    code, out, _ = await run_cli("stream", job_id, *url, "--json", "--cursor", "1", env=env)
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and lines[0] == {"output": "llo"} and lines[-1]["status"] == "COMPLETED"
+
+    code, out, _ = await run_cli("status", job_id, *url, "--json", env=env)
+    assert code == 0 and json.loads(out)["status"] == "COMPLETED"
+    code, out, _ = await run_cli("status", job_id, *url, "--wait", env=env)
+    assert code == 0 and json.loads(out)["output"] == 1
+
+    code, out, _ = await run_cli("submit", '{"fail_once": "flake"}', *url, "--json", env=env)
+    failing = json.loads(out)["id"]
+    code, out, _ = await run_cli("status", failing, *url, "--wait", "--json", env=env)
+    assert code == 1 and json.loads(out)["error"] == "flake"
+    code, out, _ = await run_cli("retry", failing, *url, env=env)
+    assert (code, out) == (0, f"job {failing} IN_QUEUE\n")
+    code, out, _ = await run_cli("status", failing, *url, "--wait", env=env)
+    assert code == 0
+    code, _, err = await run_cli("retry", failing, *url, env=env)
+    assert code == 11 and "409" in err
+
+    code, out, _ = await run_cli("submit", '{"gate": "held"}', *url, env=env)
+    held = out.strip()
+    code, out, _ = await run_cli("cancel", held, *url, "--json", env=env)
+    assert code == 0 and json.loads(out) == {"id": held, "status": "CANCELLED"}
+    code, out, _ = await run_cli("stream", held, *url, env=env)
+    assert code == 4
+
+
+async def test_purge(service: Any, env: dict[str, str]) -> None:
+    url = ("--url", service.endpoint_url("idle"))
+    for _ in range(2):
+        assert (await run_cli("submit", "{}", *url, env=env))[0] == 0
+    code, out, _ = await run_cli("purge", *url, env=env)
+    assert (code, out) == (0, "removed 2 queued jobs\n")
+    code, out, _ = await run_cli("purge", *url, "--json", env=env)
+    assert code == 0 and json.loads(out)["removed"] == 0
+
+
+async def test_error_exit_codes(service_factory: Any, env: dict[str, str]) -> None:
+    svc = await service_factory(default=EndpointConfig(
+        client_keys=("k",), run_body_limit=2000, rate_limits={"status": RateLimit(1, 60.0, None)},
+    ))
+    url = ("--url", svc.endpoint_url("strict"))
+    code, _, err = await run_cli("health", *url, env=env)
+    assert code == 6 and "401" in err and "--api-key" in err and len(err.strip().splitlines()) == 1
+    authed = (*url, "--api-key", "k")
+    code, _, err = await run_cli("status", "0" * 32, *authed, env=env)
+    assert code == 7 and "404" in err
+    code, _, err = await run_cli("submit", json.dumps("x" * 5000), *authed, env=env)
+    assert code == 8 and "413" in err
+    code, _, err = await run_cli("status", "0" * 32, *authed, "--retries", "0", env=env)
+    assert code == 9 and "429" in err
+    code, _, err = await run_cli("health", "--url", f"http://127.0.0.1:{free_port()}/v2/x", env=env)
+    assert code == 5 and "cannot reach" in err
+    code, _, err = await run_cli("submit", "{not json", *authed, env=env)
+    assert code == 2 and "not valid JSON" in err
+    code, _, err = await run_cli("health", env=env)
+    assert code == 2 and "no service URL" in err
+    code, _, err = await run_cli("health", "--url", "http://127.0.0.1:1", env=env)
+    assert code == 2 and "endpoint" in err
+    code, _, err = await run_cli("submit", "@/nonexistent/file.json", *authed, env=env)
+    assert code == 2 and "cannot read" in err
