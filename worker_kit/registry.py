@@ -155,6 +155,12 @@ def handler(
     `timeout` is in seconds. The function is returned unchanged.
     """
 
+    schema = input_schema
+    if schema is not None:
+        from .validation import compile_schema
+
+        schema = compile_schema(schema)  # a malformed schema fails here, not on every job
+
     def register(f: Callable[..., Any]) -> Callable[..., Any]:
         default_registry.add(
             Handler(
@@ -162,7 +168,7 @@ def handler(
                 name=name or _default_name(f),
                 timeout=timeout,
                 concurrency=concurrency,
-                input_schema=input_schema,
+                input_schema=schema,
                 return_aggregate_stream=return_aggregate_stream,
             )
         )

@@ -257,7 +257,9 @@ class Worker:
             fallback = (job_ms or DEFAULT_EXECUTION_TIMEOUT_MS) / 1000
             seconds = self.handler.timeout or self.timeout_s or fallback
         if claimed.deadline_ms is not None:  # the service's own deadline (TTL included)
-            seconds = min(seconds, max(0.0, claimed.deadline_ms / 1000))
+            deadline_s = max(0.0, claimed.deadline_ms / 1000)
+            if deadline_s < seconds - 0.05:  # not just the same deadline, rounded
+                seconds = deadline_s
         return seconds
 
     async def _process(self, claimed: ClaimedJob) -> None:

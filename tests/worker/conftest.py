@@ -132,3 +132,34 @@ async def spawn_worker(tmp_path: Path) -> AsyncIterator[SpawnWorker]:
         if wp.proc.returncode is None:
             wp.proc.send_signal(signal.SIGKILL)
             await wp.proc.wait()
+
+
+def make_handler(fn: Callable[..., Any], **options: Any) -> Any:
+    from worker_kit.registry import Handler
+
+    return Handler(fn=fn, name=options.pop("name", "test_handler"), **options)
+
+
+@pytest.fixture
+async def start_worker() -> AsyncIterator[Callable[..., Any]]:
+    """`await start_worker(fn_or_handler, url, **worker_kwargs)`: an in-process Worker running
+    in the test's loop; stopped (grace 0) at teardown. `worker.task` is its run() task."""
+    from worker_kit.registry import Handler
+    from worker_kit.worker import Worker
+
+    workers: list[Any] = []
+
+    async def start(handler: Any, url: str, **kwargs: Any) -> Any:
+        if not isinstance(handler, Handler):
+            handler = make_handler(handler)
+        kwargs.setdefault("stuck_grace_s", 2.0)
+        worker = Worker(handler, url, **kwargs)
+        worker.task = asyncio.create_task(worker.run())
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        if not worker.task.done():
+            await asyncio.wait_for(worker.stop(grace_s=0), 15)
+        await worker.task

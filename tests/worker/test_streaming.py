@@ -1,0 +1,152 @@
+"""Streamed output: order, the 1 MB split, batching, and delivery while the job runs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+from typing import Any
+
+import pytest
+
+from worker_kit.execution import PIECE_BYTES, Job, split_chunk
+from worker_kit.job import MAX_CHUNK_BYTES
+from worker_kit.protocol import pack
+from worker_kit.transport import NativeTransport
+
+MB = 1024 * 1024
+
+
+class CountingTransport(NativeTransport):
+    """The real transport, counting the requests it makes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.output_requests: list[int] = []
+        self.finish_items: list[int] = []
+
+    async def output(self, job_id: str, token: str, items: list[bytes]) -> int:
+        self.output_requests.append(len(items))
+        return await super().output(job_id, token, items)
+
+    async def finish(self, job_id: str, token: str, state: str, **kw: Any) -> None:
+        self.finish_items.append(len(kw["items"]))
+        await super().finish(job_id, token, state, **kw)
+
+
+def test_split_ascii_string() -> None:
+    text = "a" * int(2.5 * MB)
+    pieces = split_chunk(text)
+    assert len(pieces) == 3 and "".join(pieces) == text
+    assert all(len(pack(p)) <= MAX_CHUNK_BYTES for p in pieces)
+
+
+def test_split_multibyte_string_on_character_boundaries() -> None:
+    text = "aé€😀" * 300_000  # 10 UTF-8 bytes per round: 3 MB
+    pieces = split_chunk(text)
+    assert "".join(pieces) == text
+    assert all(len(p.encode()) <= PIECE_BYTES for p in pieces)
+    assert len(pieces) == 3
+
+
+def test_split_bytes_and_small_items() -> None:
+    data = bytes(range(256)) * 10_000  # 2.5 MB
+    pieces = split_chunk(data)
+    assert b"".join(pieces) == data and all(len(p) <= PIECE_BYTES for p in pieces)
+    assert split_chunk("small") == ["small"]
+    assert split_chunk({"k": "v"}) == [{"k": "v"}]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_big_string_arrives_as_three_chunks(kind: str, service: Any, start_worker: Any, api: Any) -> None:
+    text = "€" * int(2.5 * MB / 3) + "tail"  # about 2.5 MB of UTF-8, 3 bytes per char
+
+    def sync_gen(job: Job) -> Any:
+        yield text
+
+    async def async_gen(job: Job) -> Any:
+        yield text
+
+    url = service.endpoint_url("stream")
+    await start_worker(sync_gen if kind == "sync" else async_gen, url)
+    job_id = await api.run(url, None)
+    status = await api.wait(url, job_id)
+    assert status["status"] == "COMPLETED", status
+    chunks = await api.chunks(url, job_id)
+    assert len(chunks) == 3
+    assert "".join(chunks) == text
+    assert all(len(c.encode()) <= MB for c in chunks)
+
+
+async def test_big_bytes_arrive_split(service: Any, start_worker: Any, api: Any) -> None:
+    data = b"\xff\x00" * int(1.25 * MB)
+
+    def gen(job: Job) -> Any:
+        yield data
+
+    url = service.endpoint_url("stream")
+    await start_worker(gen, url)
+    job_id = await api.run(url, None)
+    assert (await api.wait(url, job_id))["status"] == "COMPLETED"
+    chunks = await api.chunks(url, job_id)
+    assert len(chunks) == 3
+    assert b"".join(base64.b64decode(c) for c in chunks) == data
+
+
+async def test_oversized_non_string_chunk_fails(service: Any, start_worker: Any, api: Any) -> None:
+    def gen(job: Job) -> Any:
+        yield {"blob": "z" * (2 * MB)}
+
+    url = service.endpoint_url("stream")
+    await start_worker(gen, url)
+    status = await api.wait(url, await api.run(url, None))
+    assert status["status"] == "FAILED"
+    assert "over the 1 MB chunk limit" in status["error"]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_many_tiny_chunks_batched_in_order(kind: str, service: Any, start_worker: Any, api: Any) -> None:
+    n = 3000
+
+    def sync_gen(job: Job) -> Any:
+        for i in range(n):
+            yield i
+
+    async def async_gen(job: Job) -> Any:
+        for i in range(n):
+            yield i
+            if i % 100 == 0:
+                await asyncio.sleep(0)  # let the sender run now and then, as real work would
+
+    url = service.endpoint_url("stream")
+    worker_id = "counting-worker"
+    transport = CountingTransport(url, worker_id=worker_id)
+    await start_worker(sync_gen if kind == "sync" else async_gen, url, transport=transport, worker_id=worker_id)
+    job_id = await api.run(url, None)
+    assert (await api.wait(url, job_id))["status"] == "COMPLETED"
+    assert await api.chunks(url, job_id) == list(range(n))
+    requests = len(transport.output_requests) + len(transport.finish_items)
+    assert requests <= n // 10, (transport.output_requests, transport.finish_items)
+    assert sum(transport.output_requests) + sum(transport.finish_items) >= n
+
+
+async def test_chunks_delivered_while_job_runs(service: Any, start_worker: Any, api: Any) -> None:
+    # The handler holds after its first chunk until the client has seen it: chunks are
+    # sent as they come, not kept for the end.
+    seen = threading.Event()
+
+    def gen(job: Job) -> Any:
+        yield "first"
+        assert seen.wait(10), "the first chunk never reached the client"
+        yield "second"
+
+    url = service.endpoint_url("stream")
+    await start_worker(gen, url)
+    job_id = await api.run(url, None)
+    async with asyncio.timeout(10):
+        while await api.chunks(url, job_id) != ["first"]:
+            await asyncio.sleep(0.02)
+    assert (await api.status(url, job_id))["status"] == "IN_PROGRESS"
+    seen.set()
+    assert (await api.wait(url, job_id))["status"] == "COMPLETED"
+    assert await api.chunks(url, job_id) == ["first", "second"]
