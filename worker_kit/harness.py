@@ -21,22 +21,18 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .protocol import dumps_json
+from .testing import LOCAL_ENDPOINT, LocalStack, local_stack
 
 if TYPE_CHECKING:
     from .client import AsyncEndpoint
     from .registry import Handler
-    from .service.runner import RunningService
     from .worker import Worker
 
-#: The endpoint id the harness serves: http://HOST:PORT/v2/local
-LOCAL_ENDPOINT = "local"
 TEST_INPUT_FILE = "test_input.json"
 #: Keys a test input may hold; "id" is accepted for files written for the hosted SDK (ids are
 #: assigned by the service, so it is ignored).
@@ -52,62 +48,6 @@ TERMINAL = frozenset({"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"})
 
 class UsageError(Exception):
     """Bad flags or test input: one line for stderr, exit code 2."""
-
-
-# --- the in-process stack (also used by worker_kit.testing) ----------------------------------
-
-
-@dataclass(slots=True)
-class LocalStack:
-    """A running service and worker. `url` is the endpoint's base URL (…/v2/local)."""
-
-    service: RunningService
-    worker: Worker
-    worker_task: asyncio.Task[int]
-    url: str
-    endpoint_id: str
-
-    def client(self, **options: Any) -> AsyncEndpoint:
-        from .client import AsyncEndpoint
-
-        return AsyncEndpoint(self.url, **options)
-
-
-@contextlib.asynccontextmanager
-async def local_stack(
-    handler: Handler,
-    *,
-    concurrency: Any = 1,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    storage: str = "sqlite://:memory:",
-    endpoint_id: str = LOCAL_ENDPOINT,
-    grace_s: float = SERVE_GRACE_S,
-    worker_options: dict[str, Any] | None = None,
-    **service_options: Any,
-) -> AsyncIterator[LocalStack]:
-    """Start the service (port 0 = a free port) and a worker for `handler`; stop both on exit.
-
-    `service_options` are ServiceConfig fields (lease_ms, insecure, ...); `worker_options` are
-    extra Worker keyword arguments.
-    """
-    from .service.config import ServiceConfig
-    from .service.runner import run_service
-    from .worker import Worker
-
-    config = ServiceConfig(host=host, port=port, storage=storage, **service_options)
-    async with run_service(config) as svc:
-        url = svc.endpoint_url(endpoint_id)
-        worker = Worker(handler, url, concurrency=concurrency, **(worker_options or {}))
-        task = asyncio.create_task(worker.run(), name="worker_kit.harness.worker")
-        try:
-            yield LocalStack(service=svc, worker=worker, worker_task=task, url=url, endpoint_id=endpoint_id)
-        finally:
-            if not task.done():
-                await worker.stop(grace_s=grace_s)
-            # The worker's own failure (if any) surfaces here rather than vanishing.
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 # --- command line -----------------------------------------------------------------------------

@@ -26,13 +26,14 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from .harness import LOCAL_ENDPOINT, LocalStack, local_stack
 
 if TYPE_CHECKING:
     from .client import AsyncEndpoint, Endpoint
     from .registry import Handler
+    from .service.runner import RunningService
+    from .worker import Worker
 
 __all__ = [
     "LocalStack",
@@ -45,6 +46,63 @@ __all__ = [
 
 #: Short leases and sweeps so that lost-worker and timeout paths resolve quickly in tests.
 TEST_SERVICE_DEFAULTS: dict[str, Any] = {"lease_ms": 2000, "sweep_interval_s": 0.1, "deadline_grace_ms": 500}
+
+
+#: The endpoint id of local stacks: http://HOST:PORT/v2/local
+LOCAL_ENDPOINT = "local"
+
+
+@dataclass(slots=True)
+class LocalStack:
+    """A running service and worker. `url` is the endpoint's base URL (…/v2/local)."""
+
+    service: RunningService
+    worker: Worker
+    worker_task: asyncio.Task[int]
+    url: str
+    endpoint_id: str
+
+    def client(self, **options: Any) -> AsyncEndpoint:
+        from .client import AsyncEndpoint
+
+        return AsyncEndpoint(self.url, **options)
+
+
+@contextlib.asynccontextmanager
+async def local_stack(
+    handler: Handler,
+    *,
+    concurrency: Any = 1,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    storage: str = "sqlite://:memory:",
+    endpoint_id: str = LOCAL_ENDPOINT,
+    grace_s: float = 5.0,
+    worker_options: dict[str, Any] | None = None,
+    **service_options: Any,
+) -> AsyncIterator[LocalStack]:
+    """Start the service (port 0 = a free port) and a worker for `handler`; stop both on exit.
+
+    `service_options` are ServiceConfig fields (lease_ms, insecure, ...); `worker_options` are
+    extra Worker keyword arguments.
+    """
+    from .service.config import ServiceConfig
+    from .service.runner import run_service
+    from .worker import Worker
+
+    config = ServiceConfig(host=host, port=port, storage=storage, **service_options)
+    async with run_service(config) as svc:
+        url = svc.endpoint_url(endpoint_id)
+        worker = Worker(handler, url, concurrency=concurrency, **(worker_options or {}))
+        task = asyncio.create_task(worker.run(), name="worker_kit.local.worker")
+        try:
+            yield LocalStack(service=svc, worker=worker, worker_task=task, url=url, endpoint_id=endpoint_id)
+        finally:
+            if not task.done():
+                await worker.stop(grace_s=grace_s)
+            # The worker's own failure (if any) surfaces here rather than vanishing.
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def resolve_handler(handler: Any = None) -> Handler:
