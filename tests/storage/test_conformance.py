@@ -336,7 +336,13 @@ async def test_retry_other_states_conflict(storage: Storage, end: str) -> None:
             await storage.cancel(EP, job.id)
     with pytest.raises(JobConflict) as info:
         await storage.retry(EP, job.id)
-    assert info.value.state is not None
+    expected = {
+        "queued": "IN_QUEUE",
+        "running": "IN_PROGRESS",
+        "completed": "COMPLETED",
+        "cancelled": "CANCELLED",
+    }
+    assert info.value.state == expected[end]
     got = await storage.get(EP, job.id)
     assert got is not None and got.retries == 0
 

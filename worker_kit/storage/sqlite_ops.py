@@ -157,7 +157,7 @@ def retry(conn: sqlite3.Connection, notes: list[str], endpoint: str, job_id: str
     state = JobState(found[0])
     if state not in RETRYABLE_STATES:
         raise JobConflict(
-            f"job {job_id} is {state.value}; only FAILED or TIMED_OUT jobs can be retried", state
+            f"job {job_id} is {state.value}; only FAILED or TIMED_OUT jobs can be retried", state.value
         )
     # A new run: its time to live counts from now, else a job that timed out by TTL would
     # time out again at the next sweep.
