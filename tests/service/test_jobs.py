@@ -314,3 +314,21 @@ async def test_stream_as_server_sent_events(api: Api, worker: MiniWorker) -> Non
     assert '"c0"' in text and "COMPLETED" in text
     status, body = await api.get(f"/stream/{job_id}?cursor=-1", headers=sse)
     assert status == 400 and "cursor" in body["error"]
+
+
+async def test_claim_of_a_disconnected_worker_takes_nothing(service: Any, api: Api) -> None:
+    body = b'{"worker_id": "gone", "max": 1, "wait_ms": 20000}'
+    _, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    writer.write(
+        b"POST /v2/ep/worker/claim HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+    await writer.drain()
+    await asyncio.sleep(0.3)  # the long-poll is held
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.sleep(0.3)
+    job_id = await api.run("for a live worker")
+    await asyncio.sleep(0.3)  # the abandoned long-poll has woken by now
+    got = await MiniWorker(api, "live").claim(wait_ms=0)
+    assert [j["id"] for j in got] == [job_id] and got[0]["attempt"] == 1

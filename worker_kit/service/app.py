@@ -108,7 +108,7 @@ async def liveness(request: web.Request) -> web.Response:
 @service_routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     state = state_of(request)
-    endpoints = sorted(state.known_endpoints | set(state.config.endpoints))
+    endpoints = sorted(set(state.known_endpoints) | set(state.config.endpoints))
     job_counts: dict[str, dict[str, int]] = {}
     workers: dict[str, tuple[int, int]] = {}
     for endpoint in endpoints:

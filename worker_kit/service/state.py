@@ -17,7 +17,7 @@ from aiohttp import web
 from ..job import JobRecord, JobState
 from ..storage.base import Storage
 from .access import RateLimiter
-from .config import EndpointConfig, ServiceConfig
+from .config import EndpointConfig, ServiceConfig, valid_endpoint_id
 from .http import ApiError, Shutdown
 from .metrics import Metrics
 
@@ -28,6 +28,8 @@ log = logging.getLogger("worker_kit.service")
 
 #: How many ended jobs are remembered so that two paths ending the same job fire one webhook.
 _FIRED_MEMORY = 10_000
+#: /metrics reports at most this many endpoints (configured ones always).
+MAX_TRACKED_ENDPOINTS = 1000
 #: The cached queue length is trusted for this long before a submit re-reads it.
 _DEPTH_TTL_S = 0.5
 
@@ -47,20 +49,23 @@ class ServiceState:
     shutdown: Shutdown = field(default_factory=Shutdown)
     webhooks: WebhookSender | None = None
     started_at: float = field(default_factory=time.time)
-    #: Endpoints this process has served, so /metrics can report them without a storage scan.
-    known_endpoints: set[str] = field(default_factory=set)
+    #: Endpoints this process has served (and their settings), so /metrics can report them
+    #: without a storage scan; bounded, since clients choose endpoint ids.
+    known_endpoints: dict[str, EndpointConfig] = field(default_factory=dict)
     _fired: OrderedDict[tuple[str, int, str, float | None], None] = field(default_factory=OrderedDict)
     _depth: dict[str, _Depth] = field(default_factory=dict)
 
     def endpoint_config(self, endpoint_id: str) -> EndpointConfig:
-        from .config import valid_endpoint_id
-
+        cfg = self.known_endpoints.get(endpoint_id)
+        if cfg is not None:  # the common case: one dict lookup per request
+            return cfg
         if not valid_endpoint_id(endpoint_id):
             raise ApiError(404, "endpoint ids use letters, digits, '-', '_' or '.' (1-128 characters)")
         cfg = self.config.endpoint(endpoint_id)
         if cfg is None:
             raise ApiError(404, f"unknown endpoint {endpoint_id!r}")
-        self.known_endpoints.add(endpoint_id)
+        if len(self.known_endpoints) < MAX_TRACKED_ENDPOINTS:
+            self.known_endpoints[endpoint_id] = cfg
         return cfg
 
     # -- backpressure --------------------------------------------------------------------------
