@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from .errors import ConfigError, ServiceError
 from .protocol import dumps_json
 from .testing import LOCAL_ENDPOINT, LocalStack, local_stack
 
@@ -231,7 +231,10 @@ async def run_test_job(
         local_stack(handler, concurrency=concurrency, endpoint_id=endpoint_id) as stack,
         stack.client() as ep,
     ):
-        job = await ep.run(request["input"], webhook=request.get("webhook"), policy=request.get("policy"))
+        try:
+            job = await ep.run(request["input"], webhook=request.get("webhook"), policy=request.get("policy"))
+        except ServiceError as exc:  # the test input itself was refused (400, 413)
+            raise UsageError(f"the service refused the test input: {exc.message}") from None
         _note(f"job {job.id} submitted to {stack.url} (handler {_name(handler)})")
         watch = asyncio.create_task(_print_events(ep, job.id))
         stop = asyncio.create_task(interrupted.wait())

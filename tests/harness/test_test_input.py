@@ -175,6 +175,10 @@ def test_input_validation_runs_before_the_handler(py, write_handler, tmp_path: P
         (["--test-input", "@/nonexistent/req.json"], "cannot read test input"),
         (["--test-input"], "no test input"),
         (["--test-input", "{}", "--bogus"], "unrecognized arguments: --bogus"),
+        (
+            ["--test-input", '{"input": 1, "policy": {"executionTimeout": "soon"}}'],
+            "the service refused the test input: ",
+        ),
         (["--serve", "--concurrency", "0"], "--concurrency must be at least 1"),
         (["--serve", "--host", "0.0.0.0"], "add --insecure if that is what you want"),
     ],
