@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--concurrency", type=int, default=None, help="jobs run at once (default: the handler's, or 1)"
     )
-    parser.add_argument("--endpoint", default=None, help="endpoint id (default local)")
-    parser.add_argument("--storage", default=None, help="storage URL (default in memory)")
+    parser.add_argument("--endpoint", default=None, metavar="ID", help="endpoint id (default local)")
+    parser.add_argument("--storage", default=None, metavar="URL", help="storage URL (default in memory)")
     parser.add_argument(
         "--insecure", action="store_true", help="allow a non-loopback --host without API keys"
     )
