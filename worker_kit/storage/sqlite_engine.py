@@ -88,6 +88,7 @@ class SQLiteEngine:
         try:
             await asyncio.wrap_future(ready)
         except BaseException:
+            self._queue.put(None)  # if the thread did open (we were cancelled), let it end
             self._writer.join()
             self._writer = None
             raise
