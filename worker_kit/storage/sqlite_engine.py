@@ -90,7 +90,7 @@ class SQLiteEngine:
         except BaseException:
             self._queue.put(None)  # if the thread did open (we were cancelled), let it end
             self._writer.join()
-            self._writer = None
+            self._writer, self._queue = None, queue.SimpleQueue()
             raise
         self._readers = concurrent.futures.ThreadPoolExecutor(
             max_workers=1 if self.url.path is None else READER_THREADS, thread_name_prefix="wk-sqlite-read"
