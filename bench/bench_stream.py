@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -135,9 +136,12 @@ async def latency(
     session: aiohttp.ClientSession, url: str, reader: Reader, args: argparse.Namespace
 ) -> tuple[float, float, float]:
     firsts, all_lat = [], []
+    pick = random.Random(7)  # the same start delays for every mode
     for _ in range(args.jobs):
-        # The producer waits a moment before streaming, so the reader is attached first.
-        spec = {"n": args.chunks, "batch": 1, "interval": args.interval_ms / 1000, "start_delay": 0.3}
+        # The producer waits before streaming, so the reader is attached first; the wait is
+        # random so fixed-interval polls do not line up with the first chunk by accident.
+        delay = pick.uniform(0.2, 1.2)
+        spec = {"n": args.chunks, "batch": 1, "interval": args.interval_ms / 1000, "start_delay": delay}
         job_id = await submit(session, url, spec)
         lat = []
         async for chunk in reader(session, url, job_id):
