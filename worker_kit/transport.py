@@ -65,8 +65,10 @@ class Backoff:
     def reset(self) -> None:
         self.failures = 0
 
-    async def sleep(self, at_least: float = 0.0, wake: asyncio.Event | None = None) -> None:
+    async def sleep(self, at_least: float = 0.0, wake: asyncio.Event | None = None, what: str = "") -> None:
         delay = max(at_least, self.next_delay())
+        if what:
+            log.debug("retrying %s in %.2f s", what, delay)
         if wake is None:
             await asyncio.sleep(delay)
             return
@@ -378,7 +380,7 @@ class JobReporter:
                     self._lost()
                     return
                 except (ServiceUnavailable, RateLimited) as exc:
-                    await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._wake)
+                    await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._wake, "output")
                     continue
                 except ServiceError as exc:
                     # 413 or another refusal: these items can never be delivered.
@@ -455,7 +457,7 @@ class JobReporter:
                 state, output, error_detail = "FAILED", None, None
                 self._pending.clear()
             except (ServiceUnavailable, RateLimited) as exc:
-                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._wake)
+                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._wake, "finish")
             except ServiceError as exc:
                 log.error("job %s: result (%s) not delivered: the service refused it: %s",
                           self.job_id, state, exc, extra={"job_id": self.job_id})

@@ -148,6 +148,7 @@ class Worker:
         if not self._stop_requested.is_set():
             self._grace = grace_s
             self._stop_requested.set()
+            self._slot_freed.set()  # a claim loop waiting for a free slot sees the stop
         elif grace_s < self._grace:
             self._grace = grace_s
             self._cut.set()
@@ -222,7 +223,7 @@ class Worker:
             try:
                 jobs, lease_ms = req.result()
             except (ServiceUnavailable, RateLimited) as exc:
-                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._stop_requested)
+                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._stop_requested, "claim")
                 continue
             except ServiceError as exc:
                 hint = "check WORKER_KIT_API_KEY" if isinstance(exc, AuthError) else "check WORKER_KIT_URL"
@@ -237,10 +238,11 @@ class Worker:
                 self._launch(claimed)
 
     def _launch(self, claimed: ClaimedJob) -> None:
+        # Synchronous up to the task: the slot is taken before the claim loop asks again.
         if self._stop_requested.is_set():
             coro = self._release(claimed)  # claimed as we began to stop: never started
         else:
-            coro = self._process(claimed)
+            coro = self._process(self._prepare(claimed))
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -262,7 +264,7 @@ class Worker:
                 seconds = deadline_s
         return seconds
 
-    async def _process(self, claimed: ClaimedJob) -> None:
+    def _prepare(self, claimed: ClaimedJob) -> _Active:
         loop = asyncio.get_running_loop()
         job_id = claimed.id
         job = Job(job_id, claimed.input, attempt=claimed.attempt, policy=claimed.policy,
@@ -275,6 +277,13 @@ class Worker:
         self._hold(job_id, claimed.token)
         self._occupied += 1
         run.settled.add_done_callback(self._on_settled)
+        return active
+
+    async def _process(self, active: _Active) -> None:
+        loop = asyncio.get_running_loop()
+        claimed, run, reporter = active.claimed, active.run, active.reporter
+        job_id = claimed.id
+        active.started = loop.time()
         timeout_s = self._timeout_for(claimed)
         ids = {"job_id": job_id}
         log.info("job %s started (attempt %d, timeout %.6g s)", job_id, claimed.attempt, timeout_s, extra=ids)
@@ -415,7 +424,7 @@ class Worker:
             try:
                 stops, lease_ms = req.result()
             except (ServiceUnavailable, RateLimited) as exc:
-                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0)
+                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, what="heartbeat")
                 continue
             except ServiceError as exc:
                 log.error("heartbeat refused: %s", exc)

@@ -12,6 +12,7 @@ public API (plain aiohttp, so these tests depend on no other part than the servi
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import sys
@@ -23,6 +24,18 @@ import aiohttp
 import pytest
 
 HANDLERS = Path(__file__).parent / "handlers"
+
+
+async def until(check: Callable[[], Any], timeout: float = 10.0) -> None:
+    """Poll `check()` (sync or async) until it is truthy."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.02)
 TERMINAL = {"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"}
 
 
@@ -112,16 +125,21 @@ async def spawn_worker(tmp_path: Path) -> AsyncIterator[SpawnWorker]:
     WORKER_KIT_URL=url and WORKER_KIT_<KEY>=value for each env item; killed at teardown."""
     procs: list[WorkerProcess] = []
 
-    async def spawn(handler_file: str, url: str, *args: str, cwd: Path | None = None, **env: Any) -> WorkerProcess:
+    async def spawn(
+        handler_file: str, url: str, *args: str, cwd: Path | None = None, **env: Any
+    ) -> WorkerProcess:
         log_path = tmp_path / f"worker-{len(procs)}.log"
         environ = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_KIT_")}
         environ.update({"WORKER_KIT_URL": url, "WORKER_KIT_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1"})
         environ.update({f"WORKER_KIT_{k.upper()}": str(v) for k, v in env.items()})
-        with open(log_path, "wb") as log:
+        log = open(log_path, "wb")  # noqa: ASYNC230 - a local file, opened once per worker
+        try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, str(HANDLERS / handler_file), *args,
                 stdout=log, stderr=log, env=environ, cwd=str(cwd or tmp_path),
             )
+        finally:
+            log.close()
         wp = WorkerProcess(proc, log_path)
         procs.append(wp)
         await wp.wait_log("started: handler")

@@ -9,6 +9,8 @@ from typing import Any
 
 from worker_kit.execution import Job, JobInterrupted
 
+from .conftest import until
+
 
 async def running(api: Any, url: str, job_id: str) -> None:
     await api.wait(url, job_id, states={"IN_PROGRESS"})
@@ -81,9 +83,7 @@ async def test_cancel_interrupts_a_sync_loop(service: Any, start_worker: Any, ap
     await running(api, url, job_id)
     await api.cancel(url, job_id)
     assert await asyncio.to_thread(raised.wait, 5)
-    async with asyncio.timeout(5):
-        while worker.running:
-            await asyncio.sleep(0.01)
+    await until(lambda: worker.running == 0, 5)
     assert (await api.status(url, job_id))["status"] == "CANCELLED"
     # The freed slot takes the next job.
     following = await api.run(url, None)
@@ -101,9 +101,10 @@ async def test_cancel_stops_a_stream(service: Any, start_worker: Any, api: Any) 
     url = service.endpoint_url("cancel")
     await start_worker(endless, url)
     job_id = await api.run(url, None)
-    async with asyncio.timeout(10):
-        while len(await api.chunks(url, job_id)) < 5:
-            await asyncio.sleep(0.02)
+    async def five_chunks() -> bool:
+        return len(await api.chunks(url, job_id)) >= 5
+
+    await until(five_chunks)
     await api.cancel(url, job_id)
     await asyncio.sleep(0.6)
     count = len(await api.chunks(url, job_id))

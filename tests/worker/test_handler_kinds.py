@@ -18,7 +18,8 @@ from .conftest import make_handler
 
 def sync_fn(job: Job) -> Any:
     # Runs off the event loop, in a thread of its own.
-    return {"kind": "sync", "x": job.input["x"], "main": threading.current_thread() is threading.main_thread()}
+    main = threading.current_thread() is threading.main_thread()
+    return {"kind": "sync", "x": job.input["x"], "main": main}
 
 
 async def async_fn(job: Job) -> Any:

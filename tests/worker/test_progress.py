@@ -10,6 +10,8 @@ import pytest
 
 from worker_kit.execution import Job
 
+from .conftest import until
+
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_progress_visible_while_running(kind: str, service: Any, start_worker: Any, api: Any) -> None:
@@ -22,26 +24,26 @@ async def test_progress_visible_while_running(kind: str, service: Any, start_wor
 
     async def async_handler(job: Job) -> Any:
         job.progress({"pct": 50})
-        while not go_on.is_set():
-            await asyncio.sleep(0.01)
+        await until(go_on.is_set)
         return {"done": True}
 
     url = service.endpoint_url("progress")
     await start_worker(sync_handler if kind == "sync" else async_handler, url)
     job_id = await api.run(url, None)
-    status = await api.wait(url, job_id, states={"IN_PROGRESS"})
-    async with asyncio.timeout(10):
-        while status.get("output") != {"pct": 50}:
-            status = await api.status(url, job_id)
-            await asyncio.sleep(0.02)
-    assert status["status"] == "IN_PROGRESS"
+    async def shows_progress() -> bool:
+        status = await api.status(url, job_id)
+        return status["status"] == "IN_PROGRESS" and status.get("output") == {"pct": 50}
+
+    await until(shows_progress)
     go_on.set()
     final = await api.wait(url, job_id)
     assert final["status"] == "COMPLETED" and final["output"] == {"done": True}
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-async def test_progress_never_lands_after_the_result(kind: str, service: Any, start_worker: Any, api: Any) -> None:
+async def test_progress_never_lands_after_the_result(
+    kind: str, service: Any, start_worker: Any, api: Any
+) -> None:
     # The hosted SDK's bug: a last progress update arriving after the result left the job
     # IN_PROGRESS showing the progress value. Here the last update rides in the finish request.
     def sync_handler(job: Job) -> Any:

@@ -14,6 +14,8 @@ from worker_kit.job import MAX_CHUNK_BYTES
 from worker_kit.protocol import pack
 from worker_kit.transport import NativeTransport
 
+from .conftest import until
+
 MB = 1024 * 1024
 
 
@@ -58,7 +60,9 @@ def test_split_bytes_and_small_items() -> None:
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-async def test_big_string_arrives_as_three_chunks(kind: str, service: Any, start_worker: Any, api: Any) -> None:
+async def test_big_string_arrives_as_three_chunks(
+    kind: str, service: Any, start_worker: Any, api: Any
+) -> None:
     text = "€" * int(2.5 * MB / 3) + "tail"  # about 2.5 MB of UTF-8, 3 bytes per char
 
     def sync_gen(job: Job) -> Any:
@@ -105,12 +109,13 @@ async def test_oversized_non_string_chunk_fails(service: Any, start_worker: Any,
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-async def test_many_tiny_chunks_batched_in_order(kind: str, service: Any, start_worker: Any, api: Any) -> None:
+async def test_many_tiny_chunks_batched_in_order(
+    kind: str, service: Any, start_worker: Any, api: Any
+) -> None:
     n = 3000
 
     def sync_gen(job: Job) -> Any:
-        for i in range(n):
-            yield i
+        yield from range(n)
 
     async def async_gen(job: Job) -> Any:
         for i in range(n):
@@ -121,7 +126,8 @@ async def test_many_tiny_chunks_batched_in_order(kind: str, service: Any, start_
     url = service.endpoint_url("stream")
     worker_id = "counting-worker"
     transport = CountingTransport(url, worker_id=worker_id)
-    await start_worker(sync_gen if kind == "sync" else async_gen, url, transport=transport, worker_id=worker_id)
+    handler = sync_gen if kind == "sync" else async_gen
+    await start_worker(handler, url, transport=transport, worker_id=worker_id)
     job_id = await api.run(url, None)
     assert (await api.wait(url, job_id))["status"] == "COMPLETED"
     assert await api.chunks(url, job_id) == list(range(n))
@@ -143,9 +149,10 @@ async def test_chunks_delivered_while_job_runs(service: Any, start_worker: Any, 
     url = service.endpoint_url("stream")
     await start_worker(gen, url)
     job_id = await api.run(url, None)
-    async with asyncio.timeout(10):
-        while await api.chunks(url, job_id) != ["first"]:
-            await asyncio.sleep(0.02)
+    async def first_seen() -> bool:
+        return await api.chunks(url, job_id) == ["first"]
+
+    await until(first_seen)
     assert (await api.status(url, job_id))["status"] == "IN_PROGRESS"
     seen.set()
     assert (await api.wait(url, job_id))["status"] == "COMPLETED"
