@@ -333,7 +333,7 @@ class JobReporter:
         self._wake = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._closed = False  # no more items accepted (finished or abandoned)
-        self._abandoned = False  # send nothing more at all
+        self._abandoned: str | None = None  # why nothing more is sent at all
         #: Set when the service refused output (413 or 4xx); the job then finishes FAILED.
         self.rejected: str | None = None
 
@@ -357,6 +357,12 @@ class JobReporter:
     # -- delivery -------------------------------------------------------------------------
     def _acked(self, next_seq: int) -> None:
         keep = [(s, b) for s, b in self._pending if s >= next_seq]
+        if keep and keep[0][0] > next_seq:
+            # The service lacks items it had acknowledged (a store that lost writes): they
+            # cannot be resent, and every later item would be refused as a gap.
+            self.rejected = f"stream items {next_seq}..{keep[0][0] - 1} were lost by the service"
+            log.error("job %s: %s; dropping the rest of the stream", self.job_id, self.rejected)
+            keep = []
         self._pending = keep
         self.buffered = sum(len(b) for _, b in keep)
         if self.buffered <= self.HIGH_WATER:
@@ -395,12 +401,14 @@ class JobReporter:
 
     def _lost(self) -> None:
         if not self._abandoned:
-            self.abandon()
+            self.abandon("LOST")
             self._on_lost()
 
-    def abandon(self) -> None:
-        """Send nothing more for this job (cancelled, lost, released)."""
-        self._closed = self._abandoned = True
+    def abandon(self, reason: str) -> None:
+        """Send nothing more for this job (CANCELLED, TIMED_OUT or LOST by the service, or
+        the worker's shutdown)."""
+        self._closed = True
+        self._abandoned = reason
         self._pending.clear()
         self.buffered = 0
         self._room.set()
@@ -462,6 +470,7 @@ class JobReporter:
                 log.error("job %s: result (%s) not delivered: the service refused it: %s",
                           self.job_id, state, exc, extra={"job_id": self.job_id})
                 return False
-        log.error("job %s: result (%s) not delivered before the job was abandoned", self.job_id, state,
-                  extra={"job_id": self.job_id})
+        level = logging.WARNING if self._abandoned in ("CANCELLED", "TIMED_OUT") else logging.ERROR
+        log.log(level, "job %s: result (%s) not delivered: the job was abandoned (%s)", self.job_id, state,
+                self._abandoned, extra={"job_id": self.job_id})
         return False

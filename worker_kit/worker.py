@@ -319,7 +319,7 @@ class Worker:
 
     async def _stopped(self, active: _Active, reason: str) -> None:
         job_id = active.claimed.id
-        active.reporter.abandon()
+        active.reporter.abandon(reason)
         active.run.interrupt()
         elapsed = asyncio.get_running_loop().time() - active.started
         if reason == RELEASE:
@@ -384,7 +384,7 @@ class Worker:
         if not active.stopped.done():
             active.stopped.set_result(reason)
         if active.finishing:
-            active.reporter.abandon()  # cancelled, lost or shutting down while delivering
+            active.reporter.abandon(reason)  # cancelled, lost or shutting down while delivering
         self._held.pop(job_id, None)
 
     # -- heartbeats -----------------------------------------------------------------------

@@ -12,6 +12,8 @@ from typing import Any
 from worker_kit.service.config import ServiceConfig
 from worker_kit.service.runner import run_service
 
+from .conftest import until
+
 
 async def test_kill_9_mid_job_another_worker_finishes(service: Any, spawn_worker: Any, api: Any) -> None:
     url = service.endpoint_url("faults")
@@ -110,3 +112,34 @@ async def test_worker_started_before_the_service(tmp_path: Path, spawn_worker: A
     async with run_service(config):
         job_id = await api.run(url, {"sleep": 0})
         assert (await api.wait(url, job_id, timeout=30))["status"] == "COMPLETED"
+
+
+async def test_revived_worker_cannot_overwrite_a_newer_attempt(
+    service: Any, spawn_worker: Any, api: Any
+) -> None:
+    # A worker frozen past its lease (SIGSTOP) loses the job to another worker; once thawed,
+    # its lease is gone: it stops the handler or its result is refused, never recorded.
+    url = service.endpoint_url("faults")
+    frozen = await spawn_worker("slow.py", url)
+    job_id = await api.run(url, {"sleep": 1.5})
+    await api.wait(url, job_id, states={"IN_PROGRESS"})
+    frozen.signal(signal.SIGSTOP)
+    try:
+        await spawn_worker("slow.py", url)
+
+        async def second_attempt_running() -> bool:
+            record = await service.storage.get("faults", job_id)
+            return record.attempt == 2
+
+        await until(second_attempt_running, 15)
+    finally:
+        frozen.signal(signal.SIGCONT)
+    await frozen.wait_log(f"job {job_id}", timeout=5)
+    status = await api.wait(url, job_id, timeout=20)
+    assert status["status"] == "COMPLETED" and status["output"] == {"slept": 1.5, "attempt": 2}
+
+    async def frozen_gave_up() -> bool:
+        logs = frozen.logs()
+        return "stopped by the service (LOST)" in logs or "not delivered" in logs
+
+    await until(frozen_gave_up, 10)
