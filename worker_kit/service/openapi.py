@@ -159,6 +159,11 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "HostedJob": {
+        "type": "object",
+        "required": ["id", "input"],
+        "properties": {"id": {"type": "string"}, "input": {}, "webhook": {"type": "string"}},
+    },
     "OutputItem": {
         "type": "object",
         "required": ["seq", "kind"],
@@ -384,6 +389,88 @@ def _paths() -> dict[str, Any]:
                 body={"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
                 errors=(400, 401, 403, 409),
                 **worker,
+            )
+        },
+        **_hosted_paths(),
+    }
+
+
+def _hosted_paths() -> dict[str, Any]:
+    """The hosted service's worker protocol, served for workers built with its SDK."""
+    worker = [_ENDPOINT, {"name": "worker_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    job = [*worker, _JOB_ID]
+    hold = _q("wait_ms", "how long to hold the long-poll (default 30000)", 60000)
+    common = {"tag": "hosted worker protocol", "security": "workerKey"}
+    report = {
+        "type": "object",
+        "description": "JSON whatever the Content-Type says",
+        "properties": {
+            "output": {},
+            "error": {},
+            "status": {"description": "IN_PROGRESS for a progress update"},
+        },
+    }
+    return {
+        "/v2/{endpoint_id}/job-take/{worker_id}": {
+            "get": _op(
+                "Take one job (long-poll; 204 when none)",
+                _ref("HostedJob"),
+                params=[*worker, hold],
+                errors=(400, 401, 403, 404),
+                **common,
+            )
+        },
+        "/v2/{endpoint_id}/job-take-batch/{worker_id}": {
+            "get": _op(
+                "Take up to batch_size jobs (long-poll; 204 when none)",
+                {"type": "array", "items": _ref("HostedJob")},
+                params=[*worker, hold, _q("batch_size", "jobs wanted", 100)],
+                errors=(400, 401, 403, 404),
+                **common,
+            )
+        },
+        "/v2/{endpoint_id}/job-stop/{worker_id}": {
+            "get": _op(
+                "Renew the worker's leases; long-poll for jobs to stop (204 when none)",
+                {
+                    "type": "object",
+                    "properties": {"jobsToStop": {"type": "array", "items": {"type": "string"}}},
+                },
+                params=[*worker, hold],
+                errors=(400, 401, 403, 404),
+                **common,
+            )
+        },
+        "/v2/{endpoint_id}/ping/{worker_id}": {
+            "get": _op(
+                "Heartbeat with the comma-separated job_id list",
+                {"type": "object"},
+                params=[
+                    *worker,
+                    {"name": "job_id", "in": "query", "required": False, "schema": {"type": "string"}},
+                ],
+                errors=(400, 401, 403, 404),
+                **common,
+            )
+        },
+        "/v2/{endpoint_id}/job-done/{worker_id}/{job_id}": {
+            "post": _op(
+                "Final result, or a progress update when status is IN_PROGRESS",
+                {"type": "object"},
+                params=job,
+                body=report,
+                errors=(400, 401, 403, 404, 409, 413),
+                **common,
+            )
+        },
+        "/v2/{endpoint_id}/job-stream/{worker_id}/{job_id}": {
+            "post": _op(
+                "One stream chunk {output}",
+                {"type": "object"},
+                params=job,
+                body=report,
+                errors=(400, 401, 403, 404, 409, 413),
+                **common,
             )
         },
     }

@@ -1,0 +1,349 @@
+"""The hosted serverless service's worker protocol, so workers built with its SDK run unchanged.
+
+Routes (relative to /v2/{endpoint_id}, see /work/shared/reference/runpod-worker-protocol.md §1):
+job-take, job-take-batch, job-stop, job-done, job-stream and ping. That protocol has no fencing
+tokens or sequence numbers, so this module keeps, per process, which jobs each worker id holds and
+fills both in from storage: a report counts only while the job is IN_PROGRESS under that worker
+id, and chunks and progress get the job's next sequence number under a per-job lock.
+
+Its known defects are handled here rather than passed on: long-polls (never an immediate 204, which
+makes SDK workers spin), no job handed to a request whose client has gone, bodies parsed as JSON
+whatever their Content-Type says, progress arriving after the result ignored, `?`-less URL
+templates tolerated, and cancels and timeouts sent on job-stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import weakref
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import JobNotFound, SequenceGap, StaleLease
+from ..job import MAX_CHUNK_BYTES, JobRecord, JobState, OutputItem
+from ..protocol import MAX_POLL_MS, decode, pack
+from ..storage.base import queue_channel, worker_channel
+from .access import check_key
+from .config import EndpointConfig
+from .http import ApiError, query_int, read_body, wait_until
+from .state import ServiceState, job_log, state_of
+
+routes = web.RouteTableDef()
+log = logging.getLogger("worker_kit.service.hosted")
+
+PREFIX = "/v2/{endpoint_id}"
+#: job-take and job-stop hold this long by default; SDK workers cut requests at 90 s.
+#: A template may carry `?wait_ms=N` to change it.
+DEFAULT_HOLD_MS = 30_000
+_OVERHEAD = 4 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class HostedState:
+    #: (endpoint, worker id) -> {job id: token} for jobs handed out by job-take in this process.
+    held: dict[tuple[str, str], dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    locks: weakref.WeakValueDictionary[str, asyncio.Lock] = field(default_factory=weakref.WeakValueDictionary)
+
+    def lock(self, job_id: str) -> asyncio.Lock:
+        lock = self.locks.get(job_id)
+        if lock is None:
+            lock = self.locks[job_id] = asyncio.Lock()
+        return lock
+
+    def forget(self, endpoint: str, worker_id: str, job_id: str) -> None:
+        jobs = self.held.get((endpoint, worker_id))
+        if jobs is not None:
+            jobs.pop(job_id, None)
+            if not jobs:
+                del self.held[(endpoint, worker_id)]
+
+
+HOSTED = web.AppKey("worker_kit_hosted", HostedState)
+
+Handler = Callable[[web.Request, ServiceState, str, EndpointConfig, str], Awaitable[web.StreamResponse]]
+
+
+def path_part(raw: str) -> str:
+    # Templates without '?' make the SDK append "&isStream=false" or "&job_in_progress=0" to the path.
+    return raw.split("&", 1)[0]
+
+
+def hosted_op(fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        state = state_of(request)
+        endpoint = request.match_info["endpoint_id"]
+        cfg = state.endpoint_config(endpoint)
+        check_key(request, cfg, "worker")
+        worker_id = path_part(request.match_info["worker_id"])
+        if not worker_id or len(worker_id) > 256:
+            raise ApiError(400, "the worker id in the path must be 1 to 256 characters")
+        return await fn(request, state, endpoint, cfg, worker_id)
+
+    handle.__name__ = fn.__name__
+    return handle
+
+
+def no_content() -> web.Response:
+    return web.Response(status=204)
+
+
+def json_response(body: Any) -> web.Response:
+    return web.json_response(body, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
+
+
+def hold_s(request: web.Request) -> float:
+    wait_ms = query_int(request, "wait_ms", default=DEFAULT_HOLD_MS, minimum=0, maximum=MAX_POLL_MS)
+    assert wait_ms is not None
+    return wait_ms / 1000
+
+
+# -- taking jobs ------------------------------------------------------------------------------------
+
+
+async def _take(
+    request: web.Request, state: ServiceState, endpoint: str, worker_id: str, max_jobs: int
+) -> list[JobRecord]:
+    hosted = request.app[HOSTED]
+    lease_ms = state.config.lease_ms
+
+    async def take() -> list[JobRecord] | None:
+        if request.transport is None or request.transport.is_closing():
+            return []  # the SDK gave up on this request; a job handed to it would be lost
+        return await state.storage.claim(endpoint, worker_id, max_jobs, lease_ms) or None
+
+    jobs = (
+        await wait_until(state.storage, queue_channel(endpoint), hold_s(request), take, state.shutdown) or []
+    )
+    for job in jobs:
+        assert job.token is not None
+        hosted.held[(endpoint, worker_id)][job.id] = job.token
+        job_log(job, "job %s taken by hosted-protocol worker %s (attempt %d)", job.id, worker_id, job.attempt)
+    return jobs
+
+
+def hosted_job(job: JobRecord) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": job.id, "input": job.input}
+    if job.webhook:
+        body["webhook"] = job.webhook
+    return body
+
+
+@routes.get(PREFIX + "/job-take/{worker_id}")
+@hosted_op
+async def job_take(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
+) -> web.Response:
+    jobs = await _take(request, state, endpoint, worker_id, 1)
+    return json_response(hosted_job(jobs[0])) if jobs else no_content()
+
+
+@routes.get(PREFIX + "/job-take-batch/{worker_id}")
+@hosted_op
+async def job_take_batch(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
+) -> web.Response:
+    batch = query_int(request, "batch_size", default=1, minimum=1, maximum=100)
+    assert batch is not None
+    jobs = await _take(request, state, endpoint, worker_id, batch)
+    return json_response([hosted_job(job) for job in jobs]) if jobs else no_content()
+
+
+# -- liveness and stops ----------------------------------------------------------------------------
+
+
+async def _leases(
+    state: ServiceState, hosted: HostedState, endpoint: str, worker_id: str, listed: list[str]
+) -> dict[str, str]:
+    """The worker's jobs with their tokens: those it took here, plus listed ones storage says it runs
+    (after a service restart the in-process record is gone)."""
+    leases = dict(hosted.held.get((endpoint, worker_id), {}))
+    for job_id in listed:
+        if job_id and job_id not in leases:
+            job = await state.storage.get(endpoint, job_id)
+            if (
+                job is not None
+                and job.worker_id == worker_id
+                and job.state is JobState.IN_PROGRESS
+                and job.token
+            ):
+                leases[job_id] = job.token
+                hosted.held[(endpoint, worker_id)][job_id] = job.token
+    return leases
+
+
+@routes.get(PREFIX + "/ping/{worker_id}")
+@hosted_op
+async def ping(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
+) -> web.Response:
+    hosted = request.app[HOSTED]
+    listed = [j for j in request.query.get("job_id", "").split(",") if j]
+    leases = await _leases(state, hosted, endpoint, worker_id, listed)
+    stops = await state.storage.heartbeat(endpoint, worker_id, leases, state.config.lease_ms)
+    for stop in stops:
+        if stop.reason == "LOST":
+            hosted.forget(endpoint, worker_id, stop.job_id)
+    return json_response({"status": "ok"})
+
+
+@routes.get(PREFIX + "/job-stop/{worker_id}")
+@hosted_op
+async def job_stop(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
+) -> web.Response:
+    """Renews the worker's leases (SDK workers poll this continuously) and long-polls for stops."""
+    hosted = request.app[HOSTED]
+
+    async def stops() -> list[str] | None:
+        leases = await _leases(state, hosted, endpoint, worker_id, [])
+        found = await state.storage.heartbeat(endpoint, worker_id, leases, state.config.lease_ms)
+        return [s.job_id for s in found] or None
+
+    found = await wait_until(
+        state.storage, worker_channel(endpoint, worker_id), hold_s(request), stops, state.shutdown
+    )
+    if not found:
+        return no_content()
+    for job_id in found:
+        hosted.forget(endpoint, worker_id, job_id)
+    return json_response({"jobsToStop": found})
+
+
+# -- reports ----------------------------------------------------------------------------------------
+
+
+async def _report_body(request: web.Request, cfg: EndpointConfig, what: str) -> dict[str, Any]:
+    raw = await read_body(request, cfg.result_limit + _OVERHEAD, what)
+    try:
+        body = decode(raw, None)  # JSON whatever the Content-Type: the SDK sends form-urlencoded
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, f"{what} body must be a JSON object")
+    return body
+
+
+async def _current(
+    state: ServiceState, hosted: HostedState, endpoint: str, worker_id: str, job_id: str
+) -> tuple[JobRecord, str | None]:
+    """The job and the token this worker holds for it (None when it holds none)."""
+    job = await state.storage.get(endpoint, job_id)
+    if job is None:
+        hosted.forget(endpoint, worker_id, job_id)
+        raise ApiError(404, f"job {job_id} not found (unknown, purged or past its retention)")
+    token = job.token if job.worker_id == worker_id and job.state is JobState.IN_PROGRESS else None
+    return job, token
+
+
+def _stale(job: JobRecord, worker_id: str) -> ApiError:
+    return ApiError(
+        409,
+        f"job {job.id} is {job.state.value} and not held by worker {worker_id}; report ignored",
+        state=job.state.value,
+        stale=True,
+    )
+
+
+async def _append(
+    state: ServiceState, endpoint: str, job: JobRecord, token: str, kind: str, data: Any
+) -> None:
+    for _ in range(3):  # another replica may have appended in between: re-read and go on
+        try:
+            await state.storage.append_output(endpoint, job.id, token, [OutputItem(job.next_seq, kind, data)])
+            return
+        except SequenceGap as exc:
+            job.next_seq = exc.expected
+    raise ApiError(409, f"could not order output of job {job.id}; retry")
+
+
+def _error_fields(error: Any) -> tuple[str, dict[str, Any] | None]:
+    """The SDK sends a handler exception as a JSON string of error_type/error_message/error_traceback."""
+    if not isinstance(error, str):
+        return json.dumps(error, default=str), None
+    try:
+        info = json.loads(error)
+    except ValueError:
+        return error, None
+    if not isinstance(info, dict) or "error_message" not in info:
+        return error, None
+    kind = str(info.get("error_type", "Exception")).removeprefix("<class '").removesuffix("'>")
+    message = str(info["error_message"])
+    return f"{kind}: {message}", {
+        "type": kind,
+        "message": message,
+        "traceback": str(info.get("error_traceback", "")),
+    }
+
+
+@routes.post(PREFIX + "/job-done/{worker_id}/{job_id}")
+@hosted_op
+async def job_done(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
+) -> web.Response:
+    hosted = request.app[HOSTED]
+    job_id = path_part(request.match_info["job_id"])
+    body = await _report_body(request, cfg, "job-done")
+    async with hosted.lock(job_id):
+        job, token = await _current(state, hosted, endpoint, worker_id, job_id)
+        if body.get("status") == JobState.IN_PROGRESS.value:  # a progress update
+            if token is None:
+                return json_response({"ignored": f"job is {job.state.value}"})  # late progress is expected
+            try:
+                await _append(state, endpoint, job, token, "progress", body.get("output"))
+            except (StaleLease, JobNotFound):
+                return json_response({"ignored": "job ended"})
+            return json_response({"status": "ok"})
+        if token is None:
+            raise _stale(job, worker_id)
+        output = body.get("output")
+        if output is not None and len(pack(output)) > cfg.result_limit:
+            final, error, detail, output = (
+                JobState.FAILED,
+                f"the result is over this endpoint's result limit of {cfg.result_limit} bytes",
+                None,
+                None,
+            )
+        elif body.get("error"):
+            final, (error, detail) = JobState.FAILED, _error_fields(body["error"])
+        else:
+            final, error, detail = JobState.COMPLETED, None, None
+        try:
+            ended = await state.storage.finish(
+                endpoint, job_id, token, final, output=output, error=error, error_detail=detail
+            )
+        except (StaleLease, JobNotFound):
+            raise _stale(job, worker_id) from None
+    hosted.forget(endpoint, worker_id, job_id)
+    state.job_ended(ended, f"reported by hosted-protocol worker {worker_id}")
+    return json_response({"status": ended.state.value})
+
+
+@routes.post(PREFIX + "/job-stream/{worker_id}/{job_id}")
+@hosted_op
+async def job_stream(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
+) -> web.Response:
+    hosted = request.app[HOSTED]
+    job_id = path_part(request.match_info["job_id"])
+    body = await _report_body(request, cfg, "job-stream")
+    chunk = body.get("output")
+    size = len(pack(chunk))
+    if size > MAX_CHUNK_BYTES:
+        raise ApiError(
+            413, f"stream chunk is {size} bytes, over the limit of {MAX_CHUNK_BYTES}", limit=MAX_CHUNK_BYTES
+        )
+    async with hosted.lock(job_id):
+        job, token = await _current(state, hosted, endpoint, worker_id, job_id)
+        if token is None:
+            raise _stale(job, worker_id)
+        try:
+            await _append(state, endpoint, job, token, "chunk", chunk)
+        except (StaleLease, JobNotFound):
+            raise _stale(job, worker_id) from None
+    return json_response({"status": "ok"})
