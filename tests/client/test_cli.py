@@ -47,7 +47,8 @@ async def test_run_exit_codes_by_final_state(endpoint_url: str, worker: Scripted
     code, out, err = await run_cli("run", '{"gate": "never"}', "--url", endpoint_url,
                                    "--execution-timeout", "200", "--json", env=env)
     assert code == 3 and json.loads(out)["status"] == "TIMED_OUT", err
-    code, out, err = await run_cli("run", '{"gate": "never"}', "--url", endpoint_url, "--timeout", "0.5", env=env)
+    code, out, err = await run_cli("run", '{"gate": "never"}', "--url", endpoint_url, "--timeout", "0.5",
+                                   env=env)
     assert code == 10 and "still IN_PROGRESS" in err and "status --wait" in err
 
     async def cancel_when_running() -> None:
@@ -86,7 +87,8 @@ async def test_submit_status_stream_cancel_retry_purge_health(
     endpoint_url: str, worker: ScriptedWorker, env: dict[str, str]
 ) -> None:
     url = ("--url", endpoint_url)
-    code, out, _ = await run_cli("submit", '{"chunks": ["he", "llo"], "gate": "s", "output": 1}', *url, env=env)
+    script = '{"chunks": ["he", "llo"], "gate": "s", "output": 1}'
+    code, out, _ = await run_cli("submit", script, *url, env=env)
     job_id = out.strip()
     assert code == 0 and len(job_id) == 32
 

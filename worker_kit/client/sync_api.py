@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
@@ -29,6 +29,10 @@ class _LoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    @property
+    def started(self) -> bool:
+        return self._loop is not None
 
     def _ensure(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -122,7 +126,10 @@ class Endpoint:
 
     def close(self) -> None:
         if self._finalizer.alive:
-            self._runner.call(self._async.close())
+            if self._runner.started:
+                self._runner.call(self._async.close())
+            else:
+                self._async._transport.mark_closed()  # no session was ever opened
             self._finalizer()
 
     def __repr__(self) -> str:
@@ -203,5 +210,8 @@ class JobHandle:
     def watch(self, *, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         return self.endpoint._runner.iterate(self._handle.watch(timeout=timeout))
 
-    def stream(self, *, cursor: int = 0) -> Iterator[Any]:
-        return self.endpoint._runner.iterate(self._handle.stream(cursor=cursor))
+    def stream(
+        self, *, cursor: int = 0, on_status: Callable[[dict[str, Any]], None] | None = None
+    ) -> Iterator[Any]:
+        """Chunks as they arrive; `on_status` runs on the client's loop thread."""
+        return self.endpoint._runner.iterate(self._handle.stream(cursor=cursor, on_status=on_status))

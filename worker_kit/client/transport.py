@@ -146,6 +146,9 @@ class Transport:
             self._session = aiohttp.ClientSession(headers=self._headers)
         return self._session
 
+    def mark_closed(self) -> None:
+        self._closed = True
+
     async def close(self) -> None:
         self._closed = True
         if self._session is not None:
