@@ -157,3 +157,47 @@ async def test_error_exit_codes(service_factory: Any, env: dict[str, str]) -> No
     assert code == 2 and "endpoint" in err
     code, _, err = await run_cli("submit", "@/nonexistent/file.json", *authed, env=env)
     assert code == 2 and "cannot read" in err
+
+
+async def test_run_stream_prints_chunks(
+    endpoint_url: str, worker: ScriptedWorker, env: dict[str, str]
+) -> None:
+    script = json.dumps({"chunks": ["to", "ken", {"n": 1}], "output": "x"})
+    code, out, _ = await run_cli("run", script, "--url", endpoint_url, "--stream", env=env)
+    assert (code, out) == (0, 'token{"n":1}\n')
+    script = json.dumps({"chunks": ["a"], "fail": "after a"})
+    code, out, err = await run_cli("run", script, "--url", endpoint_url, "--stream", "--json", env=env)
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 1 and lines[0] == {"output": "a"} and lines[-1]["status"] == "FAILED"
+    assert "FAILED: after a" in err
+
+
+async def test_live_line_on_a_terminal(
+    endpoint_url: str, worker: ScriptedWorker, env: dict[str, str]
+) -> None:
+    import os
+    import pty
+    import sys
+
+    master, slave = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker_kit", "run", json.dumps({"progress": [{"pct": 40}], "gate": "tty"}),
+        "--url", endpoint_url, stdout=asyncio.subprocess.PIPE, stderr=slave, env=env,
+    )
+    os.close(slave)
+    seen = b""
+    loop = asyncio.get_running_loop()
+    try:
+        while b'progress: {"pct": 40}' not in seen:
+            seen += await asyncio.wait_for(loop.run_in_executor(None, os.read, master, 4096), 10)
+        worker.gate("tty").set()
+        out, _ = await asyncio.wait_for(proc.communicate(), 10)
+    finally:
+        os.close(master)
+    text = seen.decode()
+    assert "IN_PROGRESS" in text and "\r\x1b[K" in text  # redrawn in place
+    assert proc.returncode == 0 and json.loads(out) == {"progress": [{"pct": 40}], "gate": "tty"}
+
+    # Not a terminal: no live line at all.
+    code, _, err = await run_cli("run", '{"output": 1}', "--url", endpoint_url, env=env)
+    assert code == 0 and err == ""
