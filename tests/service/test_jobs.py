@@ -321,7 +321,8 @@ async def test_claim_of_a_disconnected_worker_takes_nothing(service: Any, api: A
     _, writer = await asyncio.open_connection("127.0.0.1", service.port)
     writer.write(
         b"POST /v2/ep/worker/claim HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
     )
     await writer.drain()
     await asyncio.sleep(0.3)  # the long-poll is held
@@ -332,3 +333,21 @@ async def test_claim_of_a_disconnected_worker_takes_nothing(service: Any, api: A
     await asyncio.sleep(0.3)  # the abandoned long-poll has woken by now
     got = await MiniWorker(api, "live").claim(wait_ms=0)
     assert [j["id"] for j in got] == [job_id] and got[0]["attempt"] == 1
+
+
+async def test_stream_wait_of_a_client_that_left_consumes_nothing(
+    service: Any, api: Api, worker: MiniWorker
+) -> None:
+    job_id = await api.run("s")
+    job = await worker.claim_one()
+    _, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    writer.write(f"GET /v2/ep/stream/{job_id}?wait=20000 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    await asyncio.sleep(0.3)  # the read is held
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.sleep(0.3)
+    await worker.output(job, [{"seq": 0, "kind": "chunk", "data": "kept"}])
+    await asyncio.sleep(0.3)  # the abandoned read has woken by now
+    _, body = await api.get(f"/stream/{job_id}")
+    assert body["stream"] == [{"output": "kept"}]

@@ -59,6 +59,10 @@ def client_op(op: str | None) -> Callable[[Handler], Callable[[web.Request], Awa
     return decorate
 
 
+def client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
 def job_id_of(request: web.Request) -> str:
     job_id = request.match_info["job_id"]
     if len(job_id) > 128:
@@ -157,6 +161,8 @@ async def runsync(
 
     async def ended() -> JobRecord | None:
         nonlocal latest
+        if client_gone(request):
+            return latest  # nobody is waiting any more; the job goes on
         current = await state.storage.get(endpoint, job.id)
         if current is None:
             raise ApiError(404, f"job {job.id} was removed while /runsync waited (purged or expired)")
@@ -216,6 +222,8 @@ async def stream(
 
     async def chunks() -> tuple[JobRecord, list[Any], int] | None:
         nonlocal latest
+        if latest is not None and client_gone(request):
+            return latest  # stop holding, and consume nothing for a client that left
         try:
             latest = await state.storage.read_stream(endpoint, job_id, cursor)
         except JobNotFound:

@@ -9,6 +9,7 @@ import functools
 from typing import Any
 
 from .. import __version__
+from .openapi_schemas import SCHEMAS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _ENDPOINT = {"name": "endpoint_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -61,175 +62,6 @@ _REASONS = {
     429: "Rate, concurrency or queue limit reached; see Retry-After",
     500: "Unexpected error (logged)",
     501: "Not available in this build",
-}
-
-
-def _ms(description: str) -> dict[str, Any]:
-    return {"type": "integer", "minimum": 0, "description": description}
-
-
-_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {"error": {"type": "string"}},
-        "additionalProperties": True,
-    },
-    "Policy": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "executionTimeout": {"type": "integer", "minimum": 1, "description": "ms the run may take"},
-            "ttl": {
-                "type": "integer",
-                "minimum": 1,
-                "description": "ms the job may live, queue time included",
-            },
-            "lowPriority": {"type": "boolean", "description": "accepted for compatibility; ignored"},
-        },
-    },
-    "SubmitRequest": {
-        "type": "object",
-        "required": ["input"],
-        "properties": {
-            "input": {"description": "any JSON value, handed to the handler"},
-            "webhook": {
-                "type": "string",
-                "format": "uri",
-                "description": "POSTed the final status when the job ends",
-            },
-            "policy": {"$ref": "#/components/schemas/Policy"},
-        },
-    },
-    "Submitted": {
-        "type": "object",
-        "required": ["id", "status"],
-        "properties": {"id": {"type": "string"}, "status": {"const": "IN_QUEUE"}},
-    },
-    "Status": {
-        "type": "object",
-        "required": ["id", "status", "delayTime", "executionTime"],
-        "properties": {
-            "id": {"type": "string"},
-            "status": {"enum": ["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]},
-            "delayTime": _ms("ms spent in the queue"),
-            "executionTime": _ms("ms spent running"),
-            "output": {"description": "the result, or the latest progress update while IN_PROGRESS"},
-            "error": {"type": "string"},
-            "errorDetail": {"type": "object"},
-            "retries": {"type": "integer"},
-            "workerId": {"type": "string"},
-        },
-    },
-    "Stream": {
-        "type": "object",
-        "required": ["status", "stream"],
-        "properties": {
-            "id": {"type": "string"},
-            "status": {"type": "string"},
-            "stream": {"type": "array", "items": {"type": "object", "properties": {"output": {}}}},
-            "cursor": {"type": "integer", "description": "pass as ?cursor= to read on from here"},
-        },
-    },
-    "Health": {
-        "type": "object",
-        "properties": {
-            "jobs": {
-                "type": "object",
-                "properties": {
-                    k: {"type": "integer"}
-                    for k in (
-                        "completed",
-                        "failed",
-                        "inProgress",
-                        "inQueue",
-                        "retried",
-                        "timedOut",
-                        "cancelled",
-                    )
-                },
-            },
-            "workers": {
-                "type": "object",
-                "properties": {"idle": {"type": "integer"}, "running": {"type": "integer"}},
-            },
-            "webhooks": {
-                "type": "object",
-                "properties": {k: {"type": "integer"} for k in ("delivered", "failed", "pending")},
-            },
-        },
-    },
-    "HostedJob": {
-        "type": "object",
-        "required": ["id", "input"],
-        "properties": {"id": {"type": "string"}, "input": {}, "webhook": {"type": "string"}},
-    },
-    "OutputItem": {
-        "type": "object",
-        "required": ["seq", "kind"],
-        "properties": {
-            "seq": {"type": "integer", "minimum": 0},
-            "kind": {"enum": ["chunk", "progress"]},
-            "data": {},
-        },
-    },
-    "ClaimRequest": {
-        "type": "object",
-        "required": ["worker_id"],
-        "properties": {
-            "worker_id": {"type": "string"},
-            "max": {"type": "integer", "minimum": 1, "maximum": 100},
-            "wait_ms": {"type": "integer", "minimum": 0, "description": "capped at 60000"},
-            "concurrency": {"type": "integer", "minimum": 0},
-        },
-    },
-    "ClaimedJob": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "input": {},
-            "token": {"type": "string"},
-            "attempt": {"type": "integer"},
-            "policy": {"$ref": "#/components/schemas/Policy"},
-            "deadline_ms": {"type": "integer"},
-            "webhook": {"type": "string"},
-        },
-    },
-    "HeartbeatRequest": {
-        "type": "object",
-        "required": ["worker_id"],
-        "properties": {
-            "worker_id": {"type": "string"},
-            "jobs": {
-                "type": "object",
-                "additionalProperties": {"type": "string"},
-                "description": "job id → token",
-            },
-            "wait_ms": {"type": "integer", "minimum": 0},
-            "concurrency": {"type": "integer"},
-            "running": {"type": "integer"},
-        },
-    },
-    "OutputRequest": {
-        "type": "object",
-        "required": ["token", "items"],
-        "properties": {
-            "token": {"type": "string"},
-            "items": {"type": "array", "items": {"$ref": "#/components/schemas/OutputItem"}},
-        },
-    },
-    "FinishRequest": {
-        "type": "object",
-        "required": ["token", "state"],
-        "properties": {
-            "token": {"type": "string"},
-            "state": {"enum": ["COMPLETED", "FAILED", "TIMED_OUT"]},
-            "output": {},
-            "error": {"type": "string"},
-            "error_detail": {"type": "object"},
-            "items": {"type": "array", "items": {"$ref": "#/components/schemas/OutputItem"}},
-        },
-    },
 }
 
 
@@ -488,7 +320,7 @@ def openapi_spec() -> dict[str, Any]:
         },
         "paths": _paths(),
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": SCHEMAS,
             "securitySchemes": {
                 "clientKey": {
                     "type": "http",
