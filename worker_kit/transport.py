@@ -51,6 +51,16 @@ class ClaimedJob:
     webhook: str | None = None
 
 
+@dataclass(slots=True)
+class Final:
+    """A job's final report; `output` is already packed (msgpack)."""
+
+    state: str  # COMPLETED | FAILED | TIMED_OUT
+    output: bytes | None = None
+    error: str | None = None
+    error_detail: dict[str, Any] | None = None
+
+
 class Backoff:
     """Exponential backoff with jitter: 0.1 s doubling to `cap`, each delay scaled by 0.5-1.0."""
 
@@ -128,18 +138,8 @@ class Transport(ABC):
         """Send packed output items (see `pack_item`); returns the service's next_seq."""
 
     @abstractmethod
-    async def finish(
-        self,
-        job_id: str,
-        token: str,
-        state: str,
-        *,
-        output: bytes | None,
-        error: str | None,
-        error_detail: dict[str, Any] | None,
-        items: list[bytes],
-    ) -> None:
-        """End the job; `output` is already packed."""
+    async def finish(self, job_id: str, token: str, final: Final, items: list[bytes]) -> None:
+        """End the job, after applying the trailing packed output `items`."""
 
     @abstractmethod
     async def release(self, job_id: str, token: str) -> None:
@@ -267,24 +267,14 @@ class NativeTransport(Transport):
         reply = await self._post(protocol.WORKER_OUTPUT.format(job_id=job_id), body, 120)
         return int(reply.get("next_seq", 0))
 
-    async def finish(
-        self,
-        job_id: str,
-        token: str,
-        state: str,
-        *,
-        output: bytes | None,
-        error: str | None,
-        error_detail: dict[str, Any] | None,
-        items: list[bytes],
-    ) -> None:
-        fields = [("token", protocol.pack(token)), ("state", protocol.pack(state))]
-        if output is not None:
-            fields.append(("output", output))
-        if error is not None:
-            fields.append(("error", protocol.pack(error)))
-        if error_detail is not None:
-            fields.append(("error_detail", protocol.pack(error_detail)))
+    async def finish(self, job_id: str, token: str, final: Final, items: list[bytes]) -> None:
+        fields = [("token", protocol.pack(token)), ("state", protocol.pack(final.state))]
+        if final.output is not None:
+            fields.append(("output", final.output))
+        if final.error is not None:
+            fields.append(("error", protocol.pack(final.error)))
+        if final.error_detail is not None:
+            fields.append(("error_detail", protocol.pack(final.error_detail)))
         if items:
             fields.append(("items", _array(items)))
         await self._post(protocol.WORKER_FINISH.format(job_id=job_id), _map(fields), 300)
@@ -414,14 +404,7 @@ class JobReporter:
         self._room.set()
         self._wake.set()
 
-    async def finish(
-        self,
-        state: str,
-        *,
-        output: bytes | None = None,
-        error: str | None = None,
-        error_detail: dict[str, Any] | None = None,
-    ) -> bool:
+    async def finish(self, final: Final) -> bool:
         """Deliver the final result, retrying until it lands or the lease is lost.
 
         Returns True when the service accepted it. A 413 turns the result into FAILED
@@ -433,44 +416,35 @@ class JobReporter:
             await asyncio.shield(self._sender)
         if not self._abandoned:
             self._wake.clear()
-        if self.rejected and state == "COMPLETED":
-            state, output, error, error_detail = "FAILED", None, self.rejected, None
+        if self.rejected and final.state == "COMPLETED":
+            final = Final("FAILED", error=self.rejected)
         backoff = Backoff()
         while not self._abandoned:
             try:
-                await self.transport.finish(
-                    self.job_id,
-                    self.token,
-                    state,
-                    output=output,
-                    error=error,
-                    error_detail=error_detail,
-                    items=[b for _, b in self._pending],
-                )
+                await self.transport.finish(self.job_id, self.token, final, [b for _, b in self._pending])
                 return True
             except SequenceGap as exc:
                 self._acked(exc.expected)
             except StaleLease as exc:
                 level = logging.INFO if exc.state == "CANCELLED" else logging.ERROR
                 log.log(level, "job %s: result (%s) not delivered: the service answered that the lease is "
-                        "gone (job is %s)", self.job_id, state, exc.state or "unknown",
+                        "gone (job is %s)", self.job_id, final.state, exc.state or "unknown",
                         extra={"job_id": self.job_id})
                 return False
             except PayloadTooLarge as exc:
-                if output is None and not self._pending:
+                if final.output is None and not self._pending:
                     log.error("job %s: result refused as too large: %s", self.job_id, exc.message)
                     return False
-                error = f"result too large: the service refused it ({exc.message})"
-                log.error("job %s: %s", self.job_id, error, extra={"job_id": self.job_id})
-                state, output, error_detail = "FAILED", None, None
+                final = Final("FAILED", error=f"result too large: the service refused it ({exc.message})")
+                log.error("job %s: %s", self.job_id, final.error, extra={"job_id": self.job_id})
                 self._pending.clear()
             except (ServiceUnavailable, RateLimited) as exc:
                 await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._wake, "finish")
             except ServiceError as exc:
                 log.error("job %s: result (%s) not delivered: the service refused it: %s",
-                          self.job_id, state, exc, extra={"job_id": self.job_id})
+                          self.job_id, final.state, exc, extra={"job_id": self.job_id})
                 return False
         level = logging.WARNING if self._abandoned in ("CANCELLED", "TIMED_OUT") else logging.ERROR
-        log.log(level, "job %s: result (%s) not delivered: the job was abandoned (%s)", self.job_id, state,
-                self._abandoned, extra={"job_id": self.job_id})
+        log.log(level, "job %s: result (%s) not delivered: the job was abandoned (%s)", self.job_id,
+                final.state, self._abandoned, extra={"job_id": self.job_id})
         return False

@@ -26,7 +26,7 @@ from .execution import COMPLETED, FAILED, STOPPED, TIMED_OUT, Job, Outcome, Run
 from .job import DEFAULT_EXECUTION_TIMEOUT_MS
 from .registry import Concurrency, Handler
 from .settings import EXIT_OK, EXIT_REFUSED, EXIT_STUCK
-from .transport import Backoff, ClaimedJob, JobReporter, NativeTransport, Transport
+from .transport import Backoff, ClaimedJob, Final, JobReporter, NativeTransport, Transport
 
 log = logging.getLogger("worker_kit.worker")
 
@@ -303,9 +303,10 @@ class Worker:
                 error = f"execution timeout: the job ran longer than {timeout_s:.6g} s"
                 outcome = Outcome(TIMED_OUT, error=error)
             active.finishing = True
-            state, packed, error, detail = self._final(job_id, outcome)
-            delivered = await reporter.finish(state, output=packed, error=error, error_detail=detail)
+            final = self._final(outcome)
+            delivered = await reporter.finish(final)
             elapsed = loop.time() - active.started
+            state, error = final.state, final.error
             if delivered:
                 self.stats[state.lower()] = self.stats.get(state.lower(), 0) + 1
                 level = logging.INFO if state == COMPLETED else logging.WARNING
@@ -339,21 +340,21 @@ class Worker:
         except TimeoutError:
             self._poison(active.claimed.id)
 
-    def _final(self, job_id: str, outcome: Outcome) -> tuple[str, bytes | None, str | None, Any]:
+    def _final(self, outcome: Outcome) -> Final:
         if outcome.state != COMPLETED:
-            return outcome.state, None, outcome.error, outcome.error_detail
+            return Final(outcome.state, error=outcome.error, error_detail=outcome.error_detail)
         if outcome.output is None:
-            return COMPLETED, None, None, None
+            return Final(COMPLETED)
         try:
             packed = protocol.pack(outcome.output)
         except Exception as exc:
             error = f"result is not serialisable: {type(exc).__name__}: {exc}"
-            return FAILED, None, error, {"type": "SerializationError", "message": error, "traceback": ""}
+            return Final(FAILED, error=error, error_detail={"type": "SerializationError", "message": error})
         if len(packed) > self.result_limit:
             error = (f"result too large: {len(packed) / 1048576:.1f} MB packed, over the "
                      f"{self.result_limit / 1048576:.0f} MB result limit")
-            return FAILED, None, error, {"type": "ResultTooLarge", "message": error, "traceback": ""}
-        return COMPLETED, packed, None, None
+            return Final(FAILED, error=error, error_detail={"type": "ResultTooLarge", "message": error})
+        return Final(COMPLETED, output=packed)
 
     async def _release(self, claimed: ClaimedJob) -> None:
         backoff = Backoff(cap=1.0)

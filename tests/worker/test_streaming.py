@@ -31,9 +31,9 @@ class CountingTransport(NativeTransport):
         self.output_requests.append(len(items))
         return await super().output(job_id, token, items)
 
-    async def finish(self, job_id: str, token: str, state: str, **kw: Any) -> None:
-        self.finish_items.append(len(kw["items"]))
-        await super().finish(job_id, token, state, **kw)
+    async def finish(self, job_id: str, token: str, final: Any, items: list[bytes]) -> None:
+        self.finish_items.append(len(items))
+        await super().finish(job_id, token, final, items)
 
 
 def test_split_ascii_string() -> None:
