@@ -15,13 +15,17 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-import aiohttp
-
-from ..errors import JobCancelled, JobError, JobFailed, JobTimedOut, ServiceError, ServiceUnavailable
+from ..errors import (
+    JobCancelled,
+    JobError,
+    JobFailed,
+    JobTimedOut,
+    ServiceError,
+)
 from ..job import Policy
 from .errors import NotFound, WaitTimeout
-from .events import iter_sse
-from .transport import Backoff, Transport, error_from_response, split_endpoint_url
+from .push import NoPush, follow_job
+from .transport import Transport, split_endpoint_url
 
 TERMINAL = frozenset({"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"})
 _JOB_ERRORS: dict[str, type[JobError]] = {
@@ -56,10 +60,6 @@ def _policy_wire(policy: Policy | Mapping[str, Any] | None) -> dict[str, Any] | 
     if isinstance(policy, Policy):
         return policy.to_wire()
     return dict(policy)
-
-
-class _NoPush(Exception):
-    """The service answered /stream without Server-Sent Events."""
 
 
 class AsyncEndpoint:
@@ -163,7 +163,10 @@ class AsyncEndpoint:
         handle = AsyncJobHandle(self, _job_id(answer), answer)
         if not is_terminal(answer):
             remaining = None if timeout is None else timeout - (time.monotonic() - started)
-            await handle.wait(timeout=remaining)
+            try:
+                await handle.wait(timeout=remaining)
+            except WaitTimeout as exc:
+                raise WaitTimeout(handle.id, exc.status, timeout or 0.0) from None
         return handle
 
     async def health(self) -> dict[str, Any]:
@@ -185,58 +188,13 @@ class AsyncEndpoint:
         return body
 
     # -- push ---------------------------------------------------------------------------------
-    async def follow(
+    def follow(
         self, job_id: str, *, cursor: int = 0, chunks: bool = True
     ) -> AsyncIterator[tuple[str, Any, int]]:
         """Events of one job over SSE, reconnecting from the last cursor when dropped:
         ("update", status, cursor) on state/progress changes, ("chunk", data, cursor after
-        it), and finally ("status", final status, cursor). Raises _NoPush without SSE."""
-        backoff = Backoff(cap=self._transport.backoff_cap)
-        failures = 0
-        params = {"cursor": str(cursor)}
-        while True:
-            headers = {"Accept": "text/event-stream", "Last-Event-ID": str(cursor)}
-            params["cursor"] = str(cursor)
-            if not chunks:
-                params["chunks"] = "0"
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._transport.timeout,
-                                            sock_read=self.sse_read_timeout)
-            retry_after: float | None = None
-            try:
-                async with self._transport.session.get(
-                    self._transport.url(f"/stream/{job_id}"), params=params, headers=headers, timeout=timeout
-                ) as resp:
-                    if resp.status >= 400:
-                        error = error_from_response(resp.status, await resp.read(), resp.headers)
-                        if resp.status != 429 and resp.status < 500:
-                            raise error
-                        retry_after = getattr(error, "retry_after", None)
-                        raise ServiceUnavailable(str(error))
-                    if not resp.content_type.startswith("text/event-stream"):
-                        self.push = False
-                        raise _NoPush()
-                    self.push = True
-                    async for event in iter_sse(resp.content):
-                        failures = 0
-                        backoff.reset()
-                        if event.event == "chunk":
-                            payload = json.loads(event.data)
-                            cursor = int(event.id) if event.id else cursor + 1
-                            yield "chunk", payload.get("output"), cursor
-                        elif event.event == "update":
-                            yield "update", json.loads(event.data), cursor
-                        elif event.event == "status":
-                            yield "status", json.loads(event.data), cursor
-                            return
-                        elif event.event == "error":
-                            reason = json.loads(event.data).get("error", "stream error")
-                            raise NotFound(404, reason)
-            except (aiohttp.ClientError, TimeoutError, ServiceUnavailable, ValueError) as exc:
-                failures += 1
-                if failures > self._transport.retries:
-                    raise ServiceUnavailable(f"lost the event stream of job {job_id}: {exc}") from None
-            # The stream ended without its final status event: the connection dropped.
-            await asyncio.sleep(retry_after if retry_after is not None else backoff.next_delay())
+        it), and finally ("status", final status, cursor). Raises NoPush without SSE."""
+        return follow_job(self, job_id, cursor=cursor, chunks=chunks)
 
 
 def _job_id(answer: Any) -> str:
@@ -317,7 +275,7 @@ class AsyncJobHandle:
                     if kind in ("update", "status"):
                         yield data
                 return
-            except _NoPush:
+            except NoPush:
                 pass
         async for status in self._poll_status():
             yield status
@@ -371,7 +329,7 @@ class AsyncJobHandle:
                 if final is not None:
                     result_of(final)
                 return
-            except _NoPush:
+            except NoPush:
                 pass
         async for chunk in self._poll_stream(cursor):
             yield chunk

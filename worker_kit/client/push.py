@@ -1,0 +1,85 @@
+"""Server-Sent Events from the service's /stream, with reconnection from the last cursor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from ..errors import RateLimited, ServiceUnavailable
+from .errors import NotFound
+from .events import iter_sse
+from .transport import Backoff, error_from_response
+
+if TYPE_CHECKING:
+    from .async_api import AsyncEndpoint
+
+#: Answers meaning "no Server-Sent Events here": the client polls instead.
+NO_PUSH_STATUSES = frozenset({405, 406, 415, 501})
+
+
+class NoPush(Exception):
+    """The service answered /stream without Server-Sent Events."""
+
+
+async def follow_job(
+    endpoint: AsyncEndpoint, job_id: str, *, cursor: int = 0, chunks: bool = True
+) -> AsyncIterator[tuple[str, Any, int]]:
+    """See AsyncEndpoint.follow."""
+    backoff = Backoff(cap=endpoint._transport.backoff_cap)
+    failures = 0
+    params = {"cursor": str(cursor)}
+    while True:
+        headers = {"Accept": "text/event-stream", "Last-Event-ID": str(cursor)}
+        params["cursor"] = str(cursor)
+        if not chunks:
+            params["chunks"] = "0"
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=endpoint._transport.timeout,
+                                        sock_read=endpoint.sse_read_timeout)
+        retry_after: float | None = None
+        try:
+            async with endpoint._transport.session.get(
+                endpoint._transport.url(f"/stream/{job_id}"), params=params, headers=headers, timeout=timeout
+            ) as resp:
+                if resp.status >= 400:
+                    error = error_from_response(resp.status, await resp.read(), resp.headers)
+                    if resp.status in NO_PUSH_STATUSES:
+                        endpoint.push = False
+                        raise NoPush()
+                    if isinstance(error, RateLimited):
+                        # Turned away before anything happened (e.g. the endpoint's limit of
+                        # concurrent streams): wait as told; not a failure of the connection.
+                        retry_after = error.retry_after or backoff.next_delay()
+                        failures -= 1
+                        raise ServiceUnavailable(str(error))
+                    if resp.status < 500:
+                        raise error
+                    raise ServiceUnavailable(str(error))
+                if not resp.content_type.startswith("text/event-stream"):
+                    endpoint.push = False
+                    raise NoPush()
+                endpoint.push = True
+                async for event in iter_sse(resp.content):
+                    failures = 0
+                    backoff.reset()
+                    if event.event == "chunk":
+                        payload = json.loads(event.data)
+                        cursor = int(event.id) if event.id else cursor + 1
+                        yield "chunk", payload.get("output"), cursor
+                    elif event.event == "update":
+                        yield "update", json.loads(event.data), cursor
+                    elif event.event == "status":
+                        yield "status", json.loads(event.data), cursor
+                        return
+                    elif event.event == "error":
+                        reason = json.loads(event.data).get("error", "stream error")
+                        raise NotFound(404, reason)
+        except (aiohttp.ClientError, TimeoutError, ServiceUnavailable, ValueError) as exc:
+            failures += 1
+            if failures > endpoint._transport.retries:
+                raise ServiceUnavailable(f"lost the event stream of job {job_id}: {exc}") from None
+        # The stream ended without its final status event: the connection dropped.
+        await asyncio.sleep(retry_after if retry_after is not None else backoff.next_delay())
