@@ -88,7 +88,13 @@ class WebhookSender:
             log.warning("webhook for job %s to %s not sent: %s", job_id, url, problem)
             return
         body = dumps_json(status).encode()
-        task = asyncio.get_running_loop().create_task(
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._failed += 1
+            log.warning("webhook for job %s to %s not sent: no running event loop", job_id, url)
+            return
+        task = loop.create_task(
             self._deliver(job_id, url, body, secret, max(1, attempts), max(0.0, interval_s)),
             name=f"webhook-{job_id}",
         )
