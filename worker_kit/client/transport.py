@@ -36,6 +36,8 @@ log = logging.getLogger("worker_kit.client")
 
 USER_AGENT = f"worker-kit-client/{__version__}"
 _V2_URL = re.compile(r"^(?P<root>.*?)/v2/(?P<endpoint>[^/?#]+)$")
+#: Connections one endpoint object may hold open at once.
+MAX_CONNECTIONS = 1000
 #: Longest Retry-After honoured, so a misbehaving proxy cannot park a client for hours.
 MAX_RETRY_AFTER_S = 60.0
 
@@ -142,8 +144,12 @@ class Transport:
         if self._closed:
             raise RuntimeError("this endpoint client is closed")
         if self._session is None:
-            # Created on first use, inside the event loop that will run the requests.
-            self._session = aiohttp.ClientSession(headers=self._headers)
+            # Created on first use, inside the event loop that will run the requests. Push
+            # waits hold a connection each for as long as they wait, so aiohttp's default pool
+            # of 100 would make the 101st concurrent wait (and every plain request after it)
+            # queue behind them.
+            connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS)
+            self._session = aiohttp.ClientSession(headers=self._headers, connector=connector)
         return self._session
 
     def mark_closed(self) -> None:
