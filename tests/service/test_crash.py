@@ -93,3 +93,23 @@ async def test_kill_9_during_a_burst_loses_no_acknowledged_job(tmp_path: Path) -
             assert missing == [], f"{len(missing)} of {len(acked)} acknowledged jobs lost"
             async with session.get(f"{url}/v2/ep/health") as resp:
                 assert (await resp.json())["jobs"]["inQueue"] >= len(acked)
+
+
+async def test_sigterm_answers_held_long_polls_and_exits_cleanly(tmp_path: Path) -> None:
+    async with (
+        serve_process(tmp_path, tmp_path / "jobs.db", "term") as (proc, url),
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+    ):
+
+        async def claim() -> tuple[int, object]:
+            body = {"worker_id": "w", "wait_ms": 60_000}
+            async with session.post(f"{url}/v2/ep/worker/claim", json=body) as resp:
+                return resp.status, await resp.json()
+
+        held = asyncio.create_task(claim())
+        await asyncio.sleep(0.3)
+        assert not held.done()
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            assert await held == (200, {"jobs": [], "lease_ms": 30_000})
+            assert await proc.wait() == 0

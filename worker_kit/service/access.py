@@ -65,10 +65,17 @@ def check_key(request: web.Request, cfg: EndpointConfig, kind: str) -> None:
     raise ApiError(403, f"the API key is not a valid {kind} key for this endpoint")
 
 
+#: Above this many (endpoint, operation) buckets, idle ones are dropped.
+MAX_BUCKETS = 10_000
+#: A bucket untouched for its whole window is full again, so dropping it changes nothing.
+_MIN_IDLE_S = 60.0
+
+
 @dataclass(slots=True)
 class _Bucket:
     tokens: float
     updated: float
+    window_s: float
     in_flight: int = 0
 
 
@@ -78,6 +85,16 @@ class RateLimiter:
     def __init__(self) -> None:
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self.refused = 0
+
+    def _prune(self, now: float) -> None:
+        # Clients choose endpoint ids, so buckets are dropped once idle long enough to have refilled.
+        idle = [
+            key
+            for key, b in self._buckets.items()
+            if b.in_flight == 0 and now - b.updated > max(b.window_s, _MIN_IDLE_S)
+        ]
+        for key in idle:
+            del self._buckets[key]
 
     @contextmanager
     def slot(self, endpoint: str, op: str, limit: RateLimit | None) -> Iterator[None]:
@@ -89,7 +106,9 @@ class RateLimiter:
         bucket = self._buckets.get(key)
         now = time.monotonic()
         if bucket is None:
-            bucket = self._buckets[key] = _Bucket(tokens=float(limit.requests or 0), updated=now)
+            if len(self._buckets) >= MAX_BUCKETS:
+                self._prune(now)
+            bucket = self._buckets[key] = _Bucket(float(limit.requests or 0), now, limit.window_s)
         if limit.concurrent is not None and bucket.in_flight >= limit.concurrent:
             self.refused += 1
             raise ApiError(
