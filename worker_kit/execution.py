@@ -11,9 +11,11 @@ claims, cancels) stays live; such a thread can be interrupted at its next Python
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import functools
 import inspect
+import queue
 import threading
 import traceback
 from collections.abc import AsyncIterator, Callable
@@ -194,8 +196,38 @@ def _is_async_callable(fn: Any) -> bool:
     return inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
 
 
-def _raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
+def _raise_in_thread(ident: int, exc_type: type[BaseException] | None) -> None:
+    """Raise `exc_type` in thread `ident` at its next bytecode; None clears a pending one."""
+    exc = ctypes.py_object(exc_type) if exc_type is not None else None
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), exc)
+
+
+class _ThreadPool:
+    """Threads reused across sync jobs: starting a thread per job costs more than a small
+    job. Each thread runs one job at a time; a thread stuck in a job is simply not reused."""
+
+    def __init__(self) -> None:
+        self._idle: list[queue.SimpleQueue[Callable[[], None]]] = []
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(inbox,), name="worker_kit-job", daemon=True).start()
+        inbox.put(fn)
+
+    def _serve(self, inbox: queue.SimpleQueue[Callable[[], None]]) -> None:
+        while True:
+            fn = inbox.get()
+            with contextlib.suppress(BaseException):  # fn reports its own outcome
+                fn()
+            with self._lock:
+                self._idle.append(inbox)
+
+
+_threads = _ThreadPool()
 
 
 class Run:
@@ -336,13 +368,14 @@ class Run:
         self._threads_live += 1
 
         def main() -> None:
+            res: tuple[bool, Any]
             try:
                 try:
                     with self._lock:
                         self._thread_ident = threading.get_ident()
                         self._in_user_code = True
                     self.job.check_cancelled()  # interrupted before the thread began
-                    res: tuple[bool, Any] = (True, target())
+                    res = (True, target())
                 except BaseException as exc:
                     res = (False, exc)
                 finally:
@@ -350,12 +383,20 @@ class Run:
                         self._in_user_code = False
             except BaseException as exc:  # an interrupt that landed in the bookkeeping above
                 res = (False, exc)
+            # No interrupt can be sent any more; drop one still pending so that it cannot
+            # hit this pooled thread's next job.
+            while True:
+                try:
+                    _raise_in_thread(threading.get_ident(), None)
+                    break
+                except BaseException:  # the pending interrupt fired just now: clear again
+                    continue
             try:
                 self._loop.call_soon_threadsafe(self._thread_done, fut, res)
             except RuntimeError:
                 pass  # the loop is closed: nobody waits for this result any more
 
-        threading.Thread(target=main, name=f"job-{self.job.id[:12]}", daemon=True).start()
+        _threads.submit(main)
         return fut
 
     def _thread_done(self, fut: asyncio.Future[Any], res: tuple[bool, Any]) -> None:
