@@ -195,3 +195,25 @@ async def test_keys_per_endpoint(service_factory: Any, session: Any) -> None:
     svc = await service_factory(endpoints={"private": KEYS})
     assert (await Api(session, svc.endpoint_url("private")).post("/run", {"input": 1}))[0] == 401
     assert (await Api(session, svc.endpoint_url("public")).post("/run", {"input": 1}))[0] == 200
+
+
+async def test_expect_100_continue_only_for_bodies_within_the_limit(service: Any) -> None:
+    head = "POST /v2/ep/run HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    try:
+        writer.write(f"{head}Content-Length: {10 * MB + 1}\r\n\r\n".encode())
+        async with asyncio.timeout(10):
+            assert (await reader.readline()).startswith(b"HTTP/1.1 413")  # no invitation to upload
+    finally:
+        writer.close()
+
+    body = b'{"input": 1}'
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    try:
+        writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode())
+        async with asyncio.timeout(10):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100 Continue")
+            writer.write(body)
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+    finally:
+        writer.close()

@@ -20,6 +20,7 @@ from ..protocol import MAX_POLL_MS
 from ..storage.base import job_channel
 from .access import check_key
 from .config import EndpointConfig
+from .expect import expect_within
 from .http import ApiError, query_int, read_object, read_optional_object, respond, wait_until
 from .state import ServiceState, job_log, state_of
 
@@ -140,14 +141,14 @@ async def _submit(
     return job
 
 
-@routes.post(PREFIX + "/run")
+@routes.post(PREFIX + "/run", expect_handler=expect_within(lambda cfg: cfg.run_body_limit))
 @client_op("run")
 async def run(request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig) -> web.Response:
     job = await _submit(request, state, endpoint, cfg, sync=False)
     return respond(request, {"id": job.id, "status": job.state.value})
 
 
-@routes.post(PREFIX + "/runsync")
+@routes.post(PREFIX + "/runsync", expect_handler=expect_within(lambda cfg: cfg.runsync_body_limit))
 @client_op("runsync")
 async def runsync(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig

@@ -30,6 +30,7 @@ from ..protocol import (
 from ..storage.base import StopSignal, queue_channel, worker_channel
 from .access import check_key
 from .config import EndpointConfig
+from .expect import expect_within
 from .http import ApiError, field_int, field_str, read_object, respond, wait_until
 from .state import ServiceState, job_log, state_of
 
@@ -189,7 +190,9 @@ def token_of(body: dict[str, Any]) -> str:
     return token
 
 
-@routes.post(PREFIX + WORKER_OUTPUT)
+@routes.post(
+    PREFIX + WORKER_OUTPUT, expect_handler=expect_within(lambda cfg: cfg.result_limit + _OUTPUT_OVERHEAD)
+)
 @worker_op
 async def output(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
@@ -209,7 +212,9 @@ async def output(
     return respond(request, {"next_seq": next_seq})
 
 
-@routes.post(PREFIX + WORKER_FINISH)
+@routes.post(
+    PREFIX + WORKER_FINISH, expect_handler=expect_within(lambda cfg: cfg.result_limit + _OUTPUT_OVERHEAD)
+)
 @worker_op
 async def finish(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
