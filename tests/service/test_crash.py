@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ backpressure = false
 
 @contextlib.asynccontextmanager
 async def serve_process(
-    tmp_path: Path, db: Path, name: str
+    tmp_path: Path, db: Path, name: str, *flags: str
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     config = tmp_path / "serve.toml"
     config.write_text(CONFIG)
@@ -36,6 +37,7 @@ async def serve_process(
             f"sqlite:///{db}",
             "--config",
             str(config),
+            *flags,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
         )
@@ -113,3 +115,22 @@ async def test_sigterm_answers_held_long_polls_and_exits_cleanly(tmp_path: Path)
         async with asyncio.timeout(20):
             assert await held == (200, {"jobs": [], "lease_ms": 30_000})
             assert await proc.wait() == 0
+
+
+async def test_json_logs_one_object_per_line(tmp_path: Path) -> None:
+    flags = ("--log-format", "json", "--log-level", "debug")
+    async with (
+        serve_process(tmp_path, tmp_path / "jobs.db", "json", *flags) as (proc, url),
+        aiohttp.ClientSession() as session,
+    ):
+        async with session.post(f"{url}/v2/ep/run", json={"input": 1}) as resp:
+            job_id = (await resp.json())["id"]
+        proc.send_signal(signal.SIGTERM)
+        assert await proc.wait() == 0
+    entries = [json.loads(line) for line in (tmp_path / "json.log").read_text().splitlines()]
+    assert any(
+        e.get("job_id") == job_id and "submitted" in e["msg"] and e["level"] == "info" for e in entries
+    )
+    assert any(
+        e.get("path") == "/v2/ep/run" and e.get("status") == 200 and e["level"] == "debug" for e in entries
+    )
