@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-HERE = Path(__file__).resolve().parent
+TERMINAL = ("COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED")
 
 HANDLERS = {
     "async": """
@@ -127,8 +128,10 @@ async def measure_noop(base: str, endpoint: str, jobs: int, cmd: list[str], env:
     url = f"{base}/v2/{endpoint}"
     async with aiohttp.ClientSession() as session:
         await submit(session, url, jobs)
-        proc = subprocess.Popen(cmd, env={**os.environ, **env, "WORKER_KIT_URL": url},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(  # noqa: ASYNC220
+            cmd, env={**os.environ, **env, "WORKER_KIT_URL": url},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
         try:
             first_t, first_n = None, 0
             while True:
@@ -145,10 +148,12 @@ async def measure_noop(base: str, endpoint: str, jobs: int, cmd: list[str], env:
             proc.wait(10)
 
 
-async def measure_stream(base: str, endpoint: str, handler: Path, n: int, unit_bytes: int) -> tuple[float, float]:
+async def measure_stream(
+    base: str, endpoint: str, handler: Path, n: int, unit_bytes: int
+) -> tuple[float, float]:
     url = f"{base}/v2/{endpoint}"
     env = {**os.environ, "WORKER_KIT_URL": url, "WORKER_KIT_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, str(handler)], env=env, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, str(handler)], env=env, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
     try:
         async with aiohttp.ClientSession() as session:
             (job_id,) = await submit(session, url, 1, {"n": n})
@@ -160,7 +165,7 @@ async def measure_stream(base: str, endpoint: str, handler: Path, n: int, unit_b
                     first = time.perf_counter()
                 got += len(reply["stream"])
                 cursor = reply.get("cursor", cursor + len(reply["stream"]))
-                if reply["status"] in ("COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED") and not reply["stream"]:
+                if reply["status"] in TERMINAL and not reply["stream"]:
                     break
                 if not reply["stream"]:
                     await asyncio.sleep(0.002)
@@ -181,7 +186,7 @@ async def main_async(args: argparse.Namespace) -> None:
         handlers[name] = work / f"{name}.py"
         handlers[name].write_text(textwrap.dedent(source))
     port = free_port()
-    service = subprocess.Popen(
+    service = subprocess.Popen(  # noqa: ASYNC220
         [sys.executable, "-m", "worker_kit", "serve", "--port", str(port), "--storage",
          f"sqlite:///{work / 'bench.db'}", "--config", str(config), "--log-level", "warning"],
         stderr=subprocess.DEVNULL,
@@ -196,19 +201,23 @@ async def main_async(args: argparse.Namespace) -> None:
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.05)
         quiet = {"WORKER_KIT_LOG_LEVEL": "WARNING"}
-        print(f"no-op jobs per second ({args.jobs} jobs queued, one worker process):")
+        print(f"no-op jobs per second ({args.jobs} jobs queued, one worker process, "
+              f"median of {args.repeat} interleaved runs):")
         for c in args.concurrency:
-            results = {}
-            for kind in ("async", "sync"):
-                results[kind] = await measure_noop(
-                    base, f"wk-{kind}-{c}", args.jobs, [sys.executable, str(handlers[kind])],
-                    {**quiet, "WORKER_KIT_CONCURRENCY": str(c)})
-            bare = await measure_noop(
-                base, f"bare-{c}", args.jobs, [sys.executable, __file__, "--bare", "--bare-concurrency", str(c)],
-                {})
-            print(f"  concurrency {c:>2}: worker_kit async {results['async']:7.0f}/s "
-                  f"({results['async'] / bare:4.0%} of bare), sync {results['sync']:7.0f}/s "
-                  f"({results['sync'] / bare:4.0%}); bare aiohttp loop {bare:7.0f}/s")
+            runs: dict[str, list[float]] = {"async": [], "sync": [], "bare": []}
+            for r in range(args.repeat):  # interleaved, so a noisy moment hits every variant alike
+                for kind in ("async", "sync", "bare"):
+                    if kind == "bare":
+                        cmd = [sys.executable, __file__, "--bare", "--bare-concurrency", str(c)]
+                    else:
+                        cmd = [sys.executable, str(handlers[kind])]
+                    runs[kind].append(await measure_noop(
+                        base, f"{kind}-{c}-{r}", args.jobs, cmd, {**quiet, "WORKER_KIT_CONCURRENCY": str(c)}))
+            med = {k: statistics.median(v) for k, v in runs.items()}
+            bare = med["bare"]
+            print(f"  concurrency {c:>2}: worker_kit async {med['async']:7.0f}/s "
+                  f"({med['async'] / bare:4.0%} of bare), sync {med['sync']:7.0f}/s "
+                  f"({med['sync'] / bare:4.0%}); bare aiohttp loop {bare:7.0f}/s")
         rate, _ = await measure_stream(base, "tokens", handlers["tokens"], args.tokens, 4)
         print(f"streaming tokens: {rate:,.0f} chunks/s ({args.tokens} small chunks, handler to client)")
         _, mbps = await measure_stream(base, "megabytes", handlers["megabytes"], args.megabytes, 1_000_000)
@@ -222,6 +231,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=20000)
     parser.add_argument("--megabytes", type=int, default=100)
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)

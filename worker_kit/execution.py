@@ -30,6 +30,9 @@ from .registry import Handler
 #: msgpack header (at most 5 bytes), since the service measures the packed chunk.
 PIECE_BYTES = MAX_CHUNK_BYTES - 16
 
+#: A producer thread checks for backpressure after handing over this many bytes.
+SYNC_BYTES = 1024 * 1024
+
 COMPLETED, FAILED, TIMED_OUT, STOPPED = "COMPLETED", "FAILED", "TIMED_OUT", "STOPPED"
 
 
@@ -253,6 +256,7 @@ class Run:
         self._in_user_code = False
         self._threads_live = 0
         self._body_done = False
+        self._unsynced = 0  # bytes a producer thread handed over since it last waited for room
         self.aggregate: list[Any] | None = [] if handler.return_aggregate_stream else None
         job._progress = self._progress
 
@@ -291,19 +295,27 @@ class Run:
     async def _emit(self, item: Any) -> None:
         self._add_pieces(pack_chunk(item))
         self._keep(item)
-        if self.sink.buffered > getattr(self.sink, "HIGH_WATER", 1 << 62):
-            await self.sink.wait_room()
+        await self.sink.wait_room()  # backpressure: the sink holds a bounded backlog
 
     def _emit_from_thread(self, item: Any) -> None:
         pieces = pack_chunk(item)  # encoding happens in the handler's thread, off the loop
         self._call_soon(self._add_pieces, pieces)
         self._keep(item)
-        while self.sink.buffered > getattr(self.sink, "HIGH_WATER", 1 << 62) and not self.job.cancelled:
-            fut = asyncio.run_coroutine_threadsafe(self.sink.wait_room(), self._loop)
+        self._unsynced += sum(len(p) for p in pieces)
+        if self._unsynced >= SYNC_BYTES:
+            # Wait on the loop, behind the adds scheduled so far, until the backlog has room:
+            # a fast producer thread cannot run ahead of the network.
+            self._unsynced = 0
             try:
-                fut.result(timeout=0.5)
-            except TimeoutError:
-                fut.cancel()
+                fut = asyncio.run_coroutine_threadsafe(self.sink.wait_room(), self._loop)
+            except RuntimeError:
+                raise JobInterrupted("the worker stopped") from None
+            while True:
+                try:
+                    fut.result(timeout=0.5)
+                    return
+                except TimeoutError:
+                    self.job.check_cancelled()
 
     # -- the body -------------------------------------------------------------------------
     async def _main(self) -> None:

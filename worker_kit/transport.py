@@ -34,8 +34,9 @@ from .errors import (
 
 log = logging.getLogger("worker_kit.worker")
 
-#: Most bytes of output items sent in one /output request.
-MAX_BATCH_BYTES = 8 * 1024 * 1024
+#: Most bytes of output items in one request: the service takes output and finish bodies up to
+#: its result limit + 4 MB, so items stay under 4 MB whatever an endpoint's result limit is.
+MAX_BATCH_BYTES = 3 * 1024 * 1024
 MAX_BATCH_ITEMS = 5000
 
 
@@ -310,7 +311,8 @@ class JobReporter:
     sends the remaining items inside the finish request, so nothing lands after the result.
     """
 
-    HIGH_WATER = 16 * 1024 * 1024
+    #: Backlog above which producers wait (the handler is paused, not the loop).
+    HIGH_WATER = 8 * 1024 * 1024
 
     def __init__(self, transport: Transport, job_id: str, token: str, on_lost: Callable[[], None]) -> None:
         self.transport, self.job_id, self.token = transport, job_id, token
@@ -359,35 +361,42 @@ class JobReporter:
             self._room.set()
 
     async def _send_loop(self) -> None:
-        backoff = Backoff()
         try:
-            while self._pending and not self._closed:
-                batch, size = [], 0
-                for seq, item in self._pending:
-                    if batch and (size + len(item) > MAX_BATCH_BYTES or len(batch) >= MAX_BATCH_ITEMS):
-                        break
-                    batch.append((seq, item))
-                    size += len(item)
-                try:
-                    next_seq = await self.transport.output(self.job_id, self.token, [b for _, b in batch])
-                except SequenceGap as exc:
-                    next_seq = exc.expected
-                except StaleLease:
-                    self._lost()
-                    return
-                except (ServiceUnavailable, RateLimited) as exc:
-                    await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._wake, "output")
-                    continue
-                except ServiceError as exc:
-                    # 413 or another refusal: these items can never be delivered.
-                    self.rejected = f"the service refused stream output: {exc.message}"
-                    log.error("job %s: %s", self.job_id, self.rejected)
-                    next_seq = batch[-1][0] + 1
-                backoff.reset()
-                self._acked(next_seq)
+            await self._send(keep=0)
         finally:
             self._sender = None
             self._room.set()
+
+    async def _send(self, keep: int) -> None:
+        """Send batches until at most `keep` bytes are pending (the background sender stops
+        early once the job finishes: its items then ride in the finish request)."""
+        backoff = Backoff()
+        while self._pending and self.buffered > keep and not self._abandoned:
+            if keep == 0 and self._closed:
+                return
+            batch, size = [], 0
+            for seq, item in self._pending:
+                if batch and (size + len(item) > MAX_BATCH_BYTES or len(batch) >= MAX_BATCH_ITEMS):
+                    break
+                batch.append((seq, item))
+                size += len(item)
+            try:
+                next_seq = await self.transport.output(self.job_id, self.token, [b for _, b in batch])
+            except SequenceGap as exc:
+                next_seq = exc.expected
+            except StaleLease:
+                self._lost()
+                return
+            except (ServiceUnavailable, RateLimited) as exc:
+                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._wake, "output")
+                continue
+            except ServiceError as exc:
+                # 413 or another refusal: these items can never be delivered.
+                self.rejected = f"the service refused stream output: {exc.message}"
+                log.error("job %s: %s", self.job_id, self.rejected)
+                next_seq = batch[-1][0] + 1
+            backoff.reset()
+            self._acked(next_seq)
 
     def _lost(self) -> None:
         if not self._abandoned:
@@ -416,6 +425,7 @@ class JobReporter:
             await asyncio.shield(self._sender)
         if not self._abandoned:
             self._wake.clear()
+        await self._send(keep=MAX_BATCH_BYTES)  # a finish request carries at most one batch
         if self.rejected and final.state == "COMPLETED":
             final = Final("FAILED", error=self.rejected)
         backoff = Backoff()

@@ -157,3 +157,37 @@ async def test_chunks_delivered_while_job_runs(service: Any, start_worker: Any, 
     seen.set()
     assert (await api.wait(url, job_id))["status"] == "COMPLETED"
     assert await api.chunks(url, job_id) == ["first", "second"]
+
+
+class SizeRecordingTransport(NativeTransport):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.largest = 0
+
+    async def output(self, job_id: str, token: str, items: list[bytes]) -> int:
+        self.largest = max(self.largest, sum(map(len, items)))
+        return await super().output(job_id, token, items)
+
+    async def finish(self, job_id: str, token: str, final: Any, items: list[bytes]) -> None:
+        self.largest = max(self.largest, sum(map(len, items)))
+        await super().finish(job_id, token, final, items)
+
+
+async def test_fast_producer_of_large_chunks(service: Any, start_worker: Any, api: Any) -> None:
+    # A generator far faster than the network: it is held back (bounded backlog), every
+    # request stays within the service's body limit (result limit + 4 MB), nothing is lost.
+    n = 48
+
+    def gen(job: Job) -> Any:
+        for i in range(n):
+            yield f"{i:04d}" + "x" * 999_996
+
+    url = service.endpoint_url("stream")
+    transport = SizeRecordingTransport(url, worker_id="sizes")
+    await start_worker(gen, url, transport=transport, worker_id="sizes")
+    job_id = await api.run(url, None)
+    status = await api.wait(url, job_id, timeout=60)
+    assert status["status"] == "COMPLETED", status
+    chunks = await api.chunks(url, job_id)
+    assert [c[:4] for c in chunks] == [f"{i:04d}" for i in range(n)]
+    assert 0 < transport.largest <= 4 * MB
