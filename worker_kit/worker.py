@@ -124,9 +124,13 @@ class Worker:
             await asyncio.wait({claim})
             await self._drain()
         finally:
-            for task in (claim, heartbeat, stop_waiter):
+            for active in self._active.values():  # only if run() itself was cancelled
+                active.reporter.abandon(RELEASE)
+                active.run.interrupt()
+            leftover = [*self._tasks, claim, heartbeat, stop_waiter]
+            for task in leftover:
                 task.cancel()
-            await asyncio.gather(claim, heartbeat, stop_waiter, return_exceptions=True)
+            await asyncio.gather(*leftover, return_exceptions=True)
             await self.transport.close()
             self._finished.set()
         log.info("worker %s stopped (exit code %d)", self.worker_id, self.exit_code)
