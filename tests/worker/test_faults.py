@@ -143,3 +143,29 @@ async def test_revived_worker_cannot_overwrite_a_newer_attempt(
         return "stopped by the service (LOST)" in logs or "not delivered" in logs
 
     await until(frozen_gave_up, 10)
+
+
+async def test_job_claimed_as_the_worker_stops_is_released(service: Any, start_worker: Any, api: Any) -> None:
+    # The hosted SDK ran nothing and reported nothing for a job its last poll brought in after
+    # SIGTERM. Here a job that arrives once the worker is stopping is handed straight back.
+    from worker_kit.transport import NativeTransport
+
+    ran: list[Any] = []
+
+    class StopWhileClaiming(NativeTransport):
+        worker: Any = None
+
+        async def claim(self, *args: Any, **kwargs: Any) -> Any:
+            jobs, lease = await super().claim(*args, **kwargs)
+            if jobs:
+                self.worker._request_stop(30.0)  # the stop lands while the claim answers
+            return jobs, lease
+
+    url = service.endpoint_url("faults")
+    transport = StopWhileClaiming(url, worker_id="stopping")
+    worker = await start_worker(ran.append, url, transport=transport, worker_id="stopping")
+    transport.worker = worker
+    job_id = await api.run(url, "never run here")
+    assert await asyncio.wait_for(worker.task, 10) == 0
+    assert ran == [] and worker.stats["released"] == 1
+    assert (await api.status(url, job_id))["status"] == "IN_QUEUE"
