@@ -22,13 +22,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .job import MAX_CHUNK_BYTES
 from .protocol import dumps_json, pack
 from .registry import Handler
-
-#: Pieces of a split str/bytes chunk stay this far under the 1 MB cap, leaving room for the
-#: msgpack header (at most 5 bytes), since the service measures the packed chunk.
-PIECE_BYTES = MAX_CHUNK_BYTES - 16
+from .reporting import pack_chunk
 
 #: A producer thread checks for backpressure after handing over this many bytes.
 SYNC_BYTES = 1024 * 1024
@@ -44,7 +40,7 @@ class JobInterrupted(BaseException):
 
 
 class Sink(Protocol):
-    """Where a running job's output items go (worker_kit.transport.JobReporter)."""
+    """Where a running job's output items go (worker_kit.reporting.JobReporter)."""
 
     buffered: int
 
@@ -146,46 +142,6 @@ def value_outcome(value: Any) -> Outcome:
                 err = repr(err)
         return Outcome(FAILED, error=err)
     return Outcome(COMPLETED, output=value)
-
-
-def split_chunk(item: Any) -> list[Any]:
-    """str and bytes over 1 MB become several pieces of at most 1 MB, in order (str is
-    cut on character boundaries, measured in UTF-8); anything else is one piece."""
-    if isinstance(item, bytearray | memoryview):
-        item = bytes(item)
-    if isinstance(item, bytes):
-        if len(item) <= PIECE_BYTES:
-            return [item]
-        return [item[i : i + PIECE_BYTES] for i in range(0, len(item), PIECE_BYTES)]
-    if isinstance(item, str):
-        if len(item) * 4 <= PIECE_BYTES:  # fast path: cannot exceed the cap
-            return [item]
-        data = item.encode("utf-8")
-        if len(data) <= PIECE_BYTES:
-            return [item]
-        pieces, start = [], 0
-        while start < len(data):
-            end = min(start + PIECE_BYTES, len(data))
-            while end < len(data) and (data[end] & 0xC0) == 0x80:  # inside a multi-byte char
-                end -= 1
-            pieces.append(data[start:end].decode("utf-8"))
-            start = end
-        return pieces
-    return [item]
-
-
-def pack_chunk(item: Any) -> list[bytes]:
-    """The packed pieces of one yielded item; raises for unserialisable or oversized items."""
-    out = []
-    for piece in split_chunk(item):
-        packed = pack(piece)
-        if len(packed) > MAX_CHUNK_BYTES:
-            raise ValueError(
-                f"a streamed {type(item).__name__} is {len(packed)} bytes packed, over the 1 MB chunk "
-                "limit; only str and bytes are split automatically"
-            )
-        out.append(packed)
-    return out
 
 
 def _is_async_callable(fn: Any) -> bool:

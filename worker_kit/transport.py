@@ -2,8 +2,8 @@
 
 `Transport` is what the worker loop needs from a service; `NativeTransport` speaks
 worker_kit's own HTTP+msgpack protocol. Another protocol (the hosted service's) would be a
-second `Transport` subclass. `JobReporter` delivers one job's ordered output and its final
-result through a transport, with batching and retries.
+second `Transport` subclass. What is sent for one job, and the retries, live in
+worker_kit/reporting.py.
 
 aiohttp is imported when a transport opens, never at import time (cold start).
 """
@@ -15,7 +15,6 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -301,160 +300,3 @@ def _claimed(raw: Any) -> ClaimedJob | None:
         deadline_ms=deadline if isinstance(deadline, int | float) else None,
         webhook=raw.get("webhook"),
     )
-
-
-class JobReporter:
-    """One claimed job's ordered output (chunks and progress share one seq) and its result.
-
-    `add` queues an item; a sender task ships whatever has accumulated while the previous
-    request was in flight, so small chunks batch without any artificial wait. `finish`
-    sends the remaining items inside the finish request, so nothing lands after the result.
-    """
-
-    #: Backlog above which producers wait (the handler is paused, not the loop).
-    HIGH_WATER = 8 * 1024 * 1024
-
-    def __init__(self, transport: Transport, job_id: str, token: str, on_lost: Callable[[], None]) -> None:
-        self.transport, self.job_id, self.token = transport, job_id, token
-        self._on_lost = on_lost
-        self._pending: list[tuple[int, bytes]] = []
-        self._seq = 0
-        self.buffered = 0
-        self._room = asyncio.Event()
-        self._room.set()
-        self._wake = asyncio.Event()
-        self._sender: asyncio.Task[None] | None = None
-        self._closed = False  # no more items accepted (finished or abandoned)
-        self._abandoned: str | None = None  # why nothing more is sent at all
-        #: Set when the service refused output (413 or 4xx); the job then finishes FAILED.
-        self.rejected: str | None = None
-
-    # -- the Sink the handler side uses --------------------------------------------------
-    def add(self, kind: str, packed_data: bytes) -> None:
-        if self._closed:
-            log.debug("job %s: %s after the job ended, dropped", self.job_id, kind)
-            return
-        item = pack_item(self._seq, kind, packed_data)
-        self._pending.append((self._seq, item))
-        self._seq += 1
-        self.buffered += len(item)
-        if self.buffered > self.HIGH_WATER:
-            self._room.clear()
-        if self._sender is None:
-            self._sender = asyncio.get_running_loop().create_task(self._send_loop())
-
-    async def wait_room(self) -> None:
-        await self._room.wait()
-
-    # -- delivery -------------------------------------------------------------------------
-    def _acked(self, next_seq: int) -> None:
-        keep = [(s, b) for s, b in self._pending if s >= next_seq]
-        if keep and keep[0][0] > next_seq:
-            # The service lacks items it had acknowledged (a store that lost writes): they
-            # cannot be resent, and every later item would be refused as a gap.
-            self.rejected = f"stream items {next_seq}..{keep[0][0] - 1} were lost by the service"
-            log.error("job %s: %s; dropping the rest of the stream", self.job_id, self.rejected)
-            keep = []
-        self._pending = keep
-        self.buffered = sum(len(b) for _, b in keep)
-        if self.buffered <= self.HIGH_WATER:
-            self._room.set()
-
-    async def _send_loop(self) -> None:
-        try:
-            await self._send(keep=0)
-        finally:
-            self._sender = None
-            self._room.set()
-
-    async def _send(self, keep: int) -> None:
-        """Send batches until at most `keep` bytes are pending (the background sender stops
-        early once the job finishes: its items then ride in the finish request)."""
-        backoff = Backoff()
-        while self._pending and self.buffered > keep and not self._abandoned:
-            if keep == 0 and self._closed:
-                return
-            batch, size = [], 0
-            for seq, item in self._pending:
-                if batch and (size + len(item) > MAX_BATCH_BYTES or len(batch) >= MAX_BATCH_ITEMS):
-                    break
-                batch.append((seq, item))
-                size += len(item)
-            try:
-                next_seq = await self.transport.output(self.job_id, self.token, [b for _, b in batch])
-            except SequenceGap as exc:
-                next_seq = exc.expected
-            except StaleLease:
-                self._lost()
-                return
-            except (ServiceUnavailable, RateLimited) as exc:
-                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._wake, "output")
-                continue
-            except ServiceError as exc:
-                # 413 or another refusal: these items can never be delivered.
-                self.rejected = f"the service refused stream output: {exc.message}"
-                log.error("job %s: %s", self.job_id, self.rejected)
-                next_seq = batch[-1][0] + 1
-            backoff.reset()
-            self._acked(next_seq)
-
-    def _lost(self) -> None:
-        if not self._abandoned:
-            self.abandon("LOST")
-            self._on_lost()
-
-    def abandon(self, reason: str) -> None:
-        """Send nothing more for this job (CANCELLED, TIMED_OUT or LOST by the service, or
-        the worker's shutdown)."""
-        self._closed = True
-        self._abandoned = reason
-        self._pending.clear()
-        self.buffered = 0
-        self._room.set()
-        self._wake.set()
-
-    async def finish(self, final: Final) -> bool:
-        """Deliver the final result, retrying until it lands or the lease is lost.
-
-        Returns True when the service accepted it. A 413 turns the result into FAILED
-        with a message saying why; a lost lease or other refusal is logged, never silent.
-        """
-        self._closed = True
-        self._wake.set()  # a sender sleeping in backoff stops; its items go in the finish
-        if self._sender is not None:
-            await asyncio.shield(self._sender)
-        if not self._abandoned:
-            self._wake.clear()
-        await self._send(keep=MAX_BATCH_BYTES)  # a finish request carries at most one batch
-        if self.rejected and final.state == "COMPLETED":
-            final = Final("FAILED", error=self.rejected)
-        backoff = Backoff()
-        while not self._abandoned:
-            try:
-                await self.transport.finish(self.job_id, self.token, final, [b for _, b in self._pending])
-                return True
-            except SequenceGap as exc:
-                self._acked(exc.expected)
-            except StaleLease as exc:
-                level = logging.INFO if exc.state == "CANCELLED" else logging.ERROR
-                log.log(level, "job %s: result (%s) not delivered: the service answered that the lease is "
-                        "gone (job is %s)", self.job_id, final.state, exc.state or "unknown",
-                        extra={"job_id": self.job_id})
-                return False
-            except PayloadTooLarge as exc:
-                if final.output is None and not self._pending:
-                    log.error("job %s: result refused as too large: %s", self.job_id, exc.message)
-                    return False
-                final = Final("FAILED", error=f"result too large: the service refused it ({exc.message})")
-                log.error("job %s: %s", self.job_id, final.error, extra={"job_id": self.job_id})
-                self._pending.clear()
-            except (ServiceUnavailable, RateLimited) as exc:
-                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._wake, "finish")
-            except ServiceError as exc:
-                log.error("job %s: result (%s) not delivered: the service refused it: %s",
-                          self.job_id, final.state, exc, extra={"job_id": self.job_id})
-                return False
-        level = logging.WARNING if self._abandoned in ("CANCELLED", "TIMED_OUT") else logging.ERROR
-        log.log(level, "job %s: result (%s) not delivered: the job was abandoned (%s)", self.job_id,
-                final.state, self._abandoned, extra={"job_id": self.job_id})
-        return False

@@ -3,7 +3,7 @@
 Three kinds of task share one event loop: one claim loop (a long-poll for as many jobs
 as there are free slots, sent again as soon as a slot frees), one heartbeat loop
 (renews leases and receives cancels and timeouts), and one task per job (runs the
-handler through `execution.Run` and delivers its result through `transport.JobReporter`).
+handler through `execution.Run` and delivers its result through `reporting.JobReporter`).
 
 `Worker` never installs signal handlers; `worker_kit.start()` and the CLI do.
 """
@@ -17,16 +17,17 @@ import math
 import os
 import socket
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import protocol
-from .errors import AuthError, RateLimited, ServiceError, ServiceUnavailable, StaleLease
+from .errors import AuthError, RateLimited, ServiceError, ServiceUnavailable
 from .execution import COMPLETED, FAILED, STOPPED, TIMED_OUT, Job, Outcome, Run
 from .job import DEFAULT_EXECUTION_TIMEOUT_MS
 from .registry import Concurrency, Handler
+from .reporting import JobReporter, final_report, release
 from .settings import EXIT_OK, EXIT_REFUSED, EXIT_STUCK
-from .transport import Backoff, ClaimedJob, Final, JobReporter, NativeTransport, Transport
+from .transport import Backoff, ClaimedJob, NativeTransport, Transport
 
 log = logging.getLogger("worker_kit.worker")
 
@@ -50,7 +51,6 @@ class _Active:
     stopped: asyncio.Future[str]
     started: float
     finishing: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Worker:
@@ -115,7 +115,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         await self.transport.open()
         log.info("worker %s started: handler %s, endpoint %s, concurrency %s", self.worker_id,
-                 self.handler.name, self.url, self._describe_concurrency())
+                 self.handler.name, self.url, "dynamic" if callable(self._concurrency) else self._concurrency)
         stop_waiter = loop.create_task(self._stop_requested.wait())
         claim = loop.create_task(self._claim_loop(stop_waiter))
         heartbeat = loop.create_task(self._heartbeat_loop())
@@ -188,9 +188,6 @@ class Worker:
         self._request_stop(float("inf"))
 
     # -- claiming -------------------------------------------------------------------------
-    def _describe_concurrency(self) -> str:
-        return "dynamic" if callable(self._concurrency) else str(self._concurrency)
-
     def _capacity(self) -> int:
         if callable(self._concurrency):
             try:
@@ -307,7 +304,8 @@ class Worker:
                 error = f"execution timeout: the job ran longer than {timeout_s:.6g} s"
                 outcome = Outcome(TIMED_OUT, error=error)
             active.finishing = True
-            final = self._final(outcome)
+            final = final_report(outcome.state, outcome.output, outcome.error, outcome.error_detail,
+                                 self.result_limit)
             delivered = await reporter.finish(final)
             elapsed = loop.time() - active.started
             state, error = final.state, final.error
@@ -344,39 +342,9 @@ class Worker:
         except TimeoutError:
             self._poison(active.claimed.id)
 
-    def _final(self, outcome: Outcome) -> Final:
-        if outcome.state != COMPLETED:
-            return Final(outcome.state, error=outcome.error, error_detail=outcome.error_detail)
-        if outcome.output is None:
-            return Final(COMPLETED)
-        try:
-            packed = protocol.pack(outcome.output)
-        except Exception as exc:
-            error = f"result is not serialisable: {type(exc).__name__}: {exc}"
-            return Final(FAILED, error=error, error_detail={"type": "SerializationError", "message": error})
-        if len(packed) > self.result_limit:
-            error = (f"result too large: {len(packed) / 1048576:.1f} MB packed, over the "
-                     f"{self.result_limit / 1048576:.0f} MB result limit")
-            return Final(FAILED, error=error, error_detail={"type": "ResultTooLarge", "message": error})
-        return Final(COMPLETED, output=packed)
-
     async def _release(self, claimed: ClaimedJob) -> None:
-        backoff = Backoff(cap=1.0)
-        for _ in range(5):
-            try:
-                await self.transport.release(claimed.id, claimed.token)
-                self.stats["released"] += 1
-                log.info("job %s released back to the queue", claimed.id, extra={"job_id": claimed.id})
-                return
-            except StaleLease:
-                return  # it ended or was requeued already
-            except (ServiceUnavailable, RateLimited):
-                await backoff.sleep()
-            except ServiceError as exc:
-                log.error("job %s: release refused: %s", claimed.id, exc, extra={"job_id": claimed.id})
-                return
-        log.error("job %s could not be released (service unreachable); it returns to the queue when its "
-                  "lease expires", claimed.id, extra={"job_id": claimed.id})
+        if await release(self.transport, claimed.id, claimed.token):
+            self.stats["released"] += 1
 
     def _on_settled(self, _: asyncio.Future[None]) -> None:
         self._occupied -= 1
