@@ -79,15 +79,15 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         epilog=ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--url", help="endpoint base URL (WORKER_KIT_URL)")
-    p.add_argument("--api-key", help="worker key (WORKER_KIT_API_KEY)")
-    p.add_argument("--concurrency", help="jobs at once (WORKER_KIT_CONCURRENCY)")
-    p.add_argument("--timeout", help="default execution timeout, s (WORKER_KIT_TIMEOUT)")
-    p.add_argument("--grace", help="drain grace after SIGTERM, s (WORKER_KIT_GRACE)")
-    p.add_argument("--stuck-grace", help="wait for a stopped handler, s (WORKER_KIT_STUCK_GRACE)")
-    p.add_argument("--log-level", help="log level (WORKER_KIT_LOG_LEVEL)")
-    p.add_argument("--log-format", help="text or json (WORKER_KIT_LOG_FORMAT)")
-    p.add_argument("--worker-id", help="worker id (WORKER_KIT_WORKER_ID)")
+    p.add_argument("--url", metavar="URL", help="endpoint base URL (WORKER_KIT_URL)")
+    p.add_argument("--api-key", metavar="KEY", help="worker key (WORKER_KIT_API_KEY)")
+    p.add_argument("--concurrency", metavar="N", help="jobs at once (WORKER_KIT_CONCURRENCY)")
+    p.add_argument("--timeout", metavar="S", help="default execution timeout, s (WORKER_KIT_TIMEOUT)")
+    p.add_argument("--grace", metavar="S", help="drain grace after SIGTERM, s (WORKER_KIT_GRACE)")
+    p.add_argument("--stuck-grace", metavar="S", help="wait for a stopped handler, s (WORKER_KIT_STUCK_GRACE)")
+    p.add_argument("--log-level", metavar="LEVEL", help="log level (WORKER_KIT_LOG_LEVEL)")
+    p.add_argument("--log-format", metavar="FORMAT", help="text or json (WORKER_KIT_LOG_FORMAT)")
+    p.add_argument("--worker-id", metavar="ID", help="worker id (WORKER_KIT_WORKER_ID)")
     return p
 
 
