@@ -84,7 +84,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--concurrency", metavar="N", help="jobs at once (WORKER_KIT_CONCURRENCY)")
     p.add_argument("--timeout", metavar="S", help="default execution timeout, s (WORKER_KIT_TIMEOUT)")
     p.add_argument("--grace", metavar="S", help="drain grace after SIGTERM, s (WORKER_KIT_GRACE)")
-    p.add_argument("--stuck-grace", metavar="S", help="wait for a stopped handler, s (WORKER_KIT_STUCK_GRACE)")
+    p.add_argument("--stuck-grace", metavar="S", help="wait for a stopped handler (WORKER_KIT_STUCK_GRACE)")
     p.add_argument("--log-level", metavar="LEVEL", help="log level (WORKER_KIT_LOG_LEVEL)")
     p.add_argument("--log-format", metavar="FORMAT", help="text or json (WORKER_KIT_LOG_FORMAT)")
     p.add_argument("--worker-id", metavar="ID", help="worker id (WORKER_KIT_WORKER_ID)")
