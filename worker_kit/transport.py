@@ -209,6 +209,8 @@ class NativeTransport(Transport):
         except ValueError:
             payload = {"error": raw[:200].decode("utf-8", "replace")}
         if status == 200:
+            if not isinstance(payload, dict):
+                raise ServiceError(status, f"{path} answered {type(payload).__name__}, not an object")
             return payload
         body_info = payload if isinstance(payload, dict) else {}
         message = str(body_info.get("error") or f"HTTP {status}")
@@ -295,7 +297,7 @@ def _claimed(raw: Any) -> ClaimedJob | None:
         id=raw["id"],
         token=raw["token"],
         input=raw.get("input"),
-        attempt=int(raw.get("attempt") or 1),
+        attempt=raw["attempt"] if isinstance(raw.get("attempt"), int) else 1,
         policy=policy,
         deadline_ms=deadline if isinstance(deadline, int | float) else None,
         webhook=raw.get("webhook"),

@@ -232,6 +232,10 @@ class Worker:
                 self.exit_code = EXIT_REFUSED
                 self._request_stop(0.0)
                 return
+            except Exception:  # a reply this worker cannot read: say so, keep trying
+                log.exception("claim failed")
+                await backoff.sleep(0.0, self._stop_requested, "claim")
+                continue
             backoff.reset()
             if lease_ms:
                 self._lease_ms = int(lease_ms)
@@ -374,6 +378,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         backoff = Backoff()
         while True:
+            backoff.cap = min(10.0, max(0.2, self._lease_ms / 3000))  # retry within a third of a lease
             now = loop.time()
             leases = {j: tok for j, (tok, since) in self._held.items() if now - since >= HEARTBEAT_DELAY_S}
             self._hb_wake.clear()
@@ -399,8 +404,8 @@ class Worker:
             except (ServiceUnavailable, RateLimited) as exc:
                 await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, what="heartbeat")
                 continue
-            except ServiceError as exc:
-                log.error("heartbeat refused: %s", exc)
+            except Exception as exc:
+                log.error("heartbeat failed: %s", exc)
                 await backoff.sleep()
                 continue
             backoff.reset()
