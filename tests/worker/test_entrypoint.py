@@ -202,3 +202,13 @@ def test_test_input_file_used_without_url(tmp_path: Path) -> None:
     proc = run_py(str(HANDLERS / "echo.py"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["output"]["echo"] == "from file"
+
+
+async def test_worker_installs_no_signal_handlers(service: Any, start_worker: Any, api: Any) -> None:
+    import signal
+
+    before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    url = service.endpoint_url("entry")
+    await start_worker(lambda job: job.input, url)
+    assert (await api.wait(url, await api.run(url, 1)))["status"] == "COMPLETED"
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
