@@ -27,14 +27,26 @@ log = logging.getLogger("worker_kit.worker")
 started = False
 
 
-def wants_harness(argv: Sequence[str], env: Mapping[str, str], options: Mapping[str, Any]) -> bool:
+#: Flags that select the local harness; `--test_input` is the hosted SDK's spelling.
+HARNESS_FLAGS = ("--test-input", "--test_input", "--serve")
+
+
+def wants_harness(
+    argv: Sequence[str], env: Mapping[str, str], options: Mapping[str, Any], script: str | None = None
+) -> bool:
     for arg in argv:
-        if arg in ("--test-input", "--serve") or arg.startswith("--test-input="):
+        if arg in HARNESS_FLAGS or arg.startswith(("--test-input=", "--test_input=")):
             return True
     has_url = bool(env.get("WORKER_KIT_URL")) or bool(options.get("url")) or any(
         a == "--url" or a.startswith("--url=") for a in argv
     )
-    return not has_url and os.path.exists("test_input.json")
+    if has_url:
+        return False
+    # Without a queue to serve, a test_input.json here or beside the handler file means "try it".
+    places = ["test_input.json"]
+    if script:
+        places.append(os.path.join(os.path.dirname(os.path.abspath(script)), "test_input.json"))
+    return any(os.path.isfile(place) for place in places)
 
 
 def start(handler: Callable[..., Any] | Handler | str | None = None, **options: Any) -> NoReturn:
@@ -52,7 +64,7 @@ def start(handler: Callable[..., Any] | Handler | str | None = None, **options: 
     except ConfigError as exc:
         _fail(prog, str(exc))
     argv = sys.argv[1:]
-    if wants_harness(argv, os.environ, options):
+    if wants_harness(argv, os.environ, options, script=sys.argv[0] if sys.argv else None):
         from .harness import main as harness_main
 
         sys.exit(harness_main(chosen, list(argv)))

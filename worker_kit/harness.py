@@ -67,6 +67,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--test-input",
+        "--test_input",  # the hosted SDK's spelling, so its users' habits work here too
         dest="test_input",
         metavar="JSON",
         nargs="?",

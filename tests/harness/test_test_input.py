@@ -72,6 +72,17 @@ def test_test_input_json_beside_the_handler_file(py, write_handler, tmp_path: Pa
     proc = py(path, "--test-input", cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     assert _final(proc.stdout)["output"] == {"got": "beside"}
+    # No flag at all: the file beside the handler is enough, as ./test_input.json is.
+    proc = py(path, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert _final(proc.stdout)["output"] == {"got": "beside"}
+
+
+def test_hosted_sdk_spelling_of_the_flag(py, write_handler) -> None:
+    path = write_handler(ECHO)
+    proc = py(path, "--test_input", '{"input": "underscored"}')
+    assert proc.returncode == 0, proc.stderr
+    assert _final(proc.stdout)["output"] == {"got": "underscored"}
 
 
 def test_failed_job_exits_1_with_error_and_traceback(py, write_handler) -> None:
