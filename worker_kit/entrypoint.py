@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from .errors import ConfigError
+from .logs import configure_logging
 from .registry import Handler, get_handler
-from .settings import EXIT_CONFIG, EXIT_STUCK, WorkerSettings, configure_logging, load_settings
+from .settings import EXIT_CONFIG, EXIT_STUCK, WorkerSettings, load_settings
 
 log = logging.getLogger("worker_kit.worker")
 
@@ -72,7 +73,7 @@ def start(handler: Callable[..., Any] | Handler | str | None = None, **options: 
         settings = load_settings(argv, os.environ, options, prog=prog)
     except ConfigError as exc:
         _fail(prog, str(exc))
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
     code = run_worker(chosen, settings)
     logging.shutdown()
     if code == EXIT_STUCK:

@@ -139,9 +139,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def _configure_logging(level: str) -> None:
-    from .service.logs import configure_logging
+    from .logs import configure_logging
 
-    configure_logging("text", level)
+    configure_logging(level=level)
 
 
 def _run_async(coro: Any) -> int:

@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import logging
 import os
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .errors import ConfigError
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-LOG_FORMATS = ("text", "json")
+from .logs import LOG_FORMATS, LOG_LEVELS
 
 #: Exit codes of a worker process (documented in docs/worker.md).
 EXIT_OK = 0
@@ -165,43 +160,3 @@ def load_settings(
         log_format=fmt,
         worker_id=pick("worker_id", "WORKER_KIT_WORKER_ID", "worker_id"),
     )
-
-
-# -- logging -------------------------------------------------------------------------------------
-
-_STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line; `extra={...}` fields (job_id, state, ...) become keys."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            if key not in _STD_ATTRS and not key.startswith("_"):
-                out[key] = value
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
-
-
-def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Send worker_kit's logs (and the handler's, through the root logger) to stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
-    # aiohttp logs each dropped connection at DEBUG/WARNING; the worker reports outages itself.
-    logging.getLogger("aiohttp").setLevel(max(logging.WARNING, logging.getLevelName(level)))

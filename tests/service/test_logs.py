@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from worker_kit.service.logs import JsonFormatter
+from worker_kit.logs import JsonFormatter
 
 
 def test_json_formatter_one_object_per_line() -> None:

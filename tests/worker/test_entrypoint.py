@@ -135,7 +135,7 @@ async def test_json_logs(service: Any, spawn_worker: Any, api: Any) -> None:
     await worker.wait_log("COMPLETED in")
     lines = [json.loads(line) for line in worker.logs().splitlines() if line.strip()]
     done = [entry for entry in lines if entry.get("state") == "COMPLETED"]
-    assert done and done[0]["job_id"] == job_id and done[0]["level"] == "INFO" and "duration_ms" in done[0]
+    assert done and done[0]["job_id"] == job_id and done[0]["level"] == "info" and "duration_ms" in done[0]
 
 
 async def test_work_command_runs_a_file_that_only_registers(service: Any, tmp_path: Path, api: Any) -> None:

@@ -119,9 +119,9 @@ def serve_command(args: argparse.Namespace) -> int:
             )
             return 2
 
-    from ..service.logs import configure_logging
+    from ..logs import configure_logging
 
-    configure_logging(config.log_format, config.log_level)
+    configure_logging(level=config.log_level, fmt=config.log_format)
     try:
         import uvloop
     except ImportError:
