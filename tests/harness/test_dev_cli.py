@@ -95,17 +95,23 @@ def test_dev_imports_sibling_modules(dev_servers, write_handler) -> None:
     ],
     ids=["syntax-error", "import-error", "raises-at-import", "no-handler", "two-handlers"],
 )
-def test_dev_broken_files_get_one_line_and_exit_2(py, write_handler, source: str, expected: str) -> None:
+@pytest.mark.parametrize("command", [("dev", "--port", "0"), ("work", "--url", "http://127.0.0.1:9/v2/x")])
+def test_broken_files_get_one_line_and_exit_2(
+    py, write_handler, source: str, expected: str, command: tuple[str, ...]
+) -> None:
     path = write_handler(source)
-    proc = py("-m", "worker_kit", "dev", path, "--port", "0", timeout=30)
+    proc = py("-m", "worker_kit", command[0], path, *command[1:], timeout=30)
     assert proc.returncode == 2, proc.stderr
     line = _one_error_line(proc.stderr)
-    assert line.startswith("worker-kit dev: error: ")
+    assert ": error: " in line
+    if command[0] == "dev" or "handler" not in expected:
+        assert line.startswith(f"worker-kit {command[0]}: error: ")
     assert expected in line
 
 
-def test_dev_missing_file(py, tmp_path: Path) -> None:
-    proc = py("-m", "worker_kit", "dev", tmp_path / "nope.py")
+@pytest.mark.parametrize("command", ["dev", "work"])
+def test_missing_file(py, tmp_path: Path, command: str) -> None:
+    proc = py("-m", "worker_kit", command, tmp_path / "nope.py")
     assert proc.returncode == 2
     assert "no such file" in _one_error_line(proc.stderr)
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import runpy
-import sys
-import traceback
 from pathlib import Path
 
-EXIT_USAGE = 2
+from .handler_file import fail, run_file
+
+PROG = "worker-kit dev"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,11 +54,14 @@ def harness_argv(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
-        return _fail(
+        return fail(PROG,
             f"{args.file}: no such file; pass the path of a handler file, e.g. worker-kit dev handler.py"
         )
     argv = harness_argv(args)
-    code = run_file(path, argv)
+    # Starting a real worker instead of the dev server would surprise; --serve in argv already
+    # routes start() to the harness, and this keeps a stray WORKER_KIT_URL out of the way.
+    os.environ.pop("WORKER_KIT_URL", None)
+    code = run_file(path, argv, PROG)
     if code is not None:
         return code
     # The file imported without calling worker_kit.start(): serve what it registered.
@@ -70,61 +72,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         handler = get_handler()
     except (ConfigError, LookupError) as exc:
-        return _fail(f"{path}: {exc}")
+        return fail(PROG, f"{path}: {exc}")
     return harness_main(handler, argv)
-
-
-def run_file(path: Path, argv: list[str]) -> int | None:
-    """Run `path` as __main__ with `argv`; its exit code if it exited (start() does), None if
-    it simply returned, or 2 with one line on stderr if it failed to import."""
-    saved_argv, saved_path = sys.argv, list(sys.path)
-    sys.argv = [str(path), *argv]
-    # As `python handler.py` would: the file's directory first, so its sibling modules import.
-    sys.path.insert(0, str(path.resolve().parent))
-    # Starting a real worker instead of the dev server would surprise; --serve in argv already
-    # routes start() to the harness, and this keeps a stray WORKER_KIT_URL out of the way.
-    os.environ.pop("WORKER_KIT_URL", None)
-    try:
-        runpy.run_path(str(path), run_name="__main__")
-    except SystemExit as exc:
-        return _exit_code(exc)
-    except KeyboardInterrupt:
-        print("worker-kit dev: interrupted", file=sys.stderr)
-        return 130
-    except SyntaxError as exc:
-        where = f"{exc.filename}, line {exc.lineno}" if exc.filename else str(path)
-        return _fail(f"{where}: syntax error: {exc.msg}; fix the file and run again")
-    except ImportError as exc:
-        return _fail(
-            f"{path} failed to import: {exc} ({_origin(exc, path)}); install the module or fix the import"
-        )
-    except Exception as exc:
-        return _fail(f"{path} raised {type(exc).__name__} while loading: {exc} ({_origin(exc, path)})")
-    finally:
-        sys.argv = saved_argv
-        sys.path[:] = saved_path
-    return None
-
-
-def _origin(exc: BaseException, path: Path) -> str:
-    """The innermost frame of the user's own file, else the innermost frame: file:line."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    mine = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
-    frame = (mine or frames or [None])[-1]
-    if frame is None:
-        return str(path)
-    return f"at {frame.filename}:{frame.lineno}"
-
-
-def _exit_code(exc: SystemExit) -> int:
-    if exc.code is None:
-        return 0
-    if isinstance(exc.code, int):
-        return exc.code
-    print(exc.code, file=sys.stderr)
-    return 1
-
-
-def _fail(message: str) -> int:
-    print(f"worker-kit dev: error: {message}", file=sys.stderr, flush=True)
-    return EXIT_USAGE

@@ -8,9 +8,13 @@ A file that only registers a handler with @worker_kit.handler is started afterwa
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from pathlib import Path
 from typing import Any
+
+from .handler_file import exit_code, fail, run_file
+
+PROG = "worker-kit work"
 
 
 def register(subparsers: Any) -> None:
@@ -25,31 +29,19 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _code(exc: SystemExit) -> int:
-    if exc.code is None:
-        return 0
-    if isinstance(exc.code, int):
-        return exc.code
-    print(exc.code, file=sys.stderr)
-    return 1
-
-
 def run(args: argparse.Namespace) -> int:
-    import runpy
-
     from .. import entrypoint
 
-    path = args.file
-    if not os.path.isfile(path):
-        print(f"worker-kit work: error: no such file: {path}", file=sys.stderr)
-        return 2
-    sys.argv = [path, *args.args]
-    # As `python handler.py` does: the file's own directory is importable.
-    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    path = Path(args.file)
+    if not path.is_file():
+        return fail(PROG, f"{args.file}: no such file; pass the path of a handler file")
+    code = run_file(path, list(args.args), PROG)
+    if code is not None:
+        return code
+    # The file only registered its handler: start the worker for it, with the same flags.
+    sys.argv = [str(path), *args.args]
     try:
-        runpy.run_path(path, run_name="__main__")
-        if not entrypoint.started:
-            entrypoint.start()
+        entrypoint.start()
     except SystemExit as exc:
-        return _code(exc)
+        return exit_code(exc)
     return 0
