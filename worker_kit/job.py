@@ -57,9 +57,17 @@ def now() -> float:
 class Policy:
     execution_timeout_ms: int = DEFAULT_EXECUTION_TIMEOUT_MS
     ttl_ms: int = DEFAULT_TTL_MS
+    #: True when the client chose `execution_timeout_ms`; False when it is the endpoint's
+    #: default, which a handler's own timeout may then undercut (docs/worker.md).
+    execution_timeout_explicit: bool = False
 
     def to_wire(self) -> dict[str, int]:
-        return {"executionTimeout": self.execution_timeout_ms, "ttl": self.ttl_ms}
+        """The policy as a client sends it. executionTimeout is left out when it was not
+        chosen (not explicit and still the default), so the handler's timeout can apply."""
+        wire = {"ttl": self.ttl_ms}
+        if self.execution_timeout_explicit or self.execution_timeout_ms != DEFAULT_EXECUTION_TIMEOUT_MS:
+            wire = {"executionTimeout": self.execution_timeout_ms, **wire}
+        return wire
 
 
 @dataclass(slots=True)

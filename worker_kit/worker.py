@@ -254,15 +254,13 @@ class Worker:
 
     # -- one job --------------------------------------------------------------------------
     def _timeout_for(self, claimed: ClaimedJob) -> float:
+        # The service sends executionTimeout only when the client chose it; then the
+        # handler's timeout, then the worker's, then the default.
         job_ms = claimed.policy.get("executionTimeout")
-        job_ms = job_ms if isinstance(job_ms, int | float) and job_ms > 0 else None
-        # The service fills in the 600 s default when a client sets none, so only another
-        # value is taken as the client's choice; then the handler's, then the worker's.
-        if job_ms is not None and job_ms != DEFAULT_EXECUTION_TIMEOUT_MS:
+        if isinstance(job_ms, int | float) and not isinstance(job_ms, bool) and job_ms > 0:
             seconds = job_ms / 1000
         else:
-            fallback = (job_ms or DEFAULT_EXECUTION_TIMEOUT_MS) / 1000
-            seconds = self.handler.timeout or self.timeout_s or fallback
+            seconds = self.handler.timeout or self.timeout_s or DEFAULT_EXECUTION_TIMEOUT_MS / 1000
         if claimed.deadline_ms is not None:  # the service's own deadline (TTL included)
             deadline_s = max(0.0, claimed.deadline_ms / 1000)
             if deadline_s < seconds - 0.05:  # not just the same deadline, rounded

@@ -49,10 +49,25 @@ async def test_submit_then_get_round_trips_input_including_bytes(storage: Storag
     assert got.input == payload
     assert got.state is JobState.IN_QUEUE
     assert got.policy == Policy(execution_timeout_ms=1234, ttl_ms=5678)
+    assert got.policy.execution_timeout_explicit is False
     assert got.webhook == "http://127.0.0.1:1/hook"
     assert got.retention_ms == 60_000
     assert got.created_at == pytest.approx(job.created_at)
     assert got.attempt == 0 and got.token is None and got.worker_id is None
+
+
+@pytest.mark.parametrize("explicit", [True, False])
+async def test_explicit_execution_timeout_round_trips(storage: Storage, explicit: bool) -> None:
+    policy = Policy(execution_timeout_ms=600_000, ttl_ms=5678, execution_timeout_explicit=explicit)
+    job = await submit(storage, 1, policy=policy)
+    got = await storage.get(EP, job.id)
+    assert got is not None and got.policy == policy
+    (claimed,) = await storage.claim(EP, "w1", 1, LEASE_MS)
+    assert claimed.policy == policy
+    # A retried job keeps the client's choice.
+    assert claimed.token is not None
+    await storage.finish(EP, job.id, claimed.token, JobState.FAILED, error="boom")
+    assert (await storage.retry(EP, job.id)).policy == policy
 
 
 async def test_get_unknown_or_other_endpoint_is_none(storage: Storage) -> None:
@@ -438,7 +453,39 @@ async def test_workers_seen_on_claim_and_heartbeat(storage: Storage) -> None:
     assert set(workers) == {"w1", "w2", "w3"}
     assert workers["w1"].running == 2 and workers["w2"].running == 1 and workers["w3"].running == 0
     assert workers["w1"].seen_at == pytest.approx(time.time(), abs=30)
-    await storage.heartbeat(EP, "w1", {j.id: j.token or "" for j in jobs[:1]}, LEASE_MS)
+    # running counts the jobs a worker holds, not the leases its last heartbeat listed...
+    await storage.heartbeat(EP, "w1", {j.id: j.token or "" for j in jobs[:1]}, LEASE_MS, running=1)
+    workers = {w.worker_id: w for w in await storage.workers(EP, 60)}
+    assert workers["w1"].running == 2
+    # ...so it drops as soon as one of them ends, with no request from the worker.
+    await storage.finish(EP, jobs[0].id, jobs[0].token or "", JobState.COMPLETED)
     workers = {w.worker_id: w for w in await storage.workers(EP, 60)}
     assert workers["w1"].running == 1
+    assert jobs[1].token is not None and await storage.release(EP, jobs[1].id, jobs[1].token)
+    workers = {w.worker_id: w for w in await storage.workers(EP, 60)}
+    assert workers["w1"].running == 0
     assert await storage.workers("other", 60) == []
+
+
+async def test_workers_concurrency_as_stated_else_guessed(storage: Storage) -> None:
+    await submit(storage, 1)
+    await storage.claim(EP, "guessed", 3, LEASE_MS)  # 1 busy + 2 free slots asked for
+    await storage.claim(EP, "stated", 1, LEASE_MS, concurrency=4)
+    await storage.heartbeat(EP, "beating", {}, LEASE_MS, concurrency=2, running=0)
+    workers = {w.worker_id: w for w in await storage.workers(EP, 60)}
+    assert workers["guessed"].concurrency == 3
+    assert workers["stated"].concurrency == 4 and workers["stated"].running == 0
+    assert workers["beating"].concurrency == 2
+    # A later request without a stated concurrency keeps the stated one.
+    await storage.heartbeat(EP, "beating", {}, LEASE_MS)
+    await storage.claim(EP, "stated", 1, LEASE_MS)
+    workers = {w.worker_id: w for w in await storage.workers(EP, 60)}
+    assert workers["beating"].concurrency == 2 and workers["stated"].concurrency == 4
+
+
+async def test_workers_running_drops_when_a_job_is_cancelled(storage: Storage) -> None:
+    job = await submit(storage, 1)
+    await claim_one(storage, "w1")
+    assert [w.running for w in await storage.workers(EP, 60)] == [1]
+    await storage.cancel(EP, job.id)
+    assert [w.running for w in await storage.workers(EP, 60)] == [0]

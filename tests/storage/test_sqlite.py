@@ -94,6 +94,24 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
         await storage.open()
 
 
+async def test_a_schema_1_database_without_later_columns_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    storage = await opened(f"sqlite:///{path}")
+    old = await storage.submit(EP, "old", policy=Policy(execution_timeout_ms=5000), retention_ms=1000)
+    await storage.close()
+    with sqlite3.connect(path) as conn:  # as an earlier build of schema 1 made it
+        conn.execute("ALTER TABLE jobs DROP COLUMN timeout_explicit")
+    storage = await opened(f"sqlite:///{path}")
+    try:
+        got = await storage.get(EP, old.id)
+        assert got is not None and got.policy == Policy(execution_timeout_ms=5000)
+        policy = Policy(execution_timeout_ms=5000, execution_timeout_explicit=True)
+        new = await storage.submit(EP, "new", policy=policy, retention_ms=1000)
+        assert (await storage.get(EP, new.id)).policy == policy  # type: ignore[union-attr]
+    finally:
+        await storage.close()
+
+
 async def test_calls_after_close_fail_clearly(tmp_path: Path) -> None:
     storage = await opened(f"sqlite:///{tmp_path / 'jobs.db'}")
     await storage.close()

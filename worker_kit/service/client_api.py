@@ -118,7 +118,12 @@ def parse_policy(raw: Any, cfg: EndpointConfig) -> Policy:
         values[name] = value
     if "lowPriority" in raw and not isinstance(raw["lowPriority"], bool):
         raise ApiError(400, "policy.lowPriority must be true or false")
-    return Policy(execution_timeout_ms=values["executionTimeout"], ttl_ms=values["ttl"])
+    # Only a client's own executionTimeout outranks the handler's timeout on the worker.
+    return Policy(
+        execution_timeout_ms=values["executionTimeout"],
+        ttl_ms=values["ttl"],
+        execution_timeout_explicit="executionTimeout" in raw,
+    )
 
 
 async def _submit(

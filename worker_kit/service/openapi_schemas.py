@@ -121,7 +121,7 @@ SCHEMAS: dict[str, Any] = {
             "worker_id": {"type": "string"},
             "max": {"type": "integer", "minimum": 1, "maximum": 100},
             "wait_ms": {"type": "integer", "minimum": 0, "description": "capped at 60000"},
-            "concurrency": {"type": "integer", "minimum": 0},
+            "concurrency": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
         },
     },
     "ClaimedJob": {
@@ -147,8 +147,8 @@ SCHEMAS: dict[str, Any] = {
                 "description": "job id → token",
             },
             "wait_ms": {"type": "integer", "minimum": 0},
-            "concurrency": {"type": "integer"},
-            "running": {"type": "integer"},
+            "concurrency": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+            "running": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
         },
     },
     "OutputRequest": {

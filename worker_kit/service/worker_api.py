@@ -39,6 +39,8 @@ log = logging.getLogger("worker_kit.service")
 
 PREFIX = "/v2/{endpoint_id}"
 MAX_CLAIM = 100
+#: Bounds a worker's stated concurrency and running counts (storage keeps them as 64-bit integers).
+MAX_SLOTS = 1_000_000
 #: Claim and heartbeat bodies are small; output and finish bodies are bounded by the result limit.
 _CONTROL_BODY = 1024 * 1024
 _OUTPUT_OVERHEAD = 4 * 1024 * 1024
@@ -76,12 +78,17 @@ def job_wire(job: JobRecord, now: float) -> dict[str, Any]:
     deadline = min(
         started + job.policy.execution_timeout_ms / 1000, job.created_at + job.policy.ttl_ms / 1000
     )
+    # executionTimeout only when the client chose it: the endpoint's default must not
+    # outrank the handler's own timeout. deadline_ms still caps the run either way.
+    policy: dict[str, int] = {"ttl": job.policy.ttl_ms}
+    if job.policy.execution_timeout_explicit:
+        policy = {"executionTimeout": job.policy.execution_timeout_ms, **policy}
     wire: dict[str, Any] = {
         "id": job.id,
         "input": job.input,
         "token": job.token,
         "attempt": job.attempt,
-        "policy": job.policy.to_wire(),
+        "policy": policy,
         "deadline_ms": max(0, int((deadline - now) * 1000)),
     }
     if job.webhook:
@@ -103,14 +110,14 @@ async def claim(
     assert worker_id is not None
     max_jobs = field_int(body, "max", default=1, minimum=1, maximum=MAX_CLAIM)
     wait_ms = field_int(body, "wait_ms", default=DEFAULT_CLAIM_WAIT_MS, minimum=0, cap=MAX_POLL_MS)
-    field_int(body, "concurrency", default=None, minimum=0)
+    concurrency = field_int(body, "concurrency", default=None, minimum=0, maximum=MAX_SLOTS)
     assert max_jobs is not None and wait_ms is not None
     lease_ms = state.config.lease_ms
 
     async def take() -> list[JobRecord] | None:
         if client_gone(request):
             return []  # nobody to hand jobs to: claim nothing
-        jobs = await state.storage.claim(endpoint, worker_id, max_jobs, lease_ms)
+        jobs = await state.storage.claim(endpoint, worker_id, max_jobs, lease_ms, concurrency=concurrency)
         return jobs or None
 
     jobs = (
@@ -142,13 +149,15 @@ async def heartbeat(
     ):
         raise ApiError(400, "jobs must be an object mapping job id to lease token (both strings)")
     wait_ms = field_int(body, "wait_ms", default=0, minimum=0, cap=MAX_POLL_MS)
-    field_int(body, "concurrency", default=None, minimum=0)
-    field_int(body, "running", default=None, minimum=0)
+    concurrency = field_int(body, "concurrency", default=None, minimum=0, maximum=MAX_SLOTS)
+    running = field_int(body, "running", default=None, minimum=0, maximum=MAX_SLOTS)
     assert wait_ms is not None
     lease_ms = state.config.lease_ms
 
     async def stops() -> list[StopSignal] | None:
-        found = await state.storage.heartbeat(endpoint, worker_id, leases, lease_ms)
+        found = await state.storage.heartbeat(
+            endpoint, worker_id, leases, lease_ms, concurrency=concurrency, running=running
+        )
         return found or None
 
     found = (

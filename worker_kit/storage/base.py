@@ -87,7 +87,10 @@ class SweepResult:
 @dataclass(slots=True)
 class WorkerInfo:
     worker_id: str
+    #: IN_PROGRESS jobs the worker holds now: drops the moment one ends (finish, release,
+    #: cancel, sweep), without waiting for the worker's next request. 0 means idle.
     running: int
+    #: Job slots, as the worker last stated them (else a guess from its claims).
     concurrency: int
     seen_at: float
 
@@ -167,16 +170,34 @@ class Storage(ABC):
 
     # -- worker side ---------------------------------------------------------------------------
     @abstractmethod
-    async def claim(self, endpoint: str, worker_id: str, max_jobs: int, lease_ms: int) -> list[JobRecord]:
+    async def claim(
+        self,
+        endpoint: str,
+        worker_id: str,
+        max_jobs: int,
+        lease_ms: int,
+        *,
+        concurrency: int | None = None,
+    ) -> list[JobRecord]:
         """Atomically move up to `max_jobs` IN_QUEUE jobs (oldest first) to IN_PROGRESS,
         each with a fresh fencing token, `attempt` + 1, and a lease of `lease_ms`.
-        Never blocks waiting for jobs: the service long-polls with `wait(queue_channel)`."""
+        Never blocks waiting for jobs: the service long-polls with `wait(queue_channel)`.
+        Records the worker as seen, with `concurrency` (its job slots) when it states them."""
 
     @abstractmethod
     async def heartbeat(
-        self, endpoint: str, worker_id: str, leases: dict[str, str], lease_ms: int
+        self,
+        endpoint: str,
+        worker_id: str,
+        leases: dict[str, str],
+        lease_ms: int,
+        *,
+        concurrency: int | None = None,
+        running: int | None = None,
     ) -> list[StopSignal]:
-        """Renew the leases {job_id: token} the worker holds and record the worker as seen.
+        """Renew the leases {job_id: token} the worker holds and record the worker as seen,
+        with `concurrency` when stated and `running` (the worker's own count of busy slots,
+        which backends may keep for diagnosis; `workers()` counts held jobs instead).
         Returns a stop for every listed job the worker must abandon: CANCELLED or TIMED_OUT
         when the job ended that way, LOST when the token is no longer current or the job is
         gone or ended otherwise."""
@@ -215,7 +236,8 @@ class Storage(ABC):
 
     @abstractmethod
     async def workers(self, endpoint: str, seen_within_s: float) -> list[WorkerInfo]:
-        """Workers of the endpoint seen (claim or heartbeat) within the window."""
+        """Workers of the endpoint seen (claim or heartbeat) within the window; each one's
+        `running` is the number of IN_PROGRESS jobs it holds as of now."""
 
     # -- housekeeping ----------------------------------------------------------------------
     @abstractmethod

@@ -76,6 +76,7 @@ class SQLiteStorage(Storage):
             endpoint=endpoint,
             input_blob=pack(input),
             execution_timeout_ms=policy.execution_timeout_ms,
+            timeout_explicit=policy.execution_timeout_explicit,
             ttl_ms=policy.ttl_ms,
             webhook=webhook,
             retention_ms=retention_ms,
@@ -148,10 +149,11 @@ class SQLiteStorage(Storage):
         lease_ms: int,
         *,
         concurrency: int | None = None,
+        running: int | None = None,
     ) -> list[StopSignal]:
         return await self._engine.write(
             functools.partial(ops.heartbeat, endpoint=endpoint, worker_id=worker_id, leases=dict(leases),
-                              lease_ms=lease_ms, concurrency=concurrency)
+                              lease_ms=lease_ms, concurrency=concurrency, running=running)
         )  # fmt: skip
 
     async def append_output(self, endpoint: str, job_id: str, token: str, items: list[OutputItem]) -> int:
@@ -189,10 +191,13 @@ class SQLiteStorage(Storage):
 
     async def workers(self, endpoint: str, seen_within_s: float) -> list[WorkerInfo]:
         since = time.time() - seen_within_s
+        # `running` is counted from the jobs a worker holds (an index lookup per worker), not
+        # taken from its last request: a job that ends frees its worker at once.
         rows = await self._engine.read(
             lambda conn: conn.execute(
-                "SELECT worker_id, running, concurrency, seen_at FROM workers "
-                "WHERE endpoint = ? AND seen_at >= ? ORDER BY worker_id",
+                "SELECT w.worker_id, (SELECT count(*) FROM jobs j WHERE j.endpoint = w.endpoint "
+                "AND j.worker_id = w.worker_id AND j.state = 'IN_PROGRESS'), w.concurrency, w.seen_at "
+                "FROM workers w WHERE w.endpoint = ? AND w.seen_at >= ? ORDER BY w.worker_id",
                 (endpoint, since),
             ).fetchall()
         )

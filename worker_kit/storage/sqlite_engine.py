@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..errors import ConfigError, StorageError
-from .sqlite_schema import DDL, SCHEMA_VERSION, SQLiteURL
+from .sqlite_schema import DDL, SCHEMA_VERSION, SQLiteURL, add_missing_columns
 
 log = logging.getLogger("worker_kit.storage.sqlite")
 
@@ -162,6 +162,7 @@ class SQLiteEngine:
                     f"understands ({SCHEMA_VERSION}); upgrade worker_kit"
                 )
             conn.executescript(f"BEGIN IMMEDIATE; {DDL} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            add_missing_columns(conn)
         except sqlite3.Error as exc:
             conn.close()
             name = self.url.path or ":memory:"

@@ -104,16 +104,18 @@ def submit(
     endpoint: str,
     input_blob: bytes,
     execution_timeout_ms: int,
+    timeout_explicit: bool,
     ttl_ms: int,
     webhook: str | None,
     retention_ms: int,
 ) -> float:
     now = time.time()
     conn.execute(
-        "INSERT INTO jobs (id, endpoint, state, qpos, execution_timeout_ms, ttl_ms, retention_ms, "
-        "created_at, ttl_deadline, webhook, input) VALUES (?, ?, 'IN_QUEUE', ?, ?, ?, ?, ?, ?, ?, ?)",
-        (job_id, endpoint, next_qpos(), execution_timeout_ms, ttl_ms, retention_ms, now,
-         now + ttl_ms / 1000.0, webhook, input_blob),
+        "INSERT INTO jobs (id, endpoint, state, qpos, execution_timeout_ms, timeout_explicit, ttl_ms, "
+        "retention_ms, created_at, ttl_deadline, webhook, input) "
+        "VALUES (?, ?, 'IN_QUEUE', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (job_id, endpoint, next_qpos(), execution_timeout_ms, int(timeout_explicit), ttl_ms, retention_ms,
+         now, now + ttl_ms / 1000.0, webhook, input_blob),
     )  # fmt: skip
     notes += [queue_channel(endpoint), job_channel(job_id)]
     return now
@@ -250,7 +252,7 @@ def claim(
 
 def heartbeat(
     conn: sqlite3.Connection, notes: list[str], endpoint: str, worker_id: str, leases: dict[str, str],
-    lease_ms: int, concurrency: int | None,
+    lease_ms: int, concurrency: int | None, running: int | None = None,
 ) -> list[StopSignal]:  # fmt: skip
     now = time.time()
     stops: list[StopSignal] = []
@@ -268,7 +270,8 @@ def heartbeat(
             stops.append(StopSignal(job_id, STOP_TIMED_OUT))
         else:
             stops.append(StopSignal(job_id, STOP_LOST))
-    _upsert_worker(conn, endpoint, worker_id, len(leases), concurrency, len(leases), now)
+    reported = len(leases) if running is None else running
+    _upsert_worker(conn, endpoint, worker_id, reported, concurrency, max(reported, len(leases)), now)
     return stops
 
 

@@ -10,6 +10,7 @@ each sweep scan (partial indexes on the deadline, lease and expiry columns).
 from __future__ import annotations
 
 import os
+import sqlite3
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ _JOB_COLUMNS = """
     state TEXT NOT NULL,
     qpos INTEGER NOT NULL,
     execution_timeout_ms INTEGER NOT NULL,
+    timeout_explicit INTEGER NOT NULL DEFAULT 0,
     ttl_ms INTEGER NOT NULL,
     retention_ms INTEGER NOT NULL,
     created_at REAL NOT NULL,
@@ -91,6 +93,7 @@ CREATE TABLE IF NOT EXISTS endpoint_stats (
 CREATE TABLE IF NOT EXISTS workers (
     endpoint TEXT NOT NULL,
     worker_id TEXT NOT NULL,
+    -- the worker's own last count, kept for diagnosis; workers() counts the jobs it holds
     running INTEGER NOT NULL,
     concurrency INTEGER NOT NULL,
     seen_at REAL NOT NULL,
@@ -117,10 +120,21 @@ END;
 
 #: The columns a JobRecord is built from, in `record_from_row` order.
 RECORD_COLUMNS = (
-    "id, endpoint, state, execution_timeout_ms, ttl_ms, retention_ms, created_at, started_at, "
-    "finished_at, expires_at, attempt, retries, worker_id, token, lease_until, next_seq, stream_len, "
-    "read_cursor, webhook, error, error_detail, progress, output, input"
+    "id, endpoint, state, execution_timeout_ms, timeout_explicit, ttl_ms, retention_ms, created_at, "
+    "started_at, finished_at, expires_at, attempt, retries, worker_id, token, lease_until, next_seq, "
+    "stream_len, read_cursor, webhook, error, error_detail, progress, output, input"
 )
+
+#: Columns added to schema 1 after some databases were created; (table, column, definition).
+_ADDED_COLUMNS = (("jobs", "timeout_explicit", "INTEGER NOT NULL DEFAULT 0"),)
+
+
+def add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an earlier build of schema 1 up to date, in place."""
+    for table, column, definition in _ADDED_COLUMNS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 def _blob(value: bytes | None) -> Any:
@@ -129,7 +143,7 @@ def _blob(value: bytes | None) -> Any:
 
 def record_from_row(row: tuple[Any, ...]) -> JobRecord:
     """Build a JobRecord from a row selected with RECORD_COLUMNS (runs off the writer thread)."""
-    (job_id, endpoint, state, exec_ms, ttl_ms, retention_ms, created_at, started_at, finished_at,
+    (job_id, endpoint, state, exec_ms, explicit, ttl_ms, retention_ms, created_at, started_at, finished_at,
      expires_at, attempt, retries, worker_id, token, lease_until, next_seq, stream_len, read_cursor,
      webhook, error, error_detail, progress, output, input_blob) = row  # fmt: skip
     return JobRecord(
@@ -137,7 +151,7 @@ def record_from_row(row: tuple[Any, ...]) -> JobRecord:
         endpoint=endpoint,
         input=unpack(input_blob),
         state=JobState(state),
-        policy=Policy(execution_timeout_ms=exec_ms, ttl_ms=ttl_ms),
+        policy=Policy(execution_timeout_ms=exec_ms, ttl_ms=ttl_ms, execution_timeout_explicit=bool(explicit)),
         webhook=webhook,
         retention_ms=retention_ms,
         created_at=created_at,
