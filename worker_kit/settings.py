@@ -30,7 +30,8 @@ environment (a flag, when given, wins over its variable):
   WORKER_KIT_URL          the endpoint's base URL, e.g. http://127.0.0.1:8000/v2/my-endpoint
   WORKER_KIT_API_KEY      worker key sent as 'Authorization: Bearer <key>'
   WORKER_KIT_CONCURRENCY  jobs run at once (default: the handler's, else 1)
-  WORKER_KIT_TIMEOUT      default execution timeout in seconds (a job's policy wins)
+  WORKER_KIT_TIMEOUT      execution timeout in seconds when neither the job's policy nor
+                          the handler's timeout= sets one (default 600)
   WORKER_KIT_GRACE        seconds running jobs get to finish after SIGTERM (default 30)
   WORKER_KIT_STUCK_GRACE  seconds a stopped handler gets to end before the worker restarts (default 5)
   WORKER_KIT_LOG_LEVEL    DEBUG, INFO (default), WARNING or ERROR
