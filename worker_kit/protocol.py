@@ -74,6 +74,20 @@ def decode(data: bytes, content_type: str | None) -> Any:
     if not data:
         raise ValueError("body is empty; a JSON object was expected")
     try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(data, parse_int=_json_int)
+    except RecursionError:
+        raise ValueError("body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and _json_int's refusals
         raise ValueError(f"body is not valid JSON: {exc}") from None
+
+
+#: The integers msgpack can carry; a JSON body is refused up front for anything wider, since
+#: every body is stored and sent on as msgpack.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def _json_int(text: str) -> int:
+    value = int(text)  # ValueError past Python's digit limit
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise ValueError(f"the integer {text[:24]}{'...' if len(text) > 24 else ''} does not fit in 64 bits")
+    return value

@@ -18,6 +18,12 @@ CLIENT_CASES: list[tuple[str, str, Any, int]] = [
     ("POST", "/run", b"[1, 2]", 400),
     ("POST", "/run", b"", 400),
     ("POST", "/run", b"\xff\xfe", 400),
+    # JSON that parses but that msgpack (the storage and wire format) cannot carry, or that
+    # the parser itself cannot handle: still a 400, never a 500.
+    ("POST", "/run", b'{"input": 123456789012345678901234567890}', 400),
+    ("POST", "/run", b'{"input": -9223372036854775809}', 400),
+    ("POST", "/run", b'{"input": ' + b"9" * 5000 + b"}", 400),
+    ("POST", "/run", b'{"input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),
     ("POST", "/run", {}, 400),
     ("POST", "/run", {"inputs": 1}, 400),
     ("POST", "/run", {"input": 1, "policy": "fast"}, 400),
@@ -79,6 +85,7 @@ WORKER_CASES: list[tuple[str, Any, int]] = [
     ("/worker/jobs/{job}/finish", {"token": "t", "state": "FAILED", "error_detail": "x"}, 400),
     ("/worker/jobs/{job}/finish", {"state": "COMPLETED"}, 400),
     ("/worker/jobs/{job}/finish", {"token": "stale", "state": "COMPLETED"}, 409),
+    ("/worker/jobs/{job}/finish", {"token": "t", "state": "COMPLETED", "output": 2**70}, 400),
     ("/worker/jobs/{job}/release", {}, 400),
     ("/worker/jobs/{job}/release", {"token": "stale"}, 409),
     ("/worker/jobs/unknown/finish", {"token": "t", "state": "COMPLETED"}, 409),
