@@ -48,14 +48,16 @@ async def test_a_retried_job_keeps_the_clients_timeout(api: Api, worker: MiniWor
 
 
 async def test_worker_counts_are_bounded(api: Api) -> None:
-    huge = 10**30  # beyond what storage keeps: refused, not an internal error
-    for path, body in (
-        ("/worker/claim", {"max": 1, "wait_ms": 0, "concurrency": huge}),
-        ("/worker/heartbeat", {"jobs": {}, "concurrency": huge}),
-        ("/worker/heartbeat", {"jobs": {}, "running": huge}),
-    ):
-        status, reply = await api.post(path, {"worker_id": "w", **body})
-        assert status == 400 and "must be between" in reply["error"], reply
+    # Refused, not an internal error: past the bound (yet within 64 bits), and past what
+    # msgpack and storage can hold at all (refused as the body is decoded).
+    for huge, reason in ((2**62, "must be between"), (10**30, "64 bits")):
+        for path, body in (
+            ("/worker/claim", {"max": 1, "wait_ms": 0, "concurrency": huge}),
+            ("/worker/heartbeat", {"jobs": {}, "concurrency": huge}),
+            ("/worker/heartbeat", {"jobs": {}, "running": huge}),
+        ):
+            status, reply = await api.post(path, {"worker_id": "w", **body})
+            assert status == 400 and reason in reply["error"], reply
 
 
 def test_a_client_policy_object_sends_only_a_chosen_timeout() -> None:
