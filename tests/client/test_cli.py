@@ -165,6 +165,9 @@ async def test_run_stream_prints_chunks(
     script = json.dumps({"chunks": ["to", "ken", {"n": 1}], "output": "x"})
     code, out, _ = await run_cli("run", script, "--url", endpoint_url, "--stream", env=env)
     assert (code, out) == (0, 'token{"n":1}\n')
+    # A handler that streams nothing still has its output printed, not dropped.
+    code, out, _ = await run_cli("run", '{"output": {"a": 1}}', "--url", endpoint_url, "--stream", env=env)
+    assert code == 0 and json.loads(out) == {"a": 1}
     script = json.dumps({"chunks": ["a"], "fail": "after a"})
     code, out, err = await run_cli("run", script, "--url", endpoint_url, "--stream", "--json", env=env)
     lines = [json.loads(line) for line in out.splitlines()]

@@ -322,10 +322,12 @@ async def cmd_stream(args: argparse.Namespace) -> int:
 async def _follow_stream(handle: Any, args: argparse.Namespace, *, cursor: int, timeout: float | None) -> int:
     from ..errors import JobError
 
+    streamed = 0
     async with _live(args, handle.id, stdout_too=True) as live:
         try:
             async with asyncio.timeout(timeout):
                 async for chunk in handle.stream(cursor=cursor, on_status=live.update):
+                    streamed += 1
                     if args.json:
                         _print_json({"output": chunk}, compact=True)
                     elif isinstance(chunk, str):
@@ -339,10 +341,11 @@ async def _follow_stream(handle: Any, args: argparse.Namespace, *, cursor: int, 
             from ..client import WaitTimeout
 
             raise WaitTimeout(handle.id, handle.last_status, timeout or 0.0) from None
-    if not args.json and sys.stdout.isatty():
+    if streamed and not args.json and sys.stdout.isatty():
         print()  # end the line of raw text chunks
     status = handle.last_status or await handle.status()
-    return _finish(status, args, print_output=False)
+    # The chunks were the output; a handler that streamed nothing has only its return value.
+    return _finish(status, args, print_output=not streamed and cursor == 0)
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
