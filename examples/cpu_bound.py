@@ -21,4 +21,5 @@ def count_primes(job):
     return {"limit": limit, "primes": primes}
 
 
-worker_kit.start()
+if __name__ == "__main__":  # so tests can import the handler without starting a worker
+    worker_kit.start()

@@ -13,4 +13,5 @@ def echo(job):
     return job.input
 
 
-worker_kit.start()
+if __name__ == "__main__":  # so tests can import the handler without starting a worker
+    worker_kit.start()

@@ -22,4 +22,5 @@ async def train(job):
     return {"steps": steps, "final_loss": loss}
 
 
-worker_kit.start()
+if __name__ == "__main__":  # so tests can import the handler without starting a worker
+    worker_kit.start()

@@ -21,4 +21,5 @@ async def generate(job):
         yield word if i == 0 else " " + word
 
 
-worker_kit.start()
+if __name__ == "__main__":  # so tests can import the handler without starting a worker
+    worker_kit.start()

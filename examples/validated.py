@@ -28,4 +28,5 @@ def repeat(job):
     return {"result": job.input["separator"].join([text] * job.input["times"])}
 
 
-worker_kit.start()
+if __name__ == "__main__":  # so tests can import the handler without starting a worker
+    worker_kit.start()

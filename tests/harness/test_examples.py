@@ -69,3 +69,29 @@ def test_validated_input_fails_listing_every_problem(py) -> None:
     for problem in ("text: required field is missing", "times: must be >= 1; got 0", "colour: unknown field"):
         assert problem in final["error"]
     assert len(final["errorDetail"]["errors"]) == 3
+
+
+def test_the_testing_recipe_imports_an_example_handler(py, tmp_path: Path) -> None:
+    # docs/harness.md: a user's pytest file imports the handler from the handler file and runs
+    # it with worker_kit.testing. Importing must not start a worker (or exit the test run).
+    (tmp_path / "handler.py").write_text((EXAMPLES / "stream_tokens.py").read_text())
+    (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\n")
+    (tmp_path / "test_handler.py").write_text(
+        "from worker_kit.testing import endpoint_fixture, local_endpoint\n"
+        "from handler import generate\n\n"
+        "async def test_generate():\n"
+        "    async with local_endpoint(generate, concurrency=2) as ep:\n"
+        "        job = await ep.run({'prompt': 'x y z', 'delay': 0})\n"
+        "        assert [c async for c in job.stream()] == ['x', ' y', ' z']\n\n"
+        "generate_endpoint = endpoint_fixture(generate)\n\n"
+        "async def test_with_fixture(generate_endpoint):\n"
+        "    job = await generate_endpoint.run({'prompt': 'hi', 'delay': 0})\n"
+        "    assert await job.output(timeout=30) == ['hi']\n"
+    )
+    proc = py("-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 passed" in proc.stdout
+    # Every example imports without starting a worker.
+    names = sorted(p.stem for p in EXAMPLES.glob("*.py"))
+    proc = py("-c", f"import {', '.join(names)}; print('imported')", cwd=EXAMPLES)
+    assert proc.returncode == 0 and proc.stdout.strip() == "imported", proc.stderr
