@@ -328,7 +328,7 @@ def _check_value(spec: Field, value: Any, path: str, problems: list[str]) -> Any
         try:
             verdict = spec.check(value)
         except Exception as exc:
-            problems.append(f"{path}: {exc or type(exc).__name__}")
+            problems.append(f"{path}: {str(exc) or type(exc).__name__}")  # `raise ValueError` has no text
         else:
             if verdict is False:
                 name = getattr(spec.check, "__name__", "check")

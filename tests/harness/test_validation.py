@@ -100,6 +100,11 @@ def test_check_returning_false_message_or_raising() -> None:
     ]
     assert validate({"n": Field(int, check=even)}, {"n": 4})[1] == []
 
+    def silent(value: object) -> bool:
+        raise ValueError
+
+    assert validate({"x": Field(check=silent)}, {"x": 1})[1] == ["x: ValueError"]
+
 
 def test_check_runs_only_after_declared_constraints_pass() -> None:
     calls: list[object] = []
