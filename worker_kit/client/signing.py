@@ -3,7 +3,7 @@
 Header `X-Worker-Kit-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`.
 The timestamp is inside the signed text so a captured delivery cannot be replayed later
 than `tolerance_s`; the raw body bytes are signed, so verify before parsing the JSON.
-Pure standard library: receivers need not install aiohttp.
+This module uses only the standard library, so a receiver without worker_kit can copy it as is.
 """
 
 from __future__ import annotations
