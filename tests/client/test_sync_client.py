@@ -63,6 +63,9 @@ def test_every_method_outside_a_loop(stack: ThreadedStack) -> None:
         assert "removed" in ep.purge_queue()
         assert len(_client_threads()) == before + 1  # one private loop thread per Endpoint
     assert len(_client_threads()) == before  # ...stopped by close()
+    with pytest.raises(RuntimeError, match="closed"):
+        ep.health()
+    assert len(_client_threads()) == before  # a call after close() starts no new loop thread
 
 
 def test_breaking_out_of_a_stream_early(stack: ThreadedStack) -> None:

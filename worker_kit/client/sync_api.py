@@ -29,6 +29,7 @@ class _LoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._stopped = False
 
     @property
     def started(self) -> bool:
@@ -36,6 +37,8 @@ class _LoopThread:
 
     def _ensure(self) -> asyncio.AbstractEventLoop:
         with self._lock:
+            if self._stopped:  # a call after close() must not start a thread nobody stops
+                raise RuntimeError("this endpoint client is closed")
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name="worker-kit-client", daemon=True)
@@ -44,7 +47,11 @@ class _LoopThread:
             return self._loop
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        loop = self._ensure()
+        try:
+            loop = self._ensure()
+        except RuntimeError:
+            coro.close()
+            raise
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("a blocking client call cannot be made from the client's own loop thread")
@@ -72,6 +79,7 @@ class _LoopThread:
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
+            self._stopped = True
         if loop is None or thread is None:
             return
         loop.call_soon_threadsafe(loop.stop)
