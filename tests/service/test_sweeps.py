@@ -9,8 +9,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from worker_kit.service.config import EndpointConfig
+from worker_kit.service.config import EndpointConfig, ServiceConfig
+from worker_kit.service.runner import run_service
 
+from ..conftest import TEST_DEFAULTS
 from .conftest import Api, MiniWorker
 from .test_jobs import wait_for_gone, wait_for_status
 
@@ -55,6 +57,32 @@ async def test_heartbeats_keep_a_lease_alive(service_factory: Any, session: Any)
         assert status == 200 and body["stop"] == []
     assert (await api.status(job_id))["status"] == "IN_PROGRESS"
     assert (await worker.finish(job, output="ok"))[0] == 200
+
+
+async def test_a_lease_that_ran_out_while_the_service_was_down_survives_its_restart(
+    tmp_path: Any, session: aiohttp.ClientSession
+) -> None:
+    # The service is down longer than the lease: workers could not renew. After the restart a live
+    # worker's heartbeat keeps its job; a worker that never comes back loses its job a lease later.
+    config = ServiceConfig(**{**TEST_DEFAULTS, "storage": f"sqlite:///{tmp_path / 'restart.db'}",
+                              "lease_ms": 300})  # fmt: skip
+    async with run_service(config) as svc:
+        api = Api(session, svc.endpoint_url("ep"))
+        kept_id, lost_id = await api.run("kept"), await api.run("lost")
+        kept = await MiniWorker(api, "alive").claim_one()
+        lost = await MiniWorker(api, "dead").claim_one()
+        assert (kept["id"], lost["id"]) == (kept_id, lost_id)
+    await asyncio.sleep(0.6)  # down for two lease periods
+    async with run_service(dataclasses.replace(config, lease_ms=1500)) as svc:
+        api = Api(session, svc.endpoint_url("ep"))
+        alive = MiniWorker(api, "alive")
+        await asyncio.sleep(0.5)  # several sweeps, still within the first lease period
+        status, body = await alive.heartbeat({kept_id: kept["token"]})
+        assert status == 200 and body["stop"] == [], body
+        assert (await api.status(lost_id))["status"] == "IN_PROGRESS"
+        assert (await alive.finish(kept, output="done"))[0] == 200
+        assert (await api.status(kept_id))["output"] == "done"
+        await wait_for_status(api, lost_id, "IN_QUEUE")  # its worker never came back
 
 
 async def test_execution_timeout_enforced_by_the_service(service_factory: Any, session: Any) -> None:

@@ -112,6 +112,22 @@ async def test_heartbeat_keeps_a_lease_alive_through_sweeps(storage: Storage) ->
     assert result.requeued == [] and result.ended == []
 
 
+async def test_sweep_can_leave_expired_leases_alone(storage: Storage) -> None:
+    # The service's first lease period after a restart: other limits still apply.
+    job = await submit(storage, 1)
+    queued = await submit(storage, 2, policy=Policy(ttl_ms=int(SHORT_S * 1000)))
+    claimed = (await storage.claim(EP, "w1", 1, int(SHORT_S * 1000)))[0]
+    assert claimed.id == job.id
+    await asyncio.sleep(PAST_S)
+    result = await storage.sweep(3, 0, expire_leases=False)
+    assert result.requeued == [] and [r.id for r in result.ended] == [queued.id]
+    assert await storage.heartbeat(EP, "w1", {job.id: claimed.token or ""}, LEASE_MS) == []
+    kept = await storage.get(EP, job.id)
+    assert kept is not None and kept.state is JobState.IN_PROGRESS and kept.token == claimed.token
+    await asyncio.sleep(PAST_S)
+    assert (await storage.sweep(3, 0)).requeued == []  # renewed: kept by the ordinary rule too
+
+
 async def test_sweep_deletes_records_past_retention(storage: Storage) -> None:
     keep = await submit(storage, "keep")
     # Long enough that the record is surely still there right after finish, even on a loaded machine.

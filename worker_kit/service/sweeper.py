@@ -13,9 +13,9 @@ from .state import STATE, ServiceState
 log = logging.getLogger("worker_kit.service.sweeper")
 
 
-async def sweep_once(state: ServiceState) -> None:
+async def sweep_once(state: ServiceState, *, expire_leases: bool = True) -> None:
     cfg = state.config
-    result = await state.storage.sweep(cfg.max_attempts, cfg.deadline_grace_ms)
+    result = await state.storage.sweep(cfg.max_attempts, cfg.deadline_grace_ms, expire_leases=expire_leases)
     state.metrics.sweeps += 1
     state.metrics.requeued += len(result.requeued)
     state.metrics.deleted += result.deleted
@@ -28,11 +28,17 @@ async def sweep_once(state: ServiceState) -> None:
 
 
 async def _sweep_forever(state: ServiceState) -> None:
+    loop = asyncio.get_running_loop()
+    # Leases that ran out while the service was down (a restart) were not the workers' fault:
+    # none could renew. For one lease period after start no lease expires, so every live
+    # worker has time to come back (its heartbeat retries within a third of a lease) and
+    # keep its job; a worker that died meanwhile loses its job one lease period later.
+    leases_from = loop.time() + state.config.lease_ms / 1000
     delay = state.config.sweep_interval_s
     while True:
         await asyncio.sleep(delay)
         try:
-            await sweep_once(state)
+            await sweep_once(state, expire_leases=loop.time() >= leases_from)
             delay = state.config.sweep_interval_s
         except asyncio.CancelledError:
             raise

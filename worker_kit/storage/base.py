@@ -241,10 +241,14 @@ class Storage(ABC):
 
     # -- housekeeping ----------------------------------------------------------------------
     @abstractmethod
-    async def sweep(self, max_attempts: int, deadline_grace_ms: int) -> SweepResult:
+    async def sweep(
+        self, max_attempts: int, deadline_grace_ms: int, *, expire_leases: bool = True
+    ) -> SweepResult:
         """Enforce time limits across all endpoints, as of now:
         - IN_PROGRESS past started_at + executionTimeout + grace → TIMED_OUT (worker signalled);
         - any active job past created_at + ttl → TIMED_OUT with an error naming the TTL;
         - IN_PROGRESS with an expired lease → IN_QUEUE again, or FAILED with an error saying
-          the worker was lost once `attempt` reached `max_attempts`;
+          the worker was lost once `attempt` reached `max_attempts` (skipped when
+          `expire_leases` is False: the service's first lease period after it starts, since
+          no worker could renew a lease while the service was down);
         - records past expires_at → deleted."""

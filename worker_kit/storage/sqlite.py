@@ -204,12 +204,15 @@ class SQLiteStorage(Storage):
         return [WorkerInfo(worker_id=w, running=r, concurrency=c, seen_at=s) for w, r, c, s in rows]
 
     # -- housekeeping ---------------------------------------------------------------------------
-    async def sweep(self, max_attempts: int, deadline_grace_ms: int) -> SweepResult:
+    async def sweep(
+        self, max_attempts: int, deadline_grace_ms: int, *, expire_leases: bool = True
+    ) -> SweepResult:
         ended, requeued, deleted = await self._engine.write(
             functools.partial(
-                sqlite_sweep.sweep, max_attempts=max_attempts, deadline_grace_ms=deadline_grace_ms
+                sqlite_sweep.sweep, max_attempts=max_attempts, deadline_grace_ms=deadline_grace_ms,
+                expire_leases=expire_leases,
             )
-        )
+        )  # fmt: skip
         return SweepResult(ended=[record_from_row(row) for row in ended], requeued=requeued, deleted=deleted)
 
 

@@ -20,8 +20,9 @@ WORKER_FORGET_S = 3600.0
 
 
 def sweep(
-    conn: sqlite3.Connection, notes: list[str], max_attempts: int, deadline_grace_ms: int
-) -> tuple[list[Row], list[str], int]:
+    conn: sqlite3.Connection, notes: list[str], max_attempts: int, deadline_grace_ms: int,
+    expire_leases: bool = True,
+) -> tuple[list[Row], list[str], int]:  # fmt: skip
     """Returns (rows of jobs ended, ids requeued, records deleted)."""
     now = time.time()
     grace = deadline_grace_ms / 1000.0
@@ -55,10 +56,11 @@ def sweep(
         ended.append(end_job(conn, job_id, JobState.TIMED_OUT, now, ENDED_BY_SERVICE, error=error))
         stopped(job_id, endpoint, worker_id)
 
-    for job_id, endpoint, worker_id, attempt in conn.execute(
+    lost = conn.execute(
         "SELECT id, endpoint, worker_id, attempt FROM jobs WHERE state = 'IN_PROGRESS' AND lease_until < ?",
         (now,),
-    ).fetchall():
+    ).fetchall() if expire_leases else []  # fmt: skip
+    for job_id, endpoint, worker_id, attempt in lost:
         if attempt >= max_attempts:
             error = (
                 f"worker lost: the worker {worker_id} stopped renewing its lease on attempt {attempt} of "
