@@ -306,9 +306,10 @@ def _check_value(spec: Field, value: Any, path: str, problems: list[str]) -> Any
         allowed = ", ".join(repr(c) for c in spec.choices)
         problems.append(f"{path}: must be one of {allowed}; got {value!r}")
     if isinstance(value, _NUMBER_TYPES) and not isinstance(value, bool):
-        if spec.min is not None and value < spec.min:
+        # Written as "not within" so that NaN (which Python's JSON parser accepts) fails a bound.
+        if spec.min is not None and not value >= spec.min:
             problems.append(f"{path}: must be >= {spec.min}; got {value!r}")
-        if spec.max is not None and value > spec.max:
+        if spec.max is not None and not value <= spec.max:
             problems.append(f"{path}: must be <= {spec.max}; got {value!r}")
     if isinstance(value, _SIZED_TYPES):
         size = len(value)

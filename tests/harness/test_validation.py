@@ -50,6 +50,15 @@ def test_int_is_accepted_as_float_and_converted() -> None:
     assert problems == [] and result == {"x": 2.0} and isinstance(result["x"], float)
 
 
+def test_nan_fails_numeric_bounds() -> None:
+    # The service's JSON parser accepts NaN and Infinity; a bounded field must not let them through.
+    schema = {"x": Field(float, min=0, max=1)}
+    _, problems = validate(schema, {"x": float("nan")})
+    assert problems == ["x: must be >= 0; got nan", "x: must be <= 1; got nan"]
+    assert validate(schema, {"x": float("inf")})[1] == ["x: must be <= 1; got inf"]
+    assert validate(schema, {"x": 0.5})[1] == []
+
+
 def test_null_is_a_wrong_type_unless_allowed() -> None:
     _, problems = validate({"n": int}, {"n": None})
     assert problems == ["n: expected integer, got null"]
