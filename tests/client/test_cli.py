@@ -204,3 +204,27 @@ async def test_live_line_on_a_terminal(
     # Not a terminal: no live line at all.
     code, _, err = await run_cli("run", '{"output": 1}', "--url", endpoint_url, env=env)
     assert code == 0 and err == ""
+
+
+async def test_interrupted_run_names_the_job_that_goes_on(
+    endpoint_url: str, worker: ScriptedWorker, env: dict[str, str]
+) -> None:
+    import signal
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker_kit", "run", '{"gate": "ctrl-c"}', "--url", endpoint_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )
+    for _ in range(1000):
+        if worker.held:
+            break
+        await asyncio.sleep(0.01)
+    (job_id,) = worker.held
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == 130
+    assert f"job {job_id} goes on" in err.decode() and f"worker-kit cancel {job_id}" in err.decode()
+    async with AsyncEndpoint(endpoint_url) as ep:
+        assert (await ep.job(job_id).status())["status"] == "IN_PROGRESS"
+    worker.gate("ctrl-c").set()

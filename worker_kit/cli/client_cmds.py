@@ -288,12 +288,17 @@ async def cmd_run(args: argparse.Namespace) -> int:
     job_input = _read_input(args.input)
     async with _endpoint(args) as ep:
         handle = await ep.run(job_input, webhook=args.webhook, policy=_policy(args))
-        if args.stream:
-            return await _follow_stream(handle, args, cursor=0, timeout=args.timeout)
-        async with _live(args, handle.id) as live:
-            status = handle.last_status
-            async for status in handle.watch(timeout=args.timeout):
-                live.update(status)
+        try:
+            if args.stream:
+                return await _follow_stream(handle, args, cursor=0, timeout=args.timeout)
+            async with _live(args, handle.id) as live:
+                status = handle.last_status
+                async for status in handle.watch(timeout=args.timeout):
+                    live.update(status)
+        except asyncio.CancelledError:  # Ctrl-C: stop waiting, but say the job itself goes on
+            print(f"worker-kit run: job {handle.id} goes on in the service; stop it with: "
+                  f"worker-kit cancel {handle.id}", file=sys.stderr)
+            raise
         return _finish(status, args)
 
 
