@@ -228,3 +228,15 @@ async def test_interrupted_run_names_the_job_that_goes_on(
     async with AsyncEndpoint(endpoint_url) as ep:
         assert (await ep.job(job_id).status())["status"] == "IN_PROGRESS"
     worker.gate("ctrl-c").set()
+
+
+async def test_waiting_out_a_rate_limit_is_announced(service_factory: Any, env: dict[str, str]) -> None:
+    svc = await service_factory(default=EndpointConfig(rate_limits={"status": RateLimit(1, 1.0, None)}))
+    url = ("--url", svc.endpoint_url("limited"))
+    code, out, _ = await run_cli("submit", "{}", *url, env=env)
+    assert code == 0
+    job_id = out.strip()
+    assert (await run_cli("status", job_id, *url, env=env))[0] == 0
+    code, out, err = await run_cli("status", job_id, *url, env=env)  # refused once, then let through
+    assert code == 0 and json.loads(out)["status"] == "IN_QUEUE"
+    assert "429" in err and "retrying in" in err, err

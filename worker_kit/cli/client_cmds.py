@@ -139,8 +139,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=_sync(cmd_health))
 
 
+def _show_client_notes(args: argparse.Namespace) -> None:
+    """The client's INFO notes (waiting out a 429's Retry-After) as lines on stderr."""
+    import logging
+
+    if getattr(args, "quiet", False):
+        return
+    logger = logging.getLogger("worker_kit.client")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        clear = "\r\x1b[K" if sys.stderr.isatty() else ""  # start clean of a live status line
+        handler.setFormatter(logging.Formatter(f"{clear}worker-kit {args.command}: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def _sync(command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Callable[..., int]:
     def run(args: argparse.Namespace) -> int:
+        _show_client_notes(args)
         try:
             return asyncio.run(command(args))
         except KeyboardInterrupt:

@@ -205,7 +205,9 @@ class Transport:
             if not may_retry or tries > self.retries:
                 raise error
             delay = retry_after if retry_after is not None else backoff.next_delay()
-            log.debug("%s %s: %s; retrying in %.2fs", method, path, error, delay)
+            # A rate-limit wait can last a minute: say so (the CLI shows INFO), so it is no silent hang.
+            level = logging.INFO if isinstance(error, RateLimited) else logging.DEBUG
+            log.log(level, "%s %s: %s; retrying in %.1fs", method, path, error, delay)
             await asyncio.sleep(delay)
 
 
