@@ -12,7 +12,7 @@ import aiohttp
 from ..errors import RateLimited, ServiceUnavailable
 from .errors import NotFound
 from .events import iter_sse
-from .transport import Backoff, error_from_response
+from .transport import Backoff, error_from_response, log
 
 if TYPE_CHECKING:
     from .async_api import AsyncEndpoint
@@ -53,6 +53,7 @@ async def follow_job(
                         # Turned away before anything happened (e.g. the endpoint's limit of
                         # concurrent streams): wait as told; not a failure of the connection.
                         retry_after = error.retry_after or backoff.next_delay()
+                        log.info("event stream of job %s: %s; retrying in %.1fs", job_id, error, retry_after)
                         failures -= 1
                         raise ServiceUnavailable(str(error))
                     if resp.status < 500:
