@@ -44,6 +44,9 @@ async def test_url_forms(service: Any) -> None:
         AsyncEndpoint(root)
     with pytest.raises(ConfigError, match="http"):
         AsyncEndpoint("ftp://x/v2/e")
+    for malformed in ("http://[::1/v2/e", "http://:80/v2/e", "http://h:99999/v2/e"):
+        with pytest.raises(ConfigError, match="invalid service URL"):
+            AsyncEndpoint(malformed)
 
 
 async def test_run_sync_completed_and_typed_failures(endpoint_url: str, worker: ScriptedWorker) -> None:

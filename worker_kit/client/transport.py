@@ -17,6 +17,7 @@ import random
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -51,6 +52,13 @@ def split_endpoint_url(base_url: str, endpoint_id: str | None) -> tuple[str, str
     url = (base_url or "").strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"the service URL must start with http:// or https://, got {base_url!r}")
+    try:  # refused here, so a typo reads as a bad URL and not as an unreachable service
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise ValueError("no host")
+        parts.port  # noqa: B018 - raises ValueError when out of range
+    except ValueError as exc:
+        raise ConfigError(f"invalid service URL {base_url!r}: {exc}") from None
     match = _V2_URL.match(url)
     if match:
         if endpoint_id is not None and endpoint_id != match["endpoint"]:
