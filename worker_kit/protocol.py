@@ -39,11 +39,37 @@ def _json_default(value: Any) -> Any:
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, set | frozenset | tuple):
         return list(value)
+    if isinstance(value, msgpack.Timestamp):  # a msgpack body may carry one: seconds since the epoch
+        return value.to_unix()
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+def _json_key(key: Any) -> Any:
+    if key is None or isinstance(key, str | int | float | bool):
+        return key
+    value = _json_default(key)
+    return value if isinstance(value, str | int | float) else dumps_json(value)
+
+
+def _with_json_keys(value: Any) -> Any:
+    """`value` with every map key JSON can hold (msgpack maps may have bytes keys)."""
+    if isinstance(value, dict):
+        return {_json_key(k): _with_json_keys(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_with_json_keys(v) for v in value]
+    return value
+
+
 def dumps_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    """JSON for anything msgpack bodies decode to: bytes (as values or map keys) become base64."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    except TypeError:
+        # Rare: a map key JSON cannot hold. Convert the keys, and fail again only on a value
+        # that has no JSON form at all.
+        return json.dumps(
+            _with_json_keys(value), ensure_ascii=False, separators=(",", ":"), default=_json_default
+        )
 
 
 def pack(value: Any) -> bytes:

@@ -267,6 +267,26 @@ async def test_bytes_output_reaches_json_clients_base64(api: Api, worker: MiniWo
     assert (await api.status(job_id))["output"] == "AAE="
 
 
+async def test_every_msgpack_value_has_a_json_answer(api: Api, worker: MiniWorker) -> None:
+    # msgpack bodies may hold what JSON lacks: bytes as map keys, timestamps, extension types.
+    # JSON readers of such a job (clients, a JSON worker's claim) get an answer, never a 500.
+    import msgpack
+
+    value = {b"\x00k": 1, "at": msgpack.Timestamp(1, 500_000_000), "ext": msgpack.ExtType(5, b"\x01")}
+    status, body = await api.post(
+        "/run", raw=msgpack.packb({"input": value}), headers={"Content-Type": MSGPACK}
+    )
+    assert status == 200, body
+    job_id = body["id"]
+    status, body = await api.post("/worker/claim", {"worker_id": "json-worker", "wait_ms": 0})
+    assert status == 200, body
+    (claimed,) = body["jobs"]
+    assert claimed["input"] == {"AGs=": 1, "at": 1.5, "ext": [5, "AQ=="]}
+    status, _ = await worker.finish({"id": job_id, "token": claimed["token"]}, output=value)
+    assert status == 200
+    assert (await api.status(job_id))["output"] == {"AGs=": 1, "at": 1.5, "ext": [5, "AQ=="]}
+
+
 async def test_endpoint_health_counts_jobs_and_workers(api: Api, worker: MiniWorker) -> None:
     done = await api.run(1)
     await worker.finish(await worker.claim_one(), output=1)
