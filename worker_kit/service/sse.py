@@ -118,6 +118,10 @@ async def _pump(
     stopping = asyncio.ensure_future(shutdown.wait()) if shutdown is not None else None
     try:
         while stopping is None or not stopping.done():
+            # aiohttp does not cancel a handler whose client left; without this check a stream
+            # nobody reads would hold its connection and rate-limit slot until its next write.
+            if _gone(request):
+                raise _Disconnected()
             # Listen before reading: a change landing while we read or write still wakes us.
             idle = time.monotonic() - last_write
             timeout = min(RECHECK_S, max(0.0, KEEPALIVE_S - idle))
@@ -170,9 +174,13 @@ async def _pump(
             stopping.cancel()
 
 
-async def _write(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+def _gone(request: web.Request) -> bool:
     transport = request.transport
-    if transport is None or transport.is_closing():
+    return transport is None or transport.is_closing()
+
+
+async def _write(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+    if _gone(request):
         raise _Disconnected()
     try:
         await response.write(data)
