@@ -234,3 +234,46 @@ def test_handler_lookup_errors(py, write_handler, source: str, expected: str) ->
     proc = py(path, "--test-input", '{"input": 1}')
     assert proc.returncode == 2, proc.stderr
     assert expected in _one_error_line(proc.stderr)
+
+
+def test_ctrl_c_cancels_the_running_job(write_handler, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import clean_env
+
+    path = write_handler(
+        """
+        import asyncio, pathlib
+        import worker_kit
+
+        @worker_kit.handler
+        async def forever(job):
+            pathlib.Path(job.input).touch()
+            while True:
+                await asyncio.sleep(0.05)
+
+        worker_kit.start()
+        """
+    )
+    started = tmp_path / "started"
+    proc = subprocess.Popen(
+        [sys.executable, str(path), "--test-input", json.dumps({"input": str(started)})],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the handler never started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, err
+    assert _final(out)["status"] == "CANCELLED"
+    assert "cancelling the job" in err
