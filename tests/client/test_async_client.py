@@ -47,6 +47,8 @@ async def test_url_forms(service: Any) -> None:
     for malformed in ("http://[::1/v2/e", "http://:80/v2/e", "http://h:99999/v2/e"):
         with pytest.raises(ConfigError, match="invalid service URL"):
             AsyncEndpoint(malformed)
+    with pytest.raises(ConfigError, match="control character"):
+        AsyncEndpoint(root, "e1", api_key="first\nsecond")
 
 
 async def test_run_sync_completed_and_typed_failures(endpoint_url: str, worker: ScriptedWorker) -> None:
@@ -188,6 +190,8 @@ async def test_auth_errors(service_factory: Any) -> None:
     async with AsyncEndpoint(url, api_key="good") as ep:
         handle = await ep.run({"x": 1})
         assert (await handle.status())["status"] == "IN_QUEUE"
+    async with AsyncEndpoint(url, api_key="good\n") as from_a_file:  # trailing newline dropped
+        assert (await from_a_file.job(handle.id).status())["status"] == "IN_QUEUE"
 
 
 async def test_payload_too_large(service_factory: Any) -> None:

@@ -142,6 +142,9 @@ class Transport:
         self.retries = retries
         self.backoff_cap = backoff_cap
         self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        api_key = (api_key or "").strip()  # a key read from a file often ends in a newline
+        if any(ord(c) < 32 or ord(c) == 127 for c in api_key):
+            raise ConfigError("the API key holds a control character (a newline?); pass the key alone")
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._session: aiohttp.ClientSession | None = None
