@@ -157,7 +157,14 @@ def _note(message: str) -> None:
 
 
 def _out(line: str) -> None:
-    print(line, flush=True)
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        # The reader left (`... | head`): drop further output and let the job end normally,
+        # so the exit code still says how it ended, with no traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 # --- test input ---------------------------------------------------------------------------------

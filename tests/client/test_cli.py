@@ -240,3 +240,27 @@ async def test_waiting_out_a_rate_limit_is_announced(service_factory: Any, env: 
     code, out, err = await run_cli("status", job_id, *url, env=env)  # refused once, then let through
     assert code == 0 and json.loads(out)["status"] == "IN_QUEUE"
     assert "429" in err and "retrying in" in err, err
+
+
+async def test_stdout_closed_early_ends_quietly(
+    endpoint_url: str, worker: ScriptedWorker, env: dict[str, str]
+) -> None:
+    import os
+    import sys
+
+    script = json.dumps({"chunks": ["first\n"], "gate": "pipe", "chunks_after": ["x\n"] * 5000})
+    read_end, write_end = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker_kit", "run", "--stream", script, "--url", endpoint_url,
+        stdout=write_end, stderr=asyncio.subprocess.PIPE, env=env,
+    )
+    os.close(write_end)
+    loop = asyncio.get_running_loop()
+    try:
+        first = await asyncio.wait_for(loop.run_in_executor(None, os.read, read_end, 6), 10)
+        assert first == b"first\n"
+    finally:
+        os.close(read_end)  # the reader leaves, as head does after its line
+    worker.gate("pipe").set()
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 141 and err == b"", err

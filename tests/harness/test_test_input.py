@@ -277,3 +277,43 @@ def test_ctrl_c_cancels_the_running_job(write_handler, tmp_path: Path) -> None:
     assert proc.returncode == 1, err
     assert _final(out)["status"] == "CANCELLED"
     assert "cancelling the job" in err
+
+
+def test_stdout_closed_early_is_no_traceback(write_handler) -> None:
+    # `python handler.py --test-input ... | head -1`: the reader leaves while chunks still come.
+    import subprocess
+    import sys
+
+    from .conftest import clean_env
+
+    path = write_handler(
+        """
+        import asyncio
+        import worker_kit
+
+        @worker_kit.handler
+        async def many(job):
+            for i in range(300):
+                yield i
+                await asyncio.sleep(0.002)
+
+        worker_kit.start()
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(path), "--test-input", '{"input": {}}'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        assert proc.stdout.readline().strip() == "0"
+        proc.stdout.close()  # as head does after its line
+        err = proc.stderr.read()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert proc.returncode == 0, err  # the job still ran to the end and says so
+    assert "COMPLETED" in err

@@ -27,6 +27,7 @@ EXIT_RATE_LIMITED = 9
 EXIT_WAIT_TIMEOUT = 10
 EXIT_SERVICE_ERROR = 11
 EXIT_INTERRUPTED = 130
+EXIT_STDOUT_CLOSED = 141  # as a shell reports a process ended by SIGPIPE
 
 STATE_EXIT = {
     "COMPLETED": EXIT_COMPLETED,
@@ -43,6 +44,7 @@ exit codes:
   6  authentication refused (401/403)            7  job not found or expired (404)
   8  request too large (413)                     9  rate limited (429) after retries
   10 --timeout passed, job still running        11 other service error (400, 409, 5xx)
+  130 interrupted (Ctrl-C)                       141 stdout closed early (e.g. piped into head)
 environment:
   WORKER_KIT_CLIENT_URL (else WORKER_KIT_URL), WORKER_KIT_ENDPOINT, WORKER_KIT_API_KEY"""
 
@@ -162,6 +164,13 @@ def _sync(command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> 
         except KeyboardInterrupt:
             print("worker-kit: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            # The reader of stdout left (`worker-kit stream ID | head`): stop quietly, as
+            # Unix tools do, and keep the interpreter's final flush from failing too.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return EXIT_STDOUT_CLOSED
         except UsageError as exc:
             print(f"worker-kit {args.command}: {exc}", file=sys.stderr)
             return EXIT_USAGE
