@@ -114,3 +114,31 @@ async def test_sender_never_blocks_and_close_abandons_within_grace() -> None:
     await asyncio.sleep(0.1)  # the first attempt fails; the next is 30 s away
     await sender.close()
     assert sender.stats() == {"delivered": 0, "failed": 2, "pending": 0}
+
+
+async def test_pending_deliveries_are_bounded() -> None:
+    # Receivers that are down must not make the service hold an unbounded backlog of bodies.
+    from worker_kit.protocol import dumps_json
+
+    status = {"id": "j", "status": "COMPLETED", "output": "x" * 300}
+    cap = 3 * len(dumps_json(status).encode()) + 10  # room for three bodies
+    sender = WebhookSender(close_grace_s=0.1, max_pending_bytes=cap)
+    await sender.start()
+    unreachable = f"http://127.0.0.1:{free_port()}/hook"
+    for _ in range(5):
+        sender.job_ended(status, unreachable, secret=None, attempts=3, interval_s=30)
+    assert sender.stats() == {"delivered": 0, "failed": 2, "pending": 3}
+    await sender.close()
+    assert sender.stats() == {"delivered": 0, "failed": 5, "pending": 0}
+    huge = {"id": "h", "status": "COMPLETED", "output": "x" * 5000}
+    alone = WebhookSender(close_grace_s=0.1, max_pending_bytes=cap)
+    alone.job_ended(huge, unreachable, secret=None, attempts=1, interval_s=0)
+    assert alone.stats()["pending"] == 1  # one delivery is always accepted, whatever its size
+    for _ in range(200):  # its one attempt fails at once (connection refused)...
+        if alone.stats()["pending"] == 0:
+            break
+        await asyncio.sleep(0.01)
+    for _ in range(3):  # ...and the room it took is free again
+        alone.job_ended(status, unreachable, secret=None, attempts=3, interval_s=30)
+    assert alone.stats() == {"delivered": 0, "failed": 1, "pending": 3}
+    await alone.close()

@@ -29,13 +29,20 @@ REQUEST_TIMEOUT_S = 10.0
 #: On close, pending deliveries get this long to finish before they are abandoned.
 CLOSE_GRACE_S = 3.0
 MAX_RETRY_AFTER_S = 300.0
+#: Bodies of pending deliveries held at most; beyond it a new delivery is refused (logged and
+#: counted failed), so receivers that are down cannot make a busy service run out of memory.
+MAX_PENDING_BYTES = 256 * 1024 * 1024
 
 
 class WebhookSender:
     """Schedules and performs webhook deliveries; one per service app."""
 
-    def __init__(self, *, close_grace_s: float = CLOSE_GRACE_S) -> None:
+    def __init__(
+        self, *, close_grace_s: float = CLOSE_GRACE_S, max_pending_bytes: int = MAX_PENDING_BYTES
+    ) -> None:
         self.close_grace_s = close_grace_s
+        self.max_pending_bytes = max_pending_bytes
+        self._pending_bytes = 0
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -88,6 +95,13 @@ class WebhookSender:
             log.warning("webhook for job %s to %s not sent: %s", job_id, url, problem)
             return
         body = dumps_json(status).encode()
+        if self._tasks and self._pending_bytes + len(body) > self.max_pending_bytes:
+            self._failed += 1
+            log.warning(
+                "webhook for job %s to %s not sent: %d deliveries (%d MB) already pending; "
+                "are the receivers down or slow?", job_id, url, len(self._tasks), self._pending_bytes >> 20,
+            )
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -99,7 +113,13 @@ class WebhookSender:
             name=f"webhook-{job_id}",
         )
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._pending_bytes += len(body)
+
+        def done(task: asyncio.Task[None], size: int = len(body)) -> None:
+            self._tasks.discard(task)
+            self._pending_bytes -= size
+
+        task.add_done_callback(done)
 
     async def _deliver(
         self, job_id: str, url: str, body: bytes, secret: str | None, attempts: int, interval_s: float
