@@ -77,6 +77,28 @@ async def test_body_limit_exact_and_chunked(service_factory: Any, session: Any) 
     assert (await api.get("/health"))[1]["jobs"]["inQueue"] == 1
 
 
+async def test_compressed_bodies_are_read_whole_and_limited_when_inflated(
+    service_factory: Any, session: Any
+) -> None:
+    import gzip
+
+    svc = await service_factory(default=EndpointConfig(run_body_limit=1000))
+    api = Api(session, svc.endpoint_url("ep"))
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    # Content-Length counts compressed bytes: the whole inflated body must still be read.
+    small = gzip.compress(json.dumps({"input": {"text": "x" * 900}}).encode())
+    assert len(small) < 100
+    status, body = await api.post("/run", raw=small, headers=headers)
+    assert status == 200, body
+    claimed = await MiniWorker(api).claim_one()
+    assert claimed["input"] == {"text": "x" * 900}
+    # A small compressed body that inflates past the limit is refused like any other.
+    bomb = gzip.compress(b'{"input": "' + b"y" * 100_000 + b'"}')
+    assert len(bomb) < 1000
+    status, body = await api.post("/run", raw=bomb, headers=headers)
+    assert status == 413 and "1000" in body["error"], body
+
+
 async def test_worker_chunk_and_result_limits(service_factory: Any, session: Any) -> None:
     svc = await service_factory(default=EndpointConfig(result_limit=2 * MB))
     api = Api(session, svc.endpoint_url("ep"))

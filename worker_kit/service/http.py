@@ -62,7 +62,10 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise ApiError(413, f"{what} body is {length} bytes, over the limit of {limit} bytes", limit=limit)
-    if length is not None:
+    # aiohttp inflates a Content-Encoding (gzip, deflate...) body as it is read, so the
+    # Content-Length (compressed bytes) says nothing about how much there is to read:
+    # read such a body to its end, counting inflated bytes against the limit.
+    if length is not None and request.headers.get("Content-Encoding", "identity").lower() in ("", "identity"):
         try:
             return await request.content.readexactly(length) if length else b""
         except asyncio.IncompleteReadError as exc:
