@@ -4,6 +4,7 @@ reconnect after a dropped connection (through a TCP proxy the test can cut)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from typing import Any
 
@@ -178,3 +179,33 @@ async def test_a_stream_whose_client_left_frees_its_slot(
                     break
             await asyncio.sleep(0.05)
         assert after.status == 200
+
+
+async def test_watch_after_a_reconnect_repeats_no_status(
+    service: Any, worker: ScriptedWorker, endpoint_url: str
+) -> None:
+    async with CuttableProxy(service.port) as proxy:
+        proxied = f"http://127.0.0.1:{proxy.port}/v2/client-tests"
+        async with AsyncEndpoint(endpoint_url) as direct, AsyncEndpoint(proxied) as ep:
+            handle = await direct.run({"progress": [{"pct": 50}], "gate": "rewatch", "output": "done"})
+            seen: list[dict[str, Any]] = []
+
+            async def open_gate_later() -> None:
+                for _ in range(1000):
+                    if proxy.connections >= 2:
+                        break
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.5)  # time for the state re-sent on the new connection
+                worker.gate("rewatch").set()
+
+            opener = None
+            async for status in ep.job(handle.id).watch(timeout=20):
+                seen.append(status)
+                if status.get("output") == {"pct": 50} and opener is None:
+                    proxy.cut()  # the service re-sends the current state on the new connection
+                    opener = asyncio.create_task(open_gate_later())
+            assert opener is not None
+            await opener
+    keys = [(s["status"], json.dumps(s.get("output"))) for s in seen]
+    assert all(a != b for a, b in itertools.pairwise(keys)), keys  # no status twice in a row
+    assert keys[-1] == ("COMPLETED", '"done"')

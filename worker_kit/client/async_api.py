@@ -249,6 +249,7 @@ class AsyncJobHandle:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         events = self._watch_events()
+        seen = None
         try:
             while True:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -260,7 +261,11 @@ class AsyncJobHandle:
                 except TimeoutError:
                     raise WaitTimeout(self.id, self.last_status, timeout or 0.0) from None
                 self.last_status = status
-                yield status
+                # A poll, or an SSE reconnect (which re-sends the current state), can repeat one.
+                key = json.dumps([status.get("status"), status.get("output")], sort_keys=True, default=str)
+                if key != seen:
+                    seen = key
+                    yield status
         finally:
             await events.aclose()
 
@@ -281,13 +286,10 @@ class AsyncJobHandle:
             yield status
 
     async def _poll_status(self) -> AsyncIterator[dict[str, Any]]:
-        delay, seen = 0.1, None
+        delay = 0.1
         while True:
             status = await self.status()
-            key = json.dumps([status.get("status"), status.get("output")], sort_keys=True, default=str)
-            if key != seen:
-                seen = key
-                yield status
+            yield status
             if is_terminal(status):
                 return
             await asyncio.sleep(delay)
