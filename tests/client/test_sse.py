@@ -209,3 +209,20 @@ async def test_watch_after_a_reconnect_repeats_no_status(
     keys = [(s["status"], json.dumps(s.get("output"))) for s in seen]
     assert all(a != b for a, b in itertools.pairwise(keys)), keys  # no status twice in a row
     assert keys[-1] == ("COMPLETED", '"done"')
+
+
+async def test_a_job_purged_while_followed_ends_the_wait_with_not_found(endpoint_url: str) -> None:
+    from worker_kit.client import NotFound
+
+    async with AsyncEndpoint(endpoint_url) as ep:  # no worker here: the job stays queued
+        handle = await ep.run({})
+        waiter = asyncio.create_task(handle.output(timeout=20))
+        reader = asyncio.create_task(_events(f"{endpoint_url}/stream/{handle.id}"))
+        await asyncio.sleep(0.3)
+        assert not waiter.done() and not reader.done()
+        assert (await ep.purge_queue())["removed"] == 1
+        with pytest.raises(NotFound, match="purged"):
+            await waiter
+    events = await reader
+    assert [e.event for e in events] == ["update", "error"]
+    assert "purged" in json.loads(events[-1].data)["error"]

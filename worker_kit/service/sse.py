@@ -138,7 +138,7 @@ async def _pump(
                             raise JobNotFound(job_id)
                         job, chunks = found, []
                 except JobNotFound:
-                    gone = {"error": f"job {job_id} not found or its result expired"}
+                    gone = {"error": f"job {job_id} is gone: purged from the queue, or its result expired"}
                     await _write(request, response, _event("error", gone))
                     return
                 if chunks:
