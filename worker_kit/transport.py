@@ -49,6 +49,8 @@ class ClaimedJob:
     #: ms from the claim until the service times the job out itself.
     deadline_ms: int | None = None
     webhook: str | None = None
+    #: The endpoint's result limit in bytes, as the service states it (None: not stated).
+    result_limit: int | None = None
 
 
 @dataclass(slots=True)
@@ -237,10 +239,13 @@ class NativeTransport(Transport):
             {"worker_id": self.worker_id, "max": max_jobs, "wait_ms": wait_ms, "concurrency": concurrency}
         )
         reply = await self._post(protocol.WORKER_CLAIM, body, wait_ms / 1000 + 10)
+        limit = reply.get("result_limit")
+        limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
         jobs = []
         for raw in reply.get("jobs") or []:
             job = _claimed(raw)
             if job is not None:
+                job.result_limit = limit
                 jobs.append(job)
         return jobs, reply.get("lease_ms")
 

@@ -58,9 +58,11 @@ class Worker:
 
     `concurrency`: jobs at once, an int or `f(current) -> int` consulted before each claim
     and as jobs finish (None: the handler's, else 1). `timeout`: default execution timeout
-    in seconds. `grace_s`: how long `stop()` lets running jobs finish before handing them
-    back. `stuck_grace_s`: how long a stopped handler may take to end before the worker
-    declares itself stuck, stops claiming and (once its other jobs end) returns EXIT_STUCK.
+    in seconds. `result_limit`: results larger than this many bytes (packed) fail in the worker
+    (None: 20 MB, or the endpoint's limit when the service states a higher one).
+    `grace_s`: how long `stop()` lets running jobs finish before handing them back.
+    `stuck_grace_s`: how long a stopped handler may take to end before the worker declares
+    itself stuck, stops claiming and (once its other jobs end) returns EXIT_STUCK.
     """
 
     def __init__(
@@ -75,7 +77,7 @@ class Worker:
         stuck_grace_s: float = 5.0,
         worker_id: str | None = None,
         claim_wait_s: float = 30.0,
-        result_limit: int = DEFAULT_RESULT_LIMIT,
+        result_limit: int | None = None,
         transport: Transport | None = None,
     ) -> None:
         self.handler = handler
@@ -267,6 +269,13 @@ class Worker:
                 seconds = deadline_s
         return seconds
 
+    def _result_limit_for(self, claimed: ClaimedJob) -> int:
+        if self.result_limit is not None:
+            return self.result_limit
+        # An endpoint configured above the default takes larger results; below it, the service's
+        # 413 refuses them and the job fails saying so.
+        return max(DEFAULT_RESULT_LIMIT, claimed.result_limit or 0)
+
     def _prepare(self, claimed: ClaimedJob) -> _Active:
         loop = asyncio.get_running_loop()
         job_id = claimed.id
@@ -307,7 +316,7 @@ class Worker:
                 outcome = Outcome(TIMED_OUT, error=error)
             active.finishing = True
             final = final_report(outcome.state, outcome.output, outcome.error, outcome.error_detail,
-                                 self.result_limit)
+                                 self._result_limit_for(claimed))
             delivered = await reporter.finish(final)
             elapsed = loop.time() - active.started
             state, error = final.state, final.error

@@ -98,6 +98,22 @@ async def test_result_refused_by_service_fails(service_factory: Any, start_worke
     assert status["error"].startswith("result too large: the service refused it")
 
 
+async def test_a_raised_endpoint_result_limit_is_honoured(
+    service_factory: Any, start_worker: Any, api: Any
+) -> None:
+    # The worker learns the endpoint's result limit from the service: a configured limit above
+    # the 20 MB default lets larger results through; a limit given to the worker still applies.
+    service = await service_factory(default=EndpointConfig(result_limit=24 * 1024 * 1024))
+    big = "z" * (21 * 1024 * 1024)
+    status = await run_one(service, start_worker, api, lambda job: big)
+    assert status["status"] == "COMPLETED", status.get("error")
+    assert len(status["output"]) == len(big)
+    url = service.endpoint_url("own-limit")
+    await start_worker(lambda job: "x" * 5000, url, result_limit=4096)
+    status = await api.wait(url, await api.run(url, None))
+    assert status["status"] == "FAILED" and status["error"].startswith("result too large")
+
+
 async def test_bytes_result(service: Any, start_worker: Any, api: Any) -> None:
     status = await run_one(service, start_worker, api, lambda job: b"\x00\x01binary")
     assert status["status"] == "COMPLETED"

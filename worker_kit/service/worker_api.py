@@ -128,11 +128,12 @@ async def claim(
         for job in jobs:
             if job.token is not None:
                 await state.storage.release(endpoint, job.id, job.token)
-        return respond(request, {"jobs": [], "lease_ms": lease_ms})
+        return respond(request, {"jobs": [], "lease_ms": lease_ms, "result_limit": cfg.result_limit})
     for job in jobs:
         job_log(job, "job %s claimed by worker %s (attempt %d)", job.id, worker_id, job.attempt)
     now = time.time()
-    return respond(request, {"jobs": [job_wire(job, now) for job in jobs], "lease_ms": lease_ms})
+    jobs_wire = [job_wire(job, now) for job in jobs]
+    return respond(request, {"jobs": jobs_wire, "lease_ms": lease_ms, "result_limit": cfg.result_limit})
 
 
 @routes.post(PREFIX + WORKER_HEARTBEAT)
