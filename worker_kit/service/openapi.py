@@ -160,6 +160,7 @@ def _paths() -> dict[str, Any]:
                     "properties": {
                         "jobs": {"type": "array", "items": _ref("ClaimedJob")},
                         "lease_ms": {"type": "integer"},
+                        "result_limit": {"type": "integer", "description": "max bytes of a packed result"},
                     },
                 },
                 params=ep,
