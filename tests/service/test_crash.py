@@ -113,7 +113,7 @@ async def test_sigterm_answers_held_long_polls_and_exits_cleanly(tmp_path: Path)
         assert not held.done()
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(20):
-            assert await held == (200, {"jobs": [], "lease_ms": 30_000})
+            assert await held == (200, {"jobs": [], "lease_ms": 30_000, "result_limit": 20 * 1024 * 1024})
             assert await proc.wait() == 0
 
 

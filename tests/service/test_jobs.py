@@ -257,7 +257,7 @@ async def test_worker_answers_in_msgpack_when_asked(api: Api) -> None:
         api.base + "/worker/claim", json={"worker_id": "w", "wait_ms": 0}, headers={"Accept": MSGPACK}
     ) as resp:
         assert resp.content_type == MSGPACK
-        assert unpack(await resp.read()) == {"jobs": [], "lease_ms": 2000}
+        assert unpack(await resp.read()) == {"jobs": [], "lease_ms": 2000, "result_limit": 20 * 1024 * 1024}
 
 
 async def test_bytes_output_reaches_json_clients_base64(api: Api, worker: MiniWorker) -> None:
