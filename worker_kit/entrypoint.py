@@ -98,9 +98,21 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_worker(handler: Handler, settings: WorkerSettings) -> int:
-    """Run a worker with the given settings until a signal stops it; returns the exit code."""
-    with asyncio.Runner(loop_factory=_new_loop) as runner:
-        return runner.run(_serve(handler, settings))
+    """Run a worker with the given settings until a signal stops it; returns the exit code.
+
+    After EXIT_STUCK the event loop is left open: closing it cancels the remaining tasks and
+    waits for them, which never ends for an async handler that swallows its cancellation.
+    The caller then ends the process with os._exit.
+    """
+    runner = asyncio.Runner(loop_factory=_new_loop)
+    try:
+        code = runner.run(_serve(handler, settings))
+    except BaseException:
+        runner.close()
+        raise
+    if code != EXIT_STUCK:
+        runner.close()
+    return code
 
 
 async def _serve(handler: Handler, settings: WorkerSettings) -> int:

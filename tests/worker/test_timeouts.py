@@ -97,3 +97,14 @@ async def test_handler_stuck_in_c_exits_with_code_3(service: Any, spawn_worker: 
     assert (await api.wait(url, other))["status"] == "COMPLETED"
     assert await worker.wait(15) == EXIT_STUCK
     assert (await api.status(url, queued))["status"] == "IN_QUEUE"
+
+
+async def test_async_handler_swallowing_its_cancel_exits_with_code_3(
+    service: Any, spawn_worker: Any, api: Any
+) -> None:
+    # The process must really end (not hang while the event loop closes) so it can be restarted.
+    url = service.endpoint_url("stubborn")
+    worker = await spawn_worker("swallows_cancel.py", url, stuck_grace=0.5)
+    job = await api.run(url, None)
+    assert (await api.wait(url, job))["status"] == "TIMED_OUT"
+    assert await worker.wait(15) == EXIT_STUCK
