@@ -240,7 +240,7 @@ async def test_one_session_and_closed_client(endpoint_url: str, worker: Scripted
 async def test_waiting_for_a_free_stream_slot_is_not_a_failure(service_factory: Any) -> None:
     # One concurrent /stream per endpoint: the second waiter is turned away (429) until the
     # first one's stream ends, and must wait as told rather than give up (retries=0).
-    svc = await service_factory(default=EndpointConfig(rate_limits={"status": RateLimit(None, 10.0, 1)}))
+    svc = await service_factory(default=EndpointConfig(rate_limits={"sse": RateLimit(None, 10.0, 1)}))
     url = svc.endpoint_url("one-stream")
     async with ScriptedWorker(url) as worker, AsyncEndpoint(url, retries=0) as ep:
         first = await ep.run({"gate": "slot", "output": 1})

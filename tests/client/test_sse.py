@@ -162,7 +162,7 @@ async def test_a_stream_whose_client_left_frees_its_slot(
     # Nothing would be written for a minute, so only noticing the closed connection ends the stream.
     monkeypatch.setattr(sse_module, "KEEPALIVE_S", 60.0)
     monkeypatch.setattr(sse_module, "RECHECK_S", 0.05)
-    svc = await service_factory(default=EndpointConfig(rate_limits={"status": RateLimit(None, 10.0, 1)}))
+    svc = await service_factory(default=EndpointConfig(rate_limits={"sse": RateLimit(None, 10.0, 1)}))
     url = svc.endpoint_url("one-slot")
     async with AsyncEndpoint(url) as ep:
         handle = await ep.run({})  # no worker: stays queued, so the stream would be held
@@ -170,11 +170,11 @@ async def test_a_stream_whose_client_left_frees_its_slot(
         async with session.get(f"{url}/stream/{handle.id}", headers=SSE) as resp:
             events = iter_sse(resp.content)
             assert (await anext(events)).event == "update"
-            async with session.get(f"{url}/status/{handle.id}") as busy:
-                assert busy.status == 429  # the held stream has the endpoint's only status slot
+            async with session.get(f"{url}/stream/{handle.id}", headers=SSE) as busy:
+                assert busy.status == 429  # the held stream has the endpoint's only sse slot
         # The client left: the service must notice and give the slot back.
         for _ in range(100):
-            async with session.get(f"{url}/status/{handle.id}") as after:
+            async with session.get(f"{url}/stream/{handle.id}", headers=SSE) as after:
                 if after.status == 200:
                     break
             await asyncio.sleep(0.05)

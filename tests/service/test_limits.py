@@ -147,6 +147,33 @@ async def test_concurrency_limit(service_factory: Any, session: Any) -> None:
     assert (await api.post("/runsync?wait=0", {"input": 3}))[0] == 200
 
 
+async def test_open_sse_streams_hold_their_own_slots_not_status_ones(
+    service_factory: Any, session: Any
+) -> None:
+    cfg = EndpointConfig(
+        rate_limits=limits(status=RateLimit(None, 10.0, 1), sse=RateLimit(None, 10.0, 2))
+    )
+    svc = await service_factory(default=cfg)
+    api = Api(session, svc.endpoint_url("ep"))
+    job_id = await api.run("long")
+    sse = {"Accept": "text/event-stream"}
+    streams = [await session.get(f"{api.base}/stream/{job_id}", headers=sse) for _ in range(2)]
+    try:
+        assert [r.status for r in streams] == [200, 200]
+        await streams[0].content.readline()  # the streams are open and held
+        # Two clients waiting by push leave the single status slot free for polling...
+        assert (await api.get(f"/status/{job_id}"))[0] == 200
+        assert (await api.get(f"/stream/{job_id}?cursor=0"))[0] == 200
+        # ...and the sse limit bounds how many streams may be open at once.
+        async with session.get(f"{api.base}/stream/{job_id}", headers=sse) as third:
+            assert third.status == 429
+            assert "concurrent sse" in (await third.json())["error"]
+    finally:
+        for resp in streams:
+            resp.close()
+    assert DEFAULT_RATE_LIMITS["sse"].concurrent == 1000
+
+
 async def test_rate_limits_can_be_disabled(service_factory: Any, session: Any) -> None:
     cfg = EndpointConfig(rate_limits=limits(purge=RateLimit(1, 10.0, None)), rate_limits_enabled=False)
     svc = await service_factory(default=cfg)

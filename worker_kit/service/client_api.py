@@ -203,21 +203,25 @@ async def status(
 
 @routes.route("GET", PREFIX + "/stream/{job_id}")
 @routes.route("POST", PREFIX + "/stream/{job_id}")
-@client_op("status")
+@client_op(None)
 async def stream(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.StreamResponse:
     job_id = job_id_of(request)
     if "text/event-stream" in request.headers.get("Accept", ""):
-        if await state.storage.get(endpoint, job_id) is None:
-            raise not_found(job_id)
-        try:
-            from .sse import stream_sse
-        except ModuleNotFoundError as exc:  # the SSE module is built separately
-            if exc.name != f"{__package__}.sse":
-                raise
-            raise ApiError(501, "server-sent events are not available in this build; poll /stream") from None
-        return await stream_sse(request, state.storage, endpoint, job_id)
+        with state.limiter.slot(endpoint, "status", cfg.rate_limit("status")):
+            if await state.storage.get(endpoint, job_id) is None:
+                raise not_found(job_id)
+        from .sse import stream_sse
+
+        # A push stream lives as long as the job: it holds an "sse" slot, not a "status" one.
+        with state.limiter.slot(endpoint, "sse", cfg.rate_limit("sse")):
+            return await stream_sse(request, state.storage, endpoint, job_id)
+    with state.limiter.slot(endpoint, "status", cfg.rate_limit("status")):
+        return await _read_stream(request, state, endpoint, job_id)
+
+
+async def _read_stream(request: web.Request, state: ServiceState, endpoint: str, job_id: str) -> web.Response:
     cursor = query_int(request, "cursor", default=None, minimum=0, maximum=2**62)
     wait_ms = query_int(request, "wait", default=0, minimum=0, maximum=MAX_POLL_MS)
     assert wait_ms is not None

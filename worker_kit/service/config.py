@@ -19,7 +19,9 @@ from ..job import DEFAULT_EXECUTION_TIMEOUT_MS, DEFAULT_TTL_MS, RUN_RETENTION_MS
 MB = 1024 * 1024
 
 #: Operations that carry a rate limit; /stream shares the "status" limits, as in the hosted service.
-RATE_LIMITED_OPS = ("run", "runsync", "status", "cancel", "retry", "purge")
+#: "sse" bounds the Server-Sent Event streams open at once: a stream is opened under "status",
+#: then holds an "sse" slot rather than a "status" one, so waiting clients cannot starve polling.
+RATE_LIMITED_OPS = ("run", "runsync", "status", "sse", "cancel", "retry", "purge")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,7 @@ DEFAULT_RATE_LIMITS: dict[str, RateLimit] = {
     "run": RateLimit(1000, 10.0, 200),
     "runsync": RateLimit(2000, 10.0, 400),
     "status": RateLimit(2000, 10.0, 400),
+    "sse": RateLimit(None, 10.0, 1000),
     "cancel": RateLimit(100, 10.0, 20),
     "retry": RateLimit(100, 10.0, 20),
     "purge": RateLimit(2, 10.0, None),
