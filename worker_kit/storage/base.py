@@ -154,12 +154,17 @@ class Storage(ABC):
 
     @abstractmethod
     async def read_stream(
-        self, endpoint: str, job_id: str, cursor: int | None = None
+        self, endpoint: str, job_id: str, cursor: int | None = None, *, max_bytes: int | None = None
     ) -> tuple[JobRecord, list[Any], int]:
         """Stream chunks of a job: (job, chunks, next_cursor).
 
         cursor None: the chunks not yet read, which are then marked read (consumed).
         cursor N: the chunks from index N on, consuming nothing.
+        max_bytes: take chunks in order while the running total of their stored sizes stays
+        within it, but always at least one when any is there; only the chunks returned are
+        consumed, and next_cursor is where the rest begins. None: every chunk there is.
+        A reader knows it has everything once the job is terminal and next_cursor equals the
+        record's `stream_len` (both from the same snapshot).
         Raises JobNotFound.
         """
 
@@ -178,9 +183,13 @@ class Storage(ABC):
         lease_ms: int,
         *,
         concurrency: int | None = None,
+        max_bytes: int | None = None,
     ) -> list[JobRecord]:
         """Atomically move up to `max_jobs` IN_QUEUE jobs (oldest first) to IN_PROGRESS,
         each with a fresh fencing token, `attempt` + 1, and a lease of `lease_ms`.
+        `max_bytes` bounds the answer: jobs are taken oldest first while the running total of
+        their stored input sizes stays within it, but always at least one job (None: no bound),
+        so a claim may return fewer than `max_jobs` while more are queued.
         Never blocks waiting for jobs: the service long-polls with `wait(queue_channel)`.
         Records the worker as seen, with `concurrency` (its job slots) when it states them."""
 

@@ -114,15 +114,17 @@ class SQLiteStorage(Storage):
         return await self._engine.write(functools.partial(ops.purge, endpoint=endpoint))
 
     async def read_stream(
-        self, endpoint: str, job_id: str, cursor: int | None = None
+        self, endpoint: str, job_id: str, cursor: int | None = None, *, max_bytes: int | None = None
     ) -> tuple[JobRecord, list[Any], int]:
         if cursor is None:
             row, blobs, next_cursor = await self._engine.write(
-                functools.partial(ops.consume_stream, endpoint=endpoint, job_id=job_id)
+                functools.partial(ops.consume_stream, endpoint=endpoint, job_id=job_id, max_bytes=max_bytes)
             )
         else:
             start = max(0, cursor)
-            row, blobs = await self._engine.read(lambda conn: _read_chunks(conn, endpoint, job_id, start))
+            row, blobs = await self._engine.read(
+                lambda conn: _read_chunks(conn, endpoint, job_id, start, max_bytes)
+            )
             next_cursor = start + len(blobs)
         return record_from_row(row), [unpack(blob) for blob in blobs], next_cursor
 
@@ -131,13 +133,20 @@ class SQLiteStorage(Storage):
 
     # -- worker side --------------------------------------------------------------------------------
     async def claim(
-        self, endpoint: str, worker_id: str, max_jobs: int, lease_ms: int, *, concurrency: int | None = None
+        self,
+        endpoint: str,
+        worker_id: str,
+        max_jobs: int,
+        lease_ms: int,
+        *,
+        concurrency: int | None = None,
+        max_bytes: int | None = None,
     ) -> list[JobRecord]:
         if max_jobs < 1:
             return []
         rows = await self._engine.write(
             functools.partial(ops.claim, endpoint=endpoint, worker_id=worker_id, max_jobs=max_jobs,
-                              lease_ms=lease_ms, concurrency=concurrency)
+                              lease_ms=lease_ms, concurrency=concurrency, max_bytes=max_bytes)
         )  # fmt: skip
         return [record_from_row(row) for row in rows]
 
@@ -216,19 +225,19 @@ class SQLiteStorage(Storage):
         return SweepResult(ended=[record_from_row(row) for row in ended], requeued=requeued, deleted=deleted)
 
 
-def _read_chunks(conn: sqlite3.Connection, endpoint: str, job_id: str, start: int) -> tuple[Any, list[bytes]]:
+def _read_chunks(
+    conn: sqlite3.Connection, endpoint: str, job_id: str, start: int, max_bytes: int | None
+) -> tuple[Any, list[bytes]]:
     # One read transaction, so the record and its chunks are from the same snapshot.
     conn.execute("BEGIN")
     try:
         row = ops.read_record(conn, endpoint, job_id, time.time())
         if row is None:
             raise JobNotFound(f"job {job_id} not found")
-        chunks = conn.execute(
-            "SELECT data FROM chunks WHERE job_id = ? AND idx >= ? ORDER BY idx", (job_id, start)
-        ).fetchall()
+        chunks = ops.chunks_from(conn, job_id, start, max_bytes)
     finally:
         conn.execute("COMMIT")
-    return row, [blob for (blob,) in chunks]
+    return row, chunks
 
 
 def _counts(conn: sqlite3.Connection, endpoint: str) -> dict[str, int]:

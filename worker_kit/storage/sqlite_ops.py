@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import JobConflict, JobNotFound, SequenceGap, StaleLease
@@ -185,20 +186,55 @@ def purge(conn: sqlite3.Connection, notes: list[str], endpoint: str) -> int:
     return len(ids)
 
 
+def _within(sizes: Iterable[tuple[Any, int]], max_bytes: int | None) -> list[Any]:
+    """The keys of the leading (key, size) pairs whose sizes sum to at most max_bytes; at least one."""
+    taken: list[Any] = []
+    total = 0
+    for key, size in sizes:
+        total += size or 0
+        if taken and max_bytes is not None and total > max_bytes:
+            break
+        taken.append(key)
+    return taken
+
+
+def chunks_from(conn: sqlite3.Connection, job_id: str, start: int, max_bytes: int | None) -> list[bytes]:
+    """The job's chunks from index `start` on, bounded by max_bytes (at least one)."""
+    if max_bytes is None:
+        rows = conn.execute(
+            "SELECT data FROM chunks WHERE job_id = ? AND idx >= ? ORDER BY idx", (job_id, start)
+        ).fetchall()
+        return [blob for (blob,) in rows]
+    # Sizes first (length() reads no blob content), then only the chunks that fit: the
+    # answer is built without ever holding more than the bound plus one chunk.
+    sizes = conn.execute(
+        "SELECT idx, length(data) FROM chunks WHERE job_id = ? AND idx >= ? ORDER BY idx", (job_id, start)
+    )
+    try:
+        taken = _within(sizes, max_bytes)
+    finally:
+        sizes.close()
+    if not taken:
+        return []
+    rows = conn.execute(
+        "SELECT data FROM chunks WHERE job_id = ? AND idx >= ? AND idx <= ? ORDER BY idx",
+        (job_id, start, taken[-1]),
+    ).fetchall()
+    return [blob for (blob,) in rows]
+
+
 def consume_stream(
-    conn: sqlite3.Connection, notes: list[str], endpoint: str, job_id: str
+    conn: sqlite3.Connection, notes: list[str], endpoint: str, job_id: str, max_bytes: int | None = None
 ) -> tuple[Row, list[bytes], int]:
     now = time.time()
     found = _live(conn, endpoint, job_id, now, "read_cursor, stream_len")
     if found is None:
         raise JobNotFound(f"job {job_id} not found")
-    cursor, stream_len = found
-    chunks = conn.execute(
-        "SELECT data FROM chunks WHERE job_id = ? AND idx >= ? ORDER BY idx", (job_id, cursor)
-    ).fetchall()
-    if stream_len != cursor:
-        conn.execute("UPDATE jobs SET read_cursor = ? WHERE id = ?", (stream_len, job_id))
-    return _record(conn, job_id), [c for (c,) in chunks], stream_len
+    cursor, _ = found
+    chunks = chunks_from(conn, job_id, cursor, max_bytes)
+    if chunks:  # only what is handed out counts as read
+        conn.execute("UPDATE jobs SET read_cursor = ? WHERE id = ?", (cursor + len(chunks), job_id))
+    return _record(conn, job_id), chunks, cursor + len(chunks)
 
 
 # -- worker side -------------------------------------------------------------------------------
@@ -224,18 +260,19 @@ def _running(conn: sqlite3.Connection, endpoint: str, worker_id: str) -> int:
 
 def claim(
     conn: sqlite3.Connection, notes: list[str], endpoint: str, worker_id: str, max_jobs: int, lease_ms: int,
-    concurrency: int | None,
+    concurrency: int | None, max_bytes: int | None = None,
 ) -> list[Row]:  # fmt: skip
     now = time.time()
     before = _running(conn, endpoint, worker_id)
     # A job past its time to live is left for the sweep to time out, never handed out.
-    ids = conn.execute(
-        "SELECT id FROM jobs WHERE endpoint = ? AND state = 'IN_QUEUE' AND ttl_deadline > ? "
+    # length() reads the input's size from the row header, not the input itself.
+    queued = conn.execute(
+        "SELECT id, length(input) FROM jobs WHERE endpoint = ? AND state = 'IN_QUEUE' AND ttl_deadline > ? "
         "ORDER BY qpos LIMIT ?",
         (endpoint, now, max_jobs),
     ).fetchall()
     rows = []
-    for (job_id,) in ids:
+    for job_id in _within(queued, max_bytes):
         rows.append(
             conn.execute(
                 "UPDATE jobs SET state = 'IN_PROGRESS', token = ?, attempt = attempt + 1, worker_id = ?, "
