@@ -21,7 +21,15 @@ from ..storage.base import job_channel
 from .access import check_key
 from .config import EndpointConfig
 from .expect import expect_within
-from .http import ApiError, query_int, read_object, read_optional_object, respond, wait_until
+from .http import (
+    ApiError,
+    client_gone,
+    query_int,
+    read_object,
+    read_optional_object,
+    respond,
+    wait_until,
+)
 from .state import ServiceState, job_log, state_of
 
 routes = web.RouteTableDef()
@@ -58,10 +66,6 @@ def client_op(op: str | None) -> Callable[[Handler], Callable[[web.Request], Awa
         return handle
 
     return decorate
-
-
-def client_gone(request: web.Request) -> bool:
-    return request.transport is None or request.transport.is_closing()
 
 
 def job_id_of(request: web.Request) -> str:
@@ -175,7 +179,14 @@ async def runsync(
         latest = current
         return current if current.state.is_terminal else None
 
-    await wait_until(state.storage, job_channel(job.id), wait_ms / 1000, ended, state.shutdown)
+    await wait_until(
+        state.storage,
+        job_channel(job.id),
+        wait_ms / 1000,
+        ended,
+        state.shutdown,
+        gone=lambda: client_gone(request),
+    )
     return respond(request, latest.to_status())
 
 
@@ -235,13 +246,24 @@ async def _read_stream(request: web.Request, state: ServiceState, endpoint: str,
         if latest is not None and client_gone(request):
             return latest  # stop holding, and consume nothing for a client that left
         try:
-            latest = await state.storage.read_stream(endpoint, job_id, cursor)
+            # One answer carries at most stream_max_bytes of chunks (at least one); `cursor`
+            # says where the next call goes on, and a consuming read consumes only these.
+            latest = await state.storage.read_stream(
+                endpoint, job_id, cursor, max_bytes=state.config.stream_max_bytes
+            )
         except JobNotFound:
             raise not_found(job_id) from None
         job, items, _ = latest
         return latest if items or job.state.is_terminal or wait_ms == 0 else None
 
-    await wait_until(state.storage, job_channel(job_id), wait_ms / 1000, chunks, state.shutdown)
+    await wait_until(
+        state.storage,
+        job_channel(job_id),
+        wait_ms / 1000,
+        chunks,
+        state.shutdown,
+        gone=lambda: client_gone(request),
+    )
     assert latest is not None
     job, items, next_cursor = latest
     return respond(

@@ -95,6 +95,10 @@ class ServiceConfig:
     strict_endpoints: bool = False
     #: How long shutdown waits for in-flight requests (long-polls are answered at once).
     shutdown_timeout_s: float = 5.0
+    #: Bound on the stored input bytes one claim reply carries (at least one job is always sent).
+    claim_max_bytes: int = 32 * MB
+    #: Bound on the chunk bytes one /stream answer (or one SSE read) carries (at least one chunk).
+    stream_max_bytes: int = 8 * MB
     endpoints: dict[str, EndpointConfig] = field(default_factory=dict)
     default: EndpointConfig = field(default_factory=EndpointConfig)
 
@@ -284,7 +288,14 @@ def _check_endpoint(cfg: EndpointConfig, where: str) -> None:
 def _check_service(cfg: ServiceConfig) -> None:
     if not (0 <= cfg.port <= 65535):
         raise ConfigError(f"port must be between 0 and 65535, not {cfg.port}")
-    for name in ("lease_ms", "max_attempts", "sweep_interval_s", "shutdown_timeout_s"):
+    for name in (
+        "lease_ms",
+        "max_attempts",
+        "sweep_interval_s",
+        "shutdown_timeout_s",
+        "claim_max_bytes",
+        "stream_max_bytes",
+    ):
         _positive(name, getattr(cfg, name))
     if cfg.deadline_grace_ms < 0:
         raise ConfigError("deadline_grace_ms must not be negative")

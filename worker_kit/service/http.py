@@ -171,6 +171,14 @@ class Shutdown:
 #: Long-polls re-read storage at least this often, so a notification lost between replicas
 #: (or one published between a read and a subscribe) costs at most this much latency.
 _RECHECK_S = 2.0
+#: How often a held long-poll looks whether its client is still connected. Only the
+#: connection is looked at (no storage read), so this is cheap.
+_GONE_POLL_S = 0.25
+
+
+def client_gone(request: web.Request) -> bool:
+    """The client closed its connection (aiohttp does not cancel the handler of a client that left)."""
+    return request.transport is None or request.transport.is_closing()
 
 
 async def wait_until(
@@ -179,29 +187,35 @@ async def wait_until(
     timeout_s: float,
     check: Callable[[], Awaitable[T | None]],
     shutdown: Shutdown | None = None,
+    gone: Callable[[], bool] | None = None,
 ) -> T | None:
     """Call `check` until it returns a value, waking on `channel`; None once `timeout_s` passes.
 
     The waiter subscribes before `check` reads storage, so a change that lands in between
-    still wakes it.
+    still wakes it. With `gone` (e.g. `lambda: client_gone(request)`), the wait also ends,
+    returning None, soon after `gone()` turns true: a long-poll whose client left stops holding
+    and stops acting for it (renewing leases, claiming jobs) at once, not at its next wake-up.
     """
     deadline = time.monotonic() + timeout_s
     while True:
         remaining = deadline - time.monotonic()
         waiter = asyncio.ensure_future(storage.wait(channel, min(max(remaining, 0.0), _RECHECK_S)))
+        stop = asyncio.ensure_future(shutdown.event.wait()) if shutdown is not None else None
         try:
             await asyncio.sleep(0)  # let the waiter subscribe
             result = await check()
             if result is not None or remaining <= 0 or (shutdown is not None and shutdown.event.is_set()):
                 return result
-            if shutdown is None:
-                await waiter
-            else:
-                stop = asyncio.ensure_future(shutdown.event.wait())
-                try:
-                    await asyncio.wait((waiter, stop), return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    stop.cancel()
+            events = {waiter} if stop is None else {waiter, stop}
+            poll = _GONE_POLL_S if gone is not None else None
+            while True:
+                if gone is not None and gone():
+                    return None
+                done, _ = await asyncio.wait(events, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+                if done:
+                    break
         finally:
             if not waiter.done():
                 waiter.cancel()
+            if stop is not None:
+                stop.cancel()

@@ -38,6 +38,9 @@ KEEPALIVE_S = 15.0
 RECHECK_S = 2.0
 #: Reconnection delay suggested to EventSource clients (ms).
 RETRY_MS = 1000
+#: Chunk bytes read from storage at a time when the service config does not say
+#: (ServiceConfig.stream_max_bytes): a long stream is sent in pieces, never loaded whole.
+DEFAULT_PIECE_BYTES = 8 * 1024 * 1024
 
 
 class _Disconnected(Exception):
@@ -92,6 +95,13 @@ async def stream_sse(
     return response
 
 
+def _piece_bytes(request: web.Request) -> int:
+    from .state import STATE
+
+    config = getattr(request.app.get(STATE), "config", None)
+    return getattr(config, "stream_max_bytes", None) or DEFAULT_PIECE_BYTES
+
+
 def _shutdown_event(request: web.Request) -> asyncio.Event | None:
     # The service sets this when it stops; a held stream then ends at once instead of
     # holding shutdown (the client reconnects, to this service once back or to a replica).
@@ -115,6 +125,7 @@ async def _pump(
     last_update: str | None = None
     last_write = time.monotonic()
     shutdown = _shutdown_event(request)
+    piece = _piece_bytes(request)
     stopping = asyncio.ensure_future(shutdown.wait()) if shutdown is not None else None
     try:
         while stopping is None or not stopping.done():
@@ -131,7 +142,7 @@ async def _pump(
                 try:
                     job: JobRecord
                     if with_chunks:
-                        job, chunks, _ = await storage.read_stream(endpoint, job_id, cursor)
+                        job, chunks, _ = await storage.read_stream(endpoint, job_id, cursor, max_bytes=piece)
                     else:
                         found = await storage.get(endpoint, job_id)
                         if found is None:
@@ -148,16 +159,22 @@ async def _pump(
                         out += _event("chunk", {"output": chunk}, cursor)
                     await _write(request, response, bytes(out))
                     last_write = time.monotonic()
+                # More chunks are stored than this bounded read returned: send them before
+                # the final status, and read again at once rather than wait for a change.
+                more = with_chunks and cursor < job.stream_len
                 status = job.to_status()
-                if job.state.is_terminal:
-                    # read_stream returned every chunk stored, and a terminal job gets no more.
+                if job.state.is_terminal and not more:
+                    # Every chunk stored was sent, and a terminal job gets no more.
                     await _write(request, response, _event("status", status, cursor))
                     return
                 update = dumps_json([status.get("status"), status.get("output")])
-                if update != last_update:
+                # A terminal state is told once, by the status event after the last chunk.
+                if update != last_update and not job.state.is_terminal:
                     last_update = update
                     await _write(request, response, _event("update", status))
                     last_write = time.monotonic()
+                if more:
+                    continue
                 if stopping is None:
                     await waiter
                 else:

@@ -31,7 +31,7 @@ from ..storage.base import StopSignal, queue_channel, worker_channel
 from .access import check_key
 from .config import EndpointConfig
 from .expect import expect_within
-from .http import ApiError, field_int, field_str, read_object, respond, wait_until
+from .http import ApiError, client_gone, field_int, field_str, read_object, respond, wait_until
 from .state import ServiceState, job_log, state_of
 
 routes = web.RouteTableDef()
@@ -96,10 +96,6 @@ def job_wire(job: JobRecord, now: float) -> dict[str, Any]:
     return wire
 
 
-def client_gone(request: web.Request) -> bool:
-    return request.transport is None or request.transport.is_closing()
-
-
 @routes.post(PREFIX + WORKER_CLAIM)
 @worker_op
 async def claim(
@@ -117,12 +113,25 @@ async def claim(
     async def take() -> list[JobRecord] | None:
         if client_gone(request):
             return []  # nobody to hand jobs to: claim nothing
-        jobs = await state.storage.claim(endpoint, worker_id, max_jobs, lease_ms, concurrency=concurrency)
+        # The reply's size is bounded: a claim of 100 jobs with large inputs would otherwise be
+        # built whole in memory here and in the worker; the worker claims again for the rest.
+        jobs = await state.storage.claim(
+            endpoint,
+            worker_id,
+            max_jobs,
+            lease_ms,
+            concurrency=concurrency,
+            max_bytes=state.config.claim_max_bytes,
+        )
         return jobs or None
 
     jobs = (
-        await wait_until(state.storage, queue_channel(endpoint), wait_ms / 1000, take, state.shutdown) or []
-    )
+        await wait_until(
+            state.storage, queue_channel(endpoint), wait_ms / 1000, take, state.shutdown,
+            gone=lambda: client_gone(request),
+        )
+        or []
+    )  # fmt: skip
     if jobs and client_gone(request):
         # The worker left while storage claimed: hand the jobs straight back rather than wait for the lease.
         for job in jobs:
@@ -156,6 +165,8 @@ async def heartbeat(
     lease_ms = state.config.lease_ms
 
     async def stops() -> list[StopSignal] | None:
+        if client_gone(request):
+            return []  # the worker left: renew nothing for it
         found = await state.storage.heartbeat(
             endpoint, worker_id, leases, lease_ms, concurrency=concurrency, running=running
         )
@@ -163,7 +174,12 @@ async def heartbeat(
 
     found = (
         await wait_until(
-            state.storage, worker_channel(endpoint, worker_id), wait_ms / 1000, stops, state.shutdown
+            state.storage,
+            worker_channel(endpoint, worker_id),
+            wait_ms / 1000,
+            stops,
+            state.shutdown,
+            gone=lambda: client_gone(request),
         )
         or []
     )
