@@ -213,6 +213,8 @@ class Run:
         self._threads_live = 0
         self._body_done = False
         self._unsynced = 0  # bytes a producer thread handed over since it last waited for room
+        self._progress_slot: list[bytes] | None = None  # a thread's progress not yet on the loop
+        self._progress_lock = threading.Lock()
         self.aggregate: list[Any] | None = [] if handler.return_aggregate_stream else None
         job._progress = self._progress
 
@@ -231,8 +233,28 @@ class Run:
     def _progress(self, packed: bytes) -> None:
         if threading.get_ident() == self._loop_thread:
             self.sink.add("progress", packed)
-        else:
-            self._call_soon(self.sink.add, "progress", packed)
+            return
+        # From a thread, updates made before the loop takes the previous one share its slot:
+        # a tight progress() loop costs one loop callback per loop turn, not one per call.
+        with self._progress_lock:
+            slot = self._progress_slot
+            if slot is not None:
+                slot[0] = packed
+                return
+            slot = self._progress_slot = [packed]
+        self._call_soon(self._flush_progress, slot)
+
+    def _flush_progress(self, slot: list[bytes]) -> None:
+        with self._progress_lock:
+            if self._progress_slot is slot:
+                self._progress_slot = None
+            packed = slot[0]
+        self.sink.add("progress", packed)
+
+    def _seal_progress(self) -> None:
+        """A chunk follows: later progress updates must not join a slot queued before it."""
+        with self._progress_lock:
+            self._progress_slot = None
 
     def _call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
@@ -255,6 +277,7 @@ class Run:
 
     def _emit_from_thread(self, item: Any) -> None:
         pieces = pack_chunk(item)  # encoding happens in the handler's thread, off the loop
+        self._seal_progress()
         self._call_soon(self._add_pieces, pieces)
         self._keep(item)
         self._unsynced += sum(len(p) for p in pieces)

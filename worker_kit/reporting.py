@@ -66,7 +66,9 @@ class JobReporter:
     """One claimed job's ordered output (chunks and progress share one seq) and its result.
 
     `add` queues an item; a sender task ships whatever has accumulated while the previous
-    request was in flight, so small chunks batch without any artificial wait. `finish`
+    request was in flight, so small chunks batch without any artificial wait, and a progress
+    update still unsent is replaced by a newer one that follows it directly (a handler calling
+    progress() in a tight loop sends about one update per request, not every one). `finish`
     sends the remaining items inside the finish request, so nothing lands after the result.
     """
 
@@ -78,6 +80,11 @@ class JobReporter:
         self._on_lost = on_lost
         self._pending: list[tuple[int, bytes]] = []
         self._seq = 0
+        self._progress_seq = -1  # seq of the newest item when it is a progress update
+        #: Highest seq ever put in a request: such an item may be stored by the service already
+        #: (a reply lost to a timeout), so it is never replaced, only resent as it was.
+        self._tried_upto = -1
+        self.coalesced = 0  # progress updates replaced by a newer one before being sent
         self.buffered = 0
         self._room = asyncio.Event()
         self._room.set()
@@ -93,6 +100,19 @@ class JobReporter:
         if self._closed:
             log.debug("job %s: %s after the job ended, dropped", self.job_id, kind)
             return
+        if kind == "progress":
+            last = self._pending[-1] if self._pending else None
+            if last is not None and last[0] == self._progress_seq and last[0] > self._tried_upto:
+                # Only the latest of consecutive progress updates matters: one never sent,
+                # with no chunk after it, is replaced in place (same seq, same place in order).
+                item = pack_item(last[0], kind, packed_data)
+                self._pending[-1] = (last[0], item)
+                self.buffered += len(item) - len(last[1])
+                self.coalesced += 1
+                return
+            self._progress_seq = self._seq
+        else:
+            self._progress_seq = -1
         item = pack_item(self._seq, kind, packed_data)
         self._pending.append((self._seq, item))
         self._seq += 1
@@ -139,6 +159,7 @@ class JobReporter:
                     break
                 batch.append((seq, item))
                 size += len(item)
+            self._tried_upto = max(self._tried_upto, batch[-1][0])
             try:
                 next_seq = await self.transport.output(self.job_id, self.token, [b for _, b in batch])
             except SequenceGap as exc:

@@ -34,6 +34,8 @@ log = logging.getLogger("worker_kit.worker")
 RELEASE = "RELEASE"  # a stop reason of our own: shutting down, hand the job back
 DEFAULT_RESULT_LIMIT = 20 * 1024 * 1024
 MAX_CLAIM = 100
+#: Exit code when the worker's own claim or heartbeat loop failed (a bug: see the log).
+EXIT_INTERNAL = 1
 #: A job is first listed in a heartbeat this long after its claim (the claim's lease is
 #: fresh); long enough that short jobs never cost a heartbeat, short for cancel latency.
 HEARTBEAT_DELAY_S = 0.25
@@ -109,11 +111,31 @@ class Worker:
         self._cut = asyncio.Event()
         self._finished = asyncio.Event()
         self._grace = grace_s
+        self._run_began = False
+        self._failed_loops: set[asyncio.Task[None]] = set()
         self.stats = {"completed": 0, "failed": 0, "timed_out": 0, "stopped": 0, "released": 0}
 
     # -- public ---------------------------------------------------------------------------
     async def run(self) -> int:
-        """Claim and run jobs until stopped; returns the exit code (see settings.EXIT_*)."""
+        """Claim and run jobs until stopped; returns the exit code (see settings.EXIT_*).
+
+        A Worker runs once: run() after stop() (or after an earlier run() ended) returns
+        the exit code at once without claiming; run() while it is already running raises
+        RuntimeError."""
+        if self._run_began:
+            if not self._finished.is_set():
+                raise RuntimeError("Worker.run() is already running")
+            return self.exit_code
+        self._run_began = True
+        if self._stop_requested.is_set():  # stop() came first: never start
+            self._finished.set()
+            return self.exit_code
+        try:
+            return await self._run()
+        finally:
+            self._finished.set()  # stop() returns even when run() failed or was cancelled
+
+    async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         await self.transport.open()
         log.info("worker %s started: handler %s, endpoint %s, concurrency %s", self.worker_id,
@@ -122,8 +144,11 @@ class Worker:
         claim = loop.create_task(self._claim_loop(stop_waiter))
         heartbeat = loop.create_task(self._heartbeat_loop())
         try:
-            await stop_waiter
+            await asyncio.wait({stop_waiter, claim, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
+            self._check_loop("claim", claim)
+            self._check_loop("heartbeat", heartbeat)
             await asyncio.wait({claim})
+            self._check_loop("claim", claim)
             await self._drain()
         finally:
             for active in self._active.values():  # only if run() itself was cancelled
@@ -134,15 +159,33 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*leftover, return_exceptions=True)
             await self.transport.close()
-            self._finished.set()
         log.info("worker %s stopped (exit code %d)", self.worker_id, self.exit_code)
         return self.exit_code
+
+    def _check_loop(self, name: str, task: asyncio.Task[None]) -> None:
+        """A claim or heartbeat loop that ended on its own has a bug or met something it
+        cannot handle: without it the worker would idle for ever or lose its leases, so it
+        stops (handing its jobs back) and exits with EXIT_INTERNAL instead of hanging."""
+        if not task.done() or task.cancelled() or task in self._failed_loops:
+            return
+        exc = task.exception()
+        if exc is None and name == "claim" and self._stop_requested.is_set():
+            return  # the claim loop's normal end
+        self._failed_loops.add(task)
+        log.critical("the %s loop ended unexpectedly; stopping the worker (exit code %d)", name,
+                     EXIT_INTERNAL, exc_info=(type(exc), exc, exc.__traceback__) if exc else None)
+        if self.exit_code == EXIT_OK:
+            self.exit_code = EXIT_INTERNAL
+        self._request_stop(0.0)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop claiming, give running jobs `grace_s` (default: the worker's) to finish, hand
         the rest back to the queue, then return once `run()` has ended. Calling it again
-        with a shorter grace cuts the wait."""
+        with a shorter grace cuts the wait. Before run() has begun it returns at once (and
+        a later run() returns at once too)."""
         self._request_stop(self.grace_s if grace_s is None else grace_s)
+        if not self._run_began:
+            return
         await self._finished.wait()
 
     @property
@@ -303,7 +346,9 @@ class Worker:
         try:
             await asyncio.wait({run.result, active.stopped}, timeout=timeout_s,
                                return_when=asyncio.FIRST_COMPLETED)
-            if active.stopped.done():
+            # A result that is already there when the drain's grace runs out (same loop step)
+            # is delivered: handing the job back would run it again although it ended.
+            if active.stopped.done() and not (active.stopped.result() == RELEASE and run.result.done()):
                 await self._stopped(active, active.stopped.result())
                 return
             if run.result.done():
@@ -327,6 +372,16 @@ class Worker:
                         extra={**ids, "state": state, "duration_ms": int(elapsed * 1000)})
             if state == TIMED_OUT:
                 await self._watch(active)
+        except asyncio.CancelledError:
+            if active.finishing:  # run() ended (cancelled, or the drain's last wait ran out)
+                log.error("job %s: the worker stopped before its result was delivered; the job runs "
+                          "again once its lease expires", job_id, extra=ids)
+            raise
+        except Exception:  # a bug or a reply nothing expected: say so; the lease brings the job back
+            log.exception("job %s: reporting failed; the job runs again once its lease expires", job_id,
+                          extra=ids)
+            active.reporter.abandon("FAILED")
+            run.interrupt()
         finally:
             self._active.pop(job_id, None)
             self._held.pop(job_id, None)
@@ -365,6 +420,8 @@ class Worker:
         active = self._active.get(job_id)
         if active is None:
             return
+        if reason == RELEASE and (active.finishing or active.run.result.done()):
+            return  # its result exists: it is delivered, not handed back (the drain waits for it)
         if not active.stopped.done():
             active.stopped.set_result(reason)
         if active.finishing:

@@ -76,10 +76,17 @@ class Api:
         return reply
 
     async def chunks(self, url: str, job_id: str) -> list[Any]:
-        """Every stream chunk of the job, read with the non-consuming cursor."""
-        status, reply = await self.call("GET", f"{url}/stream/{job_id}?cursor=0")
-        assert status == 200, reply
-        return [c["output"] for c in reply["stream"]]
+        """Every stream chunk of the job so far, read with the non-consuming cursor (one
+        answer holds a bounded number of bytes: follow the cursor until a page is empty)."""
+        out: list[Any] = []
+        cursor = 0
+        while True:
+            status, reply = await self.call("GET", f"{url}/stream/{job_id}?cursor={cursor}")
+            assert status == 200, reply
+            if not reply["stream"]:
+                return out
+            out.extend(c["output"] for c in reply["stream"])
+            cursor = reply["cursor"]
 
 
 @pytest.fixture

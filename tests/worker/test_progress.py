@@ -6,9 +6,11 @@ import asyncio
 import threading
 from typing import Any
 
+import msgpack
 import pytest
 
 from worker_kit.execution import Job
+from worker_kit.transport import NativeTransport
 
 from .conftest import until
 
@@ -94,3 +96,104 @@ async def test_progress_rejects_unserialisable_values(service: Any, start_worker
     await start_worker(handler, url)
     status = await api.wait(url, await api.run(url, None))
     assert status["status"] == "FAILED" and status["error"].startswith("TypeError")
+
+
+class ItemRecordingTransport(NativeTransport):
+    """The real transport, keeping every output item it sends (decoded), in send order."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.items: list[dict[str, Any]] = []
+
+    def _keep(self, items: list[bytes]) -> None:
+        self.items.extend(msgpack.unpackb(item, raw=False) for item in items)
+
+    async def output(self, job_id: str, token: str, items: list[bytes]) -> int:
+        self._keep(items)
+        return await super().output(job_id, token, items)
+
+    async def finish(self, job_id: str, token: str, final: Any, items: list[bytes]) -> None:
+        self._keep(items)
+        await super().finish(job_id, token, final, items)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_tight_progress_loop_is_coalesced(kind: str, service: Any, start_worker: Any, api: Any) -> None:
+    n = 10_000
+    go_on = threading.Event()
+
+    def sync_handler(job: Job) -> Any:
+        for i in range(n):
+            job.progress(i)
+        assert go_on.wait(10)
+        return "done"
+
+    async def async_handler(job: Job) -> Any:
+        for i in range(n):
+            job.progress(i)
+        await until(go_on.is_set)
+        return "done"
+
+    url = service.endpoint_url("progress")
+    transport = ItemRecordingTransport(url, worker_id="coalesce")
+    await start_worker(sync_handler if kind == "sync" else async_handler, url, transport=transport,
+                       worker_id="coalesce")
+    job_id = await api.run(url, None)
+
+    async def shows_last() -> bool:
+        status = await api.status(url, job_id)
+        assert status["status"] in ("IN_QUEUE", "IN_PROGRESS"), status
+        return status["status"] == "IN_PROGRESS" and status.get("output") == n - 1
+
+    await until(shows_last)  # the latest value reaches /status while the job still runs
+    sent = [item["data"] for item in transport.items]
+    assert len(sent) < n // 10, len(sent)  # far fewer than one request item per call
+    assert sent == sorted(sent) and sent[-1] == n - 1
+    go_on.set()
+    final = await api.wait(url, job_id)
+    assert final["status"] == "COMPLETED" and final["output"] == "done"
+    record = await service.storage.get("progress", job_id)
+    assert record.next_seq == len(transport.items)  # coalesced items kept one seq, no gaps
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_coalesced_progress_keeps_its_place_among_chunks(
+    kind: str, service: Any, start_worker: Any, api: Any
+) -> None:
+    rounds, per_round = 30, 300
+
+    def sync_handler(job: Job) -> Any:
+        for r in range(rounds):
+            for k in range(per_round):
+                job.progress(r * 1000 + k)
+            yield f"c{r}"
+
+    async def async_handler(job: Job) -> Any:
+        for r in range(rounds):
+            for k in range(per_round):
+                job.progress(r * 1000 + k)
+            yield f"c{r}"
+
+    url = service.endpoint_url("progress")
+    transport = ItemRecordingTransport(url, worker_id="order")
+    await start_worker(sync_handler if kind == "sync" else async_handler, url, transport=transport,
+                       worker_id="order")
+    job_id = await api.run(url, None)
+    assert (await api.wait(url, job_id))["status"] == "COMPLETED"
+    assert await api.chunks(url, job_id) == [f"c{r}" for r in range(rounds)]
+    items = transport.items
+    assert [item["seq"] for item in items] == list(range(len(items)))
+    assert len(items) < rounds * (per_round + 1) // 10
+    # Between chunk r-1 and chunk r: at least one progress update, all from round r, rising,
+    # the last being that round's last value; never one from another round.
+    group: list[int] = []
+    r = 0
+    for item in items:
+        if item["kind"] == "progress":
+            group.append(item["data"])
+            continue
+        assert item["data"] == f"c{r}"
+        assert group and group == sorted(group), (r, group)
+        assert all(v // 1000 == r for v in group) and group[-1] == r * 1000 + per_round - 1, (r, group)
+        group, r = [], r + 1
+    assert r == rounds and not group
