@@ -227,10 +227,10 @@ def consume_stream(
     conn: sqlite3.Connection, notes: list[str], endpoint: str, job_id: str, max_bytes: int | None = None
 ) -> tuple[Row, list[bytes], int]:
     now = time.time()
-    found = _live(conn, endpoint, job_id, now, "read_cursor, stream_len")
+    found = _live(conn, endpoint, job_id, now, "read_cursor")
     if found is None:
         raise JobNotFound(f"job {job_id} not found")
-    cursor, _ = found
+    (cursor,) = found
     chunks = chunks_from(conn, job_id, cursor, max_bytes)
     if chunks:  # only what is handed out counts as read
         conn.execute("UPDATE jobs SET read_cursor = ? WHERE id = ?", (cursor + len(chunks), job_id))
