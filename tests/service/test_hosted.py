@@ -94,6 +94,20 @@ async def test_take_batch_answers_a_list(api: Api, session: Any) -> None:
     assert await sdk.take_batch(5, wait_ms=0) == (204, None)
 
 
+async def test_take_batch_is_bounded_by_claim_max_bytes(service_factory: Any, session: Any) -> None:
+    svc = await service_factory(claim_max_bytes=2500)
+    api = Api(session, svc.endpoint_url("ep"))
+    for i in range(3):
+        await api.run("x" * 1000 + str(i))
+    sdk = SdkWorker(session, api.base)
+    sizes = []
+    for _ in range(2):
+        status, jobs = await sdk.take_batch(5, wait_ms=0)
+        assert status == 200
+        sizes.append(len(jobs))
+    assert sizes == [2, 1]  # two 1 kB inputs fit in 2 500 bytes, the third waits for the next take
+
+
 async def test_take_long_polls_until_a_job_arrives(api: Api, session: Any) -> None:
     sdk = SdkWorker(session, api.base)
     held = asyncio.create_task(sdk.take(wait_ms=20_000))

@@ -115,7 +115,9 @@ async def _take(
     async def take() -> list[JobRecord] | None:
         if request.transport is None or request.transport.is_closing():
             return []  # the SDK gave up on this request; a job handed to it would be lost
-        return await state.storage.claim(endpoint, worker_id, max_jobs, lease_ms) or None
+        return await state.storage.claim(
+            endpoint, worker_id, max_jobs, lease_ms, max_bytes=state.config.claim_max_bytes
+        ) or None
 
     jobs = (
         await wait_until(state.storage, queue_channel(endpoint), hold_s(request), take, state.shutdown) or []
