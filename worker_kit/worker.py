@@ -282,8 +282,7 @@ class Worker:
                 await backoff.sleep(0.0, self._stop_requested, "claim")
                 continue
             backoff.reset()
-            if lease_ms:
-                self._lease_ms = int(lease_ms)
+            self._set_lease(lease_ms)
             for claimed in jobs:
                 self._launch(claimed)
 
@@ -429,6 +428,11 @@ class Worker:
         self._held.pop(job_id, None)
 
     # -- heartbeats -----------------------------------------------------------------------
+    def _set_lease(self, lease_ms: Any) -> None:
+        # A lease the service states wrongly (not a positive number) is ignored, not fatal.
+        if isinstance(lease_ms, int | float) and not isinstance(lease_ms, bool) and lease_ms >= 1:
+            self._lease_ms = int(min(lease_ms, 86_400_000))
+
     def _hold(self, job_id: str, token: str) -> None:
         loop = asyncio.get_running_loop()
         self._held[job_id] = (token, loop.time())
@@ -473,8 +477,7 @@ class Worker:
                 await backoff.sleep()
                 continue
             backoff.reset()
-            if lease_ms:
-                self._lease_ms = int(lease_ms)
+            self._set_lease(lease_ms)
             for job_id, reason in stops:
                 held = self._held.get(job_id)
                 if held is not None and held[0] == leases.get(job_id):
