@@ -6,6 +6,7 @@ ordered and batched with progress updates (`JobReporter`), and the final report
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -74,6 +75,9 @@ class JobReporter:
 
     #: Backlog above which producers wait (the handler is paused, not the loop).
     HIGH_WATER = 8 * 1024 * 1024
+    #: A request carrying nothing but a progress update waits until this long after the
+    #: previous request began (newer updates replace it meanwhile); chunks never wait.
+    PROGRESS_INTERVAL_S = 0.1
 
     def __init__(self, transport: Transport, job_id: str, token: str, on_lost: Callable[[], None]) -> None:
         self.transport, self.job_id, self.token = transport, job_id, token
@@ -89,6 +93,8 @@ class JobReporter:
         self._room = asyncio.Event()
         self._room.set()
         self._wake = asyncio.Event()
+        self._more = asyncio.Event()  # a chunk was queued, or the job ended: a throttled send goes now
+        self._last_send = float("-inf")
         self._sender: asyncio.Task[None] | None = None
         self._closed = False  # no more items accepted (finished or abandoned)
         self._abandoned: str | None = None  # why nothing more is sent at all
@@ -113,6 +119,7 @@ class JobReporter:
             self._progress_seq = self._seq
         else:
             self._progress_seq = -1
+            self._more.set()
         item = pack_item(self._seq, kind, packed_data)
         self._pending.append((self._seq, item))
         self._seq += 1
@@ -153,6 +160,15 @@ class JobReporter:
         while self._pending and self.buffered > keep and not self._abandoned:
             if keep == 0 and self._closed:
                 return
+            if keep == 0 and len(self._pending) == 1 and self._pending[0][0] == self._progress_seq:
+                loop = asyncio.get_running_loop()
+                wait = self._last_send + self.PROGRESS_INTERVAL_S - loop.time()
+                if wait > 0:  # progress only: throttled
+                    self._more.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await self._more.wait()
+                    continue
             batch, size = [], 0
             for seq, item in self._pending:
                 if batch and (size + len(item) > MAX_BATCH_BYTES or len(batch) >= MAX_BATCH_ITEMS):
@@ -160,6 +176,7 @@ class JobReporter:
                 batch.append((seq, item))
                 size += len(item)
             self._tried_upto = max(self._tried_upto, batch[-1][0])
+            self._last_send = asyncio.get_running_loop().time()
             try:
                 next_seq = await self.transport.output(self.job_id, self.token, [b for _, b in batch])
             except SequenceGap as exc:
@@ -192,6 +209,7 @@ class JobReporter:
         self.buffered = 0
         self._room.set()
         self._wake.set()
+        self._more.set()
 
     async def finish(self, final: Final) -> bool:
         """Deliver the final result, retrying until it lands or the lease is lost.
@@ -201,6 +219,7 @@ class JobReporter:
         """
         self._closed = True
         self._wake.set()  # a sender sleeping in backoff stops; its items go in the finish
+        self._more.set()
         if self._sender is not None:
             await asyncio.shield(self._sender)
         if not self._abandoned:

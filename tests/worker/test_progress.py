@@ -10,6 +10,7 @@ import msgpack
 import pytest
 
 from worker_kit.execution import Job
+from worker_kit.reporting import JobReporter
 from worker_kit.transport import NativeTransport
 
 from .conftest import until
@@ -197,3 +198,31 @@ async def test_coalesced_progress_keeps_its_place_among_chunks(
         assert all(v // 1000 == r for v in group) and group[-1] == r * 1000 + per_round - 1, (r, group)
         group, r = [], r + 1
     assert r == rounds and not group
+
+
+async def test_progress_only_requests_are_throttled(service: Any, start_worker: Any, api: Any) -> None:
+    # A handler publishing progress continuously (yielding to the loop between calls, so the
+    # sender could go again after every reply) sends at most one progress-only request per
+    # PROGRESS_INTERVAL_S, however fast the service answers.
+    ran: list[float] = []
+
+    async def handler(job: Job) -> Any:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        i = 0
+        while loop.time() - began < 0.5:
+            job.progress(i)
+            i += 1
+            await asyncio.sleep(0)
+        ran.append(loop.time() - began)
+        return i - 1
+
+    url = service.endpoint_url("progress")
+    transport = ItemRecordingTransport(url, worker_id="throttle")
+    await start_worker(handler, url, transport=transport, worker_id="throttle")
+    job_id = await api.run(url, None)
+    status = await api.wait(url, job_id)
+    assert status["status"] == "COMPLETED", status
+    sent = [item["data"] for item in transport.items]
+    assert sent[-1] == status["output"]  # the last update still rides in the finish request
+    assert 2 <= len(sent) <= ran[0] / JobReporter.PROGRESS_INTERVAL_S + 2, (len(sent), ran)
