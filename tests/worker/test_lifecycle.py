@@ -12,6 +12,7 @@ import pytest
 
 from worker_kit.errors import ServiceUnavailable
 from worker_kit.execution import Job
+from worker_kit.protocol import pack
 from worker_kit.settings import EXIT_OK
 from worker_kit.transport import NativeTransport
 from worker_kit.worker import EXIT_INTERNAL, Worker
@@ -176,3 +177,25 @@ async def test_a_result_being_delivered_when_the_grace_runs_out_is_not_dropped(
     status = await api.status(url, job_id)
     assert status["status"] == "COMPLETED" and status["output"] == "result", status
     assert worker.stats["released"] == 0
+
+
+class BrokenFinishTransport(NativeTransport):
+    """A Transport whose finish has a bug (raises something no one expects) for one job."""
+
+    async def finish(self, job_id: str, token: str, final: Any, items: list[bytes]) -> None:
+        if final.output == pack("boom"):
+            raise KeyError("a bug in a custom transport")
+        await super().finish(job_id, token, final, items)
+
+
+async def test_a_failing_report_is_logged_and_the_worker_goes_on(
+    service: Any, api: Any, start_worker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = service.endpoint_url("life")
+    with caplog.at_level(logging.ERROR, logger="worker_kit.worker"):
+        await start_worker(echo, url, transport=BrokenFinishTransport(url, worker_id="w"))
+        bad = await api.run(url, "boom")
+        good = await api.run(url, "fine")
+        assert (await api.wait(url, good))["output"] == "fine"
+        await until(lambda: f"job {bad}: reporting failed" in caplog.text)
+    assert "KeyError: 'a bug in a custom transport'" in caplog.text
