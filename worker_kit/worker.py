@@ -321,10 +321,16 @@ class Worker:
     def _prepare(self, claimed: ClaimedJob) -> _Active:
         loop = asyncio.get_running_loop()
         job_id = claimed.id
+        if job_id in self._active:
+            # The service gave this job out again (its lease expired, say while heartbeats could
+            # not get through), and to us: the earlier attempt here has lost its lease.
+            log.warning("job %s claimed again (attempt %d) while its earlier attempt still runs here; "
+                        "stopping that one", job_id, claimed.attempt, extra={"job_id": job_id})
+            self._on_stop(job_id, protocol.STOP_LOST)
         job = Job(job_id, claimed.input, attempt=claimed.attempt, policy=claimed.policy,
                   webhook=claimed.webhook)
         reporter = JobReporter(self.transport, job_id, claimed.token,
-                               on_lost=lambda: self._on_stop(job_id, protocol.STOP_LOST))
+                               on_lost=lambda: self._on_stop(job_id, protocol.STOP_LOST, claimed.token))
         run = Run(self.handler, job, reporter, self._validate)
         active = _Active(claimed, run, reporter, loop.create_future(), loop.time())
         self._active[job_id] = active
@@ -382,8 +388,10 @@ class Worker:
             active.reporter.abandon("FAILED")
             run.interrupt()
         finally:
-            self._active.pop(job_id, None)
-            self._held.pop(job_id, None)
+            # Only this attempt's entries: a later attempt of the same job may run here now.
+            if self._active.get(job_id) is active:
+                del self._active[job_id]
+            self._unhold(job_id, claimed.token)
 
     async def _stopped(self, active: _Active, reason: str) -> None:
         job_id = active.claimed.id
@@ -415,9 +423,9 @@ class Worker:
         self._occupied -= 1
         self._slot_freed.set()
 
-    def _on_stop(self, job_id: str, reason: str) -> None:
+    def _on_stop(self, job_id: str, reason: str, token: str | None = None) -> None:
         active = self._active.get(job_id)
-        if active is None:
+        if active is None or (token is not None and active.claimed.token != token):
             return
         if reason == RELEASE and (active.finishing or active.run.result.done()):
             return  # its result exists: it is delivered, not handed back (the drain waits for it)
@@ -425,7 +433,12 @@ class Worker:
             active.stopped.set_result(reason)
         if active.finishing:
             active.reporter.abandon(reason)  # cancelled, lost or shutting down while delivering
-        self._held.pop(job_id, None)
+        self._unhold(job_id, active.claimed.token)
+
+    def _unhold(self, job_id: str, token: str) -> None:
+        held = self._held.get(job_id)
+        if held is not None and held[0] == token:
+            del self._held[job_id]
 
     # -- heartbeats -----------------------------------------------------------------------
     def _set_lease(self, lease_ms: Any) -> None:
@@ -481,4 +494,4 @@ class Worker:
             for job_id, reason in stops:
                 held = self._held.get(job_id)
                 if held is not None and held[0] == leases.get(job_id):
-                    self._on_stop(job_id, reason)
+                    self._on_stop(job_id, reason, held[0])

@@ -199,3 +199,44 @@ async def test_a_failing_report_is_logged_and_the_worker_goes_on(
         assert (await api.wait(url, good))["output"] == "fine"
         await until(lambda: f"job {bad}: reporting failed" in caplog.text)
     assert "KeyError: 'a bug in a custom transport'" in caplog.text
+
+
+class HeartbeatOutageTransport(NativeTransport):
+    """Heartbeats cannot get through while `down` is set; claims and reports can."""
+
+    down = False
+
+    async def heartbeat(self, *args: Any, **kwargs: Any) -> Any:
+        if self.down:
+            raise ServiceUnavailable("heartbeats cut off")
+        return await super().heartbeat(*args, **kwargs)
+
+
+async def test_a_job_claimed_again_stops_its_earlier_attempt_here(
+    service: Any, api: Any, start_worker: Any
+) -> None:
+    # Heartbeats fail past the lease (2 s): the service gives the job out again, to this same
+    # worker. The earlier attempt has lost its lease: it is stopped at once (it used to run on,
+    # holding a slot until its timeout, and its end unregistered the new attempt's lease).
+    url = service.endpoint_url("life")
+    interrupted = asyncio.Event()
+
+    async def handler(job: Job) -> Any:
+        if job.attempt > 1:
+            return f"attempt {job.attempt}"
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            interrupted.set()
+            raise
+
+    transport = HeartbeatOutageTransport(url, worker_id="w")
+    transport.down = True
+    worker = await start_worker(handler, url, transport=transport, concurrency=2, claim_wait_s=0.5)
+    job_id = await api.run(url, None)
+    status = await api.wait(url, job_id)
+    assert status["status"] == "COMPLETED" and status["output"] == "attempt 2", status
+    transport.down = False
+    await asyncio.wait_for(interrupted.wait(), 10)
+    await until(lambda: worker.running == 0)
+    assert worker.stats["completed"] == 1 and worker.stats["stopped"] == 1, worker.stats
