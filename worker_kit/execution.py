@@ -242,7 +242,11 @@ class Run:
                 slot[0] = packed
                 return
             slot = self._progress_slot = [packed]
-        self._call_soon(self._flush_progress, slot)
+        try:
+            self._call_soon(self._flush_progress, slot)
+        except JobInterrupted:
+            self._seal_progress()  # so the next call raises too
+            raise
 
     def _flush_progress(self, slot: list[bytes]) -> None:
         with self._progress_lock:

@@ -24,6 +24,7 @@ from . import protocol
 from .errors import AuthError, RateLimited, ServiceError, ServiceUnavailable
 from .execution import COMPLETED, FAILED, STOPPED, TIMED_OUT, Job, Outcome, Run
 from .job import DEFAULT_EXECUTION_TIMEOUT_MS
+from .leases import Leases
 from .registry import Concurrency, Handler
 from .reporting import JobReporter, final_report, release
 from .settings import EXIT_OK, EXIT_REFUSED, EXIT_STUCK
@@ -36,9 +37,6 @@ DEFAULT_RESULT_LIMIT = 20 * 1024 * 1024
 MAX_CLAIM = 100
 #: Exit code when the worker's own claim or heartbeat loop failed (a bug: see the log).
 EXIT_INTERNAL = 1
-#: A job is first listed in a heartbeat this long after its claim (the claim's lease is
-#: fresh); long enough that short jobs never cost a heartbeat, short for cancel latency.
-HEARTBEAT_DELAY_S = 0.25
 
 
 def default_worker_id() -> str:
@@ -99,14 +97,11 @@ class Worker:
             from .validation import validate
 
             self._validate = validate
-        self._lease_ms = protocol.DEFAULT_LEASE_MS
+        self._leases = Leases(self.transport, self._on_stop, lambda: (self._capacity_now, self._occupied))
         self._occupied = 0
         self._active: dict[str, _Active] = {}
-        self._held: dict[str, tuple[str, float]] = {}  # job id -> (token, claimed at)
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
-        self._hb_wake = asyncio.Event()
-        self._hb_inflight: set[str] = set()
         self._stop_requested = asyncio.Event()
         self._cut = asyncio.Event()
         self._finished = asyncio.Event()
@@ -142,7 +137,7 @@ class Worker:
                  self.handler.name, self.url, "dynamic" if callable(self._concurrency) else self._concurrency)
         stop_waiter = loop.create_task(self._stop_requested.wait())
         claim = loop.create_task(self._claim_loop(stop_waiter))
-        heartbeat = loop.create_task(self._heartbeat_loop())
+        heartbeat = loop.create_task(self._leases.run())
         try:
             await asyncio.wait({stop_waiter, claim, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
             self._check_loop("claim", claim)
@@ -282,7 +277,7 @@ class Worker:
                 await backoff.sleep(0.0, self._stop_requested, "claim")
                 continue
             backoff.reset()
-            self._set_lease(lease_ms)
+            self._leases.set_lease(lease_ms)
             for claimed in jobs:
                 self._launch(claimed)
 
@@ -334,7 +329,7 @@ class Worker:
         run = Run(self.handler, job, reporter, self._validate)
         active = _Active(claimed, run, reporter, loop.create_future(), loop.time())
         self._active[job_id] = active
-        self._hold(job_id, claimed.token)
+        self._leases.hold(job_id, claimed.token)
         self._occupied += 1
         run.settled.add_done_callback(self._on_settled)
         return active
@@ -391,7 +386,7 @@ class Worker:
             # Only this attempt's entries: a later attempt of the same job may run here now.
             if self._active.get(job_id) is active:
                 del self._active[job_id]
-            self._unhold(job_id, claimed.token)
+            self._leases.unhold(job_id, claimed.token)
 
     async def _stopped(self, active: _Active, reason: str) -> None:
         job_id = active.claimed.id
@@ -433,65 +428,4 @@ class Worker:
             active.stopped.set_result(reason)
         if active.finishing:
             active.reporter.abandon(reason)  # cancelled, lost or shutting down while delivering
-        self._unhold(job_id, active.claimed.token)
-
-    def _unhold(self, job_id: str, token: str) -> None:
-        held = self._held.get(job_id)
-        if held is not None and held[0] == token:
-            del self._held[job_id]
-
-    # -- heartbeats -----------------------------------------------------------------------
-    def _set_lease(self, lease_ms: Any) -> None:
-        # A lease the service states wrongly (not a positive number) is ignored, not fatal.
-        if isinstance(lease_ms, int | float) and not isinstance(lease_ms, bool) and lease_ms >= 1:
-            self._lease_ms = int(min(lease_ms, 86_400_000))
-
-    def _hold(self, job_id: str, token: str) -> None:
-        loop = asyncio.get_running_loop()
-        self._held[job_id] = (token, loop.time())
-        loop.call_later(HEARTBEAT_DELAY_S, self._maybe_wake_heartbeat, job_id)
-
-    def _maybe_wake_heartbeat(self, job_id: str) -> None:
-        if job_id in self._held and job_id not in self._hb_inflight:
-            self._hb_wake.set()
-
-    async def _heartbeat_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        backoff = Backoff()
-        while True:
-            backoff.cap = min(10.0, max(0.2, self._lease_ms / 3000))  # retry within a third of a lease
-            now = loop.time()
-            leases = {j: tok for j, (tok, since) in self._held.items() if now - since >= HEARTBEAT_DELAY_S}
-            self._hb_wake.clear()
-            if not leases:
-                await self._hb_wake.wait()
-                continue
-            self._hb_inflight = set(leases)
-            req = loop.create_task(self.transport.heartbeat(
-                leases, max(0, self._lease_ms // 3), concurrency=self._capacity_now, running=self._occupied))
-            wake = loop.create_task(self._hb_wake.wait())
-            try:
-                await asyncio.wait({req, wake}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                wake.cancel()
-                self._hb_inflight = set()
-                if not req.done():
-                    req.cancel()  # a newer job must be listed: ask again
-            await asyncio.wait({req})
-            if req.cancelled():
-                continue
-            try:
-                stops, lease_ms = req.result()
-            except (ServiceUnavailable, RateLimited) as exc:
-                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, what="heartbeat")
-                continue
-            except Exception as exc:
-                log.error("heartbeat failed: %s", exc)
-                await backoff.sleep()
-                continue
-            backoff.reset()
-            self._set_lease(lease_ms)
-            for job_id, reason in stops:
-                held = self._held.get(job_id)
-                if held is not None and held[0] == leases.get(job_id):
-                    self._on_stop(job_id, reason, held[0])
+        self._leases.unhold(job_id, active.claimed.token)
