@@ -42,8 +42,9 @@ local runs (no queue service needed):
   --test-input JSON       run one job, e.g. --test-input '{"input": {"x": 1}}', and print the result
   --serve                 serve the whole client API on localhost with this handler
 
-exit codes: 0 stopped cleanly, 2 bad settings, 3 a handler was stuck and could not be
-interrupted (restart the worker), 4 the service refused the worker (key or URL);
+exit codes: 0 stopped cleanly, 1 the worker's own claim or heartbeat loop failed (logged),
+2 bad settings, 3 a handler was stuck and could not be interrupted (restart the worker),
+4 the service refused the worker (key or URL);
 a second SIGINT/SIGTERM exits at once with 128 + the signal number.
 """
 
