@@ -16,9 +16,8 @@ from aiohttp import web
 
 from ..errors import JobConflict, JobNotFound
 from ..job import JobRecord, JobState, Policy
-from ..protocol import MAX_POLL_MS
+from ..protocol import API_PREFIX, MAX_POLL_MS
 from ..storage.base import job_channel
-from .access import check_key
 from .config import EndpointConfig
 from .expect import expect_within
 from .http import (
@@ -30,12 +29,12 @@ from .http import (
     respond,
     wait_until,
 )
-from .state import ServiceState, job_log, state_of
+from .state import ServiceState, authorized, job_log
 
 routes = web.RouteTableDef()
 log = logging.getLogger("worker_kit.service")
 
-PREFIX = "/v2/{endpoint_id}"
+PREFIX = API_PREFIX
 RUNSYNC_DEFAULT_WAIT_MS = 90_000
 RUNSYNC_MAX_WAIT_MS = 300_000
 #: Upper bound for policy times and /status?ttl= (a week, as the hosted service allows).
@@ -54,10 +53,7 @@ def client_op(op: str | None) -> Callable[[Handler], Callable[[web.Request], Awa
     def decorate(fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         @functools.wraps(fn)
         async def handle(request: web.Request) -> web.StreamResponse:
-            state = state_of(request)
-            endpoint = request.match_info["endpoint_id"]
-            cfg = state.endpoint_config(endpoint)
-            check_key(request, cfg, "client")
+            state, endpoint, cfg = authorized(request, "client")
             if op is None:
                 return await fn(request, state, endpoint, cfg)
             with state.limiter.slot(endpoint, op, cfg.rate_limit(op)):

@@ -27,17 +27,16 @@ from aiohttp import web
 
 from ..errors import JobNotFound, SequenceGap, StaleLease
 from ..job import MAX_CHUNK_BYTES, JobRecord, JobState, OutputItem
-from ..protocol import MAX_POLL_MS, decode, pack
+from ..protocol import API_PREFIX, MAX_POLL_MS, STOP_LOST, decode, pack
 from ..storage.base import queue_channel, worker_channel
-from .access import check_key
 from .config import EndpointConfig
 from .http import ApiError, query_int, read_body, wait_until
-from .state import ServiceState, job_log, state_of
+from .state import ServiceState, authorized, job_log
 
 routes = web.RouteTableDef()
 log = logging.getLogger("worker_kit.service.hosted")
 
-PREFIX = "/v2/{endpoint_id}"
+PREFIX = API_PREFIX
 #: job-take and job-stop hold this long by default; SDK workers cut requests at 90 s.
 #: A template may carry `?wait_ms=N` to change it.
 DEFAULT_HOLD_MS = 30_000
@@ -76,10 +75,7 @@ def path_part(raw: str) -> str:
 
 def hosted_op(fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        state = state_of(request)
-        endpoint = request.match_info["endpoint_id"]
-        cfg = state.endpoint_config(endpoint)
-        check_key(request, cfg, "worker")
+        state, endpoint, cfg = authorized(request, "worker")
         worker_id = path_part(request.match_info["worker_id"])
         if not worker_id or len(worker_id) > 256:
             raise ApiError(400, "the worker id in the path must be 1 to 256 characters")
@@ -189,7 +185,7 @@ async def ping(
     leases = await _leases(state, hosted, endpoint, worker_id, listed)
     stops = await state.storage.heartbeat(endpoint, worker_id, leases, state.config.lease_ms)
     for stop in stops:
-        if stop.reason == "LOST":
+        if stop.reason == STOP_LOST:
             hosted.forget(endpoint, worker_id, stop.job_id)
     return json_response({"status": "ok"})
 

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ..job import JobRecord, JobState
 from ..storage.base import Storage
-from .access import RateLimiter
+from .access import RateLimiter, check_key
 from .config import EndpointConfig, ServiceConfig, valid_endpoint_id
 from .http import ApiError, Shutdown
 from .metrics import Metrics
@@ -140,6 +140,16 @@ STATE = web.AppKey("worker_kit_state", ServiceState)
 
 def state_of(request: web.Request) -> ServiceState:
     return request.app[STATE]
+
+
+def authorized(request: web.Request, kind: str) -> tuple[ServiceState, str, EndpointConfig]:
+    """The state, endpoint id and endpoint settings of a /v2/{endpoint_id} request, once its
+    key of `kind` ("client" or "worker") checks out (401/403 otherwise)."""
+    state = state_of(request)
+    endpoint = request.match_info["endpoint_id"]
+    cfg = state.endpoint_config(endpoint)
+    check_key(request, cfg, kind)
+    return state, endpoint, cfg
 
 
 def job_log(job: JobRecord, message: str, *args: Any) -> None:

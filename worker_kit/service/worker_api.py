@@ -18,6 +18,7 @@ from aiohttp import web
 from ..errors import JobNotFound, SequenceGap, StaleLease
 from ..job import MAX_CHUNK_BYTES, WORKER_FINAL_STATES, JobRecord, JobState, OutputItem
 from ..protocol import (
+    API_PREFIX,
     DEFAULT_CLAIM_WAIT_MS,
     MAX_POLL_MS,
     WORKER_CLAIM,
@@ -28,16 +29,15 @@ from ..protocol import (
     pack,
 )
 from ..storage.base import StopSignal, queue_channel, worker_channel
-from .access import check_key
 from .config import EndpointConfig
 from .expect import expect_within
 from .http import ApiError, client_gone, field_int, field_str, read_object, respond, wait_until
-from .state import ServiceState, job_log, state_of
+from .state import ServiceState, authorized, job_log
 
 routes = web.RouteTableDef()
 log = logging.getLogger("worker_kit.service")
 
-PREFIX = "/v2/{endpoint_id}"
+PREFIX = API_PREFIX
 MAX_CLAIM = 100
 #: Bounds a worker's stated concurrency and running counts (storage keeps them as 64-bit integers).
 MAX_SLOTS = 1_000_000
@@ -51,10 +51,7 @@ Handler = Callable[[web.Request, ServiceState, str, EndpointConfig], Awaitable[w
 def worker_op(fn: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
     @functools.wraps(fn)
     async def handle(request: web.Request) -> web.Response:
-        state = state_of(request)
-        endpoint = request.match_info["endpoint_id"]
-        cfg = state.endpoint_config(endpoint)
-        check_key(request, cfg, "worker")
+        state, endpoint, cfg = authorized(request, "worker")
         return await fn(request, state, endpoint, cfg)
 
     return handle
