@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import PayloadTooLarge, RateLimited, SequenceGap, ServiceError, ServiceUnavailable, StaleLease
 from .job import MAX_CHUNK_BYTES
-from .protocol import pack
+from .protocol import STOP_LOST, pack
 from .transport import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Backoff, Final, Transport, pack_item
 
 log = logging.getLogger("worker_kit.worker")
@@ -197,7 +197,7 @@ class JobReporter:
 
     def _lost(self) -> None:
         if not self._abandoned:
-            self.abandon("LOST")
+            self.abandon(STOP_LOST)
             self._on_lost()
 
     def abandon(self, reason: str) -> None:
