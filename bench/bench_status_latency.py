@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from worker_kit.job import JobState, Policy
-from worker_kit.storage.sqlite import SQLiteStorage
+from worker_kit.storage.sqlite.backend import SQLiteStorage
 
 EP = "bench"
 INPUT = {"prompt": "x" * 200, "max_tokens": 128}

@@ -14,9 +14,9 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    "handler": "worker_kit.registry",
-    "start": "worker_kit.entrypoint",
-    "Job": "worker_kit.execution",
+    "handler": "worker_kit.worker.registry",
+    "start": "worker_kit.worker.entrypoint",
+    "Job": "worker_kit.worker.execution",
     "JobState": "worker_kit.job",
     "Endpoint": "worker_kit.client",
     "AsyncEndpoint": "worker_kit.client",
@@ -52,7 +52,6 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .client import AsyncEndpoint, Endpoint
-    from .entrypoint import start
     from .errors import (
         AuthError,
         JobCancelled,
@@ -66,7 +65,8 @@ if TYPE_CHECKING:
         ServiceUnavailable,
         WorkerKitError,
     )
-    from .execution import Job
     from .job import JobState
-    from .registry import handler
     from .validation import Field
+    from .worker.entrypoint import start
+    from .worker.execution import Job
+    from .worker.registry import handler

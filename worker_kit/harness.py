@@ -30,8 +30,8 @@ from .testing import LOCAL_ENDPOINT, LocalStack, local_stack
 
 if TYPE_CHECKING:
     from .client import AsyncEndpoint
-    from .registry import Handler
-    from .worker import Worker
+    from .worker.loop import Worker
+    from .worker.registry import Handler
 
 TEST_INPUT_FILE = "test_input.json"
 #: Keys a test input may hold; "id" is accepted for files written for the hosted SDK (ids are

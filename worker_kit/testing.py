@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .client import AsyncEndpoint, Endpoint
-    from .registry import Handler
     from .service.runner import RunningService
-    from .worker import Worker
+    from .worker.loop import Worker
+    from .worker.registry import Handler
 
 __all__ = [
     "LocalStack",
@@ -88,7 +88,7 @@ async def local_stack(
     """
     from .service.config import ServiceConfig
     from .service.runner import run_service
-    from .worker import Worker
+    from .worker.loop import Worker
 
     config = ServiceConfig(host=host, port=port, storage=storage, **service_options)
     async with run_service(config) as svc:
@@ -108,7 +108,7 @@ async def local_stack(
 def resolve_handler(handler: Any = None) -> Handler:
     """A registry Handler from a Handler, a handler function (decorated or not), a
     registered name, or None (the only registered handler)."""
-    from .registry import get_handler
+    from .worker.registry import get_handler
 
     return get_handler(handler)
 

@@ -1,4 +1,4 @@
-"""The client end to end with the real worker runtime (worker_kit.worker.Worker) in-process."""
+"""The client end to end with the real worker runtime (worker_kit.worker.loop.Worker) in-process."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from worker_kit import JobCancelled, JobFailed
 from worker_kit.client import AsyncEndpoint
-from worker_kit.registry import get_handler
-from worker_kit.worker import Worker
+from worker_kit.worker.loop import Worker
+from worker_kit.worker.registry import get_handler
 
 started = asyncio.Event()
 release = asyncio.Event()

@@ -79,7 +79,7 @@ async def test_concurrency_and_the_stack() -> None:
 async def test_validation_end_to_end_handler_not_run() -> None:
     calls: list[object] = []
 
-    from worker_kit.registry import Handler
+    from worker_kit.worker.registry import Handler
 
     def fn(job):
         calls.append(job.input)

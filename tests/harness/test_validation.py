@@ -209,7 +209,7 @@ def test_malformed_schema_raises_config_error(schema: object, message: str) -> N
 
 
 def test_a_malformed_schema_fails_at_decoration_time() -> None:
-    from worker_kit.registry import handler
+    from worker_kit.worker.registry import handler
 
     def fn(job: object) -> None:
         return None

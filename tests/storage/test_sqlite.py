@@ -16,8 +16,8 @@ import pytest
 from worker_kit.errors import ConfigError, JobConflict, SequenceGap, StorageError
 from worker_kit.job import JobState, OutputItem, Policy
 from worker_kit.storage import open_storage
-from worker_kit.storage.sqlite import SQLiteStorage
-from worker_kit.storage.sqlite_schema import SQLiteURL
+from worker_kit.storage.sqlite.backend import SQLiteStorage
+from worker_kit.storage.sqlite.schema import SQLiteURL
 
 EP = "ep"
 

@@ -160,7 +160,7 @@ async def spawn_worker(tmp_path: Path) -> AsyncIterator[SpawnWorker]:
 
 
 def make_handler(fn: Callable[..., Any], **options: Any) -> Any:
-    from worker_kit.registry import Handler
+    from worker_kit.worker.registry import Handler
 
     return Handler(fn=fn, name=options.pop("name", "test_handler"), **options)
 
@@ -169,8 +169,8 @@ def make_handler(fn: Callable[..., Any], **options: Any) -> Any:
 async def start_worker() -> AsyncIterator[Callable[..., Any]]:
     """`await start_worker(fn_or_handler, url, **worker_kwargs)`: an in-process Worker running
     in the test's loop; stopped (grace 0) at teardown. `worker.task` is its run() task."""
-    from worker_kit.registry import Handler
-    from worker_kit.worker import Worker
+    from worker_kit.worker.loop import Worker
+    from worker_kit.worker.registry import Handler
 
     workers: list[Any] = []
 

@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from worker_kit.execution import Job, JobInterrupted
+from worker_kit.worker.execution import Job, JobInterrupted
 
 from .conftest import until
 

@@ -8,8 +8,8 @@ import threading
 import time
 from typing import Any
 
-from worker_kit.execution import Job
-from worker_kit.transport import NativeTransport
+from worker_kit.worker.execution import Job
+from worker_kit.worker.transport import NativeTransport
 
 
 class ClaimCountingTransport(NativeTransport):

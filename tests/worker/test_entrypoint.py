@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from worker_kit.errors import ConfigError
-from worker_kit.registry import Registry, handler
 from worker_kit.service.config import EndpointConfig
-from worker_kit.settings import EXIT_REFUSED, load_settings
+from worker_kit.worker.registry import Registry, handler
+from worker_kit.worker.settings import EXIT_REFUSED, load_settings
 
 from .conftest import HANDLERS
 
@@ -85,7 +85,7 @@ def test_help_explains_settings() -> None:
 
 def test_import_worker_kit_stays_light() -> None:
     code = ("import sys, worker_kit\n@worker_kit.handler(timeout=5)\ndef f(job): return 1\n"
-            "print(sorted(m for m in ('aiohttp', 'msgpack', 'worker_kit.worker') if m in sys.modules))")
+            "print(sorted(m for m in ('aiohttp', 'msgpack', 'worker_kit.worker.loop') if m in sys.modules))")
     proc = run_py("-c", code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
@@ -103,7 +103,7 @@ def test_registry_lookup() -> None:
 
     def b(job: Any) -> None: ...
 
-    from worker_kit.registry import Handler
+    from worker_kit.worker.registry import Handler
 
     ha = reg.add(Handler(fn=a, name="a", timeout=3))
     assert reg.get() is ha and reg.get("a") is ha and reg.get(a) is ha

@@ -148,7 +148,7 @@ async def test_revived_worker_cannot_overwrite_a_newer_attempt(
 async def test_job_claimed_as_the_worker_stops_is_released(service: Any, start_worker: Any, api: Any) -> None:
     # The hosted SDK ran nothing and reported nothing for a job its last poll brought in after
     # SIGTERM. Here a job that arrives once the worker is stopping is handed straight back.
-    from worker_kit.transport import NativeTransport
+    from worker_kit.worker.transport import NativeTransport
 
     ran: list[Any] = []
 

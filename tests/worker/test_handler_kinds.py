@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from worker_kit.execution import Job
+from worker_kit.worker.execution import Job
 
 from .conftest import make_handler
 

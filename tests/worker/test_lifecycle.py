@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from worker_kit.errors import ServiceUnavailable
-from worker_kit.execution import Job
 from worker_kit.protocol import pack
-from worker_kit.settings import EXIT_OK
-from worker_kit.transport import NativeTransport
-from worker_kit.worker import EXIT_INTERNAL, Worker
+from worker_kit.worker.execution import Job
+from worker_kit.worker.loop import EXIT_INTERNAL, Worker
+from worker_kit.worker.settings import EXIT_OK
+from worker_kit.worker.transport import NativeTransport
 
 from .conftest import make_handler, until
 

@@ -9,9 +9,9 @@ from typing import Any
 import msgpack
 import pytest
 
-from worker_kit.execution import Job
-from worker_kit.reporting import JobReporter
-from worker_kit.transport import NativeTransport
+from worker_kit.worker.execution import Job
+from worker_kit.worker.reporting import JobReporter
+from worker_kit.worker.transport import NativeTransport
 
 from .conftest import until
 

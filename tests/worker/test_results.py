@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from worker_kit.execution import Job
 from worker_kit.service.config import EndpointConfig
+from worker_kit.worker.execution import Job
 
 from .conftest import make_handler
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from worker_kit.execution import Job
 from worker_kit.job import MAX_CHUNK_BYTES
 from worker_kit.protocol import pack
-from worker_kit.reporting import PIECE_BYTES, split_chunk
-from worker_kit.transport import NativeTransport
+from worker_kit.worker.execution import Job
+from worker_kit.worker.reporting import PIECE_BYTES, split_chunk
+from worker_kit.worker.transport import NativeTransport
 
 from .conftest import until
 

@@ -8,8 +8,8 @@ import threading
 import time
 from typing import Any
 
-from worker_kit.execution import Job
-from worker_kit.settings import EXIT_STUCK
+from worker_kit.worker.execution import Job
+from worker_kit.worker.settings import EXIT_STUCK
 
 from .conftest import make_handler
 

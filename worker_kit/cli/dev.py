@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     # The file imported without calling worker_kit.start(): serve what it registered.
     from ..errors import ConfigError
     from ..harness import main as harness_main
-    from ..registry import get_handler
+    from ..worker.registry import get_handler
 
     try:
         handler = get_handler()

@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import entrypoint
+    from ..worker import entrypoint
 
     path = Path(args.file)
     if not path.is_file():

@@ -15,7 +15,7 @@ def open_storage(url: str) -> Storage:
     """
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme == "sqlite":
-        from .sqlite import SQLiteStorage
+        from .sqlite.backend import SQLiteStorage
 
         return SQLiteStorage.from_url(url)
     if scheme in ("redis", "rediss", "unix"):

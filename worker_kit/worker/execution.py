@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .protocol import dumps_json, pack
+from ..protocol import dumps_json, pack
 from .registry import Handler
 from .reporting import pack_chunk
 
@@ -40,7 +40,7 @@ class JobInterrupted(BaseException):
 
 
 class Sink(Protocol):
-    """Where a running job's output items go (worker_kit.reporting.JobReporter)."""
+    """Where a running job's output items go (worker_kit.worker.reporting.JobReporter)."""
 
     buffered: int
 

@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
-from .errors import ConfigError
-from .logs import configure_logging
+from ..errors import ConfigError
+from ..logs import configure_logging
 from .registry import Handler, get_handler
 from .settings import EXIT_CONFIG, EXIT_STUCK, WorkerSettings, load_settings
 
@@ -66,7 +66,7 @@ def start(handler: Callable[..., Any] | Handler | str | None = None, **options: 
         _fail(prog, str(exc))
     argv = sys.argv[1:]
     if wants_harness(argv, os.environ, options, script=sys.argv[0] if sys.argv else None):
-        from .harness import main as harness_main
+        from ..harness import main as harness_main
 
         sys.exit(harness_main(chosen, list(argv)))
     try:
@@ -116,7 +116,7 @@ def run_worker(handler: Handler, settings: WorkerSettings) -> int:
 
 
 async def _serve(handler: Handler, settings: WorkerSettings) -> int:
-    from .worker import Worker
+    from .loop import Worker
 
     worker = Worker(
         handler,

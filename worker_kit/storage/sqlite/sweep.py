@@ -1,6 +1,6 @@
 """The SQLite backend's sweep: time limits, lost leases and retention, in one operation.
 
-Runs on the writer thread like every transition in sqlite_ops.py.
+Runs on the writer thread like every transition in ops.py.
 """
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from ..job import JobState
-from .base import job_channel, queue_channel, worker_channel
-from .sqlite_ops import ENDED_BY_SERVICE, Row, bump_retried, end_job, requeue
+from ...job import JobState
+from ..base import job_channel, queue_channel, worker_channel
+from .ops import ENDED_BY_SERVICE, Row, bump_retried, end_job, requeue
 
 #: How many expired records one sweep deletes; the rest go in the next sweep (get()
 #: already hides them), so one sweep never holds the writer for long.

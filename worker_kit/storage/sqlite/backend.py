@@ -3,8 +3,8 @@
 `SQLiteStorage.from_url("sqlite:///worker-kit.db")`. Writes go through one writer thread
 that commits every operation waiting at that moment in one transaction (group commit);
 reads run on their own WAL connections and never wait for the writer. See
-sqlite_engine.py for the threading, sqlite_ops.py for the transitions and
-sqlite_schema.py for the tables.
+engine.py for the threading, ops.py for the transitions and
+schema.py for the tables.
 
 One service process per database file: the writer thread is the only writer it expects.
 """
@@ -16,14 +16,14 @@ import sqlite3
 import time
 from typing import Any
 
-from ..errors import JobNotFound
-from ..job import WORKER_FINAL_STATES, JobRecord, JobState, OutputItem, Policy, new_job_id
-from ..protocol import pack, unpack
-from . import sqlite_ops as ops
-from . import sqlite_sweep
-from .base import StopSignal, Storage, SweepResult, WorkerInfo
-from .sqlite_engine import SQLiteEngine
-from .sqlite_schema import SQLiteURL, record_from_row
+from ...errors import JobNotFound
+from ...job import WORKER_FINAL_STATES, JobRecord, JobState, OutputItem, Policy, new_job_id
+from ...protocol import pack, unpack
+from ..base import StopSignal, Storage, SweepResult, WorkerInfo
+from . import ops
+from . import sweep as sqlite_sweep
+from .engine import SQLiteEngine
+from .schema import SQLiteURL, record_from_row
 
 
 def _pack_items(items: list[OutputItem] | None) -> list[ops.PackedItem]:

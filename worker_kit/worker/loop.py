@@ -20,10 +20,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from . import protocol
-from .errors import AuthError, RateLimited, ServiceError, ServiceUnavailable
+from .. import protocol
+from ..errors import AuthError, RateLimited, ServiceError, ServiceUnavailable
+from ..job import DEFAULT_EXECUTION_TIMEOUT_MS
 from .execution import COMPLETED, FAILED, STOPPED, TIMED_OUT, Job, Outcome, Run
-from .job import DEFAULT_EXECUTION_TIMEOUT_MS
 from .leases import Leases
 from .registry import Concurrency, Handler
 from .reporting import JobReporter, final_report, release
@@ -94,7 +94,7 @@ class Worker:
         self.exit_code = EXIT_OK
         self._validate = None
         if handler.input_schema is not None:
-            from .validation import validate
+            from ..validation import validate
 
             self._validate = validate
         self._leases = Leases(self.transport, self._on_stop, lambda: (self._capacity_now, self._occupied))

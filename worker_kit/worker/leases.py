@@ -8,8 +8,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from . import protocol
-from .errors import RateLimited, ServiceUnavailable
+from .. import protocol
+from ..errors import RateLimited, ServiceUnavailable
 from .transport import Backoff, Transport
 
 log = logging.getLogger("worker_kit.worker")

@@ -11,9 +11,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .errors import PayloadTooLarge, RateLimited, SequenceGap, ServiceError, ServiceUnavailable, StaleLease
-from .job import MAX_CHUNK_BYTES
-from .protocol import STOP_LOST, pack
+from ..errors import PayloadTooLarge, RateLimited, SequenceGap, ServiceError, ServiceUnavailable, StaleLease
+from ..job import MAX_CHUNK_BYTES
+from ..protocol import STOP_LOST, pack
 from .transport import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Backoff, Final, Transport, pack_item
 
 log = logging.getLogger("worker_kit.worker")

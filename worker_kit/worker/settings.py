@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from .errors import ConfigError
-from .logs import LOG_FORMATS, LOG_LEVELS
+from ..errors import ConfigError
+from ..logs import LOG_FORMATS, LOG_LEVELS
 
 #: Exit codes of a worker process (documented in docs/worker.md).
 EXIT_OK = 0

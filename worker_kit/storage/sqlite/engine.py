@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..errors import ConfigError, StorageError
-from .sqlite_schema import DDL, SCHEMA_VERSION, SQLiteURL, add_missing_columns
+from ...errors import ConfigError, StorageError
+from .schema import DDL, SCHEMA_VERSION, SQLiteURL, add_missing_columns
 
 log = logging.getLogger("worker_kit.storage.sqlite")
 

@@ -15,9 +15,9 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
-from ..job import JobRecord, JobState, Policy
-from ..protocol import unpack
+from ...errors import ConfigError
+from ...job import JobRecord, JobState, Policy
+from ...protocol import unpack
 
 SCHEMA_VERSION = 1
 

@@ -17,11 +17,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import JobConflict, JobNotFound, SequenceGap, StaleLease
-from ..job import RETRYABLE_STATES, JobState
-from ..protocol import STOP_CANCELLED, STOP_LOST, STOP_TIMED_OUT
-from .base import StopSignal, job_channel, queue_channel, worker_channel
-from .sqlite_schema import RECORD_COLUMNS
+from ...errors import JobConflict, JobNotFound, SequenceGap, StaleLease
+from ...job import RETRYABLE_STATES, JobState
+from ...protocol import STOP_CANCELLED, STOP_LOST, STOP_TIMED_OUT
+from ..base import StopSignal, job_channel, queue_channel, worker_channel
+from .schema import RECORD_COLUMNS
 
 Row = tuple[Any, ...]
 #: A packed output item: (seq, kind, msgpack blob).

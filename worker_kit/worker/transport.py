@@ -3,7 +3,7 @@
 `Transport` is what the worker loop needs from a service; `NativeTransport` speaks
 worker_kit's own HTTP+msgpack protocol. Another protocol (the hosted service's) would be a
 second `Transport` subclass. What is sent for one job, and the retries, live in
-worker_kit/reporting.py.
+worker_kit/worker/reporting.py.
 
 aiohttp is imported when a transport opens, never at import time (cold start).
 """
@@ -20,8 +20,8 @@ from typing import Any
 
 import msgpack
 
-from . import protocol
-from .errors import (
+from .. import protocol
+from ..errors import (
     AuthError,
     PayloadTooLarge,
     RateLimited,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, overload
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: A fixed number of concurrent jobs, or `f(current) -> int` consulted as jobs finish.
 Concurrency = int | Callable[[int], int]
@@ -157,7 +157,7 @@ def handler(
 
     schema = input_schema
     if schema is not None:
-        from .validation import compile_schema
+        from ..validation import compile_schema
 
         schema = compile_schema(schema)  # a malformed schema fails here, not on every job
 
