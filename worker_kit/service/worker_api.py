@@ -93,18 +93,18 @@ def job_wire(job: JobRecord, now: float) -> dict[str, Any]:
     return wire
 
 
-@routes.post(PREFIX + WORKER_CLAIM)
-@worker_op
-async def claim(
-    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
-) -> web.Response:
-    body = await read_object(request, _CONTROL_BODY, "claim")
-    worker_id = field_str(body, "worker_id", required=True)
-    assert worker_id is not None
-    max_jobs = field_int(body, "max", default=1, minimum=1, maximum=MAX_CLAIM)
-    wait_ms = field_int(body, "wait_ms", default=DEFAULT_CLAIM_WAIT_MS, minimum=0, cap=MAX_POLL_MS)
-    concurrency = field_int(body, "concurrency", default=None, minimum=0, maximum=MAX_SLOTS)
-    assert max_jobs is not None and wait_ms is not None
+async def claim_jobs(
+    request: web.Request,
+    state: ServiceState,
+    endpoint: str,
+    worker_id: str,
+    max_jobs: int,
+    wait_ms: int,
+    concurrency: int | None,
+) -> list[dict[str, Any]]:
+    """Claim up to `max_jobs`, holding up to `wait_ms` for the first; the jobs as sent on the wire.
+
+    Shared by /worker/claim and /worker/exchange."""
     lease_ms = state.config.lease_ms
 
     async def take() -> list[JobRecord] | None:
@@ -122,24 +122,44 @@ async def claim(
         )
         return jobs or None
 
-    jobs = (
-        await wait_until(
-            state.storage, queue_channel(endpoint), wait_ms / 1000, take, state.shutdown,
-            gone=lambda: client_gone(request),
-        )
-        or []
-    )  # fmt: skip
+    if wait_ms <= 0:
+        jobs = await take() or []  # no wait: no subscription to set up and tear down
+    else:
+        jobs = (
+            await wait_until(
+                state.storage, queue_channel(endpoint), wait_ms / 1000, take, state.shutdown,
+                gone=lambda: client_gone(request),
+            )
+            or []
+        )  # fmt: skip
     if jobs and client_gone(request):
         # The worker left while storage claimed: hand the jobs straight back rather than wait for the lease.
         for job in jobs:
             if job.token is not None:
                 await state.storage.release(endpoint, job.id, job.token)
-        return respond(request, {"jobs": [], "lease_ms": lease_ms, "result_limit": cfg.result_limit})
+        return []
     for job in jobs:
         job_log(job, "job %s claimed by worker %s (attempt %d)", job.id, worker_id, job.attempt)
     now = time.time()
-    jobs_wire = [job_wire(job, now) for job in jobs]
-    return respond(request, {"jobs": jobs_wire, "lease_ms": lease_ms, "result_limit": cfg.result_limit})
+    return [job_wire(job, now) for job in jobs]
+
+
+@routes.post(PREFIX + WORKER_CLAIM)
+@worker_op
+async def claim(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.Response:
+    body = await read_object(request, _CONTROL_BODY, "claim")
+    worker_id = field_str(body, "worker_id", required=True)
+    assert worker_id is not None
+    max_jobs = field_int(body, "max", default=1, minimum=1, maximum=MAX_CLAIM)
+    wait_ms = field_int(body, "wait_ms", default=DEFAULT_CLAIM_WAIT_MS, minimum=0, cap=MAX_POLL_MS)
+    concurrency = field_int(body, "concurrency", default=None, minimum=0, maximum=MAX_SLOTS)
+    assert max_jobs is not None and wait_ms is not None
+    jobs_wire = await claim_jobs(request, state, endpoint, worker_id, max_jobs, wait_ms, concurrency)
+    return respond(
+        request, {"jobs": jobs_wire, "lease_ms": state.config.lease_ms, "result_limit": cfg.result_limit}
+    )
 
 
 @routes.post(PREFIX + WORKER_HEARTBEAT)
@@ -180,9 +200,10 @@ async def heartbeat(
         )
         or []
     )
-    return respond(
-        request, {"stop": [{"id": s.job_id, "reason": s.reason} for s in found], "lease_ms": lease_ms}
-    )
+    # Each stop names the token it is about, so a worker that (briefly) runs two attempts of one
+    # job knows which attempt must stop (docs/protocol.md).
+    stops = [{"id": s.job_id, "reason": s.reason, "token": leases.get(s.job_id)} for s in found]
+    return respond(request, {"stop": stops, "lease_ms": lease_ms})
 
 
 def parse_items(raw: Any) -> list[OutputItem]:
@@ -235,15 +256,13 @@ async def output(
     return respond(request, {"next_seq": next_seq})
 
 
-@routes.post(
-    PREFIX + WORKER_FINISH, expect_handler=expect_within(lambda cfg: cfg.result_limit + _OUTPUT_OVERHEAD)
-)
-@worker_op
-async def finish(
-    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
-) -> web.Response:
-    job_id = request.match_info["job_id"]
-    body = await read_object(request, cfg.result_limit + _OUTPUT_OVERHEAD, "finish")
+async def finish_one(
+    state: ServiceState, endpoint: str, cfg: EndpointConfig, job_id: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """Apply one finish report `{token, state, output?, error?, error_detail?, items?}`; its answer.
+
+    Raises ApiError for a report that is malformed, too large, stale or out of sequence.
+    Shared by /worker/jobs/{id}/finish and /worker/exchange."""
     token = token_of(body)
     try:
         final = JobState(body.get("state"))
@@ -286,7 +305,19 @@ async def finish(
             stale=True,
         )
     state.job_ended(job, f"reported by worker {job.worker_id}")
-    return respond(request, {"id": job.id, "status": job.state.value})
+    return {"id": job.id, "status": job.state.value}
+
+
+@routes.post(
+    PREFIX + WORKER_FINISH, expect_handler=expect_within(lambda cfg: cfg.result_limit + _OUTPUT_OVERHEAD)
+)
+@worker_op
+async def finish(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.Response:
+    job_id = request.match_info["job_id"]
+    body = await read_object(request, cfg.result_limit + _OUTPUT_OVERHEAD, "finish")
+    return respond(request, await finish_one(state, endpoint, cfg, job_id, body))
 
 
 @routes.post(PREFIX + WORKER_RELEASE)
