@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from ..portable import problem
 from ..protocol import JSON, MSGPACK, decode, encode
 from ..storage.base import Storage
 
@@ -83,16 +84,27 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
     return b"".join(parts)
 
 
-async def read_object(request: web.Request, limit: int, what: str) -> dict[str, Any]:
-    """A JSON or msgpack body that must be an object."""
-    raw = await read_body(request, limit, what)
+def decode_object(raw: bytes, content_type: str | None, what: str, *, finite: bool = True) -> dict[str, Any]:
+    """A decoded JSON or msgpack body that must be a portable object (worker_kit.portable):
+    refused with 400 if it does not parse, is not an object, or holds something that could not
+    be answered in every format the service speaks. `finite=False` (worker reports) lets NaN
+    and Infinity through."""
     try:
-        value = decode(raw, body_content_type(request))
+        value = decode(raw, content_type)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     if not isinstance(value, dict):
         raise ApiError(400, f"{what} body must be an object, not {type(value).__name__}")
+    bad = problem(value, finite=finite)
+    if bad is not None:
+        raise ApiError(400, f"{what}: {bad}")
     return value
+
+
+async def read_object(request: web.Request, limit: int, what: str, *, finite: bool = True) -> dict[str, Any]:
+    """A JSON or msgpack body that must be a portable object (see decode_object)."""
+    raw = await read_body(request, limit, what)
+    return decode_object(raw, body_content_type(request), what, finite=finite)
 
 
 async def read_optional_object(request: web.Request, limit: int, what: str) -> dict[str, Any]:
@@ -102,13 +114,7 @@ async def read_optional_object(request: web.Request, limit: int, what: str) -> d
     raw = await read_body(request, limit, what)
     if not raw.strip():
         return {}
-    try:
-        value = decode(raw, body_content_type(request))
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-    if not isinstance(value, dict):
-        raise ApiError(400, f"{what} body must be an object, not {type(value).__name__}")
-    return value
+    return decode_object(raw, body_content_type(request), what)
 
 
 def query_int(
@@ -158,6 +164,9 @@ def field_str(body: dict[str, Any], name: str, *, required: bool, max_len: int =
         raise ApiError(400, f"{name} must be a non-empty string")
     if len(value) > max_len:
         raise ApiError(400, f"{name} is longer than {max_len} characters")
+    bad = problem(value, where=name)
+    if bad is not None:
+        raise ApiError(400, bad)
     return value
 
 
