@@ -20,6 +20,8 @@ from ..storage.base import Storage
 
 T = TypeVar("T")
 
+#: Content-Encodings a request body may have (aiohttp inflates gzip and deflate as it reads).
+SUPPORTED_ENCODINGS = ("", "identity", "gzip", "deflate")
 #: Bodies are read from the socket in pieces of this size while the limit is enforced.
 _READ_PIECE = 256 * 1024
 
@@ -59,7 +61,26 @@ def body_content_type(request: web.Request) -> str:
 
 
 async def read_body(request: web.Request, limit: int, what: str) -> bytes:
-    """The raw body, refusing with 413 anything over `limit` bytes."""
+    """The raw body, refusing with 413 anything over `limit` bytes, and with 400 a body whose
+    Content-Encoding does not decode (aiohttp inflates gzip and deflate as it reads)."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in SUPPORTED_ENCODINGS:
+        raise ApiError(
+            415,
+            f"Content-Encoding {encoding[:40]!r} is not supported; "
+            "send the body as is, or with gzip or deflate",
+        )
+    try:
+        return await _read_body(request, limit, what)
+    except web.RequestPayloadError as exc:
+        cause = exc.__cause__
+        reason = getattr(cause, "message", None) or str(cause or exc)
+        raise ApiError(
+            400, f"{what} body is not valid {encoding} data (Content-Encoding): {reason.strip()}"
+        ) from None
+
+
+async def _read_body(request: web.Request, limit: int, what: str) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise ApiError(413, f"{what} body is {length} bytes, over the limit of {limit} bytes", limit=limit)
