@@ -81,9 +81,8 @@ async def test_worker_ids_and_tokens_with_surrogates_are_refused(api: Api) -> No
     )
     assert status == 400 and "surrogate" in body["error"], body
     job_id = await api.run(1)
-    status, body = await api.post(
-        f"/worker/jobs/{job_id}/finish", raw=b'{"token": "\\ud800", "state": "COMPLETED"}', headers=JSON_HEADERS
-    )
+    raw = b'{"token": "\\ud800", "state": "COMPLETED"}'
+    status, body = await api.post(f"/worker/jobs/{job_id}/finish", raw=raw, headers=JSON_HEADERS)
     assert status == 400 and "surrogate" in body["error"], body
 
 
