@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..storage import Storage, open_storage
-from . import client_api, hosted_api, worker_api, worker_exchange  # noqa: F401 - worker_exchange adds its route to worker_api.routes
+from . import client_api, hosted_api, worker_api, worker_finish  # noqa: F401 - worker_finish adds its routes to worker_api.routes
 from .client_api import WORKER_SEEN_WINDOW_S
 from .config import ServiceConfig
 from .http import ApiError, respond

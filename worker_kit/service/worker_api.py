@@ -16,23 +16,35 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import JobNotFound, SequenceGap, StaleLease
-from ..job import MAX_CHUNK_BYTES, WORKER_FINAL_STATES, JobRecord, JobState, OutputItem
+from ..job import MAX_CHUNK_BYTES, JobRecord, JobState, OutputItem
 from ..protocol import (
     API_PREFIX,
     DEFAULT_CLAIM_WAIT_MS,
+    JSON,
     MAX_POLL_MS,
+    MSGPACK,
     WORKER_CLAIM,
-    WORKER_FINISH,
     WORKER_HEARTBEAT,
     WORKER_OUTPUT,
     WORKER_RELEASE,
+    encode,
     pack,
 )
 from ..storage.base import StopSignal, queue_channel, worker_channel
 from .config import EndpointConfig
 from .expect import expect_within
-from .http import ApiError, client_gone, field_int, field_str, read_object, respond, wait_until
+from .http import (
+    ApiError,
+    client_gone,
+    field_int,
+    field_str,
+    read_object,
+    respond,
+    wait_until,
+    wants_msgpack,
+)
 from .state import ServiceState, authorized, job_log
+from .unsendable import sendable
 
 routes = web.RouteTableDef()
 log = logging.getLogger("worker_kit.service")
@@ -101,10 +113,10 @@ async def claim_jobs(
     max_jobs: int,
     wait_ms: int,
     concurrency: int | None,
-) -> list[dict[str, Any]]:
-    """Claim up to `max_jobs`, holding up to `wait_ms` for the first; the jobs as sent on the wire.
+) -> list[JobRecord]:
+    """Claim up to `max_jobs`, holding up to `wait_ms` for the first (0: look once).
 
-    Shared by /worker/claim and /worker/exchange."""
+    Shared by /worker/claim and /worker/exchange; `claim_reply` renders the answer."""
     lease_ms = state.config.lease_ms
 
     async def take() -> list[JobRecord] | None:
@@ -140,8 +152,24 @@ async def claim_jobs(
         return []
     for job in jobs:
         job_log(job, "job %s claimed by worker %s (attempt %d)", job.id, worker_id, job.attempt)
+    return jobs
+
+
+async def claim_reply(
+    request: web.Request, state: ServiceState, endpoint: str, jobs: list[JobRecord], reply: dict[str, Any]
+) -> web.Response:
+    """`reply` with the claimed `jobs` as "jobs", encoded for the worker."""
     now = time.time()
-    return [job_wire(job, now) for job in jobs]
+    content_type = MSGPACK if wants_msgpack(request) else JSON
+    reply["jobs"] = [job_wire(job, now) for job in jobs]
+    try:
+        payload = encode(reply, content_type)
+    except Exception:  # a job stored before values were checked at the door: see unsendable.py
+        reply["jobs"] = await sendable(
+            state, endpoint, jobs, lambda job: job_wire(job, now), lambda form: encode(form, content_type)
+        )
+        payload = encode(reply, content_type)
+    return web.Response(body=payload, content_type=content_type)
 
 
 @routes.post(PREFIX + WORKER_CLAIM)
@@ -149,17 +177,16 @@ async def claim_jobs(
 async def claim(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
-    body = await read_object(request, _CONTROL_BODY, "claim")
+    body = await read_object(request, _CONTROL_BODY, "claim", finite=False)
     worker_id = field_str(body, "worker_id", required=True)
     assert worker_id is not None
     max_jobs = field_int(body, "max", default=1, minimum=1, maximum=MAX_CLAIM)
     wait_ms = field_int(body, "wait_ms", default=DEFAULT_CLAIM_WAIT_MS, minimum=0, cap=MAX_POLL_MS)
     concurrency = field_int(body, "concurrency", default=None, minimum=0, maximum=MAX_SLOTS)
     assert max_jobs is not None and wait_ms is not None
-    jobs_wire = await claim_jobs(request, state, endpoint, worker_id, max_jobs, wait_ms, concurrency)
-    return respond(
-        request, {"jobs": jobs_wire, "lease_ms": state.config.lease_ms, "result_limit": cfg.result_limit}
-    )
+    jobs = await claim_jobs(request, state, endpoint, worker_id, max_jobs, wait_ms, concurrency)
+    reply = {"lease_ms": state.config.lease_ms, "result_limit": cfg.result_limit}
+    return await claim_reply(request, state, endpoint, jobs, reply)
 
 
 @routes.post(PREFIX + WORKER_HEARTBEAT)
@@ -167,7 +194,7 @@ async def claim(
 async def heartbeat(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
-    body = await read_object(request, _CONTROL_BODY, "heartbeat")
+    body = await read_object(request, _CONTROL_BODY, "heartbeat", finite=False)
     worker_id = field_str(body, "worker_id", required=True)
     assert worker_id is not None
     leases = body.get("jobs", {})
@@ -242,7 +269,7 @@ async def output(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
     job_id = request.match_info["job_id"]
-    body = await read_object(request, cfg.result_limit + _OUTPUT_OVERHEAD, "output")
+    body = await read_object(request, cfg.result_limit + _OUTPUT_OVERHEAD, "output", finite=False)
     token = token_of(body)
     items = parse_items(body.get("items"))
     try:
@@ -256,77 +283,13 @@ async def output(
     return respond(request, {"next_seq": next_seq})
 
 
-async def finish_one(
-    state: ServiceState, endpoint: str, cfg: EndpointConfig, job_id: str, body: dict[str, Any]
-) -> dict[str, Any]:
-    """Apply one finish report `{token, state, output?, error?, error_detail?, items?}`; its answer.
-
-    Raises ApiError for a report that is malformed, too large, stale or out of sequence.
-    Shared by /worker/jobs/{id}/finish and /worker/exchange."""
-    token = token_of(body)
-    try:
-        final = JobState(body.get("state"))
-    except ValueError:
-        final = None
-    if final not in WORKER_FINAL_STATES:
-        raise ApiError(400, f"state must be COMPLETED, FAILED or TIMED_OUT, not {body.get('state')!r}")
-    error = body.get("error")
-    if error is not None and not isinstance(error, str):
-        raise ApiError(400, "error must be a string (a one-line reason); put details in error_detail")
-    detail = body.get("error_detail")
-    if detail is not None and not isinstance(detail, dict):
-        raise ApiError(400, "error_detail must be an object {type, message, traceback}")
-    if final is not JobState.COMPLETED and not error:
-        error = f"the worker reported {final.value} without an error message"
-    items = parse_items(body.get("items"))
-    result = body.get("output")
-    size = len(pack(result)) if result is not None else 0
-    if size > cfg.result_limit:
-        raise ApiError(
-            413,
-            f"the result is {size} bytes, over this endpoint's result limit of {cfg.result_limit} bytes",
-            limit=cfg.result_limit,
-        )
-    try:
-        job = await state.storage.finish(
-            endpoint, job_id, token, final, output=result, error=error, error_detail=detail, items=items
-        )
-    except (StaleLease, JobNotFound) as exc:
-        raise stale(exc, job_id) from None
-    except SequenceGap as exc:
-        raise ApiError(
-            409, str(exc) or f"trailing items must continue from seq {exc.expected}", expected=exc.expected
-        ) from None
-    if job.state is not final:  # this token already ended the job another way; the first report stands
-        raise ApiError(
-            409,
-            f"job {job_id} already ended as {job.state.value}; this {final.value} report is ignored",
-            state=job.state.value,
-            stale=True,
-        )
-    state.job_ended(job, f"reported by worker {job.worker_id}")
-    return {"id": job.id, "status": job.state.value}
-
-
-@routes.post(
-    PREFIX + WORKER_FINISH, expect_handler=expect_within(lambda cfg: cfg.result_limit + _OUTPUT_OVERHEAD)
-)
-@worker_op
-async def finish(
-    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
-) -> web.Response:
-    job_id = request.match_info["job_id"]
-    body = await read_object(request, cfg.result_limit + _OUTPUT_OVERHEAD, "finish")
-    return respond(request, await finish_one(state, endpoint, cfg, job_id, body))
-
-
 @routes.post(PREFIX + WORKER_RELEASE)
 @worker_op
 async def release(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
     job_id = request.match_info["job_id"]
-    body = await read_object(request, _CONTROL_BODY, "release")
+    body = await read_object(request, _CONTROL_BODY, "release", finite=False)
     token = token_of(body)
     try:
         released = await state.storage.release(endpoint, job_id, token)
