@@ -152,6 +152,14 @@ def _paths() -> dict[str, Any]:
                 "Job and worker counts of the endpoint", _ref("Health"), params=ep, errors=(401, 403, 404)
             )
         },
+        "/v2/{endpoint_id}/scaling": {
+            "get": _op(
+                "What an autoscaler needs: queued and running jobs, live workers, desiredWorkers",
+                _ref("Scaling"),
+                params=ep,
+                errors=(401, 403, 404),
+            )
+        },
         "/v2/{endpoint_id}/worker/claim": {
             "post": _op(
                 "Long-poll claim of up to max jobs",

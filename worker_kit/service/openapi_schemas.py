@@ -72,6 +72,25 @@ SCHEMAS: dict[str, Any] = {
             "cursor": {"type": "integer", "description": "pass as ?cursor= to read on from here"},
         },
     },
+    "Scaling": {
+        "type": "object",
+        "required": ["inQueue", "inProgress", "workersLive", "workersBusy", "workersMax", "desiredWorkers"],
+        "properties": {
+            "endpoint": {"type": "string"},
+            "inQueue": {"type": "integer", "description": "jobs waiting for a worker"},
+            "inProgress": {"type": "integer", "description": "jobs a worker is running"},
+            "workersLive": {"type": "integer", "description": "workers seen within the last minute"},
+            "workersBusy": {"type": "integer", "description": "live workers holding at least one job"},
+            "workersIdle": {"type": "integer"},
+            "slots": {"type": "integer", "description": "job slots the live workers declare in all"},
+            "slotsPerWorker": {"type": "integer", "description": "mean slots of a live worker (1 if none)"},
+            "workersMax": {"type": "integer", "description": "the endpoint's workers_max setting"},
+            "desiredWorkers": {
+                "type": "integer",
+                "description": "ceil((inQueue + inProgress) / slotsPerWorker) up to workersMax; 0 if idle",
+            },
+        },
+    },
     "Health": {
         "type": "object",
         "properties": {

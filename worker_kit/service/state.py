@@ -45,7 +45,7 @@ class ServiceState:
     config: ServiceConfig
     storage: Storage
     limiter: RateLimiter = field(default_factory=RateLimiter)
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: Metrics = field(init=False)
     shutdown: Shutdown = field(default_factory=Shutdown)
     webhooks: WebhookSender | None = None
     started_at: float = field(default_factory=time.time)
@@ -54,6 +54,10 @@ class ServiceState:
     known_endpoints: dict[str, EndpointConfig] = field(default_factory=dict)
     _fired: OrderedDict[tuple[str, int, str, float | None], None] = field(default_factory=OrderedDict)
     _depth: dict[str, _Depth] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(self.config.endpoints, self.config.metrics_max_endpoints)
+        self.limiter.on_refuse = self.metrics.refused
 
     def endpoint_config(self, endpoint_id: str) -> EndpointConfig:
         cfg = self.known_endpoints.get(endpoint_id)
@@ -66,6 +70,7 @@ class ServiceState:
             raise ApiError(404, f"unknown endpoint {endpoint_id!r}")
         if len(self.known_endpoints) < MAX_TRACKED_ENDPOINTS:
             self.known_endpoints[endpoint_id] = cfg
+        self.metrics.endpoint(endpoint_id)  # /metrics reports its store gauges while labels last
         return cfg
 
     # -- backpressure --------------------------------------------------------------------------
@@ -81,8 +86,11 @@ class ServiceState:
         depth = self._depth.get(endpoint)
         now = time.monotonic()
         if depth is None or now - depth.read_at > _DEPTH_TTL_S or depth.value > limit:
+            if depth is None and len(self._depth) >= MAX_TRACKED_ENDPOINTS:
+                self._depth.clear()  # a cache: clients choose endpoint ids, so keep it bounded
             depth = self._depth[endpoint] = _Depth(await self._queued(endpoint), now)
         if depth.value > limit:
+            self.metrics.refused(endpoint, "run", "backpressure")
             raise ApiError(
                 429,
                 f"the queue of this endpoint holds {depth.value} jobs, over its limit of {limit} "
@@ -110,7 +118,7 @@ class ServiceState:
         self._fired[key] = None
         if len(self._fired) > _FIRED_MEMORY:
             self._fired.popitem(last=False)
-        self.metrics.job_ended(job.endpoint, job.state.value)
+        self.metrics.job_ended(job)
         log.info(
             "job %s %s (%s)%s",
             job.id,
