@@ -17,7 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import __version__
 from ..storage import Storage, open_storage
-from . import client_api, hosted_api, scaling, worker_api
+from . import client_api, dashboard, hosted_api, scaling, worker_api
+from .activity import activity_channel
 from .config import ServiceConfig
 from .http import ApiError, respond
 from .metrics_store import read_store, store_metrics_ctx
@@ -81,6 +82,10 @@ async def error_middleware(
             request, {"error": "internal error in the service; it has been logged"}, status=500
         )
     state = request.app[STATE]
+    if request.method == "POST" and response.status < 300 and "endpoint_id" in request.match_info:
+        # Something of the endpoint changed: wake this process's dashboard feeds (cheap: a dict
+        # lookup when none is open).
+        state.storage.notifier.publish(activity_channel(request.match_info["endpoint_id"]))
     state.metrics.request(_route_name(request), request.method, response.status, time.monotonic() - started)
     if access_log.isEnabledFor(logging.DEBUG):
         access_log.debug(
@@ -179,6 +184,7 @@ def create_app(config: ServiceConfig, storage: Storage | None = None) -> web.App
     app[hosted_api.HOSTED] = hosted_api.HostedState()
     app.add_routes(hosted_api.routes)
     app.add_routes(scaling.routes)
+    app.add_routes(dashboard.routes)
     app.cleanup_ctx.append(_storage_ctx(owned))
     app.cleanup_ctx.append(_webhooks_ctx)
     app.cleanup_ctx.append(store_metrics_ctx)

@@ -67,6 +67,8 @@ class EndpointConfig:
     webhook_secret: str | None = None
     webhook_attempts: int = 3
     webhook_interval_s: float = 10.0
+    #: Whether the dashboard's job page shows a job's input (false for sensitive inputs).
+    dashboard_inputs: bool = True
 
     @property
     def queue_limit(self) -> int:

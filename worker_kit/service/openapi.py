@@ -76,6 +76,53 @@ def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _html(summary: str, params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "tags": ["dashboard"],
+        "parameters": params or [],
+        "responses": {"200": {"description": "OK", "content": {"text/html": {"schema": {"type": "string"}}}}},
+    }
+
+
+def _dashboard_paths(ep: list[dict[str, Any]], job: list[dict[str, Any]]) -> dict[str, Any]:
+    files = ["dashboard.js", "dashboard.css", "favicon.svg"]
+    asset = {"name": "asset", "in": "path", "required": True, "schema": {"enum": files}}
+    state = {
+        "name": "state",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "comma-separated job states the request list keeps (default: all)",
+    }
+    feed = _op(
+        "The dashboard's push feed: Server-Sent Events, one `snapshot` event per change",
+        {},
+        params=[*ep, state],
+        errors=(400, 401, 403, 404, 429),
+        tag="dashboard",
+    )
+    feed["responses"]["200"]["content"] = {
+        "text/event-stream": {"schema": {"type": "string"}, "example": "event: snapshot\ndata: {...}\n\n"}
+    }
+    return {
+        "/": {"get": _html("Links to the dashboard, this document, metrics and liveness")},
+        "/dashboard": {"get": _html("The live dashboard page")},
+        "/dashboard/{asset}": {"get": _html("The dashboard's script and style sheet", [asset])},
+        "/v2/{endpoint_id}/dashboard/feed": {"get": feed},
+        "/v2/{endpoint_id}/dashboard/jobs/{job_id}": {
+            "get": _op(
+                "One job for the dashboard: times, attempts, input (unless dashboard_inputs is off), "
+                "progress, output or error",
+                _ref("JobDetail"),
+                params=job,
+                errors=(401, 403, 404, 429),
+                tag="dashboard",
+            )
+        },
+    }
+
+
 def _paths() -> dict[str, Any]:
     ep, job = [_ENDPOINT], [_ENDPOINT, _JOB_ID]
     status_op = _op(
@@ -160,6 +207,7 @@ def _paths() -> dict[str, Any]:
                 errors=(401, 403, 404),
             )
         },
+        **_dashboard_paths(ep, job),
         "/v2/{endpoint_id}/worker/claim": {
             "post": _op(
                 "Long-poll claim of up to max jobs",

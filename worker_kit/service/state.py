@@ -17,6 +17,7 @@ from aiohttp import web
 from ..job import JobRecord, JobState
 from ..storage.base import Storage
 from .access import RateLimiter, check_key
+from .activity import MinuteStats, RecentJobs, activity_channel
 from .config import EndpointConfig, ServiceConfig, valid_endpoint_id
 from .http import ApiError, Shutdown
 from .metrics import Metrics
@@ -46,6 +47,9 @@ class ServiceState:
     storage: Storage
     limiter: RateLimiter = field(default_factory=RateLimiter)
     metrics: Metrics = field(init=False)
+    #: What the dashboard lists and charts: jobs accepted and endings seen by this process.
+    recent: RecentJobs = field(default_factory=RecentJobs)
+    minute_stats: MinuteStats = field(default_factory=MinuteStats)
     shutdown: Shutdown = field(default_factory=Shutdown)
     webhooks: WebhookSender | None = None
     started_at: float = field(default_factory=time.time)
@@ -100,6 +104,11 @@ class ServiceState:
                 retry_after=5,
             )
 
+    def job_submitted(self, job: JobRecord) -> None:
+        """Count a job just accepted, and remember it for the dashboard's request list."""
+        self.metrics.job_submitted(job.endpoint)
+        self.recent.add(job.endpoint, job.id)
+
     def count_submit(self, endpoint: str) -> None:
         depth = self._depth.get(endpoint)
         if depth is not None:
@@ -119,6 +128,8 @@ class ServiceState:
         if len(self._fired) > _FIRED_MEMORY:
             self._fired.popitem(last=False)
         self.metrics.job_ended(job)
+        self.minute_stats.job_ended(job)
+        self.storage.notifier.publish(activity_channel(job.endpoint))
         log.info(
             "job %s %s (%s)%s",
             job.id,
