@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 
 from worker_kit.job import JobRecord, JobState
-from worker_kit.service.activity import RECENT_PER_ENDPOINT, MinuteStats, RecentJobs, percentile
+from worker_kit.service.activity import MAX_ENDPOINTS, MinuteStats, percentile
 from worker_kit.service.config import EndpointConfig
 from worker_kit.service.dashboard import PREVIEW_CHARS
 
@@ -119,16 +119,7 @@ def ended(endpoint: str, state: JobState, delay_s: float, run_s: float) -> JobRe
     return job
 
 
-def test_recent_ids_and_minute_stats_stay_bounded() -> None:
-    recent = RecentJobs()
-    for i in range(RECENT_PER_ENDPOINT * 3):
-        recent.add("ep", f"id-{i}")
-    newest = recent.newest("ep", 10_000)
-    assert len(newest) == RECENT_PER_ENDPOINT and newest[0] == f"id-{RECENT_PER_ENDPOINT * 3 - 1}"
-    for i in range(5000):
-        recent.add(f"made-up-{i}", "x")
-    assert len(recent._ids) <= 1000
-
+def test_minute_stats_give_counts_and_percentiles_and_stay_bounded() -> None:
     stats = MinuteStats()
     for run_s in (0.125, 0.25, 0.375, 0.5, 1.0):
         stats.job_ended(ended("ep", JobState.COMPLETED, 0.0625, run_s))
@@ -139,3 +130,6 @@ def test_recent_ids_and_minute_stats_stay_bounded() -> None:
     assert series["delayP50"][-1] == 62
     assert sum(series["completed"][:-1]) == 0 and series["execP50"][0] is None
     assert percentile([], 50) is None and percentile([5.0], 95) == 5.0
+    for i in range(MAX_ENDPOINTS + 500):
+        stats.job_ended(ended(f"made-up-{i}", JobState.COMPLETED, 0.0625, 0.125))
+    assert len(stats._minutes) == MAX_ENDPOINTS and stats.series("ep")["completed"][-1] == 0

@@ -1,15 +1,15 @@
-"""What this process saw happen, kept briefly and bounded, for the dashboard.
+"""What this process saw happen, kept briefly and bounded, for the dashboard's charts.
 
-`RecentJobs` remembers the newest job ids accepted per endpoint, `MinuteStats` the job endings per
-endpoint and minute. Both are bounded (ids per endpoint, minutes, samples, endpoints), since clients
-choose endpoint ids. With several replicas each one remembers what it served.
+`MinuteStats` counts job endings per endpoint and minute, with delay and execution samples for
+percentiles. It is bounded (minutes, samples per minute, endpoints), since clients choose endpoint
+ids. With several replicas each one counts the endings it handled.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +21,7 @@ def activity_channel(endpoint: str) -> str:
     `endpoint`; the dashboard's feed wakes on it."""
     return f"dashboard:{endpoint}"
 
-#: Recent request ids remembered per endpoint, and endpoints remembered at most.
-RECENT_PER_ENDPOINT = 200
+#: Endpoints remembered at most.
 MAX_ENDPOINTS = 1000
 #: Minutes the charts cover, and samples kept per minute for the percentiles.
 CHART_MINUTES = 15
@@ -38,21 +37,6 @@ def _bounded_get(table: OrderedDict[str, Any], key: str, make: Any) -> Any:
     else:
         table.move_to_end(key)
     return value
-
-
-class RecentJobs:
-    """The newest job ids submitted through this process, per endpoint."""
-
-    def __init__(self) -> None:
-        self._ids: OrderedDict[str, deque[str]] = OrderedDict()
-
-    def add(self, endpoint: str, job_id: str) -> None:
-        ids = _bounded_get(self._ids, endpoint, lambda: deque(maxlen=RECENT_PER_ENDPOINT))
-        ids.appendleft(job_id)
-
-    def newest(self, endpoint: str, n: int) -> list[str]:
-        ids = self._ids.get(endpoint)
-        return list(ids)[:n] if ids else []
 
 
 @dataclass(slots=True)

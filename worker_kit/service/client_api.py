@@ -141,7 +141,7 @@ async def _submit(
         retention_ms=cfg.runsync_retention_ms if sync else cfg.run_retention_ms,
     )
     state.count_submit(endpoint)
-    state.job_submitted(job)
+    state.metrics.job_submitted(endpoint)
     job_log(job, "job %s submitted to %s%s", job.id, endpoint, " (runsync)" if sync else "")
     return job
 

@@ -4,9 +4,9 @@ A snapshot holds the endpoint's load (as /scaling), its live workers and the job
 recent requests (filterable by state) and per-minute charts of the last minutes: completed and
 failed jobs, and delay and execution time percentiles.
 
-Recent requests and the per-minute charts come from what this process saw (activity.py): the ids
-it accepted and the endings it handled, each bounded in memory. With several replicas behind a
-balancer, each one's page shows the requests and endings it served.
+The load, workers and requests come from storage, so every replica shows the same. The per-minute
+charts come from the job endings this process handled (activity.MinuteStats, bounded in memory):
+exact for one service, each replica's share behind a balancer.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from .config import EndpointConfig
 from .scaling import read_load, scaling_document
 from .state import ServiceState
 
-#: Requests listed in one snapshot at most, and stored records read to fill the list.
+#: Requests listed in one snapshot at most (newest first, from storage's index).
 LIST_LIMIT = 50
-_SCAN = 100
+#: Running jobs read to show which worker holds which.
+RUNNING_LIMIT = 500
 #: In-progress jobs shown per worker at most.
 JOBS_PER_WORKER = 20
 
@@ -47,28 +48,19 @@ def job_summary(job: JobRecord) -> dict[str, Any]:
     }
 
 
-async def recent_jobs(state: ServiceState, endpoint: str) -> list[JobRecord]:
-    """The endpoint's newest jobs this process accepted and storage still holds, newest first."""
-    found = []
-    for job_id in state.recent.newest(endpoint, _SCAN):
-        job = await state.storage.get(endpoint, job_id)
-        if job is not None:
-            found.append(job)
-    return found
-
-
 async def snapshot(
     state: ServiceState, endpoint: str, cfg: EndpointConfig, states: set[str] | None
 ) -> dict[str, Any]:
     """Everything the endpoint view draws, as one JSON-ready object."""
     counts, workers = await read_load(state, endpoint)
-    jobs = await recent_jobs(state, endpoint)
+    wanted = None if states is None else [JobState(s) for s in states]
+    listed = await state.storage.list_jobs(endpoint, limit=LIST_LIMIT, states=wanted)
+    running = await state.storage.list_jobs(endpoint, limit=RUNNING_LIMIT, states=[JobState.IN_PROGRESS])
     held: dict[str, list[str]] = {}
-    for job in jobs:
-        if job.state is JobState.IN_PROGRESS and job.worker_id is not None:
+    for job in running.jobs:
+        if job.worker_id is not None:
             held.setdefault(job.worker_id, []).append(job.id)
     now = time.time()
-    listed = [job_summary(j) for j in jobs if states is None or j.state.value in states][:LIST_LIMIT]
     return {
         "endpoint": endpoint,
         "now": _ms(now),
@@ -85,6 +77,7 @@ async def snapshot(
             }
             for w in workers
         ],
-        "requests": listed,
+        "requests": [job_summary(j) for j in listed.jobs],
+        "requestsTotal": listed.total,
         "series": state.minute_stats.series(endpoint),
     }

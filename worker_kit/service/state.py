@@ -17,7 +17,7 @@ from aiohttp import web
 from ..job import JobRecord, JobState
 from ..storage.base import Storage
 from .access import RateLimiter, check_key
-from .activity import MinuteStats, RecentJobs, activity_channel
+from .activity import MinuteStats, activity_channel
 from .config import EndpointConfig, ServiceConfig, valid_endpoint_id
 from .http import ApiError, Shutdown
 from .metrics import Metrics
@@ -47,8 +47,7 @@ class ServiceState:
     storage: Storage
     limiter: RateLimiter = field(default_factory=RateLimiter)
     metrics: Metrics = field(init=False)
-    #: What the dashboard lists and charts: jobs accepted and endings seen by this process.
-    recent: RecentJobs = field(default_factory=RecentJobs)
+    #: The dashboard's per-minute charts: the job endings this process handled.
     minute_stats: MinuteStats = field(default_factory=MinuteStats)
     shutdown: Shutdown = field(default_factory=Shutdown)
     webhooks: WebhookSender | None = None
@@ -103,11 +102,6 @@ class ServiceState:
                 headers={"Retry-After": "5"},
                 retry_after=5,
             )
-
-    def job_submitted(self, job: JobRecord) -> None:
-        """Count a job just accepted, and remember it for the dashboard's request list."""
-        self.metrics.job_submitted(job.endpoint)
-        self.recent.add(job.endpoint, job.id)
 
     def count_submit(self, endpoint: str) -> None:
         depth = self._depth.get(endpoint)

@@ -236,6 +236,7 @@ function renderSnapshot(snap) {
   }
   if (!snap.workers.length) cell(wbody.insertRow(), "no live workers").colSpan = 5;
 
+  $("#requests-total").textContent = "(" + snap.requests.length + " of " + snap.requestsTotal + ")";
   const rbody = $("#requests tbody");
   rbody.replaceChildren();
   for (const job of snap.requests) {
