@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from worker_kit.service import state as state_module
 from worker_kit.service.config import EndpointConfig, RateLimit
 from worker_kit.service.metrics import OTHER_ENDPOINT
 from worker_kit.service.state import STATE
@@ -150,7 +151,11 @@ async def test_metrics_after_a_known_sequence_of_jobs(service_factory: Any, sess
     assert value(m, hooks, hooks + "_total", outcome="failed") == 0
 
 
-async def test_made_up_endpoint_ids_share_a_bounded_label(service_factory: Any, session: Any) -> None:
+async def test_made_up_endpoint_ids_share_a_bounded_label(
+    service_factory: Any, session: Any, monkeypatch: Any
+) -> None:
+    # Smaller bounds than the defaults (1000 endpoints), so 200 ids cross them.
+    monkeypatch.setattr(state_module, "MAX_TRACKED_ENDPOINTS", 50)
     svc = await service_factory(metrics_max_endpoints=5, endpoints={"configured": EndpointConfig()})
     for i in range(200):
         api = Api(session, svc.endpoint_url(f"made-up-{i}"))
@@ -170,6 +175,9 @@ async def test_made_up_endpoint_ids_share_a_bounded_label(service_factory: Any, 
     assert len(gauges) == 6 and OTHER_ENDPOINT not in gauges
     state = svc.app[STATE]
     assert len(state.metrics.endpoint.tracked()) == 6
+    # Nothing else kept per endpoint grows with the number of ids either.
+    assert len(state.known_endpoints) <= 50 and len(state._depth) <= 50
+    assert len(state.limiter._buckets) <= 201
 
 
 async def test_strict_endpoints_serve_and_count_only_configured_ones(
