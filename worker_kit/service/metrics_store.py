@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -28,7 +29,10 @@ async def read_store(state: ServiceState) -> None:
             slots=doc["slots"],
             desired=doc["desiredWorkers"],
         )
-    state.metrics.store.snapshot = StoreSnapshot(endpoints=endpoints, webhooks=state.webhook_stats())
+    hooks = state.webhook_stats()
+    if inspect.isawaitable(hooks):  # a durable outbox answers from storage (the replicas work)
+        hooks = await hooks
+    state.metrics.store.snapshot = StoreSnapshot(endpoints=endpoints, webhooks=hooks)
 
 
 async def store_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
