@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import __version__
 from ..storage import Storage, open_storage
-from . import client_api, dashboard, hosted_api, scaling, worker_api
+from . import client_api, dashboard, hosted_api, openai_api, query_api, scaling, worker_api
 from .activity import activity_channel
 from .config import ServiceConfig
 from .http import ApiError, respond
@@ -180,6 +180,8 @@ def create_app(config: ServiceConfig, storage: Storage | None = None) -> web.App
     app[STATE] = ServiceState(config=config, storage=store)
     app.add_routes(service_routes)
     app.add_routes(client_api.routes)
+    app.add_routes(openai_api.routes)
+    app.add_routes(query_api.routes)
     app.add_routes(worker_api.routes)
     app[hosted_api.HOSTED] = hosted_api.HostedState()
     app.add_routes(hosted_api.routes)
