@@ -9,6 +9,7 @@ import functools
 from typing import Any
 
 from .. import __version__
+from .openapi_dashboard import dashboard_paths
 from .openapi_schemas import SCHEMAS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -76,53 +77,6 @@ def _q(name: str, description: str, maximum: int | None = None) -> dict[str, Any
 
 def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _html(summary: str, params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {
-        "summary": summary,
-        "tags": ["dashboard"],
-        "parameters": params or [],
-        "responses": {"200": {"description": "OK", "content": {"text/html": {"schema": {"type": "string"}}}}},
-    }
-
-
-def _dashboard_paths(ep: list[dict[str, Any]], job: list[dict[str, Any]]) -> dict[str, Any]:
-    files = ["dashboard.js", "dashboard.css", "favicon.svg"]
-    asset = {"name": "asset", "in": "path", "required": True, "schema": {"enum": files}}
-    state = {
-        "name": "state",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "string"},
-        "description": "comma-separated job states the request list keeps (default: all)",
-    }
-    feed = _op(
-        "The dashboard's push feed: Server-Sent Events, one `snapshot` event per change",
-        {},
-        params=[*ep, state],
-        errors=(400, 401, 403, 404, 429),
-        tag="dashboard",
-    )
-    feed["responses"]["200"]["content"] = {
-        "text/event-stream": {"schema": {"type": "string"}, "example": "event: snapshot\ndata: {...}\n\n"}
-    }
-    return {
-        "/": {"get": _html("Links to the dashboard, this document, metrics and liveness")},
-        "/dashboard": {"get": _html("The live dashboard page")},
-        "/dashboard/{asset}": {"get": _html("The dashboard's script and style sheet", [asset])},
-        "/v2/{endpoint_id}/dashboard/feed": {"get": feed},
-        "/v2/{endpoint_id}/dashboard/jobs/{job_id}": {
-            "get": _op(
-                "One job for the dashboard: times, attempts, input (unless dashboard_inputs is off), "
-                "progress, output or error",
-                _ref("JobDetail"),
-                params=job,
-                errors=(401, 403, 404, 429),
-                tag="dashboard",
-            )
-        },
-    }
 
 
 def _paths() -> dict[str, Any]:
@@ -201,15 +155,7 @@ def _paths() -> dict[str, Any]:
                 "Job and worker counts of the endpoint", _ref("Health"), params=ep, errors=(401, 403, 404)
             )
         },
-        "/v2/{endpoint_id}/scaling": {
-            "get": _op(
-                "What an autoscaler needs: queued and running jobs, live workers, desiredWorkers",
-                _ref("Scaling"),
-                params=ep,
-                errors=(401, 403, 404),
-            )
-        },
-        **_dashboard_paths(ep, job),
+        **dashboard_paths(_op, _ref, ep, job),
         **_query_paths(status_op),
         "/v2/{endpoint_id}/worker/claim": {
             "post": _op(
