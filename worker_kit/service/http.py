@@ -8,6 +8,7 @@ Content-Length before a byte of it is read, and a chunked one as soon as it pass
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -17,6 +18,8 @@ from aiohttp import web
 from ..portable import problem
 from ..protocol import JSON, MSGPACK, decode, encode
 from ..storage.base import Storage
+from .departures import client_gone as client_gone  # re-exported: routes import it from here
+from .departures import watch
 
 T = TypeVar("T")
 
@@ -198,17 +201,10 @@ class Shutdown:
         self.event = asyncio.Event()
 
 
-#: Long-polls re-read storage at least this often, so a notification lost between replicas
-#: (or one published between a read and a subscribe) costs at most this much latency.
-_RECHECK_S = 2.0
-#: How often a held long-poll looks whether its client is still connected. Only the
-#: connection is looked at (no storage read), so this is cheap.
-_GONE_POLL_S = 0.25
-
-
-def client_gone(request: web.Request) -> bool:
-    """The client closed its connection (aiohttp does not cancel the handler of a client that left)."""
-    return request.transport is None or request.transport.is_closing()
+#: Held claims and heartbeats re-read storage at least this often (a heartbeat renews its leases
+#: each time). Waits on a job's own channel (/runsync, /stream?wait=, /status-sync) do not:
+#: the waiter subscribes before it reads, so only that job's events need wake it.
+RECHECK_S = 2.0
 
 
 async def wait_until(
@@ -218,6 +214,7 @@ async def wait_until(
     check: Callable[[], Awaitable[T | None]],
     shutdown: Shutdown | None = None,
     gone: Callable[[], bool] | None = None,
+    recheck_s: float | None = None,
 ) -> T | None:
     """Call `check` until it returns a value, waking on `channel`; None once `timeout_s` passes.
 
@@ -225,27 +222,47 @@ async def wait_until(
     still wakes it. With `gone` (e.g. `lambda: client_gone(request)`), the wait also ends,
     returning None, soon after `gone()` turns true: a long-poll whose client left stops holding
     and stops acting for it (renewing leases, claiming jobs) at once, not at its next wake-up.
+    `recheck_s` calls `check` at least that often without a notification (a held heartbeat
+    renews its leases that way); None: only notifications wake it (a job's own events).
     """
+    with contextlib.ExitStack() as stack:
+        departed = stack.enter_context(watch(gone)) if gone is not None else None
+        return await _wait_until(storage, channel, timeout_s, check, shutdown, departed, recheck_s)
+
+
+async def _wait_until(
+    storage: Storage,
+    channel: str,
+    timeout_s: float,
+    check: Callable[[], Awaitable[T | None]],
+    shutdown: Shutdown | None,
+    departed: asyncio.Event | None,
+    recheck_s: float | None,
+) -> T | None:
     deadline = time.monotonic() + timeout_s
-    while True:
-        remaining = deadline - time.monotonic()
-        waiter = asyncio.ensure_future(storage.wait(channel, min(max(remaining, 0.0), _RECHECK_S)))
-        stop = asyncio.ensure_future(shutdown.event.wait()) if shutdown is not None else None
-        try:
-            await asyncio.sleep(0)  # let the waiter subscribe
-            result = await check()
-            if result is not None or remaining <= 0 or (shutdown is not None and shutdown.event.is_set()):
-                return result
-            events = {waiter} if stop is None else {waiter, stop}
-            poll = _GONE_POLL_S if gone is not None else None
-            while True:
-                if gone is not None and gone():
+    left = asyncio.ensure_future(departed.wait()) if departed is not None else None
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            span = max(remaining, 0.0) if recheck_s is None else min(max(remaining, 0.0), recheck_s)
+            waiter = asyncio.ensure_future(storage.wait(channel, span))
+            stop = asyncio.ensure_future(shutdown.event.wait()) if shutdown is not None else None
+            try:
+                await asyncio.sleep(0)  # let the waiter subscribe
+                if departed is not None and departed.is_set():
                     return None
-                done, _ = await asyncio.wait(events, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
-                if done:
-                    break
-        finally:
-            if not waiter.done():
-                waiter.cancel()
-            if stop is not None:
-                stop.cancel()
+                result = await check()
+                if result is not None or remaining <= 0 or (shutdown is not None and shutdown.event.is_set()):
+                    return result
+                events = {f for f in (waiter, stop, left) if f is not None}
+                await asyncio.wait(events, return_when=asyncio.FIRST_COMPLETED)
+                if departed is not None and departed.is_set():
+                    return None
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+                if stop is not None:
+                    stop.cancel()
+    finally:
+        if left is not None:
+            left.cancel()
