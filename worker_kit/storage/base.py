@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..job import JobRecord, JobState, OutputItem, Policy
+from .coordination import SharedState
 
 
 def queue_channel(endpoint: str) -> str:
@@ -95,17 +96,20 @@ class WorkerInfo:
     seen_at: float
 
 
-class Storage(ABC):
-    """A job store. All methods are coroutines and safe to call concurrently."""
+class Storage(SharedState, ABC):
+    """A job store. All methods are coroutines and safe to call concurrently.
+
+    The replica-shared methods (held hosted leases, webhook outbox, leader leases) are
+    declared in coordination.py."""
 
     def __init__(self) -> None:
         self.notifier = Notifier()
 
     # -- lifecycle -------------------------------------------------------------------------
-    async def open(self) -> None:  # noqa: B027 - optional hook
+    async def open(self) -> None:  # an optional hook
         pass
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:  # an optional hook
         pass
 
     def publish(self, channel: str) -> None:
@@ -125,8 +129,13 @@ class Storage(ABC):
         policy: Policy,
         webhook: str | None = None,
         retention_ms: int,
+        queue_limit: int | None = None,
     ) -> JobRecord:
-        """Store a new IN_QUEUE job. Returns only once the job is durable."""
+        """Store a new IN_QUEUE job. Returns only once the job is durable.
+
+        With `queue_limit`, raise QueueFull instead when the endpoint already holds more than
+        that many IN_QUEUE jobs, checked in the same atomic step as the insert, so replicas
+        sharing the store agree on backpressure."""
 
     @abstractmethod
     async def get(self, endpoint: str, job_id: str) -> JobRecord | None:

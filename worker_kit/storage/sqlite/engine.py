@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 from ...errors import ConfigError, StorageError
 from .schema import DDL, SCHEMA_VERSION, SQLiteURL, add_missing_columns
+from .shared import SHARED_DDL
 
 log = logging.getLogger("worker_kit.storage.sqlite")
 
@@ -161,7 +162,9 @@ class SQLiteEngine:
                     f"{self.url.path!r} has schema version {version}, newer than this worker_kit "
                     f"understands ({SCHEMA_VERSION}); upgrade worker_kit"
                 )
-            conn.executescript(f"BEGIN IMMEDIATE; {DDL} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            conn.executescript(
+                f"BEGIN IMMEDIATE; {DDL} {SHARED_DDL} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+            )
             add_missing_columns(conn)
         except sqlite3.Error as exc:
             conn.close()
