@@ -116,8 +116,9 @@ async def metrics(request: web.Request) -> web.Response:
         seen = await state.storage.workers(endpoint, WORKER_SEEN_WINDOW_S)
         running = sum(1 for w in seen if w.running > 0)
         workers[endpoint] = (len(seen) - running, running)
+    hooks = await state.webhook_stats()
     text = state.metrics.render(
-        job_counts, workers, state.webhook_stats(), state.limiter.refused, time.time() - state.started_at
+        job_counts, workers, hooks, state.limiter.refused, time.time() - state.started_at
     )
     return web.Response(
         text=text, content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"}
@@ -149,7 +150,8 @@ def _storage_ctx(owned: bool) -> Callable[[web.Application], AsyncIterator[None]
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     from .webhooks import WebhookSender
 
-    sender = WebhookSender()
+    state = app[STATE]
+    sender = WebhookSender(state.storage, state.config)
     await sender.start()
     app[STATE].webhooks = sender
     try:
