@@ -151,20 +151,20 @@ class WebhookSender:
         body = delivery.body if delivery.body is not None else await self._render(delivery)
         problem = _check_url(delivery.url) if body is not None else "the job's record is gone or was retried"
         if problem is not None or body is None:
-            self._failed += 1
-            log.warning("%s not sent: %s", what, problem)
             await self.storage.webhook_done(delivery.id)
+            self._failed += 1  # counted once the outbox agrees, so /health never shows it twice
+            log.warning("%s not sent: %s", what, problem)
             return
         attempt = delivery.attempts + 1
         ok, problem, retry_after = await self._post(delivery, body, attempt, cfg.webhook_secret)
         if ok:
+            await self.storage.webhook_done(delivery.id)
             self._delivered += 1
             log.info("%s delivered (attempt %d)", what, attempt)
-            await self.storage.webhook_done(delivery.id)
         elif attempt >= attempts:
+            await self.storage.webhook_done(delivery.id)
             self._failed += 1
             log.warning("%s failed after %d attempts: %s", what, attempts, problem)
-            await self.storage.webhook_done(delivery.id)
         else:
             wait = max(max(0.0, cfg.webhook_interval_s), retry_after)
             log.info("%s %s (attempt %d of %d); retrying in %.1fs", what, problem, attempt, attempts, wait)
