@@ -163,9 +163,7 @@ async def _sendable(
     except Exception:
         forms = await sendable(state, endpoint, jobs, hosted_job, lambda form: dumps_json(form).encode())
         kept = {form["id"] for form in forms}
-        for job in jobs:
-            if job.id not in kept:
-                request.app[HOSTED].forget(endpoint, worker_id, job.id)
+        await state.storage.drop_leases(endpoint, worker_id, [job.id for job in jobs if job.id not in kept])
     return forms
 
 
@@ -375,13 +373,13 @@ async def _fail_stream(
     hosted = request.app[HOSTED]
     error = f"a stream chunk could not be stored: {reason}"
     async with hosted.lock(job_id):
-        _, token = await _current(state, hosted, endpoint, worker_id, job_id)
+        _, token = await _current(state, endpoint, worker_id, job_id)
         if token is not None:
             try:
                 ended = await state.storage.finish(endpoint, job_id, token, JobState.FAILED, error=error)
             except (StaleLease, JobNotFound):
                 pass
             else:
-                hosted.forget(endpoint, worker_id, job_id)
+                await state.storage.drop_leases(endpoint, worker_id, [job_id])
                 state.job_ended(ended, f"hosted-protocol worker {worker_id} sent an unstorable chunk")
     raise ApiError(400, f"{reason}; the job ends FAILED")
