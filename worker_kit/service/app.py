@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from .. import __version__
+from ..errors import StoreUnavailable
 from ..storage import Storage, open_storage
 from . import client_api, hosted_api, worker_api
 from .client_api import WORKER_SEEN_WINDOW_S
@@ -28,6 +29,9 @@ log = logging.getLogger("worker_kit.service")
 access_log = logging.getLogger("worker_kit.service.access")
 
 service_routes = web.RouteTableDef()
+
+#: Seconds a client is told to wait (Retry-After) while the job store is unreachable.
+STORE_RETRY_AFTER_S = 2
 
 
 def _route_name(request: web.Request) -> str:
@@ -68,6 +72,17 @@ async def error_middleware(
         response = await handler(request)
     except ApiError as exc:
         response = respond(request, exc.body(), status=exc.status, headers=exc.headers)
+    except StoreUnavailable as exc:
+        # The store is down or restarting: nothing is lost that was acknowledged, and clients and
+        # workers retry 503s with backoff, so this is an answer, not a crash (no traceback).
+        log.warning("%s %s: the job store is unreachable: %s", request.method, request.path, exc)
+        message = f"the job store is unreachable, retry shortly: {exc}"
+        response = respond(
+            request,
+            {"error": message, "retry_after": STORE_RETRY_AFTER_S},
+            status=503,
+            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

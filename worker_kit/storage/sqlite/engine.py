@@ -148,7 +148,10 @@ class SQLiteEngine:
                 os.makedirs(parent, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(f"cannot create the directory for {self.url.path!r}: {exc}") from None
-        conn = self._connect()
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:  # a directory, a path without permission...
+            raise StorageError(f"cannot open SQLite database {self.url.path!r}: {exc}") from None
         try:
             if self.url.path is not None:
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
