@@ -20,6 +20,7 @@ batch in progress.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import itertools
@@ -61,7 +62,7 @@ class _Pending:
 
 
 class SQLiteEngine:
-    def __init__(self, url: SQLiteURL, publish: Callable[[str], None]) -> None:
+    def __init__(self, url: SQLiteURL, publish: Callable[[str, int], None]) -> None:
         self.url = url
         self._publish = publish
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
@@ -288,8 +289,9 @@ class SQLiteEngine:
     def _resolve(self, items: list[_Pending]) -> None:
         for pending in items:
             if pending.ok:
-                for channel in dict.fromkeys(pending.notes):
-                    self._publish(channel)
+                # A channel named n times by one operation (n jobs requeued) wakes n claims.
+                for channel, times in collections.Counter(pending.notes).items():
+                    self._publish(channel, times)
                 if not pending.future.done():
                     pending.future.set_result(pending.value)
             elif not pending.future.done():
