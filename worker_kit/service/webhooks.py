@@ -45,11 +45,9 @@ MAX_RETRY_AFTER_S = 300.0
 TAKE_LEASE_MS = int(3 * REQUEST_TIMEOUT_S * 1000)
 #: POSTs in flight at most per replica.
 MAX_IN_FLIGHT = 64
-#: The outbox is looked at this often even without a wake-up (an ending on another replica
-#: whose notification was lost, a retry coming due).
+#: The outbox is looked at this often without a kick: a retry coming due, a delivery left by a
+#: replica that died. An ending in this replica kicks the loop at once.
 POLL_S = 1.0
-#: Published when a job with a webhook ends, so senders look at the outbox at once.
-WEBHOOK_CHANNEL = "webhooks"
 
 
 class WebhookSender:
@@ -126,13 +124,9 @@ class WebhookSender:
             await self._sleep(delay)
 
     async def _sleep(self, delay: float) -> None:
-        wake = asyncio.ensure_future(self._wake.wait())
-        published = asyncio.ensure_future(self.storage.wait(WEBHOOK_CHANNEL, delay))
-        try:
-            await asyncio.wait({wake, published}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            wake.cancel()
-            published.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
