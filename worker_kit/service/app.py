@@ -41,6 +41,11 @@ def _route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "(unmatched)"
 
 
+def _changes(method: str, route: str) -> bool:
+    """Whether a request may change jobs: every POST, and the hosted protocol's GET job-take."""
+    return method == "POST" or "/job-take" in route
+
+
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
     if exc.content_type == "application/json" and exc.text:
@@ -97,11 +102,12 @@ async def error_middleware(
             request, {"error": "internal error in the service; it has been logged"}, status=500
         )
     state = request.app[STATE]
-    if request.method == "POST" and response.status < 300 and "endpoint_id" in request.match_info:
+    route = _route_name(request)
+    if response.status < 300 and "endpoint_id" in request.match_info and _changes(request.method, route):
         # Something of the endpoint changed: wake this process's dashboard feeds (cheap: a dict
         # lookup when none is open).
         state.storage.notifier.publish(activity_channel(request.match_info["endpoint_id"]))
-    state.metrics.request(_route_name(request), request.method, response.status, time.monotonic() - started)
+    state.metrics.request(route, request.method, response.status, time.monotonic() - started)
     if access_log.isEnabledFor(logging.DEBUG):
         access_log.debug(
             "%s %s %d %.1fms",
