@@ -26,6 +26,7 @@ from .metrics_store import read_store, store_metrics_ctx
 from .openapi import openapi_spec
 from .state import STATE, ServiceState, state_of
 from .sweeper import sweeper_ctx
+from .worker_finish import exchange  # noqa: F401 - registers /finish and /exchange on worker_api.routes
 
 log = logging.getLogger("worker_kit.service")
 access_log = logging.getLogger("worker_kit.service.access")
