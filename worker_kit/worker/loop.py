@@ -25,9 +25,10 @@ from ..errors import AuthError, RateLimited, ServiceError, ServiceUnavailable
 from ..job import DEFAULT_EXECUTION_TIMEOUT_MS
 from .execution import COMPLETED, FAILED, STOPPED, TIMED_OUT, Job, Outcome, Run
 from .leases import Leases
+from .memory import MB, over_cap
 from .registry import Concurrency, Handler
 from .reporting import JobReporter, final_report, release
-from .settings import EXIT_OK, EXIT_REFUSED, EXIT_STUCK
+from .settings import EXIT_MEMORY, EXIT_OK, EXIT_REFUSED, EXIT_STUCK
 from .transport import Backoff, ClaimedJob, NativeTransport, Transport
 
 log = logging.getLogger("worker_kit.worker")
@@ -62,7 +63,10 @@ class Worker:
     (None: 20 MB, or the endpoint's limit when the service states a higher one).
     `grace_s`: how long `stop()` lets running jobs finish before handing them back.
     `stuck_grace_s`: how long a stopped handler may take to end before the worker declares
-    itself stuck, stops claiming and (once its other jobs end) returns EXIT_STUCK.
+    itself stuck, stops claiming and (once its other jobs end, or are handed back after
+    `grace_s`) returns EXIT_STUCK. `max_rss_mb`: once this process's RSS is over it after a
+    job, the worker stops claiming and returns EXIT_MEMORY when its running jobs end.
+    (worker_kit.start() turns both exit codes into an in-place restart.)
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class Worker:
         claim_wait_s: float = 30.0,
         result_limit: int | None = None,
         transport: Transport | None = None,
+        max_rss_mb: float | None = None,
     ) -> None:
         self.handler = handler
         self.url = url.rstrip("/")
@@ -91,6 +96,7 @@ class Worker:
         self.stuck_grace_s = stuck_grace_s
         self.claim_wait_ms = int(claim_wait_s * 1000)
         self.result_limit = result_limit
+        self.max_rss_mb = max_rss_mb
         self.exit_code = EXIT_OK
         self._validate = None
         if handler.input_schema is not None:
@@ -221,10 +227,25 @@ class Worker:
             await asyncio.wait(set(self._tasks), timeout=self.stuck_grace_s + 5)
 
     def _poison(self, job_id: str) -> None:
-        log.error("job %s: its handler did not stop within %.1f s (stuck in native code?); the worker "
-                  "takes no more jobs and exits with code %d once its other jobs end, to be restarted",
-                  job_id, self.stuck_grace_s, EXIT_STUCK, extra={"job_id": job_id})
+        log.error("job %s: its handler did not stop within %.6g s (stuck in native code?); the worker "
+                  "takes no more jobs and ends (code %d) once its other jobs end or, after %.6g s, are "
+                  "handed back, to be replaced", job_id, self.stuck_grace_s, EXIT_STUCK, self.grace_s,
+                  extra={"job_id": job_id})
         self.exit_code = EXIT_STUCK
+        self._request_stop(self.grace_s)
+
+    def _check_memory(self) -> None:
+        """After a job: over the memory cap, take no more jobs, let the running ones finish,
+        then end with EXIT_MEMORY (to be replaced; a leak does not outlive the process)."""
+        if self.exit_code != EXIT_OK or self._stop_requested.is_set():
+            return
+        rss = over_cap(None, self.max_rss_mb)
+        if rss is None:
+            return
+        log.warning("memory guard: this worker uses %.0f MB, over WORKER_KIT_MAX_RSS_MB=%.6g; it takes no "
+                    "more jobs and is replaced once its %d running job(s) end", rss / MB, self.max_rss_mb,
+                    self._occupied)
+        self.exit_code = EXIT_MEMORY
         self._request_stop(float("inf"))
 
     # -- claiming -------------------------------------------------------------------------
@@ -417,6 +438,8 @@ class Worker:
     def _on_settled(self, _: asyncio.Future[None]) -> None:
         self._occupied -= 1
         self._slot_freed.set()
+        if self.max_rss_mb is not None:
+            self._check_memory()
 
     def _on_stop(self, job_id: str, reason: str, token: str | None = None) -> None:
         active = self._active.get(job_id)
