@@ -59,8 +59,8 @@ def start(handler: Callable[..., Any] | Handler | str | None = None, **options: 
     """Run `handler` (default: the one registered with @worker_kit.handler) and exit.
 
     `options` are defaults for the worker settings (url, api_key, concurrency, timeout_s,
-    grace_s, stuck_grace_s, log_level, log_format, worker_id, on_stuck, max_rss_mb); WORKER_KIT_*
-    variables and
+    grace_s, stuck_grace_s, log_level, log_format, worker_id, on_stuck, isolation, max_rss_mb,
+    kill_rss_mb); WORKER_KIT_* variables and
     command-line flags win over them. `python handler.py --help` lists them all.
     """
     global started
@@ -137,6 +137,8 @@ async def _serve(handler: Handler, settings: WorkerSettings) -> int:
         stuck_grace_s=settings.stuck_grace_s,
         worker_id=settings.worker_id,
         max_rss_mb=settings.max_rss_mb,
+        isolation=settings.isolation,
+        kill_rss_mb=settings.kill_rss_mb,
     )
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)

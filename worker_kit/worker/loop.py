@@ -24,6 +24,7 @@ from .. import protocol
 from ..errors import AuthError, RateLimited, ServiceError, ServiceUnavailable
 from ..job import DEFAULT_EXECUTION_TIMEOUT_MS
 from .execution import COMPLETED, FAILED, STOPPED, TIMED_OUT, Job, Outcome, Run
+from .isolation import ChildPool, IsolatedRun
 from .leases import Leases
 from .memory import MB, over_cap
 from .registry import Concurrency, Handler
@@ -47,7 +48,7 @@ def default_worker_id() -> str:
 @dataclass(slots=True, eq=False)
 class _Active:
     claimed: ClaimedJob
-    run: Run
+    run: Run | IsolatedRun
     reporter: JobReporter
     stopped: asyncio.Future[str]
     started: float
@@ -67,6 +68,9 @@ class Worker:
     `grace_s`) returns EXIT_STUCK. `max_rss_mb`: once this process's RSS is over it after a
     job, the worker stops claiming and returns EXIT_MEMORY when its running jobs end.
     (worker_kit.start() turns both exit codes into an in-place restart.)
+    `isolation`: "process" runs each job in a supervised child process (worker.isolation;
+    None: the handler's choice, else "thread"); there `max_rss_mb` applies to each child, and
+    a child over `kill_rss_mb` is killed at once.
     """
 
     def __init__(
@@ -84,6 +88,8 @@ class Worker:
         result_limit: int | None = None,
         transport: Transport | None = None,
         max_rss_mb: float | None = None,
+        isolation: str | None = None,
+        kill_rss_mb: float | None = None,
     ) -> None:
         self.handler = handler
         self.url = url.rstrip("/")
@@ -97,6 +103,9 @@ class Worker:
         self.claim_wait_ms = int(claim_wait_s * 1000)
         self.result_limit = result_limit
         self.max_rss_mb = max_rss_mb
+        self.isolation = isolation or handler.isolation or "thread"
+        self.kill_rss_mb = kill_rss_mb
+        self._pool: ChildPool | None = None
         self.exit_code = EXIT_OK
         self._validate = None
         if handler.input_schema is not None:
@@ -139,8 +148,12 @@ class Worker:
     async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         await self.transport.open()
-        log.info("worker %s started: handler %s, endpoint %s, concurrency %s", self.worker_id,
-                 self.handler.name, self.url, "dynamic" if callable(self._concurrency) else self._concurrency)
+        if self.isolation == "process":
+            self._pool = ChildPool(self.handler, max_rss_mb=self.max_rss_mb, kill_rss_mb=self.kill_rss_mb)
+            self._pool.warm(self._capacity_now)
+        log.info("worker %s started: handler %s, endpoint %s, concurrency %s%s", self.worker_id,
+                 self.handler.name, self.url, "dynamic" if callable(self._concurrency) else self._concurrency,
+                 ", each job in a handler process" if self._pool else "")
         stop_waiter = loop.create_task(self._stop_requested.wait())
         claim = loop.create_task(self._claim_loop(stop_waiter))
         heartbeat = loop.create_task(self._leases.run())
@@ -159,6 +172,8 @@ class Worker:
             for task in leftover:
                 task.cancel()
             await asyncio.gather(*leftover, return_exceptions=True)
+            if self._pool is not None:
+                await self._pool.close()
             await self.transport.close()
         log.info("worker %s stopped (exit code %d)", self.worker_id, self.exit_code)
         return self.exit_code
@@ -347,7 +362,11 @@ class Worker:
                   webhook=claimed.webhook)
         reporter = JobReporter(self.transport, job_id, claimed.token,
                                on_lost=lambda: self._on_stop(job_id, protocol.STOP_LOST, claimed.token))
-        run = Run(self.handler, job, reporter, self._validate)
+        run: Run | IsolatedRun
+        if self._pool is not None:
+            run = self._pool.new_run(job, reporter)
+        else:
+            run = Run(self.handler, job, reporter, self._validate)
         active = _Active(claimed, run, reporter, loop.create_future(), loop.time())
         self._active[job_id] = active
         self._leases.hold(job_id, claimed.token)
@@ -429,7 +448,10 @@ class Worker:
         try:
             await asyncio.wait_for(asyncio.shield(active.run.settled), self.stuck_grace_s)
         except TimeoutError:
-            self._poison(active.claimed.id)
+            if isinstance(active.run, IsolatedRun):  # its process is replaced; the worker goes on
+                await active.run.kill(f"its handler did not stop within {self.stuck_grace_s:.6g} s")
+            else:
+                self._poison(active.claimed.id)
 
     async def _release(self, claimed: ClaimedJob) -> None:
         if await release(self.transport, claimed.id, claimed.token):
@@ -438,7 +460,7 @@ class Worker:
     def _on_settled(self, _: asyncio.Future[None]) -> None:
         self._occupied -= 1
         self._slot_freed.set()
-        if self.max_rss_mb is not None:
+        if self.max_rss_mb is not None and self._pool is None:  # a pool checks each child
             self._check_memory()
 
     def _on_stop(self, job_id: str, reason: str, token: str | None = None) -> None:
