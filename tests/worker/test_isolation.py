@@ -4,13 +4,17 @@ replaced, and the worker (same PID throughout) serves the next job."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import until
+from worker_kit.worker.settings import EXIT_CONFIG
+
+from .conftest import HANDLERS, until
 
 
 def setups(tmp_path: Path) -> list[int]:
@@ -99,3 +103,32 @@ async def test_kill_rss_fails_a_growing_job_at_once(service: Any, spawn_worker: 
     assert "over WORKER_KIT_KILL_RSS_MB=200: killed" in status["error"]
     assert (await api.wait(url, await api.run(url, {"do": "pid"}), timeout=10))["status"] == "COMPLETED"
     assert worker.proc.returncode is None
+
+
+async def test_max_rss_retires_a_child_after_its_job(service: Any, spawn_worker: Any, api: Any) -> None:
+    url = service.endpoint_url("iso-hold")
+    worker = await spawn_worker("isolated.py", url, max_rss_mb=150)
+    big = await api.wait(url, await api.run(url, {"do": "hold", "mb": 160}))
+    assert big["status"] == "COMPLETED" and big["output"]["held_mb"] == 160  # the job itself finishes
+    await worker.wait_log(f"memory guard: handler process {big['output']['pid']} uses")
+    nxt = await api.wait(url, await api.run(url, {"do": "pid"}), timeout=10)
+    assert nxt["output"]["held_mb"] == 0 and nxt["output"]["pid"] != big["output"]["pid"]
+
+
+async def test_isolation_setting_applies_to_any_handler(service: Any, spawn_worker: Any, api: Any) -> None:
+    url = service.endpoint_url("iso-env")
+    worker = await spawn_worker("stuck.py", url, isolation="process", stuck_grace=0.3)
+    assert "each job in a handler process" in worker.logs()
+    first = await api.wait(url, await api.run(url, {"do": "pid"}))
+    assert first["output"]["pid"] != worker.pid
+    assert (await api.wait(url, await api.run(url, {"do": "pbkdf2"})))["status"] == "TIMED_OUT"
+    nxt = await api.wait(url, await api.run(url, {"do": "pid"}), timeout=10)
+    assert nxt["output"]["pid"] not in (first["output"]["pid"], worker.pid)  # a fresh child, same worker
+
+
+def test_a_handler_that_cannot_load_in_a_child_stops_the_worker_with_code_2(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "WORKER_KIT_URL": "http://127.0.0.1:9/v2/ep"}
+    proc = subprocess.run([sys.executable, str(HANDLERS / "child_fails.py")], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=60)
+    assert proc.returncode == EXIT_CONFIG, proc.stderr
+    assert "could not load the handler: RuntimeError: no GPU in this process" in proc.stderr

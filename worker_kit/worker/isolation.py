@@ -1,7 +1,7 @@
 """Process isolation: each job's handler runs in a supervised child process.
 
-`ChildPool` keeps handler processes (worker_kit.worker.child), one job at a time each;
-`IsolatedRun` stands in for `execution.Run` in the worker loop: same `start()`,
+`Child` is one handler process (worker_kit.worker.child), running one job at a time;
+`pool.ChildPool` keeps them; `IsolatedRun` stands in for `execution.Run` in the worker loop: same `start()`,
 `interrupt()`, `result` and `settled`, plus `kill()`. The worker keeps the connection to the
 service, the leases, the heartbeats and the reporting; a child only runs the handler.
 
@@ -21,13 +21,16 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..protocol import unpack
 from .child import HANDLER_RUN_NAME, Channel
 from .execution import FAILED, STOPPED, Job, Outcome, Sink
 from .memory import MB, over_cap
 from .registry import Handler
+
+if TYPE_CHECKING:
+    from .pool import ChildPool
 
 log = logging.getLogger("worker_kit.worker")
 
@@ -175,115 +178,18 @@ class Child:
         await asyncio.shield(self._reader)
 
 
-class ChildPool:
-    """Handler processes for one worker: idle ones wait in a queue; a child that died or was
-    retired is replaced in the background, so the next job rarely waits for a start."""
-
-    def __init__(self, handler: Handler, *, max_rss_mb: float | None = None,
-                 kill_rss_mb: float | None = None) -> None:
-        self.spec = handler_spec(handler)
-        self.max_rss_mb = max_rss_mb
-        self.kill_rss_mb = kill_rss_mb
-        root = logging.getLogger()
-        self._log_level = logging.getLevelName(root.getEffectiveLevel())
-        json_format = any(type(h.formatter).__name__ == "JsonFormatter" for h in root.handlers)
-        self._log_format = "json" if json_format else "text"
-        self._idle: asyncio.Queue[Child | ChildStartError] = asyncio.Queue()
-        self._starting = 0
-        self._children: set[Child] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closed = False
-
-    def warm(self, count: int) -> None:
-        """Start `count` children in the background."""
-        for _ in range(count):
-            self._start_one()
-
-    def _start_one(self) -> None:
-        if self._closed:
-            return
-        self._starting += 1
-        task = asyncio.get_running_loop().create_task(self._start())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _start(self) -> None:
-        try:
-            child = await Child.start(self.spec, self._log_level, self._log_format)
-        except ChildStartError as exc:
-            log.error("%s", exc)
-            self._idle.put_nowait(exc)
-        except Exception as exc:  # an OS error starting the interpreter
-            log.exception("could not start a handler process")
-            self._idle.put_nowait(ChildStartError(f"could not start a handler process: {exc}"))
-        else:
-            self._children.add(child)
-            log.info("handler process %d ready", child.pid)
-            self._idle.put_nowait(child)
-        finally:
-            self._starting -= 1
-
-    async def acquire(self) -> Child:
-        while True:
-            if self._idle.empty() and self._starting == 0:
-                self._start_one()
-            got = await self._idle.get()
-            if isinstance(got, ChildStartError):
-                raise got
-            if got.alive:
-                return got
-            self._children.discard(got)
-
-    def give_back(self, child: Child) -> None:
-        """After a job: keep the child for the next one, or replace it (dead, or too big)."""
-        if self._closed:
-            self._discard(child, "the worker is stopping")
-            return
-        if not child.alive:
-            self._children.discard(child)
-            self._start_one()
-            return
-        rss = over_cap(child.pid, self.max_rss_mb)
-        if rss is not None:
-            log.warning("memory guard: handler process %d uses %.0f MB, over WORKER_KIT_MAX_RSS_MB=%.6g; "
-                        "replacing it with a fresh one", child.pid, rss / MB, self.max_rss_mb)
-            self._discard(child, "over the memory cap")
-            self._start_one()
-            return
-        self._idle.put_nowait(child)
-
-    def _discard(self, child: Child, reason: str) -> None:
-        self._children.discard(child)
-        task = asyncio.get_running_loop().create_task(child.close())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def new_run(self, job: Job, sink: Sink) -> IsolatedRun:
-        return IsolatedRun(self, job, sink)
-
-    async def close(self) -> None:
-        self._closed = True
-        while not self._idle.empty():
-            got = self._idle.get_nowait()
-            if isinstance(got, Child):
-                self._children.add(got)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(c.close() for c in self._children), return_exceptions=True)
-        self._children.clear()
-
-
 class IsolatedRun:
     """One job's handler run in a child process; the worker loop uses it as it uses `Run`."""
 
-    def __init__(self, pool: ChildPool, job: Job, sink: Sink) -> None:
+    def __init__(self, pool: ChildPool, job: Job, sink: Sink, child: Child | None) -> None:
         self.pool, self.job, self.sink = pool, job, sink
         loop = asyncio.get_running_loop()
         self.result: asyncio.Future[Outcome] = loop.create_future()
         self.settled: asyncio.Future[None] = loop.create_future()
-        self.child: Child | None = None
+        #: Reserved when the job was claimed (claims wait for a ready child); else acquired.
+        self.child: Child | None = child
         self._task: asyncio.Task[None] | None = None
+        self._sent = False  # the job went to the child
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._main())
@@ -292,7 +198,8 @@ class IsolatedRun:
         """Stop the handler as in the thread mode (JobInterrupted, cancellation); `kill()` follows
         if it will not stop."""
         self.job._stop.set()
-        if self.child is not None:
+        if self._sent:
+            assert self.child is not None
             self.child.send({"t": "stop"})
         elif self._task is not None and not self._task.done():
             self._task.cancel()  # still waiting for a child: nothing runs yet
@@ -300,7 +207,7 @@ class IsolatedRun:
     async def kill(self, reason: str) -> None:
         """The handler did not stop: end its process; a fresh one takes its place."""
         child = self.child
-        if child is None or not child.alive:
+        if child is None or not child.alive or not self._sent:
             return
         log.warning("job %s: %s; killing its handler process %d and starting a fresh one", self.job.id,
                     reason, child.pid, extra={"job_id": self.job.id})
@@ -310,11 +217,12 @@ class IsolatedRun:
     async def _main(self) -> None:
         try:
             try:
-                self.child = child = await self.pool.acquire()
-            except ChildStartError as exc:
-                self._set(Outcome(FAILED, error=str(exc).splitlines()[0],
-                                  error_detail={"type": "HandlerProcessStartError", "message": str(exc)}))
-                return
+                if self.child is not None and not self.child.alive:  # died while reserved
+                    self.pool.give_back(self.child)
+                    self.child = None
+                if self.child is None:
+                    self.child = await self.pool.acquire()
+                child = self.child
             except asyncio.CancelledError:
                 self._set(Outcome(STOPPED))
                 return
@@ -330,6 +238,7 @@ class IsolatedRun:
     async def _serve(self, child: Child) -> None:
         job = self.job
         child.jobs += 1
+        self._sent = True
         child.send({"t": "run", "id": job.id, "input": job.input, "attempt": job.attempt,
                     "policy": job.policy, "webhook": job.webhook})
         if job.cancelled:  # interrupted while it waited for this child

@@ -24,12 +24,13 @@ from .. import protocol
 from ..errors import AuthError, RateLimited, ServiceError, ServiceUnavailable
 from ..job import DEFAULT_EXECUTION_TIMEOUT_MS
 from .execution import COMPLETED, FAILED, STOPPED, TIMED_OUT, Job, Outcome, Run
-from .isolation import ChildPool, IsolatedRun
+from .isolation import IsolatedRun
 from .leases import Leases
 from .memory import MB, over_cap
+from .pool import ChildPool
 from .registry import Concurrency, Handler
 from .reporting import JobReporter, final_report, release
-from .settings import EXIT_MEMORY, EXIT_OK, EXIT_REFUSED, EXIT_STUCK
+from .settings import EXIT_CONFIG, EXIT_MEMORY, EXIT_OK, EXIT_REFUSED, EXIT_STUCK
 from .transport import Backoff, ClaimedJob, NativeTransport, Transport
 
 log = logging.getLogger("worker_kit.worker")
@@ -148,9 +149,9 @@ class Worker:
     async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         await self.transport.open()
-        if self.isolation == "process":
-            self._pool = ChildPool(self.handler, max_rss_mb=self.max_rss_mb, kill_rss_mb=self.kill_rss_mb)
-            self._pool.warm(self._capacity_now)
+        if self.isolation == "process" and not await self._start_pool():
+            await self.transport.close()
+            return self.exit_code
         log.info("worker %s started: handler %s, endpoint %s, concurrency %s%s", self.worker_id,
                  self.handler.name, self.url, "dynamic" if callable(self._concurrency) else self._concurrency,
                  ", each job in a handler process" if self._pool else "")
@@ -177,6 +178,17 @@ class Worker:
             await self.transport.close()
         log.info("worker %s stopped (exit code %d)", self.worker_id, self.exit_code)
         return self.exit_code
+
+    async def _start_pool(self) -> bool:
+        """Process isolation: start the handler processes; False (exit code 2) if they cannot."""
+        self._pool = ChildPool(self.handler, max_rss_mb=self.max_rss_mb, kill_rss_mb=self.kill_rss_mb)
+        error = await self._pool.start_unless(self._capacity_now, self._stop_requested)
+        if error is None:
+            return True
+        log.error("%s", error)
+        self.exit_code = EXIT_CONFIG
+        await self._pool.close()
+        return False
 
     def _check_loop(self, name: str, task: asyncio.Task[None]) -> None:
         """A claim or heartbeat loop that ended on its own has a bug or met something it
@@ -281,6 +293,10 @@ class Worker:
         while not self._stop_requested.is_set():
             capacity = self._capacity()
             free = min(capacity - self._occupied, MAX_CLAIM)
+            if self._pool is not None and free > 0:  # only as many jobs as ready handler processes
+                if not await self._pool.ready_unless(stop_waiter):
+                    continue
+                free = min(free, self._pool.available())
             if free <= 0:
                 self._slot_freed.clear()
                 with contextlib.suppress(TimeoutError):

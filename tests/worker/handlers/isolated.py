@@ -3,6 +3,7 @@ demand. Module-level set-up appends this process's pid to ./setup.log (once per 
 
 input {"do": ...}: "segv" reads address 0; "exit" calls os._exit(7); "oom" is killed with
 SIGKILL as the kernel's OOM killer would; "grow" allocates 20 MB every 0.05 s for ever;
+"hold" keeps input["mb"] MB in a module global;
 "sleep" is one time.sleep(60) (stuck in C); "regex" is a catastrophic regex (C code that
 holds the GIL); "stream" yields input["n"] items with progress; else returns its pid.
 """
@@ -17,6 +18,8 @@ import worker_kit
 
 with open("setup.log", "a") as f:
     f.write(f"{os.getpid()}\n")
+
+held = []
 
 
 @worker_kit.handler(isolation="process", timeout=1)
@@ -33,13 +36,15 @@ def isolated(job):
         while True:
             hoard.append(b"\x01" * (20 * 1024 * 1024))
             time.sleep(0.05)
+    elif do == "hold":
+        held.append(b"\x01" * (job.input["mb"] * 1024 * 1024))
     elif do == "sleep":
         time.sleep(60)
     elif do == "regex":
         re.match(r"(a+)+$", "a" * 40 + "b")
     elif do == "stream":
         return streamer(job)
-    return {"pid": os.getpid()}
+    return {"pid": os.getpid(), "held_mb": sum(len(b) for b in held) // (1024 * 1024)}
 
 
 def streamer(job):
