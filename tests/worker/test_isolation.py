@@ -16,6 +16,9 @@ from worker_kit.worker.settings import EXIT_CONFIG
 
 from .conftest import HANDLERS, until
 
+#: Jobs that allocate: more than the handlers' 1 s timeout on a loaded machine.
+LONG = {"executionTimeout": 20_000}
+
 
 def setups(tmp_path: Path) -> list[int]:
     path = tmp_path / "setup.log"
@@ -108,7 +111,7 @@ async def test_kill_rss_fails_a_growing_job_at_once(service: Any, spawn_worker: 
 async def test_max_rss_retires_a_child_after_its_job(service: Any, spawn_worker: Any, api: Any) -> None:
     url = service.endpoint_url("iso-hold")
     worker = await spawn_worker("isolated.py", url, max_rss_mb=150)
-    big = await api.wait(url, await api.run(url, {"do": "hold", "mb": 160}))
+    big = await api.wait(url, await api.run(url, {"do": "hold", "mb": 160}, policy=LONG))
     assert big["status"] == "COMPLETED" and big["output"]["held_mb"] == 160  # the job itself finishes
     await worker.wait_log(f"memory guard: handler process {big['output']['pid']} uses")
     nxt = await api.wait(url, await api.run(url, {"do": "pid"}), timeout=10)

@@ -11,6 +11,9 @@ import pytest
 from worker_kit.worker.restart import FREE_RESTARTS, backoff_delay, recent_restarts
 from worker_kit.worker.settings import EXIT_MEMORY, EXIT_STUCK
 
+#: Jobs that allocate: more than the handlers' 1 s timeout on a loaded machine.
+LONG = {"executionTimeout": 20_000}
+
 
 @pytest.mark.parametrize("do", ["sleep", "pbkdf2"])
 async def test_stuck_handler_replaces_the_process_in_place(
@@ -76,7 +79,7 @@ async def test_memory_guard_replaces_the_process_after_its_job(
 ) -> None:
     url = service.endpoint_url("leak")
     worker = await spawn_worker("stuck.py", url, max_rss_mb=150)
-    grown = await api.wait(url, await api.run(url, {"do": "grow", "mb": 160}))
+    grown = await api.wait(url, await api.run(url, {"do": "grow", "mb": 160}, policy=LONG))
     assert grown["status"] == "COMPLETED" and grown["output"]["held_mb"] == 160  # the job finishes
     await worker.wait_log("memory guard: this worker uses")
     served = await api.wait(url, await api.run(url, {"do": "pid"}), timeout=10)
@@ -87,5 +90,5 @@ async def test_memory_guard_replaces_the_process_after_its_job(
 async def test_memory_guard_with_on_stuck_exit_exits_5(service: Any, spawn_worker: Any, api: Any) -> None:
     url = service.endpoint_url("leak-exit")
     worker = await spawn_worker("stuck.py", url, max_rss_mb=150, on_stuck="exit")
-    await api.wait(url, await api.run(url, {"do": "grow", "mb": 160}))
+    await api.wait(url, await api.run(url, {"do": "grow", "mb": 160}, policy=LONG))
     assert await worker.wait(15) == EXIT_MEMORY
