@@ -135,3 +135,13 @@ def test_a_handler_that_cannot_load_in_a_child_stops_the_worker_with_code_2(tmp_
                           env=env, cwd=tmp_path, timeout=60)
     assert proc.returncode == EXIT_CONFIG, proc.stderr
     assert "could not load the handler: RuntimeError: no GPU in this process" in proc.stderr
+
+
+async def test_a_file_that_calls_start_unguarded_loads_in_a_child(
+    service: Any, spawn_worker: Any, api: Any
+) -> None:
+    url = service.endpoint_url("iso-top")
+    worker = await spawn_worker("start_at_top.py", url, isolation="process")
+    status = await api.wait(url, await api.run(url, {"x": 1}))
+    assert status["status"] == "COMPLETED", status
+    assert status["output"]["echo"] == {"x": 1} and status["output"]["pid"] != worker.pid

@@ -1,4 +1,4 @@
-"""The handler process of process isolation: `python -m worker_kit.worker.child FD`.
+"""The handler process of process isolation (`run_child([FD])`, started by isolation.Child).
 
 The worker (worker_kit.worker.isolation) starts this process with one end of a socket pair
 as FD. It imports the handler module itself (so a model loaded at import, or a GPU
@@ -45,6 +45,16 @@ HANDLER_RUN_NAME = "__worker_kit_handler__"
 CHILD_VAR = "WORKER_KIT_HANDLER_PROCESS"
 
 
+class StartCalled(BaseException):
+    """Raised by `worker_kit.start()` in a handler process: a handler file that calls start()
+    at its top level, unguarded (as the hosted SDK's examples do), has registered its handler
+    by then; the rest of the file is what start() would never have returned to."""
+
+    def __init__(self, handler: Any) -> None:
+        super().__init__("worker_kit.start() in a handler process")
+        self.handler = handler
+
+
 class Channel:
     """msgpack messages over an asyncio stream pair."""
 
@@ -89,10 +99,15 @@ def load_handler(spec: dict[str, Any]) -> Handler:
     for entry in reversed(spec.get("sys_path") or []):
         if entry not in sys.path:
             sys.path.insert(0, entry)
-    if spec.get("module"):
-        namespace = vars(importlib.import_module(spec["module"]))
-    else:
-        namespace = runpy.run_path(spec["file"], run_name=HANDLER_RUN_NAME)
+    namespace: dict[str, Any] = {}
+    try:
+        if spec.get("module"):
+            namespace = vars(importlib.import_module(spec["module"]))
+        else:
+            namespace = runpy.run_path(spec["file"], run_name=HANDLER_RUN_NAME)
+    except StartCalled as called:  # the file's own start() names its handler, or the registry has it
+        if called.handler is not None:
+            return default_registry.get(called.handler)
     with contextlib.suppress(Exception):
         return default_registry.get(spec["name"])
     target: Any = None
@@ -194,6 +209,3 @@ def run_child(argv: list[str]) -> None:
     sys.stderr.flush()
     os._exit(0)
 
-
-if __name__ == "__main__":
-    run_child(sys.argv[1:])

@@ -64,6 +64,11 @@ def start(handler: Callable[..., Any] | Handler | str | None = None, **options: 
     command-line flags win over them. `python handler.py --help` lists them all.
     """
     global started
+    if os.environ.get("WORKER_KIT_HANDLER_PROCESS"):
+        # Loading the handler in a process-isolation child: the worker is the parent.
+        from .child import StartCalled
+
+        raise StartCalled(handler)
     started = True
     prog = os.path.basename(sys.argv[0]) or "worker"
     try:

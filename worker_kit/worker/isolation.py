@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("worker_kit.worker")
 
+#: A child's command (`-c`, not `-m worker_kit.worker.child`: under -m that module would run as
+#: __main__, a second copy beside the one the handler's `worker_kit.start()` imports).
+CHILD_MAIN = "import sys; from worker_kit.worker.child import run_child; run_child(sys.argv[1:])"
 #: How long a child gets to end after SIGTERM before SIGKILL.
 KILL_AFTER_S = 1.0
 #: How often a busy child's memory is sampled when WORKER_KIT_KILL_RSS_MB is set.
@@ -108,7 +111,7 @@ class Child:
         mine, theirs = socket.socketpair()
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "worker_kit.worker.child", str(theirs.fileno()),
+                sys.executable, "-c", CHILD_MAIN, str(theirs.fileno()),
                 pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
             )
         finally:
