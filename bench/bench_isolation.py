@@ -77,7 +77,7 @@ class Bench:
     def __init__(self, base: str, handler: Path, session: aiohttp.ClientSession) -> None:
         self.base, self.handler, self.session = base, handler, session
         self.n = 0
-        self.log = open(handler.parent / "workers.log", "ab")  # noqa: SIM115 - open for the whole run
+        self.log = open(handler.parent / "workers.log", "ab")  # workers log here for the whole run
 
     def endpoint(self, name: str) -> str:
         self.n += 1
@@ -137,23 +137,25 @@ class Bench:
             proc.terminate()
             proc.wait(10)
 
-    async def runsync_ms(self, mode: str, requests: int) -> list[float]:
-        url = self.endpoint(f"runsync-{mode}")
-        proc = self.start(url, mode, {})
+    async def runsync_ms(self, modes: tuple[str, ...], requests: int) -> dict[str, list[float]]:
+        """Sequential /runsync requests, round robin over one worker per mode, so a noisy moment
+        on the machine hits every mode alike."""
+        urls = {mode: self.endpoint(f"runsync-{mode}") for mode in modes}
+        procs = [self.start(urls[mode], mode, {}) for mode in modes]
         try:
-            for _ in range(3):  # warm: the worker is up and its handler process ready
-                reply = await self.post(url + "/runsync?wait=30000", {"input": 0})
-                assert reply["status"] == "COMPLETED", reply
-            times = []
-            for i in range(requests):
-                began = time.perf_counter()
-                reply = await self.post(url + "/runsync?wait=30000", {"input": i})
-                times.append((time.perf_counter() - began) * 1000)
-                assert reply["status"] == "COMPLETED", reply
+            times: dict[str, list[float]] = {mode: [] for mode in modes}
+            for i in range(requests + 3):
+                for mode in modes:
+                    began = time.perf_counter()
+                    reply = await self.post(urls[mode] + "/runsync?wait=30000", {"input": i})
+                    if i >= 3:  # the first ones warm the worker and its handler process
+                        times[mode].append((time.perf_counter() - began) * 1000)
+                    assert reply["status"] == "COMPLETED", reply
             return times
         finally:
-            proc.terminate()
-            proc.wait(10)
+            for proc in procs:
+                proc.terminate()
+                proc.wait(10)
 
     async def recovery_s(self, mode: str) -> float:
         url = self.endpoint(f"stuck-{mode}")
@@ -215,7 +217,7 @@ async def report(bench: Bench, args: argparse.Namespace) -> None:
               f"process {med['process']:6.0f}/s ({med['process'] / med['bare']:4.0%} of bare, "
               f"{med['process'] / med['thread']:4.0%} of thread); bare aiohttp loop {med['bare']:6.0f}/s")
     print(f"/runsync latency of a no-op job, ms ({args.requests} sequential requests):")
-    lat = {kind: sorted(await bench.runsync_ms(kind, args.requests)) for kind in kinds}
+    lat = {kind: sorted(t) for kind, t in (await bench.runsync_ms(kinds, args.requests)).items()}
     for kind in kinds:
         t = lat[kind]
         p50, p99 = statistics.median(t), t[int(len(t) * 0.99) - 1]

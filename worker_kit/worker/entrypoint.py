@@ -145,6 +145,8 @@ async def _serve(handler: Handler, settings: WorkerSettings) -> int:
         isolation=settings.isolation,
         kill_rss_mb=settings.kill_rss_mb,
     )
+    if settings.kill_rss_mb is not None and worker.isolation != "process":
+        log.warning("WORKER_KIT_KILL_RSS_MB applies only with WORKER_KIT_ISOLATION=process; ignored")
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
     received: list[int] = []
