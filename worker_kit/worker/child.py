@@ -10,7 +10,7 @@ socket; the worker keeps the connection to the service, the leases and the repor
 Messages are msgpack maps, `t` naming the kind (see isolation.py for the worker's side):
 worker -> child: init {spec}, run {id, input, attempt, policy, webhook}, stop;
 child -> worker: ready {pid} or error {message}, item {kind, data}, result {state, output,
-error, detail}, settled.
+error, detail, settled}, settled (when the handler's code ended after its result).
 The socket closing means the worker is gone or done with this process: it exits at once.
 """
 
@@ -157,11 +157,13 @@ class ChildServer:
                 error = f"result is not serialisable: {type(exc).__name__}: {exc}"
                 outcome.state, outcome.error = FAILED, error
                 outcome.error_detail = {"type": "SerializationError", "message": error}
+        settled = run.settled.done()  # usually: then one message says both
         self.channel.send({"t": "result", "state": outcome.state, "output": output, "error": outcome.error,
-                           "detail": outcome.error_detail})
+                           "detail": outcome.error_detail, "settled": settled})
         await run.settled
         self.run = None
-        self.channel.send({"t": "settled"})
+        if not settled:
+            self.channel.send({"t": "settled"})
 
 
 def _die_with_parent() -> None:

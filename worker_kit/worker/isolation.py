@@ -264,6 +264,8 @@ class IsolatedRun:
                 output = message.get("output")
                 self._set(Outcome(message["state"], output=None if output is None else unpack(output),
                                   error=message.get("error"), error_detail=message.get("detail")))
+                if message.get("settled"):
+                    return
             elif kind == "settled":
                 return
 
