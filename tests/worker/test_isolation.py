@@ -4,6 +4,8 @@ replaced, and the worker (same PID throughout) serves the next job."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -145,3 +147,14 @@ async def test_a_file_that_calls_start_unguarded_loads_in_a_child(
     status = await api.wait(url, await api.run(url, {"x": 1}))
     assert status["status"] == "COMPLETED", status
     assert status["output"]["echo"] == {"x": 1} and status["output"]["pid"] != worker.pid
+
+
+async def test_an_idle_child_that_dies_is_replaced_at_once(service: Any, spawn_worker: Any, api: Any) -> None:
+    url = service.endpoint_url("iso-idle")
+    worker = await spawn_worker("isolated.py", url)
+    child = (await api.wait(url, await api.run(url, {"do": "pid"})))["output"]["pid"]
+    os.kill(child, signal.SIGKILL)
+    await worker.wait_log(f"handler process {child} ended while idle (killed by signal 9 (SIGKILL)")
+    await until(lambda: worker.logs().count(" ready") == 2)  # replaced before any job asks for it
+    nxt = await api.wait(url, await api.run(url, {"do": "pid"}))
+    assert nxt["status"] == "COMPLETED" and nxt["output"]["pid"] != child

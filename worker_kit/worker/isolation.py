@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import unpack
@@ -104,6 +105,8 @@ class Child:
         self.killed: str | None = None  # why the worker killed it
         self.cause: tuple[str, dict[str, Any]] | None = None  # set once it has ended
         self.jobs = 0
+        #: Called once the process has ended (the pool replaces an idle child at once).
+        self.on_exit: Callable[[Child], None] | None = None
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -147,6 +150,8 @@ class Child:
         self.cause = describe_exit(returncode)
         self.channel.writer.close()
         self.inbox.put_nowait(None)
+        if self.on_exit is not None:
+            self.on_exit(self)
 
     def send(self, message: dict[str, Any]) -> None:
         if self.alive:

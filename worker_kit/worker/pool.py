@@ -49,6 +49,7 @@ class ChildPool:
         """Start `count` children; returns once the first is ready. Raises ChildStartError if it
         cannot start (the handler does not load in a fresh interpreter): a setup error."""
         first = await Child.start(self.spec, self._log_level, self._log_format)
+        log.info("handler process %d ready", first.pid)
         self._add_idle(first)
         for _ in range(count - 1):
             self._start_one()
@@ -85,7 +86,16 @@ class ChildPool:
         log.info("handler process %d ready", child.pid)
         self._add_idle(child)
 
+    def _on_exit(self, child: Child) -> None:
+        if child in self._idle:  # busy children are handled by their run, retired ones are gone
+            self._idle.remove(child)
+            self._children.discard(child)
+            why = child.cause[0] if child.cause else "ended"
+            log.warning("handler process %d ended while idle (%s); starting a fresh one", child.pid, why)
+            self._start_one()
+
     def _add_idle(self, child: Child) -> None:
+        child.on_exit = self._on_exit
         self._children.add(child)
         self._idle.append(child)
         self._changed.set()
@@ -109,9 +119,10 @@ class ChildPool:
     # -- lending --------------------------------------------------------------------------
     def available(self) -> int:
         """Children ready for a job now (the dead are dropped and replaced)."""
-        for child in [c for c in self._idle if not c.alive]:
+        for child in [c for c in self._idle if not c.alive]:  # ended; its on_exit is on its way
             self._idle.remove(child)
-            self.give_back(child)
+            self._children.discard(child)
+            self._start_one()
         return len(self._idle)
 
     async def wait_available(self) -> None:
