@@ -25,6 +25,7 @@ from .metrics_store import read_store, store_metrics_ctx
 from .openapi import openapi_spec
 from .state import STATE, ServiceState, state_of
 from .sweeper import sweeper_ctx
+from .worker_finish import exchange  # noqa: F401 - registers /finish and /exchange on worker_api.routes
 
 log = logging.getLogger("worker_kit.service")
 access_log = logging.getLogger("worker_kit.service.access")
@@ -35,6 +36,11 @@ service_routes = web.RouteTableDef()
 def _route_name(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "(unmatched)"
+
+
+def _changes(method: str, route: str) -> bool:
+    """Whether a request may change jobs: every POST, and the hosted protocol's GET job-take."""
+    return method == "POST" or "/job-take" in route
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -82,11 +88,12 @@ async def error_middleware(
             request, {"error": "internal error in the service; it has been logged"}, status=500
         )
     state = request.app[STATE]
-    if request.method == "POST" and response.status < 300 and "endpoint_id" in request.match_info:
+    route = _route_name(request)
+    if response.status < 300 and "endpoint_id" in request.match_info and _changes(request.method, route):
         # Something of the endpoint changed: wake this process's dashboard feeds (cheap: a dict
         # lookup when none is open).
         state.storage.notifier.publish(activity_channel(request.match_info["endpoint_id"]))
-    state.metrics.request(_route_name(request), request.method, response.status, time.monotonic() - started)
+    state.metrics.request(route, request.method, response.status, time.monotonic() - started)
     if access_log.isEnabledFor(logging.DEBUG):
         access_log.debug(
             "%s %s %d %.1fms",

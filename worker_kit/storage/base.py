@@ -246,8 +246,9 @@ class Storage(ABC):
         with `concurrency` when stated and `running` (the worker's own count of busy slots,
         which backends may keep for diagnosis; `workers()` counts held jobs instead).
         Returns a stop for every listed job the worker must abandon: CANCELLED or TIMED_OUT
-        when the job ended that way, LOST when the token is no longer current or the job is
-        gone or ended otherwise."""
+        when the job ended that way, nothing for a job this same token already finished (the
+        worker's own report ended it), LOST when the token is no longer current or the job is
+        gone or ended otherwise (e.g. FAILED by the service after its lease expired)."""
 
     @abstractmethod
     async def append_output(

@@ -305,6 +305,8 @@ def heartbeat(
             stops.append(StopSignal(job_id, STOP_CANCELLED))
         elif state is JobState.TIMED_OUT and ended_by == ENDED_BY_SERVICE:
             stops.append(StopSignal(job_id, STOP_TIMED_OUT))
+        elif ended_by == ENDED_BY_WORKER:
+            pass  # this very token finished it: nothing to stop, and nothing was lost
         else:
             stops.append(StopSignal(job_id, STOP_LOST))
     reported = len(leases) if running is None else running
