@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ..portable import problem
 from ..protocol import JSON, MSGPACK, decode, encode
-from ..storage.base import Storage
+from ..storage.base import Storage, targeted
 from .departures import client_gone as client_gone  # re-exported: routes import it from here
 from .departures import watch
 
@@ -241,6 +241,7 @@ async def _wait_until(
 ) -> T | None:
     deadline = time.monotonic() + timeout_s
     left = asyncio.ensure_future(departed.wait()) if departed is not None else None
+    woken = False
     try:
         while True:
             remaining = deadline - time.monotonic()
@@ -252,10 +253,12 @@ async def _wait_until(
                 if departed is not None and departed.is_set():
                     return None
                 result = await check()
+                woken = False  # the check acted on any wake received so far
                 if result is not None or remaining <= 0 or (shutdown is not None and shutdown.event.is_set()):
                     return result
                 events = {f for f in (waiter, stop, left) if f is not None}
                 await asyncio.wait(events, return_when=asyncio.FIRST_COMPLETED)
+                woken = waiter.done() and not waiter.cancelled() and waiter.result()
                 if departed is not None and departed.is_set():
                     return None
             finally:
@@ -266,3 +269,8 @@ async def _wait_until(
     finally:
         if left is not None:
             left.cancel()
+        if woken and targeted(channel):
+            # A targeted wake (one new job) reached a wait that ends without acting on it (its
+            # client left, the service stops): hand it on to another waiter, or the job would
+            # wait for that one's next re-check.
+            storage.publish(channel)
