@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import AsyncIterator
 
@@ -47,9 +46,7 @@ async def _read(state: ServiceState) -> StoreSnapshot:
             slots=doc["slots"],
             desired=doc["desiredWorkers"],
         )
-    hooks = state.webhook_stats()
-    if inspect.isawaitable(hooks):  # a durable outbox answers from storage (the replicas work)
-        hooks = await hooks
+    hooks = await state.webhook_stats()
     return StoreSnapshot(endpoints=endpoints, webhooks=hooks)
 
 
