@@ -227,7 +227,7 @@ async def wait_until(
     """
     with contextlib.ExitStack() as stack:
         departed = stack.enter_context(watch(gone)) if gone is not None else None
-        return await _wait_until(storage, channel, timeout_s, check, shutdown, departed, recheck_s)
+        return await _wait_until(storage, channel, timeout_s, check, shutdown, departed, gone, recheck_s)
 
 
 async def _wait_until(
@@ -237,8 +237,14 @@ async def _wait_until(
     check: Callable[[], Awaitable[T | None]],
     shutdown: Shutdown | None,
     departed: asyncio.Event | None,
+    gone: Callable[[], bool] | None,
     recheck_s: float | None,
 ) -> T | None:
+    # The watcher sets `departed` within a quarter of a second; `gone()` itself is asked too
+    # at each wake-up, so a wake is never spent on a client already known to be gone.
+    def has_left() -> bool:
+        return departed is not None and (departed.is_set() or (gone is not None and gone()))
+
     deadline = time.monotonic() + timeout_s
     left = asyncio.ensure_future(departed.wait()) if departed is not None else None
     woken = False
@@ -250,7 +256,7 @@ async def _wait_until(
             stop = asyncio.ensure_future(shutdown.event.wait()) if shutdown is not None else None
             try:
                 await asyncio.sleep(0)  # let the waiter subscribe
-                if departed is not None and departed.is_set():
+                if has_left():
                     return None
                 result = await check()
                 woken = False  # the check acted on any wake received so far
@@ -259,7 +265,7 @@ async def _wait_until(
                 events = {f for f in (waiter, stop, left) if f is not None}
                 await asyncio.wait(events, return_when=asyncio.FIRST_COMPLETED)
                 woken = waiter.done() and not waiter.cancelled() and waiter.result()
-                if departed is not None and departed.is_set():
+                if has_left():
                     return None
             finally:
                 if not waiter.done():
