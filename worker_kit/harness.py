@@ -329,7 +329,9 @@ async def serve(handler: Handler, opts: argparse.Namespace, concurrency: Any) ->
         )
         stack = await stack_cm.__aenter__()
     except (StorageError, ImportError) as exc:  # the store's fault, not the handler file's
-        raise UsageError(f"cannot open storage {opts.storage!r}: {exc}") from None
+        from .storage import redacted
+
+        raise UsageError(f"cannot open storage {redacted(opts.storage)!r}: {exc}") from None
     except OSError as exc:
         raise UsageError(
             f"cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc}; pass another --port"
