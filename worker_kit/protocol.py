@@ -13,6 +13,8 @@ from typing import Any
 
 import msgpack
 
+from .packed import Packed
+
 MSGPACK = "application/msgpack"
 JSON = "application/json"
 
@@ -87,7 +89,11 @@ def dumps_json(value: Any) -> str:
 
 
 def pack(value: Any) -> bytes:
-    """msgpack with bytes kept as bytes; raises TypeError for values it cannot represent."""
+    """msgpack with bytes kept as bytes; raises TypeError for values it cannot represent.
+
+    A `Packed` value is its own encoding already and is returned as it is (encode once)."""
+    if type(value) is Packed:
+        return value
     return msgpack.packb(value, use_bin_type=True)
 
 

@@ -227,3 +227,34 @@ async def test_the_json_rule_for_string_chunks(api: Any, session: Any) -> None:
     assert (status, body) == (200, {"next_seq": 1})  # 1 048 571 bytes of UTF-8
     status, body = await w.output(job, [{"seq": 1, "kind": "chunk", "data": "y" * (MB - 4)}])
     assert status == 413 and body["limit"] == MB
+
+
+async def test_large_msgpack_reports_are_stored_as_sent(api: Any, worker: Any) -> None:
+    """Bodies over 64 KiB keep each payload's bytes (encode once): results, chunks and exchange
+    finishes arrive intact, and a truncated one is refused with 400."""
+    from worker_kit.protocol import MSGPACK, pack
+
+    big = {"text": "é" * 40_000, "raw": b"\x00\xff" * 1000, "nums": [1, -2, 3.5, None, True]}
+    ids = [await api.run(i) for i in range(3)]
+    a, b, c = await worker.claim(3)
+    status, body = await worker.output(a, [{"seq": 0, "kind": "chunk", "data": big}])
+    assert (status, body) == (200, {"next_seq": 1})
+    assert (await worker.finish(a, output=big))[0] == 200
+    status, body = await worker._post("/worker/exchange", {
+        "worker_id": worker.worker_id,
+        "finish": [{"id": b["id"], "token": b["token"], "state": "COMPLETED", "output": [big, big],
+                    "items": [{"seq": 0, "kind": "chunk", "data": "x" * 70_000}]},
+                   {"id": c["id"], "token": c["token"], "state": "COMPLETED", "output": "small"}],
+    })
+    assert status == 200 and [f["status"] for f in body["finished"]] == ["COMPLETED", "COMPLETED"]
+    done = [await api.get(f"/status/{job_id}", headers={"Accept": MSGPACK}) for job_id in ids]
+    assert [d[1]["output"] for d in done] == [big, [big, big], "small"]
+    _, stream = await api.get(f"/stream/{ids[0]}?cursor=0", headers={"Accept": MSGPACK})
+    assert stream["stream"] == [{"output": big}]
+
+    await api.run("z")
+    d = await worker.claim_one()
+    raw = pack({"token": d["token"], "state": "COMPLETED", "output": "y" * 80_000})
+    status, body = await api.post(f"/worker/jobs/{d['id']}/finish", raw=raw[:-5],
+                                  headers={"Content-Type": MSGPACK})
+    assert status == 400 and "msgpack" in body["error"]

@@ -11,7 +11,8 @@ import pytest
 
 from worker_kit.errors import JobConflict, JobNotFound, SequenceGap, StaleLease
 from worker_kit.job import JobRecord, JobState, OutputItem, Policy
-from worker_kit.protocol import STOP_CANCELLED, STOP_LOST
+from worker_kit.packed import Packed
+from worker_kit.protocol import STOP_CANCELLED, STOP_LOST, pack
 from worker_kit.storage import Storage
 
 EP = "ep"
@@ -167,6 +168,22 @@ async def test_heartbeat_of_a_job_its_own_token_finished_stops_nothing(storage: 
         assert await storage.heartbeat(EP, "w1", {job.id: job.token or ""}, 1000) == []
         stops = await storage.heartbeat(EP, "w1", {job.id: "an-older-token"}, 1000)
         assert [(s.job_id, s.reason) for s in stops] == [(job.id, STOP_LOST)]
+
+
+async def test_payloads_given_packed_are_stored_as_their_values(storage: Storage) -> None:
+    """The service hands results and chunks over already packed (protocol.Packed, encoded once);
+    a backend that encodes with protocol.pack stores those bytes as they are."""
+    await submit(storage, 1)
+    job = await claim_one(storage)
+    items = [OutputItem(seq=0, kind="chunk", data=Packed(pack("tok"))),
+             OutputItem(seq=1, kind="progress", data=Packed(pack({"pct": 5})))]
+    assert await storage.append_output(EP, job.id, job.token or "", items) == 2
+    running = await storage.get(EP, job.id)
+    assert running is not None and running.progress == {"pct": 5}
+    result = Packed(pack({"a": [1, b"x"]}))
+    await storage.finish(EP, job.id, job.token or "", JobState.COMPLETED, output=result)
+    done, chunks, _ = await storage.read_stream(EP, job.id, 0)
+    assert done.output == {"a": [1, b"x"]} and chunks == ["tok"]
 
 
 # -- output ------------------------------------------------------------------------------------

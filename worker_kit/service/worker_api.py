@@ -17,6 +17,8 @@ from aiohttp import web
 
 from ..errors import JobNotFound, SequenceGap, StaleLease
 from ..job import MAX_CHUNK_BYTES, JobRecord, JobState, OutputItem
+from ..packed import SLICE_FROM_BYTES, Packed, Payloads, unpack_keeping_payloads
+from ..portable import problem
 from ..protocol import (
     API_PREFIX,
     DEFAULT_CLAIM_WAIT_MS,
@@ -27,6 +29,7 @@ from ..protocol import (
     WORKER_HEARTBEAT,
     WORKER_OUTPUT,
     WORKER_RELEASE,
+    decode,
     encode,
     pack,
 )
@@ -36,9 +39,11 @@ from .expect import expect_within
 from .http import (
     RECHECK_S,
     ApiError,
+    body_content_type,
     client_gone,
     field_int,
     field_str,
+    read_body,
     read_object,
     respond,
     wait_until,
@@ -232,7 +237,38 @@ async def heartbeat(
     return respond(request, {"stop": stops, "lease_ms": lease_ms})
 
 
-def parse_items(raw: Any) -> list[OutputItem]:
+def decode_report(raw: bytes, content_type: str | None, what: str) -> tuple[dict[str, Any], Payloads]:
+    """A worker report's body as an object, not yet checked for portability (a finish's result
+    is checked by the route, which fails the job rather than refuse the report), with the
+    packed bytes of its payloads when the body is large enough for that to pay (see packed.py)."""
+    if content_type == MSGPACK and len(raw) >= SLICE_FROM_BYTES:
+        try:
+            body, payloads = unpack_keeping_payloads(raw)
+        except Exception:  # malformed: the plain decode below says why
+            pass
+        else:
+            if isinstance(body, dict):
+                return body, payloads
+    try:
+        body = decode(raw, content_type)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, f"{what} body must be an object, not {type(body).__name__}")
+    return body, Payloads()
+
+
+def packed_payload(holder: dict[str, Any], key: str, payloads: Payloads | None) -> Packed | None:
+    """The msgpack form of holder[key], packed once here unless the body already had it."""
+    value = holder.get(key)
+    if value is None:
+        return None
+    found = payloads.get(holder, key) if payloads is not None else None
+    return found if found is not None else Packed(pack(value))
+
+
+def parse_items(raw: Any, payloads: Payloads | None = None) -> list[OutputItem]:
+    """Output items with each `data` in its packed form (measured once, stored as it is)."""
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -241,9 +277,13 @@ def parse_items(raw: Any) -> list[OutputItem]:
         items = [OutputItem.from_wire(item) for item in raw]
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
-    for item in items:
+    packed = []
+    for item, holder in zip(items, raw, strict=True):
+        data = packed_payload(holder, "data", payloads)
+        item = OutputItem(item.seq, item.kind, data if data is not None else Packed(pack(None)))
+        packed.append(item)
         if item.kind == "chunk":
-            size = len(pack(item.data))
+            size = len(item.data)
             if size > MAX_CHUNK_BYTES:
                 raise ApiError(
                     413,
@@ -251,7 +291,7 @@ def parse_items(raw: Any) -> list[OutputItem]:
                     f"{MAX_CHUNK_BYTES}; split it into smaller chunks",
                     limit=MAX_CHUNK_BYTES,
                 )
-    return items
+    return packed
 
 
 def token_of(body: dict[str, Any]) -> str:
@@ -268,9 +308,13 @@ async def output(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
     job_id = request.match_info["job_id"]
-    body = await read_object(request, cfg.result_limit + _OUTPUT_OVERHEAD, "output", finite=False)
+    raw = await read_body(request, cfg.result_limit + _OUTPUT_OVERHEAD, "output")
+    body, payloads = decode_report(raw, body_content_type(request), "output")
+    bad = problem(body, finite=False)
+    if bad is not None:
+        raise ApiError(400, f"output: {bad}")
     token = token_of(body)
-    items = parse_items(body.get("items"))
+    items = parse_items(body.get("items"), payloads)
     try:
         next_seq = await state.storage.append_output(endpoint, job_id, token, items)
     except (StaleLease, JobNotFound) as exc:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ..errors import JobNotFound, SequenceGap, StaleLease
 from ..job import WORKER_FINAL_STATES, JobState
+from ..packed import Payloads
 from ..portable import problem
 from ..protocol import (
     DEFAULT_CLAIM_WAIT_MS,
@@ -25,8 +26,6 @@ from ..protocol import (
     PROTOCOL_VERSION,
     WORKER_EXCHANGE,
     WORKER_FINISH,
-    decode,
-    pack,
 )
 from .config import EndpointConfig
 from .expect import expect_within
@@ -39,6 +38,8 @@ from .worker_api import (
     PREFIX,
     claim_jobs,
     claim_reply,
+    decode_report,
+    packed_payload,
     parse_items,
     routes,
     stale,
@@ -51,7 +52,12 @@ MAX_FINISHES = MAX_CLAIM
 
 
 async def finish_one(
-    state: ServiceState, endpoint: str, cfg: EndpointConfig, job_id: str, body: dict[str, Any]
+    state: ServiceState,
+    endpoint: str,
+    cfg: EndpointConfig,
+    job_id: str,
+    body: dict[str, Any],
+    payloads: Payloads | None = None,
 ) -> dict[str, Any]:
     """Apply one finish report `{token, state, output?, error?, error_detail?, items?}`; its answer.
 
@@ -77,9 +83,10 @@ async def finish_one(
         # The report is well formed but its result can never be answered: the job cannot
         # complete, so it ends FAILED saying why, rather than wait for its lease to run out.
         return await _fail_unstorable(state, endpoint, job_id, token, f"finish: {unstorable}")
-    items = parse_items(body.get("items"))
-    result = body.get("output")
-    size = len(pack(result)) if result is not None else 0
+    items = parse_items(body.get("items"), payloads)
+    # Packed once (or not at all, when the body brought it packed): measured and stored as is.
+    result = packed_payload(body, "output", payloads)
+    size = len(result) if result is not None else 0
     if size > cfg.result_limit:
         raise ApiError(
             413,
@@ -116,20 +123,8 @@ async def finish(
 ) -> web.Response:
     job_id = request.match_info["job_id"]
     raw = await read_body(request, cfg.result_limit + _OUTPUT_OVERHEAD, "finish")
-    body = decode_report(raw, body_content_type(request), "finish")
-    return respond(request, await finish_one(state, endpoint, cfg, job_id, body))
-
-
-def decode_report(raw: bytes, content_type: str | None, what: str) -> dict[str, Any]:
-    """A worker report's body as an object, not yet checked for portability (its result is
-    checked by the route, which fails the job rather than refuse the report)."""
-    try:
-        body = decode(raw, content_type)
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-    if not isinstance(body, dict):
-        raise ApiError(400, f"{what} body must be an object, not {type(body).__name__}")
-    return body
+    body, payloads = decode_report(raw, body_content_type(request), "finish")
+    return respond(request, await finish_one(state, endpoint, cfg, job_id, body, payloads))
 
 
 async def _fail_unstorable(
@@ -150,7 +145,7 @@ async def _fail_unstorable(
 
 
 async def _finish_entry(
-    state: ServiceState, endpoint: str, cfg: EndpointConfig, entry: Any
+    state: ServiceState, endpoint: str, cfg: EndpointConfig, entry: Any, payloads: Payloads
 ) -> dict[str, Any]:
     """One entry's answer: `{"id", "status"}`, or `{"id", "code", "error", ...}` when refused."""
     job_id = entry.get("id") if isinstance(entry, dict) else None
@@ -159,7 +154,7 @@ async def _finish_entry(
             raise ApiError(400, "each finish must be an object {id, token, state, ...}")
         if not isinstance(job_id, str) or not job_id:
             raise ApiError(400, "each finish needs an id (the job id, a non-empty string)")
-        return await finish_one(state, endpoint, cfg, job_id, entry)
+        return await finish_one(state, endpoint, cfg, job_id, entry, payloads)
     except ApiError as exc:
         return {"id": job_id, "code": exc.status, **exc.body()}
 
@@ -172,7 +167,7 @@ async def exchange(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
     raw = await read_body(request, cfg.result_limit + _OUTPUT_OVERHEAD, "exchange")
-    body = decode_report(raw, body_content_type(request), "exchange")
+    body, payloads = decode_report(raw, body_content_type(request), "exchange")
     worker_id = field_str(body, "worker_id", required=True)
     assert worker_id is not None
     finishes = body.get("finish", [])
@@ -186,7 +181,9 @@ async def exchange(
     assert max_jobs is not None and wait_ms is not None
     # Finishes of different jobs are independent: applied together, so that an embedded store
     # commits them in one transaction.
-    finished = list(await asyncio.gather(*(_finish_entry(state, endpoint, cfg, e) for e in finishes)))
+    finished = list(
+        await asyncio.gather(*(_finish_entry(state, endpoint, cfg, e, payloads) for e in finishes))
+    )
     jobs = []
     if max_jobs > 0:
         hold = 0 if finishes else wait_ms

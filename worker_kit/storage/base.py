@@ -286,6 +286,9 @@ class Storage(SharedState, ABC):
         worker's own report ended it), LOST when the token is no longer current or the job is
         gone or ended otherwise (e.g. FAILED by the service after its lease expired)."""
 
+    # Payloads (a finish's `output`, an item's `data`) may arrive as protocol.Packed: their msgpack
+    # form, made once by the service. protocol.pack() returns such a value as it is, so a backend
+    # that encodes with it stores those very bytes (tests/storage/test_conformance.py).
     @abstractmethod
     async def append_output(
         self, endpoint: str, job_id: str, token: str, items: list[OutputItem]

@@ -1,0 +1,56 @@
+"""Encode once: large worker reports keep each payload's own bytes (worker_kit.packed), small ones
+are packed once; either way what is stored is what the worker sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+
+from worker_kit.packed import Packed, unpack_keeping_payloads
+from worker_kit.protocol import pack, unpack
+
+BIG = "x" * 70_000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"token": "t", "state": "COMPLETED", "output": {"text": BIG, "n": [1, 2.5, None, b"\x00"]}},
+        {"token": "t", "items": [{"seq": 0, "kind": "chunk", "data": BIG}, {"seq": 1, "kind": "progress",
+                                                                             "data": {"p": 1}}]},
+        {"worker_id": "w", "max": 2, "finish": [
+            {"id": "a", "token": "t", "state": "COMPLETED", "output": BIG,
+             "items": [{"seq": 0, "kind": "chunk", "data": [BIG]}]},
+            {"id": "b", "token": "u", "state": "FAILED", "error": "e"},
+        ]},
+    ],
+)
+def test_the_walk_decodes_like_unpack_and_keeps_each_payloads_bytes(body: dict[str, Any]) -> None:
+    data = pack(body)
+    value, payloads = unpack_keeping_payloads(data)
+    assert value == unpack(data)
+    holders = [value, *value.get("items", []), *value.get("finish", [])]
+    holders += [item for f in value.get("finish", []) for item in f.get("items", [])]
+    kept = 0
+    for holder in holders:
+        for key in ("output", "data"):
+            if key in holder:
+                raw = payloads.get(holder, key)
+                assert isinstance(raw, Packed) and unpack(raw) == holder[key]
+                assert pack(raw) is raw  # protocol.pack hands it on as it is
+                kept += 1
+    assert kept >= 1
+
+
+def test_a_malformed_body_raises_for_the_plain_decode_to_explain() -> None:
+    data = pack({"token": "t", "output": BIG})
+    with pytest.raises(Exception):  # noqa: B017 - any msgpack error; the caller falls back
+        unpack_keeping_payloads(data[:-10])
+    with pytest.raises(ValueError):
+        unpack_keeping_payloads(data + msgpack.packb(1))
+
+
+def test_plain_bytes_are_never_taken_for_packed() -> None:
+    assert unpack(pack(b"\x93\x01\x02\x03")) == b"\x93\x01\x02\x03"

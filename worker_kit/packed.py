@@ -1,0 +1,74 @@
+"""Values kept in their msgpack form, so that a payload is encoded once on its way into storage.
+
+A worker's result or stream chunk arrives packed (msgpack bodies) or as JSON. The service used
+to decode it, pack it again to measure it, and the storage backend packed it a third time.
+Now the service measures the bytes it has and hands them on as `Packed`; `protocol.pack()`
+returns a `Packed` as it is, so a backend stores those very bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+#: Bodies smaller than this are decoded in one C call and their few payload bytes packed once
+#: more; larger ones are walked to keep each payload's own bytes (no re-encoding at all).
+SLICE_FROM_BYTES = 64 * 1024
+#: Keys whose values are payloads (a finish's result, an output item's data), and keys whose
+#: values are lists of maps that hold such payloads (exchange finishes, output items).
+PAYLOAD_KEYS = frozenset({"output", "data"})
+LIST_KEYS = frozenset({"finish", "items"})
+
+#: Map lead bytes of the msgpack format: fixmap, map 16, map 32; and arrays likewise.
+_MAP = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
+_ARRAY = frozenset(range(0x90, 0xA0)) | {0xDC, 0xDD}
+
+
+class Packed(bytes):
+    """The msgpack encoding of a value, already made."""
+
+
+class Payloads:
+    """The packed bytes of payload values of a decoded body, by the map that holds them."""
+
+    def __init__(self) -> None:
+        self._by_map: dict[int, dict[str, Packed]] = {}
+
+    def add(self, holder: dict[str, Any], key: str, raw: bytes) -> None:
+        self._by_map.setdefault(id(holder), {})[key] = Packed(raw)
+
+    def get(self, holder: dict[str, Any], key: str) -> Packed | None:
+        return self._by_map.get(id(holder), {}).get(key)
+
+
+def unpack_keeping_payloads(data: bytes) -> tuple[Any, Payloads]:
+    """Decode a msgpack worker report and keep the exact bytes of each payload in it.
+
+    Raises whatever msgpack raises for a malformed body (the caller falls back to a plain decode
+    for its error message)."""
+    payloads = Payloads()
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1024))
+    unpacker.feed(data)
+    value = _value(unpacker, data, payloads, walk=True)
+    if unpacker.tell() != len(data):
+        raise ValueError("extra bytes after the body")
+    return value, payloads
+
+
+def _value(u: msgpack.Unpacker, data: bytes, payloads: Payloads, walk: bool) -> Any:
+    lead = data[u.tell()] if u.tell() < len(data) else None
+    if walk and lead in _MAP:
+        holder: dict[Any, Any] = {}
+        for _ in range(u.read_map_header()):
+            key = u.unpack()
+            if key in PAYLOAD_KEYS:
+                start = u.tell()
+                holder[key] = u.unpack()
+                payloads.add(holder, key, data[start : u.tell()])
+            elif key in LIST_KEYS and u.tell() < len(data) and data[u.tell()] in _ARRAY:
+                holder[key] = [_value(u, data, payloads, walk=True) for _ in range(u.read_array_header())]
+            else:
+                holder[key] = u.unpack()
+        return holder
+    return u.unpack()
