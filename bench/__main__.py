@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sqlite3
@@ -65,18 +64,19 @@ def run_scenario(scenario: Scenario, sizes: dict[str, int], rounds: int) -> dict
             samples.append({"ours": sample.ours, "baseline": sample.baseline, "ratio": ratio})
             print(f"  {scenario.key} round {i + 1}: ours {sample.ours:,.1f} {scenario.unit}, "
                   f"baseline {sample.baseline:,.1f}", file=sys.stderr, flush=True)
-    ratios = [s["ratio"] for s in samples if s["ratio"] is not None] or [float("nan")]
+    ratios = [s["ratio"] for s in samples if s["ratio"] is not None]
     return {
         "key": scenario.key, "figure": scenario.figure, "unit": scenario.unit, "target": scenario.target,
         "higher_is_better": scenario.higher_is_better, "samples": samples,
         "ours": statistics.median(s["ours"] for s in samples),
         "baseline": statistics.median(s["baseline"] for s in samples),
-        "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+        "ratio": statistics.median(ratios) if ratios else None,
+        "ratio_min": min(ratios, default=None), "ratio_max": max(ratios, default=None),
     }
 
 
-def _x(ratio: float) -> str:
-    return "n/a" if math.isnan(ratio) else f"{ratio:.2f}x"
+def _x(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -122,9 +122,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only these scenarios")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json",
                         help="where to write the results (default bench/results.json)")
+    parser.add_argument("--docs-from", type=Path, metavar="JSON",
+                        help="rewrite docs/benchmarks.md from saved results, running nothing")
     parser.add_argument("--docs", action="store_true",
                         help="rewrite the generated table in docs/benchmarks.md")
     args = parser.parse_args(argv)
+    if args.docs_from:
+        write_docs(json.loads(args.docs_from.read_text()))
+        return 0
     mode = "full" if args.full else "quick"
     chosen = [s for s in SCENARIOS if not args.only or s.key in args.only]
     report = {"machine": machine(), "mode": mode, "rounds": args.rounds, "sizes": SIZES[mode], "results": []}
