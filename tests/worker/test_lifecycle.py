@@ -239,4 +239,7 @@ async def test_a_job_claimed_again_stops_its_earlier_attempt_here(
     transport.down = False
     await asyncio.wait_for(interrupted.wait(), 10)
     await until(lambda: worker.running == 0)
+    # The service shows COMPLETED as soon as it applied the finish; the worker counts it when the
+    # answer arrives (after the claim that shared its request), so wait for that.
+    await until(lambda: worker.stats["completed"] == 1)
     assert worker.stats["completed"] == 1 and worker.stats["stopped"] == 1, worker.stats
