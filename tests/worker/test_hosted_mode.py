@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import HANDLERS, Api, WorkerProcess
+from .conftest import HANDLERS, Api, WorkerProcess, until
 
 ERRORING = '''
 import worker_kit
@@ -177,3 +177,29 @@ async def test_the_execution_timeout_is_enforced_and_the_next_job_served(
     assert "timeout" in status["error"]
     next_id = await api.run(url, {"sleep": 0})
     assert (await api.wait(url, next_id, timeout=20))["status"] == "COMPLETED"
+
+
+async def test_free_slots_are_filled_with_batch_takes(service: Any, api: Api, spawn_hosted: Any) -> None:
+    url = service.endpoint_url("hosted")
+    ids = [await api.run(url, {"sleep": 3}) for _ in range(3)]
+    await spawn_hosted(HANDLERS / "slow.py", url, WORKER_KIT_CONCURRENCY="3")
+
+    async def all_running() -> bool:
+        return [(await api.status(url, i))["status"] for i in ids] == ["IN_PROGRESS"] * 3
+
+    await until(all_running, timeout=20)
+    for job_id in ids:
+        assert (await api.wait(url, job_id))["status"] == "COMPLETED"
+
+
+def test_the_hosted_environment_is_read_only_without_worker_kit_url() -> None:
+    from worker_kit.errors import ConfigError
+    from worker_kit.worker.settings import load_settings
+
+    env = hosted_env("http://127.0.0.1:9/v2/ep")
+    assert load_settings([], env).hosted is not None
+    native = load_settings([], {**env, "WORKER_KIT_URL": "http://127.0.0.1:9/v2/ep"})
+    assert native.hosted is None  # an explicit WORKER_KIT_URL wins
+    incomplete = {k: v for k, v in env.items() if k != "RUNPOD_WEBHOOK_POST_STREAM"}
+    with pytest.raises(ConfigError, match="RUNPOD_WEBHOOK_POST_STREAM"):
+        load_settings([], incomplete)

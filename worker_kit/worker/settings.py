@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from ..errors import ConfigError
 from ..logs import LOG_FORMATS, LOG_LEVELS
-from .hosted_transport import HostedEnv
+from .hosted_env import HostedEnv
 
 #: Exit codes of a worker process (documented in docs/worker.md).
 EXIT_OK = 0
