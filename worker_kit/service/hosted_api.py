@@ -34,7 +34,7 @@ from ..portable import problem
 from ..protocol import API_PREFIX, MAX_POLL_MS, STOP_LOST, decode, dumps_json, pack
 from ..storage.base import StopSignal, queue_channel, worker_channel
 from .config import EndpointConfig
-from .http import ApiError, query_int, read_body, wait_until
+from .http import RECHECK_S, ApiError, query_int, read_body, wait_until
 from .state import ServiceState, authorized, job_log
 from .unsendable import sendable
 
@@ -125,7 +125,10 @@ async def _take(
         ) or None
 
     jobs = (
-        await wait_until(state.storage, queue_channel(endpoint), hold_s(request), take, state.shutdown) or []
+        await wait_until(
+            state.storage, queue_channel(endpoint), hold_s(request), take, state.shutdown, recheck_s=RECHECK_S
+        )
+        or []
     )
     if jobs:
         await state.storage.hold_leases(endpoint, worker_id, {job.id: job.token or "" for job in jobs})
@@ -253,7 +256,8 @@ async def job_stop(
         return due or None
 
     found = await wait_until(
-        state.storage, worker_channel(endpoint, worker_id), hold_s(request), stops, state.shutdown
+        state.storage, worker_channel(endpoint, worker_id), hold_s(request), stops, state.shutdown,
+        recheck_s=RECHECK_S,  # each look renews the worker's leases
     )
     if not found:
         return no_content()
