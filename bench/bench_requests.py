@@ -1,16 +1,17 @@
 """GET /requests page latency with 1 000 and 1 000 000 stored jobs, next to a bare aiohttp route
 answering a page of the same size (run by hand).
 
-    python bench/bench_requests.py [--sizes 1000,1000000] [--samples 300]
+    python bench/bench_requests.py [--sizes 1000,1000000] [--samples 300] [--dir DIR]
 
 For each size: a SQLite file is filled through the storage API (concurrent submits, so group
 commit applies), then half the jobs are marked COMPLETED and one in twenty FAILED with one SQL
 UPDATE each (a shortcut for the fill only: the schema's triggers keep the per-state counts right).
-`worker-kit serve` (rate limits off) then serves it in its own process, and this process times
-requests one at a time: the first page (limit 50), a page from the middle of the list (by cursor),
-the first page of FAILED jobs, and the first page with inputs and outputs. The bare baseline is
-an aiohttp app in its own process answering a stored copy of the first page's JSON. Filling a
-million jobs takes a few minutes.
+One `worker-kit serve` per size (rate limits off) serves it in its own process, and this process
+times requests one at a time, every kind taking turns so that load on the machine hits them all
+alike: the first page (limit 50), a page from the middle of the list (by cursor), the first page
+of FAILED jobs, and the first page with inputs and outputs. The bare baseline is an aiohttp app in
+its own process answering a stored copy of the first page's JSON. Filling a million jobs takes
+several minutes; --dir keeps the files for the next run.
 """
 
 from __future__ import annotations
@@ -118,83 +119,97 @@ def start(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
     return proc, line.rsplit(" ", 1)[1].strip()
 
 
-async def latency_ms(session: aiohttp.ClientSession, url: str, samples: int) -> float:
-    times = []
-    for _ in range(samples):
-        started = time.perf_counter()
-        async with session.get(url) as resp:
-            await resp.read()
-            assert resp.status == 200, resp.status
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+async def one_ms(session: aiohttp.ClientSession, url: str) -> float:
+    started = time.perf_counter()
+    async with session.get(url) as resp:
+        await resp.read()
+        assert resp.status == 200, resp.status
+    return (time.perf_counter() - started) * 1000
 
 
-async def measure(base: str, cursor: str, samples: int) -> dict[str, float]:
-    queries = {
-        "first page, `limit=50`": "limit=50",
-        "a page from the middle, by `cursor`": f"limit=50&cursor={cursor}",
-        "first page of `status=FAILED`": "limit=50&status=FAILED",
-        "first page, `include=input,output`": "limit=50&include=input,output",
-    }
+QUERIES = {
+    "first page, `limit=50`": "limit=50",
+    "a page from the middle, by `cursor`": "limit=50&cursor={cursor}",
+    "first page of `status=FAILED`": "limit=50&status=FAILED",
+    "first page, `include=input,output`": "limit=50&include=input,output",
+}
+
+
+async def measure(urls: dict[str, str], samples: int) -> dict[str, float]:
+    """Median ms per URL; the URLs take turns, so a burst of load on the machine hits them all."""
+    times: dict[str, list[float]] = {key: [] for key in urls}
     async with aiohttp.ClientSession() as session:
-        for query in queries.values():  # warm up
-            await latency_ms(session, f"{base}/v2/{EP}/requests?{query}", 5)
-        url = f"{base}/v2/{EP}/requests?"
-        return {name: await latency_ms(session, url + q, samples) for name, q in queries.items()}
+        for url in urls.values():  # warm up
+            for _ in range(5):
+                await one_ms(session, url)
+        for _ in range(samples):
+            for key, url in urls.items():
+                times[key].append(await one_ms(session, url))
+    return {key: statistics.median(values) for key, values in times.items()}
 
 
-async def bare_latency(url: str, samples: int) -> float:
-    async with aiohttp.ClientSession() as session:
-        await latency_ms(session, url, 5)
-        return await latency_ms(session, url, samples)
-
-
-def run_size(tmp: str, n: int, samples: int, config: Path) -> tuple[dict[str, float], bytes]:
-    path = Path(tmp, f"jobs-{n}.db")
+def prepare(directory: Path, n: int) -> Path:
+    """A filled database for `n` jobs, reused from an earlier run in the same --dir."""
+    path = directory / f"jobs-{n}.db"
+    if path.exists():
+        conn = sqlite3.connect(path)
+        have = conn.execute("SELECT count(*) FROM jobs WHERE endpoint = ?", (EP,)).fetchone()[0]
+        conn.close()
+        if have == n:
+            return path
+        path.unlink()
     started = time.perf_counter()
     asyncio.run(fill(path, n))
     print(f"  filled {n:,} jobs in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    cursor = middle_cursor(path, n)
-    server, base = start([sys.executable, "-m", "worker_kit", "serve", "--port", "0",
-                          "--storage", f"sqlite:///{path}", "--config", str(config)])  # fmt: skip
-    try:
-        results = asyncio.run(measure(base, cursor, samples))
-        import urllib.request
-
-        with urllib.request.urlopen(f"{base}/v2/{EP}/requests?limit=50") as resp:
-            page = resp.read()
-    finally:
-        server.terminate()
-        server.wait(10)
-    return results, page
+    return path
 
 
 def main(args: argparse.Namespace) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
-    by_size: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(args.dir or tmp)
+        directory.mkdir(parents=True, exist_ok=True)
         config = Path(tmp, "bench.toml")
         config.write_text(CONFIG)
-        page = b""
-        for n in sizes:
-            by_size[n], page = run_size(tmp, n, args.samples, config)
-        body = Path(tmp, "page.json")
-        body.write_bytes(page)
-        bare, bare_url = start([sys.executable, __file__, "--bare", str(body)])
+        paths = {n: prepare(directory, n) for n in sizes}
+        procs = []
         try:
-            bare_ms = asyncio.run(bare_latency(f"{bare_url}/bare", args.samples))
+            urls: dict[str, str] = {}
+            for n, path in paths.items():
+                server, base = start([sys.executable, "-m", "worker_kit", "serve", "--port", "0",
+                                      "--storage", f"sqlite:///{path}", "--config", str(config)])  # fmt: skip
+                procs.append(server)
+                cursor = middle_cursor(path, n)
+                for name, query in QUERIES.items():
+                    urls[f"{n}|{name}"] = f"{base}/v2/{EP}/requests?{query.format(cursor=cursor)}"
+            import urllib.request
+
+            with urllib.request.urlopen(urls[f"{sizes[0]}|{next(iter(QUERIES))}"]) as resp:
+                page = resp.read()
+            body = Path(tmp, "page.json")
+            body.write_bytes(page)
+            bare, bare_url = start([sys.executable, __file__, "--bare", str(body)])
+            procs.append(bare)
+            urls["bare"] = f"{bare_url}/bare"
+            medians = asyncio.run(measure(urls, args.samples))
         finally:
-            bare.terminate()
-            bare.wait(10)
+            for proc in procs:
+                proc.terminate()
+                proc.wait(10)
+    report(sizes, medians, len(page), args.samples)
+
+
+def report(sizes: list[int], medians: dict[str, float], page_bytes: int, samples: int) -> None:
     small, large = sizes[0], sizes[-1]
+    bare_ms = medians["bare"]
     python = f"{platform.python_implementation()} {platform.python_version()}"
-    print(f"\nMachine: {os.cpu_count()} CPUs, {python}, "
-          f"SQLite {sqlite3.sqlite_version}; {time.strftime('%Y-%m-%d')}; median of {args.samples} "
-          f"sequential requests; bare route answering the same {len(page):,}-byte page: {bare_ms:.2f} ms.\n")
+    print(f"\nMachine: {os.cpu_count()} CPUs, {python}, SQLite {sqlite3.sqlite_version}; "
+          f"{time.strftime('%Y-%m-%d')}; median of {samples} requests each, taking turns; a bare aiohttp "
+          f"route answering the same {page_bytes:,}-byte page: {bare_ms:.2f} ms.\n")
     print(f"| request | {small:,} jobs ms | {large:,} jobs ms | {large:,} / {small:,} | {large:,} / bare |")
     print("|---|---:|---:|---:|---:|")
-    for name in by_size[small]:
-        a, b = by_size[small][name], by_size[large][name]
+    for name in QUERIES:
+        a, b = medians[f"{small}|{name}"], medians[f"{large}|{name}"]
         print(f"| {name} | {a:.2f} | {b:.2f} | {b / a:.2f} | {b / bare_ms:.2f} |")
 
 
@@ -205,6 +220,7 @@ if __name__ == "__main__":
     parser.add_argument("--bare", metavar="BODY", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", default="1000,1000000")
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--dir", help="keep the filled databases here and reuse them on the next run")
     parsed = parser.parse_args()
     if parsed.bare:
         bare_server(parsed.bare)
