@@ -149,7 +149,7 @@ def record_from_row(row: tuple[Any, ...]) -> JobRecord:
     return JobRecord(
         id=job_id,
         endpoint=endpoint,
-        input=unpack(input_blob),
+        input=_blob(input_blob),
         state=JobState(state),
         policy=Policy(execution_timeout_ms=exec_ms, ttl_ms=ttl_ms, execution_timeout_explicit=bool(explicit)),
         webhook=webhook,
