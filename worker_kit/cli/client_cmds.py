@@ -134,8 +134,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=_sync(cmd_retry))
 
     p = add("purge", "cancel every queued job of the endpoint",
-            "Cancel every IN_QUEUE job of the endpoint (POST /purge-queue): each ends CANCELLED with an error "
-            "saying it was purged, and its webhook fires. Running jobs go on.")
+            "Cancel every IN_QUEUE job of the endpoint (POST /purge-queue): each ends CANCELLED with an "
+            "error saying it was purged, and its webhook fires. Running jobs go on.")
     p.set_defaults(func=_sync(cmd_purge))
 
     p = add("health", "print the endpoint's job and worker counts", "Print GET /health.")
