@@ -19,7 +19,7 @@ def open_storage(url: str) -> Storage:
 
         return SQLiteStorage.from_url(url)
     if scheme in ("redis", "rediss", "unix"):
-        from .redis import RedisStorage  # type: ignore[import-not-found]
+        from .redis import RedisStorage
 
         return RedisStorage.from_url(url)
     raise ConfigError(f"unknown storage URL {url!r}: use sqlite:///PATH or redis://HOST:PORT/DB")
