@@ -46,12 +46,15 @@ T = TypeVar("T")
 
 
 class FakeClock:
-    """A clock for tests: stands still until moved with `advance()`."""
+    """A clock for tests: moves on only by `tick` per reading (so events keep their order, as
+    with a real clock) until moved with `advance()`."""
 
-    def __init__(self, start: float | None = None) -> None:
+    def __init__(self, start: float | None = None, tick: float = 1e-6) -> None:
         self.now = time.time() if start is None else start
+        self.tick = tick
 
     def __call__(self) -> float:
+        self.now += self.tick
         return self.now
 
     def advance(self, seconds: float) -> None:

@@ -7,14 +7,16 @@ The rules the scripts apply are storage/rules.py's; the key layout is keys.py's.
 
 from __future__ import annotations
 
+import heapq
 import secrets
+from collections.abc import Collection
 from typing import Any
 
 from ...errors import JobNotFound, MissingDependency, SequenceGap, StorageError
 from ...job import WORKER_FINAL_STATES, JobRecord, JobState, OutputItem, Policy, new_job_id
 from ...protocol import pack, unpack
 from .. import rules
-from ..base import StopSignal, Storage, SweepResult, WorkerInfo
+from ..base import MAX_PAGE, JobPage, StopSignal, Storage, SweepResult, WorkerInfo
 from ..rules import Clock
 from . import scripts
 from .keys import Keys, RedisURL
@@ -30,7 +32,8 @@ except ImportError:  # pragma: no cover - the extra is installed in the test env
     RedisError = Exception  # type: ignore[assignment,misc]
 
 _SCRIPTS = ("SUBMIT", "CLAIM", "HEARTBEAT", "APPEND", "FINISH", "CANCEL", "RETRY", "RELEASE", "PURGE",
-            "SET_RETENTION", "READ_STREAM", "SWEEP_COLLECT", "SWEEP_APPLY", "SWEEP_EXPIRE")  # fmt: skip
+            "SET_RETENTION", "READ_STREAM", "SWEEP_COLLECT", "SWEEP_APPLY", "SWEEP_EXPIRE",
+            "LIST")  # fmt: skip
 
 
 #: Connections to Redis per storage instance (one is the pub/sub listener's).
@@ -194,6 +197,25 @@ class RedisStorage(Storage):
         for key, value in stored.items():
             counts[key.decode()] = int(value)
         return counts
+
+    async def list_jobs(
+        self, endpoint: str, *, limit: int, after: tuple[float, str] | None = None,
+        states: Collection[JobState] | None = None, include_io: bool = False,
+    ) -> JobPage:  # fmt: skip
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
+        wanted = None if states is None else sorted({JobState(s).value for s in states})
+        indexes = ["recent"] if wanted is None else [f"recent:{s}" for s in wanted]
+        score, after_id = ("", "") if after is None else (repr(float(after[0])), after[1])
+        runs = await self.run("LIST", endpoint, limit + 1, score, after_id, int(include_io), *indexes)
+        records = [[record_from_hash(endpoint, h) for h in run] for run in runs]
+        # Each run is newest first already; merge on (created_at, id), descending.
+        merged = heapq.merge(*records, key=lambda r: (r.created_at, r.id), reverse=True)
+        page = [r for _, r in zip(range(limit + 1), merged, strict=False)]
+        counts = await self.counts(endpoint)
+        total = sum(max(0, n) for key, n in counts.items()
+                    if key != "retried" and (wanted is None or key in wanted))  # fmt: skip
+        return JobPage(jobs=page[:limit], total=total, has_more=len(page) > limit)
 
     # -- worker side --------------------------------------------------------------------------------
     async def claim(

@@ -50,9 +50,16 @@ local function live(id, now)
   return v[1]
 end
 
-local function count(from, to)
-  if from then redis.call('HINCRBY', B .. 'counts', from, -1) end
-  if to then redis.call('HINCRBY', B .. 'counts', to, 1) end
+-- A job changes state: the counts per state, and the per-state listing index (list_jobs).
+local function move(id, from, to, created)
+  if from then
+    redis.call('HINCRBY', B .. 'counts', from, -1)
+    redis.call('ZREM', B .. 'recent:' .. from, id)
+  end
+  if to then
+    redis.call('HINCRBY', B .. 'counts', to, 1)
+    redis.call('ZADD', B .. 'recent:' .. to, created, id)
+  end
 end
 
 -- Jobs a worker holds IN_PROGRESS, kept as it changes so workers() is one read.
@@ -73,7 +80,7 @@ end
 -- An active job ends in `state`: retention starts (indexed for the sweep; Redis expiry as the backstop).
 local function end_job(id, state, now, ended_by, err)
   local k = jk(id)
-  local cur = redis.call('HMGET', k, 'state', 'worker_id', 'retention_ms')
+  local cur = redis.call('HMGET', k, 'state', 'worker_id', 'retention_ms', 'created_at')
   local expires = now + tonumber(cur[3]) / 1000
   redis.call('HSET', k, 'state', state, 'finished_at', fmt(now), 'expires_at', fmt(expires),
     'ended_by', ended_by)
@@ -81,7 +88,7 @@ local function end_job(id, state, now, ended_by, err)
   if err then redis.call('HSET', k, 'error', err) end
   unindex(id)
   redis.call('ZADD', B .. 'expiry', expires, state .. ':' .. id)
-  count(cur[1], state)
+  move(id, cur[1], state, cur[4])
   if cur[1] == 'IN_PROGRESS' then held(cur[2], -1) end
   local ms = tonumber(cur[3]) + SLACK_MS
   redis.call('PEXPIRE', k, ms)
@@ -92,7 +99,7 @@ end
 -- A running job back to the queue at its old position (rules.REQUEUE_CLEARS).
 local function requeue(id, attempt_delta)
   local k = jk(id)
-  local cur = redis.call('HMGET', k, 'worker_id', 'qpos', 'ttl_deadline')
+  local cur = redis.call('HMGET', k, 'worker_id', 'qpos', 'ttl_deadline', 'created_at')
   redis.call('HDEL', k, {_lua_list(rules.REQUEUE_CLEARS)})
   redis.call('HSET', k, 'state', 'IN_QUEUE', {", ".join(f"'{f}', 0" for f in rules.STREAM_RESETS)})
   if attempt_delta ~= 0 then redis.call('HINCRBY', k, 'attempt', attempt_delta) end
@@ -100,7 +107,7 @@ local function requeue(id, attempt_delta)
   unindex(id)
   redis.call('ZADD', B .. 'queue', cur[2], id)
   redis.call('ZADD', B .. 'ttlq', cur[3], id)
-  count('IN_PROGRESS', 'IN_QUEUE')
+  move(id, 'IN_PROGRESS', 'IN_QUEUE', cur[4])
   held(cur[1], -1)
 end
 
@@ -162,7 +169,8 @@ redis.call('HSET', jk(id), 'id', id, 'state', 'IN_QUEUE', 'qpos', qpos, 'created
 if ARGV[8] ~= '' then redis.call('HSET', jk(id), 'webhook', ARGV[8]) end
 redis.call('ZADD', B .. 'queue', qpos, id)
 redis.call('ZADD', B .. 'ttlq', ttl_deadline, id)
-count(nil, 'IN_QUEUE')
+redis.call('ZADD', B .. 'recent', now, id)
+move(id, nil, 'IN_QUEUE', now)
 return qpos
 """
 
@@ -198,12 +206,9 @@ for n, id in ipairs(taken) do
   redis.call('ZADD', B .. 'run', deadline, id)
   redis.call('ZADD', B .. 'lease', lease_until, id)
   out[n] = redis.call('HGETALL', k)
+  move(id, 'IN_QUEUE', 'IN_PROGRESS', redis.call('HGET', k, 'created_at'))
 end
-if #taken > 0 then
-  redis.call('HINCRBY', B .. 'counts', 'IN_QUEUE', -#taken)
-  redis.call('HINCRBY', B .. 'counts', 'IN_PROGRESS', #taken)
-  held(worker, #taken)
-end
+if #taken > 0 then held(worker, #taken) end
 worker_seen(worker, before + #taken, ARGV[5], before + max_jobs, now)
 return out
 """.replace("CLAIM_SCAN_SLACK", str(CLAIM_SCAN_SLACK))
@@ -292,7 +297,8 @@ redis.call('PERSIST', k)
 redis.call('ZREM', B .. 'expiry', state .. ':' .. id)
 redis.call('ZADD', B .. 'queue', qpos, id)
 redis.call('ZADD', B .. 'ttlq', ttl_deadline, id)
-count(state, 'IN_QUEUE')
+redis.call('ZADD', B .. 'recent', now, id)
+move(id, state, 'IN_QUEUE', now)
 redis.call('HINCRBY', B .. 'counts', 'retried', 1)
 return {{'OK', redis.call('HGETALL', k)}}
 """
@@ -429,7 +435,8 @@ for _, member in ipairs(gone) do
   local state, id = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
   redis.call('DEL', jk(id), ck(id))
   redis.call('ZREM', B .. 'expiry', member)
-  count(state, nil)
+  redis.call('ZREM', B .. 'recent', id)
+  move(id, state, nil, nil)
   ids[#ids + 1] = id
 end
 if limit > #gone then
@@ -440,4 +447,58 @@ if limit > #gone then
   end
 end
 return ids
+"""
+
+# list_jobs (reads only). ARGV: now, n (rows wanted per index), after's created_at ('' = from the newest),
+# after's id, include payloads ('1'/'0'), then the index names to walk ('recent' or 'recent:STATE').
+# Answers per index up to n {created_at, record} pairs, newest first, strictly after `after`.
+LIST = """
+local now, n, ascore, aid, io = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5] == '1'
+local LIGHT_SKIP = {input = true, output = true, progress = true}
+local function record(id)
+  local all = redis.call('HGETALL', jk(id))
+  if io then return all end
+  local out = {}
+  for i = 1, #all, 2 do
+    if not LIGHT_SKIP[all[i]] then out[#out + 1] = all[i]; out[#out + 1] = all[i + 1] end
+  end
+  return out
+end
+local runs = {}
+for i = 6, #ARGV do
+  local key = B .. ARGV[i]
+  local run = {}
+  -- Start after `after`: by its rank when it is still in this index with that score (O(log n)),
+  -- else by score, passing over ties that sort before it.
+  local rank, by_score = 0, false
+  if ascore ~= '' then
+    local r, sc = redis.call('ZREVRANK', key, aid), redis.call('ZSCORE', key, aid)
+    if r and sc and tonumber(sc) == tonumber(ascore) then rank = r + 1 else by_score = true end
+  end
+  local offset = 0
+  while #run < n do
+    local page
+    if by_score then
+      page = redis.call('ZREVRANGEBYSCORE', key, ascore, '-inf', 'WITHSCORES', 'LIMIT', offset, 100)
+      offset = offset + 100
+    else
+      page = redis.call('ZREVRANGE', key, rank, rank + 99, 'WITHSCORES')
+      rank = rank + 100
+    end
+    if #page == 0 then break end
+    for j = 1, #page, 2 do
+      local id, score = page[j], page[j + 1]
+      local skip = by_score and tonumber(score) == tonumber(ascore) and id >= aid
+      if not skip then
+        local exp = redis.call('HGET', jk(id), 'expires_at')
+        if exp == false or tonumber(exp) > now then  -- past retention: hidden, as get() does
+          if redis.call('EXISTS', jk(id)) == 1 then run[#run + 1] = record(id) end
+        end
+      end
+      if #run >= n then break end
+    end
+  end
+  runs[#runs + 1] = run
+end
+return runs
 """
