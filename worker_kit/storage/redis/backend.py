@@ -96,13 +96,14 @@ class RedisStorage(Storage):
         if self._wakeups is not None:
             self._wakeups.send(channel)
 
-    async def run(self, name: str, endpoint: str, *args: Any) -> Any:
-        """Run one script on the endpoint's keys, at the clock's current time (its first argument)."""
+    async def run(self, name: str, endpoint: str, *args: Any, now: float | None = None) -> Any:
+        """Run one script on the endpoint's keys, at `now` (default: the clock's current time),
+        which every script takes as its first argument."""
         if self._client is None:
             raise StorageError("Redis storage is not open")
         try:
-            keys = [self.keys.base(endpoint)]
-            return await self._scripts[name](keys=keys, args=[repr(self.clock()), *args])
+            at = self.clock() if now is None else now
+            return await self._scripts[name](keys=[self.keys.base(endpoint)], args=[repr(at), *args])
         except RedisError as exc:
             raise StorageError(f"Redis {name.lower()} failed: {exc}") from exc
 
@@ -123,12 +124,9 @@ class RedisStorage(Storage):
         job_id = new_job_id()
         now = self.clock()
         ttl_deadline = now + policy.ttl_ms / 1000.0
-        await self._scripts["SUBMIT"](
-            keys=[self.keys.base(endpoint)],
-            args=[job_id, repr(now), repr(ttl_deadline), policy.execution_timeout_ms,
-                  int(policy.execution_timeout_explicit), policy.ttl_ms, retention_ms, _opt(webhook),
-                  pack(input)],
-        )  # fmt: skip
+        await self.run("SUBMIT", endpoint, job_id, repr(ttl_deadline), policy.execution_timeout_ms,
+                       int(policy.execution_timeout_explicit), policy.ttl_ms, retention_ms, _opt(webhook),
+                       pack(input), now=now)  # fmt: skip
         self._notify(rules.claimable(endpoint, job_id))
         return JobRecord(id=job_id, endpoint=endpoint, input=input, policy=policy, webhook=webhook,
                          retention_ms=retention_ms, created_at=now)  # fmt: skip

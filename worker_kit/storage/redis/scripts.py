@@ -159,7 +159,7 @@ end
 """
 
 SUBMIT = """
-local id, now, ttl_deadline = ARGV[1], ARGV[2], ARGV[3]
+local now, id, ttl_deadline = ARGV[1], ARGV[2], ARGV[3]
 local qpos = redis.call('INCR', B .. 'qpos')
 redis.call('HSET', jk(id), 'id', id, 'state', 'IN_QUEUE', 'qpos', qpos, 'created_at', now,
   'ttl_deadline', ttl_deadline, 'execution_timeout_ms', ARGV[4], 'timeout_explicit', ARGV[5],
