@@ -7,10 +7,11 @@ The rules the scripts apply are storage/rules.py's; the key layout is keys.py's.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import secrets
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, TypeVar
 
 from ...errors import JobNotFound, MissingDependency, SequenceGap, StorageError
 from ...job import WORKER_FINAL_STATES, JobRecord, JobState, OutputItem, Policy, new_job_id
@@ -35,6 +36,8 @@ _SCRIPTS = ("SUBMIT", "CLAIM", "HEARTBEAT", "APPEND", "FINISH", "CANCEL", "RETRY
             "SET_RETENTION", "READ_STREAM", "SWEEP_COLLECT", "SWEEP_APPLY", "SWEEP_EXPIRE",
             "LIST")  # fmt: skip
 
+
+T = TypeVar("T")
 
 #: Connections to Redis per storage instance (one is the pub/sub listener's).
 MAX_CONNECTIONS = 32
@@ -99,13 +102,28 @@ class RedisStorage(Storage):
     async def run(self, name: str, endpoint: str, *args: Any, now: float | None = None) -> Any:
         """Run one script on the endpoint's keys, at `now` (default: the clock's current time),
         which every script takes as its first argument."""
+        at = self.clock() if now is None else now
+        return await self._call(
+            name.lower(), lambda: self._scripts[name](keys=[self.keys.base(endpoint)], args=[repr(at), *args])
+        )
+
+    async def _call(self, what: str, command: Callable[[], Awaitable[T]]) -> T:
+        """Run a Redis command: its errors become StorageError, and a cancellation of the calling
+        task always propagates (redis-py can return normally from a command whose task was
+        cancelled meanwhile, which would leave e.g. the sweeper running after its cancel)."""
         if self._client is None:
             raise StorageError("Redis storage is not open")
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         try:
-            at = self.clock() if now is None else now
-            return await self._scripts[name](keys=[self.keys.base(endpoint)], args=[repr(at), *args])
+            result = await command()
         except RedisError as exc:
-            raise StorageError(f"Redis {name.lower()} failed: {exc}") from exc
+            if task is not None and task.cancelling() > cancels:
+                raise asyncio.CancelledError from exc
+            raise StorageError(f"Redis {what} failed: {exc}") from exc
+        if task is not None and task.cancelling() > cancels:
+            raise asyncio.CancelledError
+        return result
 
     def _notify(self, channels: list[str]) -> None:
         for channel in dict.fromkeys(channels):
@@ -116,10 +134,7 @@ class RedisStorage(Storage):
         self, endpoint: str, input: Any, *, policy: Policy, webhook: str | None = None, retention_ms: int
     ) -> JobRecord:
         if endpoint not in self._known:  # the sweep finds endpoints here (a key outside the endpoint's slot)
-            try:
-                await self._client.sadd(self.keys.endpoints, endpoint)
-            except RedisError as exc:
-                raise StorageError(f"Redis submit failed: {exc}") from exc
+            await self._call("submit", lambda: self._client.sadd(self.keys.endpoints, endpoint))
             self._known.add(endpoint)
         job_id = new_job_id()
         now = self.clock()
@@ -132,10 +147,8 @@ class RedisStorage(Storage):
                          retention_ms=retention_ms, created_at=now)  # fmt: skip
 
     async def get(self, endpoint: str, job_id: str) -> JobRecord | None:
-        try:
-            reply = await self._client.hgetall(self.keys.base(endpoint) + "job:" + job_id)
-        except RedisError as exc:
-            raise StorageError(f"Redis get failed: {exc}") from exc
+        key = self.keys.base(endpoint) + "job:" + job_id
+        reply = await self._call("get", lambda: self._client.hgetall(key))
         if not reply or b"id" not in reply:
             return None
         record = record_from_hash(endpoint, reply)
@@ -186,10 +199,7 @@ class RedisStorage(Storage):
         return record_from_hash(endpoint, reply[1]), [unpack(blob) for blob in reply[3]], int(reply[2])
 
     async def counts(self, endpoint: str) -> dict[str, int]:
-        try:
-            stored = await self._client.hgetall(self.keys.base(endpoint) + "counts")
-        except RedisError as exc:
-            raise StorageError(f"Redis counts failed: {exc}") from exc
+        stored = await self._call("counts", lambda: self._client.hgetall(self.keys.base(endpoint) + "counts"))
         counts = {state.value: 0 for state in JobState}
         counts["retried"] = 0
         for key, value in stored.items():
@@ -294,11 +304,10 @@ class RedisStorage(Storage):
 
     async def workers(self, endpoint: str, seen_within_s: float) -> list[WorkerInfo]:
         base = self.keys.base(endpoint)
-        try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                stored, held = await pipe.hgetall(base + "workers").hgetall(base + "held").execute()
-        except RedisError as exc:
-            raise StorageError(f"Redis workers failed: {exc}") from exc
+        stored, held = await self._call(
+            "workers", lambda: self._client.pipeline(transaction=True).hgetall(base + "workers")
+            .hgetall(base + "held").execute()
+        )  # fmt: skip
         since = self.clock() - seen_within_s
         found = []
         for worker, value in stored.items():
@@ -312,10 +321,8 @@ class RedisStorage(Storage):
     async def sweep(
         self, max_attempts: int, deadline_grace_ms: int, *, expire_leases: bool = True
     ) -> SweepResult:
-        try:
-            endpoints = sorted(m.decode() for m in await self._client.smembers(self.keys.endpoints))
-        except RedisError as exc:
-            raise StorageError(f"Redis sweep failed: {exc}") from exc
+        members = await self._call("sweep", lambda: self._client.smembers(self.keys.endpoints))
+        endpoints = sorted(m.decode() for m in members)
         result = SweepResult()
         for endpoint in endpoints:
             await sweep_endpoint(self, endpoint, result, max_attempts, deadline_grace_ms, expire_leases)

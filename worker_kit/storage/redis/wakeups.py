@@ -28,6 +28,7 @@ class Wakeups:
         self._pending: dict[str, None] = {}
         self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     async def start(self) -> None:
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
@@ -35,6 +36,7 @@ class Wakeups:
         self._task = asyncio.create_task(self._listen(pubsub), name="worker-kit-redis-wakeups")
 
     async def close(self) -> None:
+        self._closing = True  # also ends the listener should redis-py swallow its cancellation
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -63,9 +65,9 @@ class Wakeups:
 
     async def _listen(self, pubsub: Any) -> None:
         try:
-            while True:
+            while not self._closing:
                 try:
-                    message = await pubsub.get_message(timeout=5.0)
+                    message = await pubsub.get_message(timeout=1.0)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
