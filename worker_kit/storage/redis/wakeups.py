@@ -1,9 +1,12 @@
 """Wake-ups across service replicas: each replica's notifications also go out on one Redis
 pub/sub channel, and every replica wakes its local waiters for what the others publish.
 
-Names published in the same event-loop turn go out together in one PUBLISH. A notification
-carries no data (waiters re-read storage), so one lost while Redis is unreachable costs
-latency, never correctness: every waiter also has a timeout.
+Names published in the same event-loop turn go out together in one PUBLISH, and only while
+another replica listens: each replica counts the channel's subscribers once a second (PUBSUB
+NUMSUB), so a single replica spends no Redis work on wake-ups, and a replica that starts is
+heard from within a second. A notification carries no data (waiters re-read storage), so one
+lost (Redis unreachable, a replica just starting) costs latency, never correctness: every
+waiter also has a timeout.
 """
 
 from __future__ import annotations
@@ -29,23 +32,41 @@ class Wakeups:
         self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
         self._closing = False
+        #: Other replicas listening, as last counted (assume some until counted).
+        self._others = 1
+        self._counter: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(self._channel)
         self._task = asyncio.create_task(self._listen(pubsub), name="worker-kit-redis-wakeups")
+        self._counter = asyncio.create_task(self._count_others(), name="worker-kit-redis-replicas")
 
     async def close(self) -> None:
-        self._closing = True  # also ends the listener should redis-py swallow its cancellation
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._closing = True  # also ends the loops should redis-py swallow their cancellation
+        for task in (self._task, self._counter):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for task in list(self._sends):
             with contextlib.suppress(Exception):
                 await task
 
+    async def _count_others(self) -> None:
+        while not self._closing:
+            try:
+                ((_, listening),) = await self._client.pubsub_numsub(self._channel)
+                self._others = max(0, int(listening) - 1)  # minus this replica's own listener
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._others = 1  # unknown: keep publishing
+            await asyncio.sleep(1.0)
+
     def send(self, channel: str) -> None:
+        if self._others == 0:
+            return  # no other replica to wake; local waiters were woken already
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
         self._pending[channel] = None
