@@ -3,10 +3,10 @@ pub/sub channel, and every replica wakes its local waiters for what the others p
 
 Names published in the same event-loop turn go out together in one PUBLISH, and only while
 another replica listens: each replica counts the channel's subscribers once a second (PUBSUB
-NUMSUB), so a single replica spends no Redis work on wake-ups, and a replica that starts is
-heard from within a second. A notification carries no data (waiters re-read storage), so one
-lost (Redis unreachable, a replica just starting) costs latency, never correctness: every
-waiter also has a timeout.
+NUMSUB), so a single replica spends no Redis work on wake-ups; a replica that starts says so
+on the channel at once, so the others publish for it from then on. A notification carries no
+data (waiters re-read storage), so one lost (Redis unreachable, a replica just starting) costs
+latency, never correctness: every waiter also has a timeout.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class Wakeups:
         await pubsub.subscribe(self._channel)
         self._task = asyncio.create_task(self._listen(pubsub), name="worker-kit-redis-wakeups")
         self._counter = asyncio.create_task(self._count_others(), name="worker-kit-redis-replicas")
+        await self._publish(self._origin + b" ")  # a hello: the others start publishing for us
 
     async def close(self) -> None:
         self._closing = True  # also ends the loops should redis-py swallow their cancellation
@@ -102,7 +103,8 @@ class Wakeups:
                 origin, _, names = message["data"].partition(b" ")
                 if origin == self._origin:
                     continue  # local waiters were woken when it was published
-                for name in names.decode().split("\n"):
+                self._others = max(self._others, 1)  # another replica is there, whatever the last count said
+                for name in filter(None, names.decode().split("\n")):
                     self._notifier.publish(name)
         finally:
             with contextlib.suppress(Exception):
