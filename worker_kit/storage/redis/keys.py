@@ -31,8 +31,9 @@ class RedisURL:
         scheme = url.split("://", 1)[0]
         if scheme not in SCHEMES or "://" not in url:
             raise ConfigError(f"not a Redis URL: {url!r} (expected redis://HOST:PORT/DB, rediss:// or unix://)")
-        parts = urllib.parse.urlsplit(url)
-        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        # Split by hand: urlunsplit would turn unix:///path into unix:/path.
+        base, _, raw_query = url.partition("?")
+        query = urllib.parse.parse_qsl(raw_query, keep_blank_values=True)
         prefix = DEFAULT_PREFIX
         rest = []
         for key, value in query:
@@ -44,7 +45,7 @@ class RedisURL:
                 prefix = value
             else:
                 rest.append((key, value))
-        connect = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(rest)))
+        connect = f"{base}?{urllib.parse.urlencode(rest)}" if rest else base
         return cls(connect_url=connect, prefix=prefix)
 
 
