@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..errors import JobConflict, SequenceGap, StaleLease
+from ..errors import JobConflict, QueueFull, SequenceGap, StaleLease
 from ..job import RETRYABLE_STATES, JobState
 from ..protocol import STOP_CANCELLED, STOP_LOST, STOP_TIMED_OUT
 from .channels import job_channel, queue_channel, worker_channel
@@ -78,10 +78,15 @@ def is_repeat_finish(state: JobState, current_token: str | None, ended_by: str |
     return state.is_terminal and current_token == token and ended_by == ENDED_BY_WORKER
 
 
+def renews(state: JobState | None, current_token: str | None, token: str) -> bool:
+    """Whether a heartbeat renews the lease on one held job: it runs under this very token."""
+    return state is JobState.IN_PROGRESS and current_token == token
+
+
 def heartbeat_stop(
     state: JobState | None, current_token: str | None, ended_by: str | None, token: str
 ) -> str | None:
-    """The stop a heartbeat answers for one held job, or None when its lease is renewed.
+    """The stop a heartbeat answers for one held job, or None (renewed, or nothing to stop).
 
     `state` None: the job is unknown or past its retention."""
     if state is None or current_token != token:
@@ -92,6 +97,8 @@ def heartbeat_stop(
         return STOP_CANCELLED
     if state is JobState.TIMED_OUT and ended_by == ENDED_BY_SERVICE:
         return STOP_TIMED_OUT
+    if ended_by == ENDED_BY_WORKER:
+        return None  # this very token finished it: nothing to stop, and nothing was lost
     return STOP_LOST
 
 
@@ -128,6 +135,12 @@ def within(sizes: Iterable[tuple[T, int]], max_bytes: int | None) -> list[T]:
 
 
 # -- client operations ------------------------------------------------------------------------------
+def check_queue(endpoint: str, depth: int, queue_limit: int | None) -> None:
+    """submit(queue_limit=N): refused while more than N jobs are queued (atomic backpressure)."""
+    if queue_limit is not None and depth > queue_limit:
+        raise QueueFull(f"the queue of {endpoint!r} holds {depth} jobs, over {queue_limit}", depth)
+
+
 def check_retry(job_id: str, state: JobState) -> None:
     if state not in RETRYABLE_STATES:
         raise JobConflict(

@@ -8,6 +8,7 @@ The rules the scripts apply are storage/rules.py's; the key layout is keys.py's.
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import secrets
 from collections.abc import Awaitable, Callable, Collection
@@ -22,6 +23,7 @@ from ..rules import Clock
 from . import scripts
 from .keys import Keys, RedisURL
 from .records import item_args, record_from_hash
+from .shared import RedisSharedState
 from .sweep import sweep_endpoint
 from .wakeups import Wakeups
 
@@ -34,7 +36,9 @@ except ImportError:  # pragma: no cover - the extra is installed in the test env
 
 _SCRIPTS = ("SUBMIT", "CLAIM", "HEARTBEAT", "APPEND", "FINISH", "CANCEL", "RETRY", "RELEASE", "PURGE",
             "SET_RETENTION", "READ_STREAM", "SWEEP_COLLECT", "SWEEP_APPLY", "SWEEP_EXPIRE",
-            "LIST")  # fmt: skip
+            "LIST", "TAKE_HOOKS", "HOOK_LATER", "HOOK_DONE")  # fmt: skip
+#: Scripts on keys outside any endpoint: no prelude.
+_PLAIN_SCRIPTS = ("LEAD", "RESIGN")
 
 
 T = TypeVar("T")
@@ -48,7 +52,7 @@ def _opt(value: Any) -> Any:
     return "" if value is None else value
 
 
-class RedisStorage(Storage):
+class RedisStorage(RedisSharedState, Storage):
     def __init__(self, url: RedisURL, *, clock: Clock | None = None) -> None:
         super().__init__(clock)
         if aioredis is None:
@@ -83,6 +87,8 @@ class RedisStorage(Storage):
         self._scripts = {
             name: self._client.register_script(scripts.PRELUDE + getattr(scripts, name)) for name in _SCRIPTS
         }
+        for name in _PLAIN_SCRIPTS:
+            self._scripts[name] = self._client.register_script(getattr(scripts, name))
         self._wakeups = Wakeups(self._client, self.keys.wakeups, self.notifier)
         await self._wakeups.start()
 
@@ -94,10 +100,10 @@ class RedisStorage(Storage):
             await self._client.aclose()
             self._client = None
 
-    def publish(self, channel: str) -> None:
-        self.notifier.publish(channel)
+    def publish(self, channel: str, count: int = 1) -> None:
+        self.notifier.publish(channel, count)
         if self._wakeups is not None:
-            self._wakeups.send(channel)
+            self._wakeups.send(channel, count)
 
     async def run(self, name: str, endpoint: str, *args: Any, now: float | None = None) -> Any:
         """Run one script on the endpoint's keys, at `now` (default: the clock's current time),
@@ -126,22 +132,25 @@ class RedisStorage(Storage):
         return result
 
     def _notify(self, channels: list[str]) -> None:
-        for channel in dict.fromkeys(channels):
-            self.publish(channel)
+        for channel, times in collections.Counter(channels).items():
+            self.publish(channel, times)
 
     # -- client side ------------------------------------------------------------------------------
     async def submit(
-        self, endpoint: str, input: Any, *, policy: Policy, webhook: str | None = None, retention_ms: int
-    ) -> JobRecord:
+        self, endpoint: str, input: Any, *, policy: Policy, webhook: str | None = None, retention_ms: int,
+        queue_limit: int | None = None,
+    ) -> JobRecord:  # fmt: skip
         if endpoint not in self._known:  # the sweep finds endpoints here (a key outside the endpoint's slot)
             await self._call("submit", lambda: self._client.sadd(self.keys.endpoints, endpoint))
             self._known.add(endpoint)
         job_id = new_job_id()
         now = self.clock()
         ttl_deadline = now + policy.ttl_ms / 1000.0
-        await self.run("SUBMIT", endpoint, job_id, repr(ttl_deadline), policy.execution_timeout_ms,
-                       int(policy.execution_timeout_explicit), policy.ttl_ms, retention_ms, _opt(webhook),
-                       pack(input), now=now)  # fmt: skip
+        reply = await self.run("SUBMIT", endpoint, job_id, repr(ttl_deadline), policy.execution_timeout_ms,
+                               int(policy.execution_timeout_explicit), policy.ttl_ms, retention_ms,
+                               _opt(webhook), pack(input), _opt(queue_limit), now=now)  # fmt: skip
+        if reply[0] == b"FULL":
+            rules.check_queue(endpoint, int(reply[1]), queue_limit)
         self._notify(rules.claimable(endpoint, job_id))
         return JobRecord(id=job_id, endpoint=endpoint, input=input, policy=policy, webhook=webhook,
                          retention_ms=retention_ms, created_at=now)  # fmt: skip
@@ -253,7 +262,7 @@ class RedisStorage(Storage):
         for (job_id, token), (state, current, ended_by) in zip(leases.items(), reply, strict=True):
             stop = rules.heartbeat_stop(rules.as_state(state or None), current.decode() or None,
                                         ended_by.decode() or None, token)  # fmt: skip
-            if stop is not None:
+            if stop:
                 stops.append(StopSignal(job_id, stop))
         return stops
 

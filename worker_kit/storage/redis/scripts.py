@@ -77,6 +77,17 @@ local function unindex(id)
   redis.call('ZREM', B .. 'ttlr', id)
 end
 
+-- A job with a webhook ended: its delivery goes into the endpoint's outbox in the same script, so
+-- no ending is stored without its webhook. The delivery id (endpoint|job-retries) is stable.
+local function outbox_add(id, now)
+  local v = redis.call('HMGET', jk(id), 'webhook', 'retries')
+  if not v[1] then return end
+  local hid = string.match(B, '{{(.*)}}:$') .. '|' .. id .. '-' .. (v[2] or '0')
+  redis.call('HSET', B .. 'hook:' .. hid, 'id', hid, 'job_id', id, 'retries', v[2] or '0', 'url', v[1],
+    'attempts', 0, 'created_at', fmt(now))
+  redis.call('ZADD', B .. 'outbox', now, hid)
+end
+
 -- An active job ends in `state`: retention starts (indexed for the sweep; Redis expiry as the backstop).
 local function end_job(id, state, now, ended_by, err)
   local k = jk(id)
@@ -93,6 +104,7 @@ local function end_job(id, state, now, ended_by, err)
   local ms = tonumber(cur[3]) + SLACK_MS
   redis.call('PEXPIRE', k, ms)
   redis.call('PEXPIRE', ck(id), ms)
+  outbox_add(id, now)
   return cur[1], cur[2]
 end
 
@@ -160,6 +172,10 @@ end
 
 SUBMIT = """
 local now, id, ttl_deadline = ARGV[1], ARGV[2], ARGV[3]
+if ARGV[10] ~= '' then  -- queue_limit: rules.check_queue, decided here so replicas cannot overshoot it
+  local depth = tonumber(redis.call('HGET', B .. 'counts', 'IN_QUEUE') or '0')
+  if depth > tonumber(ARGV[10]) then return {'FULL', depth} end
+end
 local qpos = redis.call('INCR', B .. 'qpos')
 redis.call('HSET', jk(id), 'id', id, 'state', 'IN_QUEUE', 'qpos', qpos, 'created_at', now,
   'ttl_deadline', ttl_deadline, 'execution_timeout_ms', ARGV[4], 'timeout_explicit', ARGV[5],
@@ -171,7 +187,7 @@ redis.call('ZADD', B .. 'queue', qpos, id)
 redis.call('ZADD', B .. 'ttlq', ttl_deadline, id)
 redis.call('ZADD', B .. 'recent', now, id)
 move(id, nil, 'IN_QUEUE', now)
-return qpos
+return {'OK', qpos}
 """
 
 CLAIM = """
@@ -433,7 +449,10 @@ local ids = {}
 for _, member in ipairs(gone) do
   local sep = string.find(member, ':', 1, true)
   local state, id = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
-  redis.call('DEL', jk(id), ck(id))
+  for _, holder in ipairs(redis.call('SMEMBERS', B .. 'holders:' .. id)) do  -- held leases go with the record
+    redis.call('HDEL', B .. 'hosted:' .. holder, id)
+  end
+  redis.call('DEL', jk(id), ck(id), B .. 'holders:' .. id)
   redis.call('ZREM', B .. 'expiry', member)
   redis.call('ZREM', B .. 'recent', id)
   move(id, state, nil, nil)
@@ -501,4 +520,50 @@ for i = 6, #ARGV do
   runs[#runs + 1] = run
 end
 return runs
+"""
+
+# The webhook outbox of one endpoint (storage/coordination.py). A delivery taken is leased by moving
+# its due time to the lease's end: due again only if the taker dies before done/later.
+TAKE_HOOKS = """
+local now, limit, lease_until = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local out = {}
+for _, hid in ipairs(redis.call('ZRANGEBYSCORE', B .. 'outbox', '-inf', fmt(now), 'LIMIT', 0, limit)) do
+  local h = redis.call('HGETALL', B .. 'hook:' .. hid)
+  if #h == 0 then
+    redis.call('ZREM', B .. 'outbox', hid)
+  else
+    redis.call('ZADD', B .. 'outbox', lease_until, hid)
+    out[#out + 1] = h
+  end
+end
+return out
+"""
+
+HOOK_LATER = """
+local now, hid = tonumber(ARGV[1]), ARGV[2]
+if redis.call('EXISTS', B .. 'hook:' .. hid) == 0 then return 0 end
+redis.call('HSET', B .. 'hook:' .. hid, 'attempts', ARGV[3], 'body', ARGV[5])
+redis.call('ZADD', B .. 'outbox', now + tonumber(ARGV[4]) / 1000, hid)
+return 1
+"""
+
+HOOK_DONE = """
+redis.call('ZREM', B .. 'outbox', ARGV[2])
+redis.call('DEL', B .. 'hook:' .. ARGV[2])
+return 1
+"""
+
+# Leader leases (no prelude): KEYS[1] = PREFIX:lead:NAME; ARGV: owner, ttl_ms. Redis's own clock times them.
+LEAD = """
+local cur = redis.call('GET', KEYS[1])
+if not cur or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+RESIGN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
 """

@@ -28,7 +28,7 @@ class Wakeups:
         self._channel = channel
         self._notifier = notifier
         self._origin = secrets.token_hex(6).encode()
-        self._pending: dict[str, None] = {}
+        self._pending: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -65,16 +65,17 @@ class Wakeups:
                 self._others = 1  # unknown: keep publishing
             await asyncio.sleep(1.0)
 
-    def send(self, channel: str) -> None:
+    def send(self, channel: str, count: int = 1) -> None:
+        """Tell the other replicas; `count` is how many waiters a targeted channel wakes."""
         if self._others == 0:
             return  # no other replica to wake; local waiters were woken already
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._pending[channel] = None
+        self._pending[channel] = self._pending.get(channel, 0) + count
 
     def _flush(self) -> None:
-        names, self._pending = list(self._pending), {}
-        payload = self._origin + b" " + "\n".join(names).encode()
+        pending, self._pending = self._pending, {}
+        payload = self._origin + b" " + "\n".join(f"{name}\t{n}" for name, n in pending.items()).encode()
         task = asyncio.create_task(self._publish(payload))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
@@ -104,8 +105,9 @@ class Wakeups:
                 if origin == self._origin:
                     continue  # local waiters were woken when it was published
                 self._others = max(self._others, 1)  # another replica is there, whatever the last count said
-                for name in filter(None, names.decode().split("\n")):
-                    self._notifier.publish(name)
+                for line in filter(None, names.decode().split("\n")):
+                    name, _, count = line.partition("\t")
+                    self._notifier.publish(name, int(count or 1))
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

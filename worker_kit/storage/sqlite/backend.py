@@ -26,6 +26,7 @@ from . import listing, ops
 from . import sweep as sqlite_sweep
 from .engine import SQLiteEngine
 from .schema import SQLiteURL, record_from_row
+from .shared import SQLiteSharedState
 
 T = TypeVar("T")
 
@@ -38,7 +39,7 @@ def _maybe_pack(value: Any) -> bytes | None:
     return None if value is None else pack(value)
 
 
-class SQLiteStorage(Storage):
+class SQLiteStorage(SQLiteSharedState, Storage):
     def __init__(self, url: SQLiteURL, *, clock: Clock | None = None) -> None:
         super().__init__(clock)
         self.url = url
@@ -76,6 +77,7 @@ class SQLiteStorage(Storage):
         policy: Policy,
         webhook: str | None = None,
         retention_ms: int,
+        queue_limit: int | None = None,
     ) -> JobRecord:
         job_id = new_job_id()
         created_at = await self._write(
@@ -88,6 +90,7 @@ class SQLiteStorage(Storage):
             ttl_ms=policy.ttl_ms,
             webhook=webhook,
             retention_ms=retention_ms,
+            queue_limit=queue_limit,
         )
         return JobRecord(
             id=job_id,

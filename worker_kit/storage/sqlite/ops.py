@@ -116,7 +116,13 @@ def submit(
     ttl_ms: int,
     webhook: str | None,
     retention_ms: int,
+    queue_limit: int | None = None,
 ) -> float:
+    if queue_limit is not None:
+        row = conn.execute(
+            "SELECT n FROM job_counts WHERE endpoint = ? AND state = 'IN_QUEUE'", (endpoint,)
+        ).fetchone()
+        rules.check_queue(endpoint, row[0] if row else 0, queue_limit)
     conn.execute(
         "INSERT INTO jobs (id, endpoint, state, qpos, execution_timeout_ms, timeout_explicit, ttl_ms, "
         "retention_ms, created_at, ttl_deadline, webhook, input) "
@@ -285,10 +291,9 @@ def heartbeat(
     for job_id, token in leases.items():
         found = _live(conn, endpoint, job_id, now, "state, token, ended_by")
         state, current, ended_by = (None, None, None) if found is None else (JobState(found[0]), *found[1:])
-        stop = rules.heartbeat_stop(state, current, ended_by, token)
-        if stop is None:
+        if rules.renews(state, current, token):
             conn.execute("UPDATE jobs SET lease_until = ? WHERE id = ?", (now + lease_ms / 1000.0, job_id))
-        else:
+        elif stop := rules.heartbeat_stop(state, current, ended_by, token):
             stops.append(StopSignal(job_id, stop))
     reported = len(leases) if running is None else running
     _upsert_worker(conn, endpoint, worker_id, reported, concurrency, max(reported, len(leases)), now)
