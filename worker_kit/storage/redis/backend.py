@@ -82,7 +82,8 @@ class RedisStorage(RedisSharedState, Storage):
         try:
             await self._client.ping()
         except RedisError as exc:
-            await self._client.aclose()
+            await self._client.aclose(close_connection_pool=True)
+            self._client = None
             raise StorageError(f"cannot reach Redis: {exc}") from None
         self._scripts = {
             name: self._client.register_script(scripts.PRELUDE + getattr(scripts, name)) for name in _SCRIPTS
@@ -97,7 +98,7 @@ class RedisStorage(RedisSharedState, Storage):
             await self._wakeups.close()
             self._wakeups = None
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.aclose(close_connection_pool=True)  # the pool is ours
             self._client = None
 
     def publish(self, channel: str, count: int = 1) -> None:
