@@ -116,6 +116,8 @@ class Group:
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 @pytest.fixture
