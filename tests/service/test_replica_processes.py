@@ -117,7 +117,7 @@ class Group:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
             if proc.stdout is not None:
-                proc.stdout.close()  # the replica's start line was read from it
+                proc.stdout.close()
 
 
 @pytest.fixture
