@@ -93,6 +93,21 @@ async def error_middleware(
     return response
 
 
+_DOT_SEGMENTS = frozenset({".", "..", "%2e", "%2e%2e", ".%2e", "%2e."})
+
+
+@web.middleware
+async def dot_segment_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse `.` and `..` path segments (raw or percent-encoded) instead of resolving them:
+    `/v2/../health` must not quietly be `/health`, nor `/v2/./status/x` an endpoint called `.`."""
+    path = request.raw_path.split("?", 1)[0]
+    if any(segment.lower() in _DOT_SEGMENTS for segment in path.split("/")):
+        raise ApiError(400, "path segments '.' and '..' are not allowed")
+    return await handler(request)
+
+
 # -- service-level routes -------------------------------------------------------------------------
 
 
@@ -178,7 +193,8 @@ def create_app(config: ServiceConfig, storage: Storage | None = None) -> web.App
         max(c.runsync_body_limit, c.run_body_limit, c.result_limit) for _, c in config.all_endpoint_configs()
     )
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=biggest + worker_api._OUTPUT_OVERHEAD
+        middlewares=[error_middleware, dot_segment_middleware],
+        client_max_size=biggest + worker_api._OUTPUT_OVERHEAD,
     )
     app[STATE] = ServiceState(config=config, storage=store)
     app.add_routes(service_routes)

@@ -23,6 +23,7 @@ from .expect import expect_within
 from .http import (
     ApiError,
     client_gone,
+    job_id_of,
     query_int,
     read_object,
     read_optional_object,
@@ -62,13 +63,6 @@ def client_op(op: str | None) -> Callable[[Handler], Callable[[web.Request], Awa
         return handle
 
     return decorate
-
-
-def job_id_of(request: web.Request) -> str:
-    job_id = request.match_info["job_id"]
-    if len(job_id) > 128:
-        raise ApiError(404, "job not found (job ids are at most 128 characters)")
-    return job_id
 
 
 def not_found(job_id: str) -> ApiError:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..ids import ENDPOINT_ID_RULE, valid_endpoint_id
 from ..job import DEFAULT_EXECUTION_TIMEOUT_MS, DEFAULT_TTL_MS, RUN_RETENTION_MS, RUNSYNC_RETENTION_MS
 
 MB = 1024 * 1024
@@ -156,15 +157,9 @@ class ServiceConfig:
             if not isinstance(table, dict):
                 raise ConfigError(f"{where} must be a table")
             if not valid_endpoint_id(endpoint_id):
-                raise ConfigError(f"{where}: endpoint ids use letters, digits, '-', '_' or '.' (1-128 chars)")
+                raise ConfigError(f"{where}: {ENDPOINT_ID_RULE}")
             endpoints[endpoint_id] = endpoint_from_dict(table, default, where)
         return cls(endpoints=endpoints, default=default, **kwargs)
-
-
-def valid_endpoint_id(endpoint_id: str) -> bool:
-    return 0 < len(endpoint_id) <= 128 and all(
-        c.isascii() and (c.isalnum() or c in "-_.") for c in endpoint_id
-    )
 
 
 _ENDPOINT_FIELDS = {f.name: f for f in dataclasses.fields(EndpointConfig)}

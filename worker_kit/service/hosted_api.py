@@ -31,7 +31,7 @@ from ..portable import problem
 from ..protocol import API_PREFIX, MAX_POLL_MS, STOP_LOST, decode, dumps_json, pack
 from ..storage.base import queue_channel, worker_channel
 from .config import EndpointConfig
-from .http import ApiError, query_int, read_body, wait_until
+from .http import ApiError, job_id_of, query_int, read_body, wait_until
 from .state import ServiceState, authorized, job_log
 from .unsendable import sendable
 
@@ -79,8 +79,8 @@ def hosted_op(fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespon
     async def handle(request: web.Request) -> web.StreamResponse:
         state, endpoint, cfg = authorized(request, "worker")
         worker_id = path_part(request.match_info["worker_id"])
-        if not worker_id or len(worker_id) > 256:
-            raise ApiError(400, "the worker id in the path must be 1 to 256 characters")
+        if not worker_id or len(worker_id) > 256 or problem(worker_id) is not None:
+            raise ApiError(400, "the worker id in the path must be 1 to 256 characters of valid text")
         return await fn(request, state, endpoint, cfg, worker_id)
 
     handle.__name__ = fn.__name__
@@ -307,7 +307,7 @@ async def job_done(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
 ) -> web.Response:
     hosted = request.app[HOSTED]
-    job_id = path_part(request.match_info["job_id"])
+    job_id = job_id_of(request, path_part(request.match_info["job_id"]))
     body = await _report_body(request, cfg, "job-done")
     async with hosted.lock(job_id):
         job, token = await _current(state, hosted, endpoint, worker_id, job_id)
@@ -356,7 +356,7 @@ async def job_stream(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
 ) -> web.Response:
     hosted = request.app[HOSTED]
-    job_id = path_part(request.match_info["job_id"])
+    job_id = job_id_of(request, path_part(request.match_info["job_id"]))
     body = await _report_body(request, cfg, "job-stream")
     chunk = body.get("output")
     unstorable = problem(body, finite=False)

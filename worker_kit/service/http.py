@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from ..ids import JOB_ID_RULE, valid_job_id
 from ..portable import problem
 from ..protocol import JSON, MSGPACK, decode, encode
 from ..storage.base import Storage
@@ -189,6 +190,14 @@ def field_str(body: dict[str, Any], name: str, *, required: bool, max_len: int =
     if bad is not None:
         raise ApiError(400, bad)
     return value
+
+
+def job_id_of(request: web.Request, raw: str | None = None) -> str:
+    """The path's job id; one outside the job-id alphabet (worker_kit.ids) cannot exist: 404."""
+    job_id = request.match_info["job_id"] if raw is None else raw
+    if not valid_job_id(job_id):
+        raise ApiError(404, f"no such job: {JOB_ID_RULE}")
+    return job_id
 
 
 class Shutdown:

@@ -42,6 +42,7 @@ from .http import (
     client_gone,
     field_int,
     field_str,
+    job_id_of,
     read_body,
     read_object,
     respond,
@@ -246,7 +247,7 @@ def token_of(body: dict[str, Any]) -> str:
 async def output(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
-    job_id = request.match_info["job_id"]
+    job_id = job_id_of(request)
     body = await read_object(request, cfg.result_limit + _OUTPUT_OVERHEAD, "output", finite=False)
     token = token_of(body)
     items = parse_items(body.get("items"))
@@ -268,7 +269,7 @@ async def output(
 async def finish(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
-    job_id = request.match_info["job_id"]
+    job_id = job_id_of(request)
     raw = await read_body(request, cfg.result_limit + _OUTPUT_OVERHEAD, "finish")
     body = decode_report(raw, body_content_type(request), "finish")
     token = token_of(body)
@@ -355,7 +356,7 @@ async def _fail_unstorable(
 async def release(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
-    job_id = request.match_info["job_id"]
+    job_id = job_id_of(request)
     body = await read_object(request, _CONTROL_BODY, "release", finite=False)
     token = token_of(body)
     try:
