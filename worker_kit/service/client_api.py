@@ -23,6 +23,7 @@ from .expect import expect_within
 from .http import (
     ApiError,
     client_gone,
+    integral,
     job_id_of,
     query_int,
     read_object,
@@ -30,6 +31,7 @@ from .http import (
     respond,
     wait_until,
 )
+from .sse import MAX_CURSOR
 from .state import ServiceState, authorized, job_log
 
 routes = web.RouteTableDef()
@@ -102,7 +104,7 @@ def parse_policy(raw: Any, cfg: EndpointConfig) -> Policy:
         )
     values = {}
     for name, default in (("executionTimeout", cfg.execution_timeout_ms), ("ttl", cfg.ttl_ms)):
-        value = raw.get(name, default)
+        value = integral(raw.get(name, default))
         if isinstance(value, bool) or not isinstance(value, int) or not (1 <= value <= MAX_POLICY_MS):
             raise ApiError(
                 400,
@@ -223,7 +225,7 @@ async def stream(
 
 
 async def _read_stream(request: web.Request, state: ServiceState, endpoint: str, job_id: str) -> web.Response:
-    cursor = query_int(request, "cursor", default=None, minimum=0, maximum=2**62)
+    cursor = query_int(request, "cursor", default=None, minimum=0, maximum=MAX_CURSOR)
     wait_ms = query_int(request, "wait", default=0, minimum=0, maximum=MAX_POLL_MS)
     assert wait_ms is not None
     if request.method == "POST":

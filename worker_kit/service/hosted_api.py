@@ -42,6 +42,8 @@ PREFIX = API_PREFIX
 #: job-take and job-stop hold this long by default; SDK workers cut requests at 90 s.
 #: A template may carry `?wait_ms=N` to change it.
 DEFAULT_HOLD_MS = 30_000
+#: The most jobs one job-take-batch hands out.
+MAX_BATCH = 100
 _OVERHEAD = 4 * 1024 * 1024
 
 
@@ -150,7 +152,7 @@ async def job_take(
 async def job_take_batch(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
 ) -> web.Response:
-    batch = query_int(request, "batch_size", default=1, minimum=1, maximum=100)
+    batch = query_int(request, "batch_size", default=1, minimum=1, maximum=MAX_BATCH)
     assert batch is not None
     jobs = await _take(request, state, endpoint, worker_id, batch)
     forms = await _sendable(request, state, endpoint, worker_id, jobs)

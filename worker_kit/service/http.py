@@ -155,6 +155,14 @@ def query_int(
     return value
 
 
+def integral(value: Any) -> Any:
+    """`value`, with a float that holds a whole number (`1000.0`) as an int: JSON Schema counts
+    it an integer, and JSON encoders in some languages write every number that way."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
 def field_int(
     body: dict[str, Any],
     name: str,
@@ -165,7 +173,7 @@ def field_int(
     cap: int | None = None,
 ) -> int | None:
     """An integer body field; values above `cap` are lowered to it, above `maximum` refused."""
-    value = body.get(name, default)
+    value = integral(body.get(name, default))
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
@@ -176,7 +184,13 @@ def field_int(
     return min(value, cap) if cap is not None else value
 
 
-def field_str(body: dict[str, Any], name: str, *, required: bool, max_len: int = 256) -> str | None:
+#: The longest worker id or lease token a body may carry.
+MAX_FIELD_CHARS = 256
+
+
+def field_str(
+    body: dict[str, Any], name: str, *, required: bool, max_len: int = MAX_FIELD_CHARS
+) -> str | None:
     value = body.get(name)
     if value is None:
         if required:

@@ -9,11 +9,29 @@ import functools
 from typing import Any
 
 from .. import __version__
-from .openapi_schemas import SCHEMAS
+from ..ids import ENDPOINT_ID_PATTERN, JOB_ID_PATTERN
+from ..protocol import MAX_POLL_MS
+from .client_api import MAX_POLICY_MS, RUNSYNC_MAX_WAIT_MS
+from .hosted_api import MAX_BATCH
+from .openapi_schemas import _ID_TEXT, PORTABLE_REF, SCHEMAS
+from .sse import MAX_CURSOR
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
-_ENDPOINT = {"name": "endpoint_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_ENDPOINT = {
+    "name": "endpoint_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": ENDPOINT_ID_PATTERN},
+}
+_JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
+}
+#: Answers any route may give besides its own: a body or path the service refuses before the
+#: route runs (dot segments, an unknown Content-Encoding) and storage unreachable or full.
+_ANY_ROUTE = (400, 413, 415, 503)
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -30,6 +48,7 @@ def _op(
     tag: str = "client",
     security: str | None = "clientKey",
     text: bool = False,
+    no_content: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {
@@ -37,8 +56,10 @@ def _op(
             "content": {"text/plain": {"schema": {"type": "string"}}} if text else _json(ok),
         }
     }
-    for code in errors:
+    for code in sorted({*errors, *_ANY_ROUTE}):
         responses[str(code)] = {"description": _REASONS[code], "content": _json(_ERROR)}
+    for code in no_content:
+        responses[str(code)] = {"description": "Nothing to hand out before the long-poll ended"}
     op: dict[str, Any] = {
         "summary": summary,
         "tags": [tag],
@@ -59,16 +80,17 @@ _REASONS = {
     404: "Unknown endpoint or job (or past its retention)",
     409: "The job's state or the lease token forbids this",
     413: "Body, chunk or result over its limit",
+    415: "Content-Encoding not supported (send the body as is, gzip or deflate)",
     429: "Rate, concurrency or queue limit reached; see Retry-After",
     500: "Unexpected error (logged)",
     501: "Not available in this build",
+    503: "Storage unreachable or full; see Retry-After",
 }
 
 
-def _q(name: str, description: str, maximum: int | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "integer", "minimum": 0}
-    if maximum is not None:
-        schema["maximum"] = maximum
+def _q(name: str, description: str, maximum: int, minimum: int = 0) -> dict[str, Any]:
+    # The bounds are the ones the route checks (query_int), from the same constants.
+    schema: dict[str, Any] = {"type": "integer", "minimum": minimum, "maximum": maximum}
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
@@ -81,7 +103,7 @@ def _paths() -> dict[str, Any]:
     status_op = _op(
         "Status of a job; ?ttl= sets how long its result is kept from now",
         _ref("Status"),
-        params=[*job, _q("ttl", "ms to keep the result from now")],
+        params=[*job, _q("ttl", "ms to keep the result from now", MAX_POLICY_MS)],
     )
     stream_op = _op(
         "Stream chunks not yet read (consumed), or from ?cursor= (nothing consumed); "
@@ -89,12 +111,12 @@ def _paths() -> dict[str, Any]:
         _ref("Stream"),
         params=[
             *job,
-            _q("cursor", "read from this chunk index, consuming nothing"),
-            _q("wait", "hold up to this many ms for a chunk", 60000),
+            _q("cursor", "read from this chunk index, consuming nothing", MAX_CURSOR),
+            _q("wait", "hold up to this many ms for a chunk", MAX_POLL_MS),
         ],
         errors=(400, 401, 403, 404, 429, 501),
     )
-    stale = (400, 401, 403, 409, 413)
+    stale = (400, 401, 403, 404, 409, 413)
     worker = {"tag": "worker", "security": "workerKey"}
     return {
         "/health": {
@@ -119,7 +141,7 @@ def _paths() -> dict[str, Any]:
             "post": _op(
                 "Submit a job and wait until it ends or ?wait= ms pass (then the current status)",
                 _ref("Status"),
-                params=[*ep, _q("wait", "ms to wait (default 90000)", 300000)],
+                params=[*ep, _q("wait", "ms to wait (default 90000)", RUNSYNC_MAX_WAIT_MS)],
                 body=_ref("SubmitRequest"),
                 errors=(400, 401, 403, 404, 413, 429),
             )
@@ -127,7 +149,11 @@ def _paths() -> dict[str, Any]:
         "/v2/{endpoint_id}/status/{job_id}": {"get": status_op, "post": status_op},
         "/v2/{endpoint_id}/stream/{job_id}": {"get": stream_op, "post": stream_op},
         "/v2/{endpoint_id}/cancel/{job_id}": {
-            "post": _op("Cancel a queued or running job", _ref("Submitted"), params=job)
+            "post": _op(
+                "Cancel a queued or running job (an ended job answers how it ended)",
+                _ref("JobStatus"),
+                params=job,
+            )
         },
         "/v2/{endpoint_id}/retry/{job_id}": {
             "post": _op(
@@ -219,8 +245,8 @@ def _paths() -> dict[str, Any]:
                 "Hand a running job back to the queue",
                 _ref("Submitted"),
                 params=job,
-                body={"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
-                errors=(400, 401, 403, 409),
+                body={"type": "object", "required": ["token"], "properties": {"token": _ID_TEXT}},
+                errors=(400, 401, 403, 404, 409),
                 **worker,
             )
         },
@@ -230,17 +256,18 @@ def _paths() -> dict[str, Any]:
 
 def _hosted_paths() -> dict[str, Any]:
     """The hosted service's worker protocol, served for workers built with its SDK."""
-    worker = [_ENDPOINT, {"name": "worker_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    worker_id = {"type": "string", "minLength": 1, "maxLength": 256}
+    worker = [_ENDPOINT, {"name": "worker_id", "in": "path", "required": True, "schema": worker_id}]
     job = [*worker, _JOB_ID]
-    hold = _q("wait_ms", "how long to hold the long-poll (default 30000)", 60000)
+    hold = _q("wait_ms", "how long to hold the long-poll (default 30000)", MAX_POLL_MS)
     common = {"tag": "hosted worker protocol", "security": "workerKey"}
     report = {
         "type": "object",
         "description": "JSON whatever the Content-Type says",
         "properties": {
-            "output": {},
-            "error": {},
-            "status": {"description": "IN_PROGRESS for a progress update"},
+            "output": PORTABLE_REF,
+            "error": PORTABLE_REF,
+            "status": {**PORTABLE_REF, "description": "IN_PROGRESS for a progress update"},
         },
     }
     return {
@@ -250,6 +277,7 @@ def _hosted_paths() -> dict[str, Any]:
                 _ref("HostedJob"),
                 params=[*worker, hold],
                 errors=(400, 401, 403, 404),
+                no_content=(204,),
                 **common,
             )
         },
@@ -257,8 +285,9 @@ def _hosted_paths() -> dict[str, Any]:
             "get": _op(
                 "Take up to batch_size jobs (long-poll; 204 when none)",
                 {"type": "array", "items": _ref("HostedJob")},
-                params=[*worker, hold, _q("batch_size", "jobs wanted", 100)],
+                params=[*worker, hold, _q("batch_size", "jobs wanted", MAX_BATCH, minimum=1)],
                 errors=(400, 401, 403, 404),
+                no_content=(204,),
                 **common,
             )
         },
@@ -271,6 +300,7 @@ def _hosted_paths() -> dict[str, Any]:
                 },
                 params=[*worker, hold],
                 errors=(400, 401, 403, 404),
+                no_content=(204,),
                 **common,
             )
         },
@@ -309,6 +339,58 @@ def _hosted_paths() -> dict[str, Any]:
     }
 
 
+def _with_portable_extras(schema: Any) -> Any:
+    """A request schema whose objects say what their undeclared keys may hold: a portable value
+    (the routes ignore unknown keys, but refuse one holding, say, an integer wider than 64 bits)."""
+    if isinstance(schema, list):
+        return [_with_portable_extras(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _with_portable_extras(v) for k, v in schema.items()}
+    kind = out.get("type")
+    is_object = kind == "object" or (isinstance(kind, list) and "object" in kind)
+    if is_object and "additionalProperties" not in out:
+        out["additionalProperties"] = PORTABLE_REF
+    return out
+
+
+_REQUEST_SCHEMAS = frozenset(
+    name for name in SCHEMAS if name.endswith("Request") or name in ("OutputItem", "Policy")
+)
+
+
+def _operation_id(method: str, path: str) -> str:
+    scope = "" if path.startswith("/v2/{endpoint_id}") else "service"
+    words = [w.strip("{}") for w in path.removeprefix("/v2/{endpoint_id}").split("/") if w]
+    names = [w.replace("-", "_").replace(".", "_") for w in words]
+    return "_".join([method, *([scope] if scope else []), *names])
+
+
+#: Links from a submit's answer to the routes that take its job id (schemathesis follows them).
+_JOB_ROUTES = ("get_status_job_id", "post_status_job_id", "get_stream_job_id", "post_stream_job_id",
+               "post_cancel_job_id", "post_retry_job_id")  # fmt: skip
+
+
+def _finish_paths(paths: dict[str, Any]) -> dict[str, Any]:
+    for path, methods in paths.items():
+        for method, op in methods.items():
+            op = methods[method] = dict(op)
+            op["operationId"] = _operation_id(method, path)
+            body = op.get("requestBody")
+            if body is not None:
+                op["requestBody"] = _with_portable_extras(body)
+    for path in ("/v2/{endpoint_id}/run", "/v2/{endpoint_id}/runsync"):
+        ok = paths[path]["post"]["responses"]["200"] = dict(paths[path]["post"]["responses"]["200"])
+        ok["links"] = {
+            target: {
+                "operationId": target,
+                "parameters": {"endpoint_id": "$request.path.endpoint_id", "job_id": "$response.body#/id"},
+            }
+            for target in _JOB_ROUTES
+        }
+    return paths
+
+
 @functools.cache
 def openapi_spec() -> dict[str, Any]:
     return {
@@ -319,9 +401,12 @@ def openapi_spec() -> dict[str, Any]:
             "description": "Client API (path-compatible with the hosted serverless API) and the native "
             'worker API (docs/protocol.md). Errors answer {"error": reason}.',
         },
-        "paths": _paths(),
+        "paths": _finish_paths(_paths()),
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {
+                name: _with_portable_extras(schema) if name in _REQUEST_SCHEMAS else schema
+                for name, schema in SCHEMAS.items()
+            },
             "securitySchemes": {
                 "clientKey": {
                     "type": "http",
