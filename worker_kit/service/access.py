@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -77,23 +77,37 @@ class _Bucket:
     updated: float
     window_s: float
     in_flight: int = 0
+    #: The most tokens the bucket holds (the limit's `requests`; 0 for a concurrency-only limit).
+    capacity: float = 0.0
+
+    def carries_nothing(self, now: float) -> bool:
+        """Nothing in flight and full again: dropping it and making it anew changes nothing."""
+        if self.in_flight:
+            return False
+        if self.capacity <= 0 or now - self.updated > max(self.window_s, _MIN_IDLE_S):
+            return True
+        refilled = self.tokens + (now - self.updated) * self.capacity / self.window_s
+        return refilled >= self.capacity
 
 
 class RateLimiter:
     """Token buckets (rate) and in-flight counters (concurrency) per (endpoint, operation)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_refuse: Callable[[str, str, str], None] | None = None) -> None:
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self.refused = 0
+        #: Told (endpoint, operation, "rate" | "concurrency") of every refusal, for the metrics.
+        self.on_refuse = on_refuse
+
+    def _refuse(self, endpoint: str, op: str, reason: str) -> None:
+        self.refused += 1
+        if self.on_refuse is not None:
+            self.on_refuse(endpoint, op, reason)
 
     def _prune(self, now: float) -> None:
-        # Clients choose endpoint ids, so buckets are dropped once idle long enough to have refilled.
-        idle = [
-            key
-            for key, b in self._buckets.items()
-            if b.in_flight == 0 and now - b.updated > max(b.window_s, _MIN_IDLE_S)
-        ]
-        for key in idle:
+        # Clients choose endpoint ids, so buckets are dropped as soon as they are full again with
+        # nothing in flight (after a burst on many made-up ids, that is nearly all of them).
+        for key in [key for key, b in self._buckets.items() if b.carries_nothing(now)]:
             del self._buckets[key]
 
     @contextmanager
@@ -108,9 +122,10 @@ class RateLimiter:
         if bucket is None:
             if len(self._buckets) >= MAX_BUCKETS:
                 self._prune(now)
-            bucket = self._buckets[key] = _Bucket(float(limit.requests or 0), now, limit.window_s)
+            capacity = float(limit.requests or 0)
+            bucket = self._buckets[key] = _Bucket(capacity, now, limit.window_s, capacity=capacity)
         if limit.concurrent is not None and bucket.in_flight >= limit.concurrent:
-            self.refused += 1
+            self._refuse(endpoint, op, "concurrency")
             raise ApiError(
                 429,
                 f"too many concurrent {op} requests for this endpoint (limit {limit.concurrent})",
@@ -123,7 +138,7 @@ class RateLimiter:
             bucket.updated = now
             if bucket.tokens < 1.0:
                 wait = max(1, math.ceil((1.0 - bucket.tokens) / rate))
-                self.refused += 1
+                self._refuse(endpoint, op, "rate")
                 raise ApiError(
                     429,
                     f"rate limit of {limit.requests} {op} requests per {limit.window_s:g} s exceeded "

@@ -19,10 +19,11 @@ from ..job import DEFAULT_EXECUTION_TIMEOUT_MS, DEFAULT_TTL_MS, RUN_RETENTION_MS
 
 MB = 1024 * 1024
 
-#: Operations that carry a rate limit; /stream shares the "status" limits, as in the hosted service.
+#: Operations that carry a rate limit; /stream and /status-sync share the "status" limits, as in
+#: the hosted service; "openai" is /openai/* and "requests" is GET /requests.
 #: "sse" bounds the Server-Sent Event streams open at once: a stream is opened under "status",
 #: then holds an "sse" slot rather than a "status" one, so waiting clients cannot starve polling.
-RATE_LIMITED_OPS = ("run", "runsync", "status", "sse", "cancel", "retry", "purge")
+RATE_LIMITED_OPS = ("run", "runsync", "status", "sse", "cancel", "retry", "purge", "openai", "requests")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,8 @@ DEFAULT_RATE_LIMITS: dict[str, RateLimit] = {
     "cancel": RateLimit(100, 10.0, 20),
     "retry": RateLimit(100, 10.0, 20),
     "purge": RateLimit(2, 10.0, None),
+    "openai": RateLimit(2000, 10.0, 400),
+    "requests": RateLimit(10, 10.0, 2),
 }
 
 
@@ -68,6 +71,8 @@ class EndpointConfig:
     webhook_secret: str | None = None
     webhook_attempts: int = 3
     webhook_interval_s: float = 10.0
+    #: Whether the dashboard's job page shows a job's input (false for sensitive inputs).
+    dashboard_inputs: bool = True
 
     @property
     def queue_limit(self) -> int:
@@ -100,6 +105,9 @@ class ServiceConfig:
     claim_max_bytes: int = 32 * MB
     #: Bound on the chunk bytes one /stream answer (or one SSE read) carries (at least one chunk).
     stream_max_bytes: int = 8 * MB
+    #: Endpoints not in [endpoints] get their own `endpoint` label in /metrics up to this many;
+    #: the rest share the label "_other" (docs/operations.md).
+    metrics_max_endpoints: int = 100
     endpoints: dict[str, EndpointConfig] = field(default_factory=dict)
     default: EndpointConfig = field(default_factory=EndpointConfig)
 
@@ -294,6 +302,8 @@ def _check_service(cfg: ServiceConfig) -> None:
         _positive(name, getattr(cfg, name))
     if cfg.deadline_grace_ms < 0:
         raise ConfigError("deadline_grace_ms must not be negative")
+    if cfg.metrics_max_endpoints < 0:
+        raise ConfigError("metrics_max_endpoints must not be negative")
     if cfg.log_format not in ("text", "json"):
         raise ConfigError(f"log_format must be 'text' or 'json', not {cfg.log_format!r}")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
