@@ -14,10 +14,11 @@ from ..protocol import MAX_POLL_MS
 from .client_api import MAX_POLICY_MS, RUNSYNC_MAX_WAIT_MS
 from .hosted_api import MAX_BATCH
 from .openapi_dashboard import dashboard_paths
-from .openapi_schemas import _ID_TEXT, PORTABLE_REF, SCHEMAS
+from .openapi_schemas import _ID_TEXT, PORTABLE_REF, SCHEMAS, csv_pattern
 from .sse import MAX_CURSOR
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_STATES = ["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]
 _ENDPOINT = {
     "name": "endpoint_id",
     "in": "path",
@@ -272,16 +273,25 @@ def _query_paths(status_op: dict[str, Any]) -> dict[str, Any]:
         _ref("RequestsPage"),
         params=[
             *ep,
-            _q("limit", "jobs per page (1-1000, default 50)", 1000),
+            _q("limit", "jobs per page (1-1000, default 50)", 1000, minimum=1),
             {**text, "name": "cursor", "description": "the cursor of the previous page"},
-            {**text, "description": "comma-separated states to keep, e.g. FAILED,TIMED_OUT"},
-            {**text, "name": "include", "description": "input and/or output, comma-separated"},
+            {
+                **text,
+                "schema": {"type": "string", "pattern": csv_pattern(_STATES, any_case=True)},
+                "description": "comma-separated states to keep, e.g. FAILED,TIMED_OUT",
+            },
+            {
+                **text,
+                "name": "include",
+                "schema": {"type": "string", "pattern": csv_pattern(["input", "output"])},
+                "description": "input and/or output, comma-separated",
+            },
         ],
     )
     openai_params = [
         *ep,
         {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}},
-        _q("wait", "ms to hold a non-streamed request (default and max 300000)", 300000),
+        _q("wait", "ms to hold a non-streamed request (default and max 300000)", 300000, minimum=1),
     ]
     openai = {
         "summary": "OpenAI-compatible passthrough: the request becomes a job with input "
@@ -311,7 +321,10 @@ def _query_paths(status_op: dict[str, Any]) -> dict[str, Any]:
             "get": openai,
             "post": {
                 **openai,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {}}}},
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
             },
         },
     }

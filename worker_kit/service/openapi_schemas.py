@@ -30,6 +30,17 @@ def _ms(description: str) -> dict[str, Any]:
     return {"type": "integer", "minimum": 0, "description": description}
 
 
+def csv_pattern(words: list[str], *, any_case: bool = False) -> str:
+    """The pattern of a comma-separated query list of `words`, as the routes split it: parts are
+    stripped, empty parts skipped, and (with `any_case`) read in any case."""
+
+    def word(w: str) -> str:
+        return "".join(f"[{c.upper()}{c.lower()}]" if any_case and c.isalpha() else c for c in w)
+
+    one = r"\s*(" + "|".join(word(w) for w in words) + r")?\s*"
+    return f"^{one}(,{one})*$"
+
+
 SCHEMAS: dict[str, Any] = {
     "Value": {
         "description": "any JSON value whose integers fit in 64 bits (msgpack carries every body)",
