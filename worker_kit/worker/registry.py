@@ -32,6 +32,8 @@ class Handler:
     input_schema: Any = None
     #: Also put every streamed item, as a list, into the final output.
     return_aggregate_stream: bool = False
+    #: "process": run in a supervised child process (the worker's WORKER_KIT_ISOLATION wins).
+    isolation: str | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.fn):
@@ -45,6 +47,9 @@ class Handler:
             raise ConfigError(f"handler {self.name!r}: concurrency must be an int >= 1 or a callable")
         if not isinstance(self.return_aggregate_stream, bool):
             raise ConfigError(f"handler {self.name!r}: return_aggregate_stream must be True or False")
+        if self.isolation not in (None, "thread", "process"):
+            raise ConfigError(f"handler {self.name!r}: isolation must be 'thread' or 'process', "
+                              f"got {self.isolation!r}")
 
 
 def _default_name(fn: Callable[..., Any]) -> str:
@@ -135,6 +140,7 @@ def handler(
     concurrency: Concurrency | None = None,
     input_schema: Any = None,
     return_aggregate_stream: bool = False,
+    isolation: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
 
 
@@ -147,12 +153,15 @@ def handler(
     concurrency: Concurrency | None = None,
     input_schema: Any = None,
     return_aggregate_stream: bool = False,
+    isolation: str | None = None,
 ) -> Any:
     """Register a job handler: `@handler` or `@handler(name=..., timeout=30, ...)`.
 
     The handler receives a `worker_kit.Job` and may be a plain function, a coroutine
     function, a generator or an async generator (each yielded item is streamed).
-    `timeout` is in seconds. The function is returned unchanged.
+    `timeout` is in seconds. `isolation="process"` runs it in a supervised child process that
+    is replaced when it crashes, hangs or grows too big (docs/worker.md). The function is
+    returned unchanged.
     """
 
     schema = input_schema
@@ -170,6 +179,7 @@ def handler(
                 concurrency=concurrency,
                 input_schema=schema,
                 return_aggregate_stream=return_aggregate_stream,
+                isolation=isolation,
             )
         )
         return f
