@@ -21,7 +21,7 @@ from ..storage import Storage, open_storage
 from . import client_api, dashboard, hosted_api, openai_api, query_api, scaling, worker_api
 from .activity import activity_channel
 from .config import ServiceConfig
-from .http import ApiError, respond
+from .http import BODY_TIMEOUT_S, ApiError, respond
 from .metrics_store import read_store, store_metrics_ctx
 from .openapi import openapi_spec
 from .state import STATE, ServiceState, state_of
@@ -217,6 +217,7 @@ def create_app(config: ServiceConfig, storage: Storage | None = None) -> web.App
         client_max_size=biggest + worker_api._OUTPUT_OVERHEAD,
     )
     app[STATE] = ServiceState(config=config, storage=store)
+    app[BODY_TIMEOUT_S] = config.body_timeout_s
     app.add_routes(service_routes)
     app.add_routes(client_api.routes)
     app.add_routes(openai_api.routes)

@@ -26,6 +26,7 @@ from .http import (
     integral,
     job_id_of,
     query_int,
+    read_body,
     read_object,
     read_optional_object,
     respond,
@@ -59,12 +60,20 @@ def client_op(op: str | None) -> Callable[[Handler], Callable[[web.Request], Awa
             state, endpoint, cfg = authorized(request, "client")
             if op is None:
                 return await fn(request, state, endpoint, cfg)
+            if request.method == "POST" and request.body_exists:
+                # Read the body before taking a slot: a client trickling its body must not hold
+                # one of the few concurrent slots while it does (read_body keeps the bytes).
+                await read_body(request, _body_limit(op, cfg), f"/{op}")
             with state.limiter.slot(endpoint, op, cfg.rate_limit(op)):
                 return await fn(request, state, endpoint, cfg)
 
         return handle
 
     return decorate
+
+
+def _body_limit(op: str, cfg: EndpointConfig) -> int:
+    return {"run": cfg.run_body_limit, "runsync": cfg.runsync_body_limit}.get(op, _SMALL_BODY)
 
 
 def not_found(job_id: str) -> ApiError:

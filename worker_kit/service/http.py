@@ -21,6 +21,10 @@ from ..storage.base import Storage, targeted
 
 T = TypeVar("T")
 
+#: How long a request body may take to arrive (ServiceConfig.body_timeout_s; set by create_app).
+BODY_TIMEOUT_S = web.AppKey("worker_kit_body_timeout_s", float)
+#: Where read_body keeps a body it has read, so a route reading it again gets the same bytes.
+_BODY = web.RequestKey("worker_kit_body", bytes)
 #: Content-Encodings a request body may have (aiohttp inflates gzip and deflate as it reads).
 SUPPORTED_ENCODINGS = ("", "identity", "gzip", "deflate")
 #: Bodies are read from the socket in pieces of this size while the limit is enforced.
@@ -71,14 +75,27 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
             f"Content-Encoding {encoding[:40]!r} is not supported; "
             "send the body as is, or with gzip or deflate",
         )
+    cached = request.get(_BODY)
+    if cached is not None:
+        return cached
+    timeout_s = request.app.get(BODY_TIMEOUT_S)
     try:
-        return await _read_body(request, limit, what)
+        async with asyncio.timeout(timeout_s):
+            raw = await _read_body(request, limit, what)
+    except TimeoutError:
+        raise ApiError(
+            408,
+            f"{what} body did not arrive within {timeout_s:g} s (body_timeout_s)",
+            headers={"Connection": "close"},
+        ) from None
     except web.RequestPayloadError as exc:
         cause = exc.__cause__
         reason = getattr(cause, "message", None) or str(cause or exc)
         raise ApiError(
             400, f"{what} body is not valid {encoding} data (Content-Encoding): {reason.strip()}"
         ) from None
+    request[_BODY] = raw
+    return raw
 
 
 async def _read_body(request: web.Request, limit: int, what: str) -> bytes:
