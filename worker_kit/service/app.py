@@ -76,6 +76,8 @@ def _store_failed(request: web.Request, exc: Exception) -> web.Response:
     Nothing acknowledged is lost, and clients and workers retry 503s with backoff, so this is an
     answer with one log line, not a crash with a traceback."""
     reason = "unreachable" if isinstance(exc, StoreUnavailable) else "failing"
+    if "disk is full" in str(exc) or "No space left" in str(exc):  # SQLITE_FULL, ENOSPC
+        reason = "full (no space left on its disk)"
     log.warning("%s %s: the job store is %s: %s", request.method, request.path, reason, exc)
     return respond(
         request,
