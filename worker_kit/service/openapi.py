@@ -12,9 +12,10 @@ from .. import __version__
 from ..ids import ENDPOINT_ID_PATTERN, JOB_ID_PATTERN
 from ..protocol import MAX_POLL_MS
 from .client_api import MAX_POLICY_MS, RUNSYNC_MAX_WAIT_MS
-from .hosted_api import MAX_BATCH
 from .openapi_dashboard import dashboard_paths
-from .openapi_schemas import _ID_TEXT, PORTABLE_REF, SCHEMAS, csv_pattern
+from .openapi_finish import REQUEST_SCHEMAS, finish_paths, with_portable_extras
+from .openapi_hosted import hosted_paths
+from .openapi_schemas import _ID_TEXT, SCHEMAS, csv_pattern
 from .sse import MAX_CURSOR
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -280,7 +281,7 @@ def _paths() -> dict[str, Any]:
                 **worker,
             )
         },
-        **_hosted_paths(),
+        **hosted_paths(_op, _q, _ref, _ENDPOINT, _JOB_ID),
     }
 
 
@@ -355,143 +356,6 @@ def _query_paths(status_op: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _hosted_paths() -> dict[str, Any]:
-    """The hosted service's worker protocol, served for workers built with its SDK."""
-    worker_id = {"type": "string", "minLength": 1, "maxLength": 256}
-    worker = [_ENDPOINT, {"name": "worker_id", "in": "path", "required": True, "schema": worker_id}]
-    job = [*worker, _JOB_ID]
-    hold = _q("wait_ms", "how long to hold the long-poll (default 30000)", MAX_POLL_MS)
-    common = {"tag": "hosted worker protocol", "security": "workerKey"}
-    report = {
-        "type": "object",
-        "description": "JSON whatever the Content-Type says",
-        "properties": {
-            "output": PORTABLE_REF,
-            "error": PORTABLE_REF,
-            "status": {**PORTABLE_REF, "description": "IN_PROGRESS for a progress update"},
-        },
-    }
-    return {
-        "/v2/{endpoint_id}/job-take/{worker_id}": {
-            "get": _op(
-                "Take one job (long-poll; 204 when none)",
-                _ref("HostedJob"),
-                params=[*worker, hold],
-                errors=(400, 401, 403, 404),
-                no_content=(204,),
-                **common,
-            )
-        },
-        "/v2/{endpoint_id}/job-take-batch/{worker_id}": {
-            "get": _op(
-                "Take up to batch_size jobs (long-poll; 204 when none)",
-                {"type": "array", "items": _ref("HostedJob")},
-                params=[*worker, hold, _q("batch_size", "jobs wanted", MAX_BATCH, minimum=1)],
-                errors=(400, 401, 403, 404),
-                no_content=(204,),
-                **common,
-            )
-        },
-        "/v2/{endpoint_id}/job-stop/{worker_id}": {
-            "get": _op(
-                "Renew the worker's leases; long-poll for jobs to stop (204 when none)",
-                {
-                    "type": "object",
-                    "properties": {"jobsToStop": {"type": "array", "items": {"type": "string"}}},
-                },
-                params=[*worker, hold],
-                errors=(400, 401, 403, 404),
-                no_content=(204,),
-                **common,
-            )
-        },
-        "/v2/{endpoint_id}/ping/{worker_id}": {
-            "get": _op(
-                "Heartbeat with the comma-separated job_id list",
-                {"type": "object"},
-                params=[
-                    *worker,
-                    {"name": "job_id", "in": "query", "required": False, "schema": {"type": "string"}},
-                ],
-                errors=(400, 401, 403, 404),
-                **common,
-            )
-        },
-        "/v2/{endpoint_id}/job-done/{worker_id}/{job_id}": {
-            "post": _op(
-                "Final result, or a progress update when status is IN_PROGRESS",
-                {"type": "object"},
-                params=job,
-                body=report,
-                errors=(400, 401, 403, 404, 409, 413),
-                **common,
-            )
-        },
-        "/v2/{endpoint_id}/job-stream/{worker_id}/{job_id}": {
-            "post": _op(
-                "One stream chunk {output}",
-                {"type": "object"},
-                params=job,
-                body=report,
-                errors=(400, 401, 403, 404, 409, 413),
-                **common,
-            )
-        },
-    }
-
-
-def _with_portable_extras(schema: Any) -> Any:
-    """A request schema whose objects say what their undeclared keys may hold: a portable value
-    (the routes ignore unknown keys, but refuse one holding, say, an integer wider than 64 bits)."""
-    if isinstance(schema, list):
-        return [_with_portable_extras(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: _with_portable_extras(v) for k, v in schema.items()}
-    kind = out.get("type")
-    is_object = kind == "object" or (isinstance(kind, list) and "object" in kind)
-    if is_object and "additionalProperties" not in out:
-        out["additionalProperties"] = PORTABLE_REF
-    return out
-
-
-_REQUEST_SCHEMAS = frozenset(
-    name for name in SCHEMAS if name.endswith("Request") or name in ("OutputItem", "Policy")
-)
-
-
-def _operation_id(method: str, path: str) -> str:
-    scope = "" if path.startswith("/v2/{endpoint_id}") else "service"
-    words = [w.strip("{}") for w in path.removeprefix("/v2/{endpoint_id}").split("/") if w]
-    names = [w.replace("-", "_").replace(".", "_") for w in words]
-    return "_".join([method, *([scope] if scope else []), *names])
-
-
-#: Links from a submit's answer to the routes that take its job id (schemathesis follows them).
-_JOB_ROUTES = ("get_status_job_id", "post_status_job_id", "get_stream_job_id", "post_stream_job_id",
-               "post_cancel_job_id", "post_retry_job_id")  # fmt: skip
-
-
-def _finish_paths(paths: dict[str, Any]) -> dict[str, Any]:
-    for path, methods in paths.items():
-        for method, op in methods.items():
-            op = methods[method] = dict(op)
-            op["operationId"] = _operation_id(method, path)
-            body = op.get("requestBody")
-            if body is not None:
-                op["requestBody"] = _with_portable_extras(body)
-    for path in ("/v2/{endpoint_id}/run", "/v2/{endpoint_id}/runsync"):
-        ok = paths[path]["post"]["responses"]["200"] = dict(paths[path]["post"]["responses"]["200"])
-        ok["links"] = {
-            target: {
-                "operationId": target,
-                "parameters": {"endpoint_id": "$request.path.endpoint_id", "job_id": "$response.body#/id"},
-            }
-            for target in _JOB_ROUTES
-        }
-    return paths
-
-
 @functools.cache
 def openapi_spec() -> dict[str, Any]:
     return {
@@ -502,10 +366,10 @@ def openapi_spec() -> dict[str, Any]:
             "description": "Client API (path-compatible with the hosted serverless API) and the native "
             'worker API (docs/protocol.md). Errors answer {"error": reason}.',
         },
-        "paths": _finish_paths(_paths()),
+        "paths": finish_paths(_paths()),
         "components": {
             "schemas": {
-                name: _with_portable_extras(schema) if name in _REQUEST_SCHEMAS else schema
+                name: with_portable_extras(schema) if name in REQUEST_SCHEMAS else schema
                 for name, schema in SCHEMAS.items()
             },
             "securitySchemes": {
