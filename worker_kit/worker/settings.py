@@ -57,9 +57,10 @@ local runs (no queue service needed):
   --serve                 serve the whole client API on localhost with this handler
 
 exit codes: 0 stopped cleanly, 1 the worker's own claim or heartbeat loop failed (logged),
-2 bad settings, 3 a handler was stuck and could not be interrupted (only with
-WORKER_KIT_ON_STUCK=exit), 4 the service refused the worker (key or URL), 5 over
-WORKER_KIT_MAX_RSS_MB (only with WORKER_KIT_ON_STUCK=exit);
+2 bad settings (or, with process isolation, a handler that does not load in a child),
+3 a handler was stuck and could not be interrupted (only with WORKER_KIT_ON_STUCK=exit),
+4 the service refused the worker (key or URL), 5 over WORKER_KIT_MAX_RSS_MB (only with
+WORKER_KIT_ON_STUCK=exit);
 a second SIGINT/SIGTERM exits at once with 128 + the signal number.
 """
 
