@@ -41,7 +41,7 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             if case.query is None:
                 case.query = {}
             _clamp(case.query, (name,))
-    if path.endswith(("/worker/claim", "/worker/heartbeat")):
+    if path.endswith(("/worker/claim", "/worker/heartbeat", "/worker/exchange")):
         _clamp(case.body, ("wait_ms",))
     if path.endswith("/requests") and isinstance(case.query, dict):
         # The cursor is opaque: only one a /requests answer gave out means anything.

@@ -293,7 +293,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["worker_id"],
         "properties": {
-            "worker_id": {"type": "string"},
+            "worker_id": _ID_TEXT,
             "finish": {
                 "type": "array",
                 "maxItems": 100,
@@ -304,9 +304,9 @@ SCHEMAS: dict[str, Any] = {
                     ]
                 },
             },
-            "max": {"type": "integer", "minimum": 0, "maximum": 100},
-            "wait_ms": {"type": "integer", "minimum": 0, "description": "capped at 60000; 0 with finishes"},
-            "concurrency": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+            "max": _opt_int(MAX_CLAIM),
+            "wait_ms": _opt_int(MAX_WIRE_INT, f"capped at {MAX_POLL_MS}; 0 with finishes"),
+            "concurrency": _opt_int(MAX_SLOTS),
         },
     },
     "HeartbeatRequest": {

@@ -82,6 +82,8 @@ class WebhookGuard:
                 return None
             try:
                 infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except UnicodeError as exc:  # a label IDNA cannot encode: no attempt could ever succeed
+                return f"{host[:80]} is not a valid host name ({exc})"
             except OSError:
                 return None  # the POST fails on it like on any unreachable host, and is retried
             addresses = [str(info[4][0]) for info in infos]
