@@ -297,11 +297,11 @@ SCHEMAS: dict[str, Any] = {
             "finish": {
                 "type": "array",
                 "maxItems": 100,
+                # Each entry is a FinishRequest with the job's "id"; an entry that is not is refused
+                # in its own answer ({"id", "code", "error"}), not by the request's status.
                 "items": {
-                    "allOf": [
-                        {"$ref": "#/components/schemas/FinishRequest"},
-                        {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
-                    ]
+                    **PORTABLE_REF,
+                    "description": "FinishRequest with the job's id; a malformed entry gets its own refusal",
                 },
             },
             "max": _opt_int(MAX_CLAIM),
