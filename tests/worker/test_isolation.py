@@ -176,3 +176,14 @@ async def test_progress_and_cancel_keep_a_polite_child(service: Any, spawn_worke
 async def _output_is(api: Any, url: str, job_id: str, value: Any) -> bool:
     status = await api.status(url, job_id)
     return status["status"] == "IN_PROGRESS" and status.get("output") == value
+
+
+async def test_isolation_under_worker_kit_work(
+    service: Any, spawn_worker: Any, api: Any, tmp_path: Path
+) -> None:
+    # The file ran through runpy in the worker: the child finds it by its path.
+    url = service.endpoint_url("iso-cli")
+    worker = await spawn_worker("isolated.py", url, via_cli=True)
+    status = await api.wait(url, await api.run(url, {"do": "pid"}))
+    assert status["status"] == "COMPLETED", status
+    assert status["output"]["pid"] != worker.pid and status["output"]["pid"] in setups(tmp_path)
