@@ -128,6 +128,15 @@ def group(tmp_path: Path) -> Iterator[Group]:
         yield made
     finally:
         made.stop_all()
+        import redis as redis_sync
+
+        client = redis_sync.Redis.from_url(REDIS_URL)
+        try:  # this test's keys only: the shared Redis is never flushed
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
 
 
 @pytest.fixture
