@@ -17,6 +17,7 @@ from aiohttp import web
 from ..errors import JobConflict, JobNotFound
 from ..job import JobRecord, JobState, Policy
 from ..protocol import API_PREFIX, MAX_POLL_MS
+from ..storage import rules
 from ..storage.base import job_channel
 from .config import EndpointConfig
 from .expect import expect_within
@@ -321,7 +322,7 @@ async def retry(
 
 
 #: Queued jobs one purge step ends (each step is one bounded storage write).
-PURGE_BATCH = 500
+PURGE_BATCH = rules.BATCH
 
 
 @routes.post(PREFIX + "/purge-queue")
