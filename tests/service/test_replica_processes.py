@@ -116,6 +116,8 @@ class Group:
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 @pytest.fixture
@@ -126,6 +128,15 @@ def group(tmp_path: Path) -> Iterator[Group]:
         yield made
     finally:
         made.stop_all()
+        import redis as redis_sync
+
+        client = redis_sync.Redis.from_url(REDIS_URL)
+        try:  # this test's keys only: the shared Redis is never flushed
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ from .http import (
     client_gone,
     field_int,
     field_str,
+    job_id_of,
     read_body,
     read_object,
     respond,
@@ -307,7 +308,7 @@ def token_of(body: dict[str, Any]) -> str:
 async def output(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
-    job_id = request.match_info["job_id"]
+    job_id = job_id_of(request)
     raw = await read_body(request, cfg.result_limit + _OUTPUT_OVERHEAD, "output")
     body, payloads = decode_report(raw, body_content_type(request), "output")
     bad = problem(body, finite=False)
@@ -331,7 +332,7 @@ async def output(
 async def release(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
-    job_id = request.match_info["job_id"]
+    job_id = job_id_of(request)
     body = await read_object(request, _CONTROL_BODY, "release", finite=False)
     token = token_of(body)
     try:
