@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..job import JobState
 from ..protocol import dumps_json, pack
 from .registry import Handler
 from .reporting import pack_chunk
@@ -29,7 +30,6 @@ from .reporting import pack_chunk
 #: A producer thread checks for backpressure after handing over this many bytes.
 SYNC_BYTES = 1024 * 1024
 
-COMPLETED, FAILED, TIMED_OUT, STOPPED = "COMPLETED", "FAILED", "TIMED_OUT", "STOPPED"
 
 
 class JobInterrupted(BaseException):
@@ -132,7 +132,9 @@ class Job:
 
 @dataclass(slots=True)
 class Outcome:
-    state: str  # COMPLETED | FAILED | STOPPED (the worker adds TIMED_OUT)
+    #: COMPLETED or FAILED (the worker adds TIMED_OUT); None when the handler was interrupted
+    #: (cancel, timeout, shutdown), so the job's end is the worker's to decide.
+    state: JobState | None
     output: Any = None
     error: str | None = None
     error_detail: dict[str, Any] | None = None
@@ -142,7 +144,7 @@ def failure(exc: BaseException) -> Outcome:
     kind, message = type(exc).__name__, str(exc)
     tb = "".join(traceback.format_exception(exc))
     return Outcome(
-        FAILED,
+        JobState.FAILED,
         error=f"{kind}: {message}" if message else kind,
         error_detail={"type": kind, "message": message, "traceback": tb[-65536:]},
     )
@@ -157,8 +159,8 @@ def value_outcome(value: Any) -> Outcome:
                 err = dumps_json(err)
             except (TypeError, ValueError):
                 err = repr(err)
-        return Outcome(FAILED, error=err)
-    return Outcome(COMPLETED, output=value)
+        return Outcome(JobState.FAILED, error=err)
+    return Outcome(JobState.COMPLETED, output=value)
 
 
 def _is_async_callable(fn: Any) -> bool:
@@ -322,7 +324,7 @@ class Run:
         try:
             outcome = await self._invoke()
         except (JobInterrupted, asyncio.CancelledError):
-            outcome = Outcome(STOPPED)
+            outcome = Outcome(None)
         except BaseException as exc:
             outcome = failure(exc)
         finally:
@@ -337,7 +339,7 @@ class Run:
             if problems:
                 message = "input validation failed: " + "; ".join(problems)
                 detail = {"type": "ValidationError", "message": message, "errors": problems}
-                return Outcome(FAILED, error=message, error_detail=detail)
+                return Outcome(JobState.FAILED, error=message, error_detail=detail)
             self.job.input = value
         fn = self.handler.fn
         if _is_async_callable(fn):
@@ -345,7 +347,7 @@ class Run:
         else:
             streamed, returned = await self._in_thread(lambda: self._call_sync(fn))
             if streamed:
-                return Outcome(COMPLETED, output=self.aggregate)
+                return Outcome(JobState.COMPLETED, output=self.aggregate)
         for _ in range(4):  # an awaitable may resolve to a generator or another awaitable
             if not inspect.isawaitable(returned):
                 break
@@ -353,11 +355,11 @@ class Run:
         if inspect.isasyncgen(returned) or isinstance(returned, AsyncIterator):
             async for item in returned:
                 await self._emit(item)
-            return Outcome(COMPLETED, output=self.aggregate)
+            return Outcome(JobState.COMPLETED, output=self.aggregate)
         if inspect.isgenerator(returned):
             gen = returned
             await self._in_thread(lambda: self._iterate(gen))
-            return Outcome(COMPLETED, output=self.aggregate)
+            return Outcome(JobState.COMPLETED, output=self.aggregate)
         return value_outcome(returned)
 
     def _call_sync(self, fn: Callable[..., Any]) -> tuple[bool, Any]:
