@@ -39,7 +39,6 @@ def block_env(workdir: Path) -> dict[str, str]:
     env["VIRTUAL_ENV"] = str(Path(sys.executable).parent.parent)
     env["PYTHONUNBUFFERED"] = "1"
     env["PWD"] = str(workdir)
-    env.pop("PYTHONPATH", None)
     return env
 
 
