@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .base import Notifier, StopSignal, Storage, SweepResult, WorkerInfo
+from .base import JobPage, Notifier, StopSignal, Storage, SweepResult, WorkerInfo
 
-__all__ = ["Notifier", "StopSignal", "Storage", "SweepResult", "WorkerInfo", "open_storage"]
+__all__ = ["JobPage", "Notifier", "StopSignal", "Storage", "SweepResult", "WorkerInfo", "open_storage"]
 
 
 def open_storage(url: str) -> Storage:

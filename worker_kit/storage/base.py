@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,22 @@ class WorkerInfo:
     seen_at: float
 
 
+@dataclass(slots=True)
+class JobPage:
+    """One page of `Storage.list_jobs`, newest first."""
+
+    jobs: list[JobRecord]
+    #: Jobs of the endpoint matching the state filter, across all pages (from the per-state
+    #: counts, so it may include records past their retention that no sweep removed yet).
+    total: int
+    #: Whether older matching jobs follow the last one of this page.
+    has_more: bool
+
+
+#: The largest page `list_jobs` serves.
+MAX_PAGE = 1000
+
+
 class Storage(ABC):
     """A job store. All methods are coroutines and safe to call concurrently."""
 
@@ -172,6 +189,27 @@ class Storage(ABC):
     async def counts(self, endpoint: str) -> dict[str, int]:
         """Job counts for /health: one key per JobState value present, plus 'retried'
         (jobs requeued by /retry or by a lost lease)."""
+
+    @abstractmethod
+    async def list_jobs(
+        self,
+        endpoint: str,
+        *,
+        limit: int,
+        after: tuple[float, str] | None = None,
+        states: Collection[JobState] | None = None,
+        include_io: bool = False,
+    ) -> JobPage:
+        """The endpoint's jobs, newest first, for /requests: ordered by (created_at, id)
+        descending, at most `limit` (1..MAX_PAGE) of them, starting strictly after the key
+        `after` = (created_at, id) of the last job of the previous page.
+
+        Paging by key keeps pages stable while jobs arrive: a new job sorts before every page
+        already read, so paging on sees each older job exactly once (a job /retry requeues
+        gets a new created_at, so it moves to the front). `states` keeps jobs in those states
+        only (None: all). Records past their retention are left out. Without `include_io`,
+        `input`, `output` and `progress` are None (they are not read at all).
+        A page costs O(limit · log n) however many jobs are stored (an index walk)."""
 
     # -- worker side ---------------------------------------------------------------------------
     @abstractmethod

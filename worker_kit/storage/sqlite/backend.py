@@ -14,13 +14,14 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
+from collections.abc import Collection
 from typing import Any
 
 from ...errors import JobNotFound
 from ...job import WORKER_FINAL_STATES, JobRecord, JobState, OutputItem, Policy, new_job_id
 from ...protocol import pack, unpack
-from ..base import StopSignal, Storage, SweepResult, WorkerInfo
-from . import ops
+from ..base import MAX_PAGE, JobPage, StopSignal, Storage, SweepResult, WorkerInfo
+from . import listing, ops
 from . import sweep as sqlite_sweep
 from .engine import SQLiteEngine
 from .schema import SQLiteURL, record_from_row
@@ -130,6 +131,24 @@ class SQLiteStorage(Storage):
 
     async def counts(self, endpoint: str) -> dict[str, int]:
         return await self._engine.read(lambda conn: _counts(conn, endpoint))
+
+    async def list_jobs(
+        self,
+        endpoint: str,
+        *,
+        limit: int,
+        after: tuple[float, str] | None = None,
+        states: Collection[JobState] | None = None,
+        include_io: bool = False,
+    ) -> JobPage:
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
+        now = time.time()
+        rows, total, has_more = await self._engine.read(
+            functools.partial(listing.list_rows, endpoint=endpoint, limit=limit, after=after, states=states,
+                              include_io=include_io, now=now)
+        )  # fmt: skip
+        return JobPage(jobs=[record_from_row(row) for row in rows], total=total, has_more=has_more)
 
     # -- worker side --------------------------------------------------------------------------------
     async def claim(

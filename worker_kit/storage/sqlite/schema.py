@@ -4,7 +4,8 @@ One row per job in `jobs`; stream chunks in `chunks`, keyed (job_id, idx). Paylo
 (input, output, progress, chunks, error_detail) are msgpack blobs so bytes survive.
 Every query the service runs on a hot path has an index that makes it O(log n):
 get by id (primary key), claim (partial index on queued jobs, in queue order), and
-each sweep scan (partial indexes on the deadline, lease and expiry columns).
+each sweep scan (partial indexes on the deadline, lease and expiry columns), and a
+page of /requests (indexes on (endpoint, created_at, id), with and without state).
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ CREATE INDEX IF NOT EXISTS jobs_run_deadline ON jobs(run_deadline) WHERE state =
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs(lease_until) WHERE state = 'IN_PROGRESS';
 CREATE INDEX IF NOT EXISTS jobs_ttl ON jobs(ttl_deadline) WHERE state IN ('IN_QUEUE', 'IN_PROGRESS');
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at IS NOT NULL;
+-- list_jobs (/requests): an endpoint's jobs newest first, all states or one state at a time
+CREATE INDEX IF NOT EXISTS jobs_recent ON jobs(endpoint, created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_recent_state ON jobs(endpoint, state, created_at, id);
 -- workers(): how many jobs a worker runs
 CREATE INDEX IF NOT EXISTS jobs_worker ON jobs(endpoint, worker_id) WHERE state = 'IN_PROGRESS';
 
@@ -149,7 +153,7 @@ def record_from_row(row: tuple[Any, ...]) -> JobRecord:
     return JobRecord(
         id=job_id,
         endpoint=endpoint,
-        input=unpack(input_blob),
+        input=_blob(input_blob),  # NULL only in a listing that left payloads out
         state=JobState(state),
         policy=Policy(execution_timeout_ms=exec_ms, ttl_ms=ttl_ms, execution_timeout_explicit=bool(explicit)),
         webhook=webhook,
