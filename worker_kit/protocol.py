@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import Any
 
 import msgpack
@@ -52,21 +53,28 @@ def _json_key(key: Any) -> Any:
 
 
 def _with_json_keys(value: Any) -> Any:
-    """`value` with every map key JSON can hold (msgpack maps may have bytes keys)."""
+    """`value` with every map key JSON can hold (msgpack maps may have bytes keys) and every
+    non-finite float as None."""
     if isinstance(value, dict):
         return {_json_key(k): _with_json_keys(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_with_json_keys(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
 def dumps_json(value: Any) -> str:
-    """JSON for anything msgpack bodies decode to: bytes (as values or map keys) become base64."""
+    """Strict JSON for anything msgpack bodies decode to: bytes (as values or map keys) become
+    base64, and NaN/Infinity (which workers may report) become null, as JavaScript's
+    JSON.stringify writes them, so every answer parses with a strict JSON parser."""
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
-    except TypeError:
-        # Rare: a map key JSON cannot hold. Convert the keys, and fail again only on a value
-        # that has no JSON form at all.
+        return json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), default=_json_default, allow_nan=False
+        )
+    except (TypeError, ValueError):
+        # Rare: a map key JSON cannot hold, or a non-finite number. Convert, and fail again
+        # only on a value that has no JSON form at all.
         return json.dumps(
             _with_json_keys(value), ensure_ascii=False, separators=(",", ":"), default=_json_default
         )

@@ -27,11 +27,13 @@ from aiohttp import web
 
 from ..errors import JobNotFound, SequenceGap, StaleLease
 from ..job import MAX_CHUNK_BYTES, JobRecord, JobState, OutputItem
-from ..protocol import API_PREFIX, MAX_POLL_MS, STOP_LOST, decode, pack
+from ..portable import problem
+from ..protocol import API_PREFIX, MAX_POLL_MS, STOP_LOST, decode, dumps_json, pack
 from ..storage.base import queue_channel, worker_channel
 from .config import EndpointConfig
 from .http import ApiError, query_int, read_body, wait_until
 from .state import ServiceState, authorized, job_log
+from .unsendable import sendable
 
 routes = web.RouteTableDef()
 log = logging.getLogger("worker_kit.service.hosted")
@@ -90,7 +92,8 @@ def no_content() -> web.Response:
 
 
 def json_response(body: Any) -> web.Response:
-    return web.json_response(body, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
+    # Strict JSON: NaN and Infinity a worker reported become null (protocol.dumps_json).
+    return web.json_response(body, dumps=dumps_json)
 
 
 def hold_s(request: web.Request) -> float:
@@ -138,7 +141,8 @@ async def job_take(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
 ) -> web.Response:
     jobs = await _take(request, state, endpoint, worker_id, 1)
-    return json_response(hosted_job(jobs[0])) if jobs else no_content()
+    forms = await _sendable(request, state, endpoint, worker_id, jobs)
+    return json_response(forms[0]) if forms else no_content()
 
 
 @routes.get(PREFIX + "/job-take-batch/{worker_id}")
@@ -149,7 +153,25 @@ async def job_take_batch(
     batch = query_int(request, "batch_size", default=1, minimum=1, maximum=100)
     assert batch is not None
     jobs = await _take(request, state, endpoint, worker_id, batch)
-    return json_response([hosted_job(job) for job in jobs]) if jobs else no_content()
+    forms = await _sendable(request, state, endpoint, worker_id, jobs)
+    return json_response(forms) if forms else no_content()
+
+
+async def _sendable(
+    request: web.Request, state: ServiceState, endpoint: str, worker_id: str, jobs: list[JobRecord]
+) -> list[dict[str, Any]]:
+    """The jobs' wire forms; one that cannot be encoded ends FAILED instead of failing the reply
+    (see unsendable.py)."""
+    forms = [hosted_job(job) for job in jobs]
+    try:
+        dumps_json(forms)
+    except Exception:
+        forms = await sendable(state, endpoint, jobs, hosted_job, lambda form: dumps_json(form).encode())
+        kept = {form["id"] for form in forms}
+        for job in jobs:
+            if job.id not in kept:
+                request.app[HOSTED].forget(endpoint, worker_id, job.id)
+    return forms
 
 
 # -- liveness and stops ----------------------------------------------------------------------------
@@ -289,9 +311,12 @@ async def job_done(
     body = await _report_body(request, cfg, "job-done")
     async with hosted.lock(job_id):
         job, token = await _current(state, hosted, endpoint, worker_id, job_id)
+        unstorable = problem(body, finite=False)
         if body.get("status") == JobState.IN_PROGRESS.value:  # a progress update
             if token is None:
                 return json_response({"ignored": f"job is {job.state.value}"})  # late progress is expected
+            if unstorable is not None:  # progress is transient: refuse it, the job goes on
+                raise ApiError(400, f"job-done: progress refused: {unstorable}")
             try:
                 await _append(state, endpoint, job, token, "progress", body.get("output"))
             except (StaleLease, JobNotFound):
@@ -300,7 +325,10 @@ async def job_done(
         if token is None:
             raise _stale(job, worker_id)
         output = body.get("output")
-        if output is not None and len(pack(output)) > cfg.result_limit:
+        if unstorable is not None:  # the result can never be answered: the job cannot complete
+            final, detail, output = JobState.FAILED, None, None
+            error = f"the worker's result could not be stored: job-done: {unstorable}"
+        elif output is not None and len(pack(output)) > cfg.result_limit:
             final, error, detail, output = (
                 JobState.FAILED,
                 f"the result is over this endpoint's result limit of {cfg.result_limit} bytes",
@@ -331,6 +359,9 @@ async def job_stream(
     job_id = path_part(request.match_info["job_id"])
     body = await _report_body(request, cfg, "job-stream")
     chunk = body.get("output")
+    unstorable = problem(body, finite=False)
+    if unstorable is not None:
+        await _fail_stream(request, state, endpoint, worker_id, job_id, f"job-stream: {unstorable}")
     size = len(pack(chunk))
     if size > MAX_CHUNK_BYTES:
         raise ApiError(
@@ -345,3 +376,23 @@ async def job_stream(
         except (StaleLease, JobNotFound):
             raise _stale(job, worker_id) from None
     return json_response({"status": "ok"})
+
+
+async def _fail_stream(
+    request: web.Request, state: ServiceState, endpoint: str, worker_id: str, job_id: str, reason: str
+) -> None:
+    """A chunk that can never be answered: the job's stream would silently miss it, so the job ends
+    FAILED saying why, and the worker is told with a 400."""
+    hosted = request.app[HOSTED]
+    error = f"a stream chunk could not be stored: {reason}"
+    async with hosted.lock(job_id):
+        _, token = await _current(state, hosted, endpoint, worker_id, job_id)
+        if token is not None:
+            try:
+                ended = await state.storage.finish(endpoint, job_id, token, JobState.FAILED, error=error)
+            except (StaleLease, JobNotFound):
+                pass
+            else:
+                hosted.forget(endpoint, worker_id, job_id)
+                state.job_ended(ended, f"hosted-protocol worker {worker_id} sent an unstorable chunk")
+    raise ApiError(400, f"{reason}; the job ends FAILED")

@@ -14,11 +14,14 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from ..portable import problem
 from ..protocol import JSON, MSGPACK, decode, encode
 from ..storage.base import Storage
 
 T = TypeVar("T")
 
+#: Content-Encodings a request body may have (aiohttp inflates gzip and deflate as it reads).
+SUPPORTED_ENCODINGS = ("", "identity", "gzip", "deflate")
 #: Bodies are read from the socket in pieces of this size while the limit is enforced.
 _READ_PIECE = 256 * 1024
 
@@ -58,7 +61,26 @@ def body_content_type(request: web.Request) -> str:
 
 
 async def read_body(request: web.Request, limit: int, what: str) -> bytes:
-    """The raw body, refusing with 413 anything over `limit` bytes."""
+    """The raw body, refusing with 413 anything over `limit` bytes, and with 400 a body whose
+    Content-Encoding does not decode (aiohttp inflates gzip and deflate as it reads)."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in SUPPORTED_ENCODINGS:
+        raise ApiError(
+            415,
+            f"Content-Encoding {encoding[:40]!r} is not supported; "
+            "send the body as is, or with gzip or deflate",
+        )
+    try:
+        return await _read_body(request, limit, what)
+    except web.RequestPayloadError as exc:
+        cause = exc.__cause__
+        reason = getattr(cause, "message", None) or str(cause or exc)
+        raise ApiError(
+            400, f"{what} body is not valid {encoding} data (Content-Encoding): {reason.strip()}"
+        ) from None
+
+
+async def _read_body(request: web.Request, limit: int, what: str) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise ApiError(413, f"{what} body is {length} bytes, over the limit of {limit} bytes", limit=limit)
@@ -83,16 +105,27 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
     return b"".join(parts)
 
 
-async def read_object(request: web.Request, limit: int, what: str) -> dict[str, Any]:
-    """A JSON or msgpack body that must be an object."""
-    raw = await read_body(request, limit, what)
+def decode_object(raw: bytes, content_type: str | None, what: str, *, finite: bool = True) -> dict[str, Any]:
+    """A decoded JSON or msgpack body that must be a portable object (worker_kit.portable):
+    refused with 400 if it does not parse, is not an object, or holds something that could not
+    be answered in every format the service speaks. `finite=False` (worker reports) lets NaN
+    and Infinity through."""
     try:
-        value = decode(raw, body_content_type(request))
+        value = decode(raw, content_type)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     if not isinstance(value, dict):
         raise ApiError(400, f"{what} body must be an object, not {type(value).__name__}")
+    bad = problem(value, finite=finite)
+    if bad is not None:
+        raise ApiError(400, f"{what}: {bad}")
     return value
+
+
+async def read_object(request: web.Request, limit: int, what: str, *, finite: bool = True) -> dict[str, Any]:
+    """A JSON or msgpack body that must be a portable object (see decode_object)."""
+    raw = await read_body(request, limit, what)
+    return decode_object(raw, body_content_type(request), what, finite=finite)
 
 
 async def read_optional_object(request: web.Request, limit: int, what: str) -> dict[str, Any]:
@@ -102,13 +135,7 @@ async def read_optional_object(request: web.Request, limit: int, what: str) -> d
     raw = await read_body(request, limit, what)
     if not raw.strip():
         return {}
-    try:
-        value = decode(raw, body_content_type(request))
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-    if not isinstance(value, dict):
-        raise ApiError(400, f"{what} body must be an object, not {type(value).__name__}")
-    return value
+    return decode_object(raw, body_content_type(request), what)
 
 
 def query_int(
@@ -158,6 +185,9 @@ def field_str(body: dict[str, Any], name: str, *, required: bool, max_len: int =
         raise ApiError(400, f"{name} must be a non-empty string")
     if len(value) > max_len:
         raise ApiError(400, f"{name} is longer than {max_len} characters")
+    bad = problem(value, where=name)
+    if bad is not None:
+        raise ApiError(400, bad)
     return value
 
 

@@ -43,22 +43,24 @@ RETRY_MS = 1000
 DEFAULT_PIECE_BYTES = 8 * 1024 * 1024
 
 
+#: The largest cursor accepted (as for ?cursor= on plain /stream reads); storage keeps 64-bit integers.
+MAX_CURSOR = 2**62
+
+
 class _Disconnected(Exception):
     pass
 
 
 def _cursor_from(request: web.Request) -> int:
+    """The cursor to resume from, checked before the response starts: 400 once it has, would be too late."""
     raw = request.headers.get("Last-Event-ID") or request.query.get("cursor") or "0"
-    try:
-        cursor = int(raw)
-    except ValueError:
-        cursor = -1
-    if cursor < 0:
+    raw = raw.strip()
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= MAX_CURSOR):
+        reason = f"cursor (Last-Event-ID or ?cursor=) must be a whole number from 0 to {MAX_CURSOR}"
         raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"cursor must be a non-negative integer, got {raw!r}"}),
-            content_type="application/json",
+            text=json.dumps({"error": f"{reason}, not {raw[:40]!r}"}), content_type="application/json"
         )
-    return cursor
+    return int(raw)
 
 
 def _flag(request: web.Request, name: str, default: bool) -> bool:

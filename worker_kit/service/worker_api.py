@@ -17,22 +17,39 @@ from aiohttp import web
 
 from ..errors import JobNotFound, SequenceGap, StaleLease
 from ..job import MAX_CHUNK_BYTES, WORKER_FINAL_STATES, JobRecord, JobState, OutputItem
+from ..portable import problem
 from ..protocol import (
     API_PREFIX,
     DEFAULT_CLAIM_WAIT_MS,
+    JSON,
     MAX_POLL_MS,
+    MSGPACK,
     WORKER_CLAIM,
     WORKER_FINISH,
     WORKER_HEARTBEAT,
     WORKER_OUTPUT,
     WORKER_RELEASE,
+    decode,
+    encode,
     pack,
 )
 from ..storage.base import StopSignal, queue_channel, worker_channel
 from .config import EndpointConfig
 from .expect import expect_within
-from .http import ApiError, client_gone, field_int, field_str, read_object, respond, wait_until
+from .http import (
+    ApiError,
+    body_content_type,
+    client_gone,
+    field_int,
+    field_str,
+    read_body,
+    read_object,
+    respond,
+    wait_until,
+    wants_msgpack,
+)
 from .state import ServiceState, authorized, job_log
+from .unsendable import sendable
 
 routes = web.RouteTableDef()
 log = logging.getLogger("worker_kit.service")
@@ -98,7 +115,7 @@ def job_wire(job: JobRecord, now: float) -> dict[str, Any]:
 async def claim(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
-    body = await read_object(request, _CONTROL_BODY, "claim")
+    body = await read_object(request, _CONTROL_BODY, "claim", finite=False)
     worker_id = field_str(body, "worker_id", required=True)
     assert worker_id is not None
     max_jobs = field_int(body, "max", default=1, minimum=1, maximum=MAX_CLAIM)
@@ -138,8 +155,17 @@ async def claim(
     for job in jobs:
         job_log(job, "job %s claimed by worker %s (attempt %d)", job.id, worker_id, job.attempt)
     now = time.time()
+    content_type = MSGPACK if wants_msgpack(request) else JSON
     jobs_wire = [job_wire(job, now) for job in jobs]
-    return respond(request, {"jobs": jobs_wire, "lease_ms": lease_ms, "result_limit": cfg.result_limit})
+    reply = {"jobs": jobs_wire, "lease_ms": lease_ms, "result_limit": cfg.result_limit}
+    try:
+        payload = encode(reply, content_type)
+    except Exception:  # a job stored before values were checked at the door: see unsendable.py
+        reply["jobs"] = await sendable(
+            state, endpoint, jobs, lambda job: job_wire(job, now), lambda form: encode(form, content_type)
+        )
+        payload = encode(reply, content_type)
+    return web.Response(body=payload, content_type=content_type)
 
 
 @routes.post(PREFIX + WORKER_HEARTBEAT)
@@ -147,7 +173,7 @@ async def claim(
 async def heartbeat(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
-    body = await read_object(request, _CONTROL_BODY, "heartbeat")
+    body = await read_object(request, _CONTROL_BODY, "heartbeat", finite=False)
     worker_id = field_str(body, "worker_id", required=True)
     assert worker_id is not None
     leases = body.get("jobs", {})
@@ -221,7 +247,7 @@ async def output(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
     job_id = request.match_info["job_id"]
-    body = await read_object(request, cfg.result_limit + _OUTPUT_OVERHEAD, "output")
+    body = await read_object(request, cfg.result_limit + _OUTPUT_OVERHEAD, "output", finite=False)
     token = token_of(body)
     items = parse_items(body.get("items"))
     try:
@@ -243,7 +269,8 @@ async def finish(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
     job_id = request.match_info["job_id"]
-    body = await read_object(request, cfg.result_limit + _OUTPUT_OVERHEAD, "finish")
+    raw = await read_body(request, cfg.result_limit + _OUTPUT_OVERHEAD, "finish")
+    body = decode_report(raw, body_content_type(request), "finish")
     token = token_of(body)
     try:
         final = JobState(body.get("state"))
@@ -259,6 +286,11 @@ async def finish(
         raise ApiError(400, "error_detail must be an object {type, message, traceback}")
     if final is not JobState.COMPLETED and not error:
         error = f"the worker reported {final.value} without an error message"
+    unstorable = problem(body, finite=False)
+    if unstorable is not None:
+        # The report is well formed but its result can never be answered: the job cannot
+        # complete, so it ends FAILED saying why, rather than wait for its lease to run out.
+        return await _fail_unstorable(request, state, endpoint, job_id, token, f"finish: {unstorable}")
     items = parse_items(body.get("items"))
     result = body.get("output")
     size = len(pack(result)) if result is not None else 0
@@ -289,13 +321,42 @@ async def finish(
     return respond(request, {"id": job.id, "status": job.state.value})
 
 
+def decode_report(raw: bytes, content_type: str | None, what: str) -> dict[str, Any]:
+    """A worker report's body as an object, not yet checked for portability (its result is
+    checked by the route, which fails the job rather than refuse the report)."""
+    try:
+        body = decode(raw, content_type)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, f"{what} body must be an object, not {type(body).__name__}")
+    return body
+
+
+async def _fail_unstorable(
+    request: web.Request, state: ServiceState, endpoint: str, job_id: str, token: str, reason: str
+) -> web.Response:
+    error = f"the worker's result could not be stored: {reason}"
+    try:
+        job = await state.storage.finish(
+            endpoint, job_id, token, JobState.FAILED, error=error,
+            error_detail={"type": "UnstorableResult", "message": error},
+        )  # fmt: skip
+    except (StaleLease, JobNotFound) as exc:
+        raise stale(exc, job_id) from None
+    except SequenceGap as exc:  # not reachable without items; kept for a clear answer
+        raise ApiError(409, str(exc), expected=exc.expected) from None
+    state.job_ended(job, "its worker's result could not be stored")
+    return respond(request, {"id": job.id, "status": job.state.value, "error": job.error})
+
+
 @routes.post(PREFIX + WORKER_RELEASE)
 @worker_op
 async def release(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
     job_id = request.match_info["job_id"]
-    body = await read_object(request, _CONTROL_BODY, "release")
+    body = await read_object(request, _CONTROL_BODY, "release", finite=False)
     token = token_of(body)
     try:
         released = await state.storage.release(endpoint, job_id, token)

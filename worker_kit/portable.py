@@ -1,0 +1,126 @@
+"""The one rule for values the service accepts: each must be re-encodable in every format it answers in.
+
+Bodies arrive as JSON or msgpack and leave as JSON, msgpack or Server-Sent Events, possibly to a
+different client in a different format (a msgpack input claimed by a JSON worker). A value is
+*portable* when every one of those encoders can carry it; `problem()` names the first part that
+is not, so the service refuses it at the door (docs/reliability.md, "What the service refuses"):
+
+- nesting: at most `MAX_DEPTH` arrays/objects deep, counting the body itself. Encoders recurse,
+  so a deeper value could be stored and then fail every answer that carries it.
+- text: no lone UTF-16 surrogates (`"\\ud800"` is valid JSON but not UTF-8), in strings or keys.
+- numbers: NaN and ±Infinity only where `finite=False` (worker reports: Python's `json.dumps`
+  writes NaN); JSON answers carry them as `null` (`protocol.dumps_json`).
+- types: what JSON or msgpack decode to (JSON answers carry bytes as base64, a msgpack timestamp
+  as seconds, an extension as `[code, base64]`); map keys are strings, numbers, booleans, null or bytes.
+
+The walk is iterative, so a hostile value cannot exhaust the stack here either.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import msgpack
+
+__all__ = ["MAX_DEPTH", "problem"]
+
+#: The deepest nesting of arrays and objects a request body may have, the body itself included.
+#: Answers add at most a few levels of their own (e.g. `{"stream": [{"output": chunk}]}`), which
+#: every encoder carries: msgpack's own limit is 511 levels, JSON's is Python's stack.
+MAX_DEPTH = 128
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+_SCALARS = (type(None), bool, int, bytes, msgpack.Timestamp, msgpack.ExtType)
+_KEY_TYPES = (str, int, float, bool, type(None), bytes)
+
+
+def problem(value: Any, *, finite: bool = True, where: str = "body") -> str | None:
+    """None when `value` is portable, else a one-line reason naming where the first problem is."""
+    bad = _scalar_problem(value, finite)
+    if bad is not None:
+        return f"{where}: {bad}"
+    # Only containers are pushed, with their path (a tuple of keys) and depth; scalars are
+    # checked in place, so a long list of numbers costs one type test per item.
+    stack: list[tuple[Any, tuple[Any, ...], int]] = [(value, (), 1)] if type(value) in _CONTAINERS else []
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"{_path(where, path)}: nested deeper than {MAX_DEPTH} levels of arrays and objects"
+        if type(item) is list:
+            kinds = set(map(type, item))
+            if kinds.isdisjoint(_CHECKED):
+                continue  # only integers, booleans, nulls, bytes: nothing to look at (the common case)
+            pairs: Any = enumerate(item)
+        else:
+            pairs = item.items()
+        for key, child in pairs:
+            if type(item) is dict:
+                bad = _key_problem(key, finite)
+                if bad is not None:
+                    return f"{_path(where, path)}: key {_short(key)} {bad}"
+            if type(child) in _CONTAINERS:
+                stack.append((child, (*path, key), depth + 1))
+                continue
+            bad = _scalar_problem(child, finite)
+            if bad is not None:
+                return f"{_path(where, (*path, key))}: {bad}"
+    return None
+
+
+_CONTAINERS = (dict, list)
+#: Item types that need a look of their own; a list holding none of them needs no walk.
+_CHECKED = frozenset({dict, list, str, float})
+
+
+def _scalar_problem(item: Any, finite: bool) -> str | None:
+    kind = type(item)
+    if kind is str:
+        if not item.isascii() and _SURROGATE.search(item):
+            return _SURROGATE_TEXT
+    elif kind is float:
+        if finite and not math.isfinite(item):
+            return f"{item!r} is not a finite number (JSON has no NaN or Infinity)"
+    elif kind not in _CONTAINERS and not isinstance(item, _SCALARS):
+        return f"a value of type {_type_name(item)} cannot be carried as JSON and msgpack"
+    return None
+
+
+_SURROGATE_TEXT = (
+    "text holds a lone UTF-16 surrogate (such as \\ud800), which has no UTF-8 form; "
+    "send valid Unicode text, or bytes"
+)
+
+
+def _key_problem(key: Any, finite: bool) -> str | None:
+    if not isinstance(key, _KEY_TYPES):
+        return f"is a {_type_name(key)}; map keys must be strings, numbers, booleans, null or bytes"
+    if type(key) is str and not key.isascii() and _SURROGATE.search(key):
+        return f"is invalid: {_SURROGATE_TEXT}"
+    if type(key) is float and finite and not math.isfinite(key):
+        return "is not a finite number"
+    return None
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _short(key: Any) -> str:
+    text = ascii(key)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _path(where: str, path: tuple[Any, ...]) -> str:
+    parts = [where]
+    for i, key in enumerate(path):
+        if i >= 8:
+            parts.append("...")
+            break
+        if isinstance(key, str) and _NAME.fullmatch(key):
+            parts.append(f".{key}")
+        else:
+            parts.append(f"[{_short(key)}]")
+    return "".join(parts)
