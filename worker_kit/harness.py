@@ -264,7 +264,7 @@ async def serve(handler: Handler, opts: argparse.Namespace, concurrency: Any) ->
         stack = await stack_cm.__aenter__()
     except OSError as exc:
         raise UsageError(
-            f"cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc}; pass another --port"
+            f"cannot listen on {opts.host}:{opts.port}: {_os_reason(exc)}; pass another --port"
         ) from None
     cutter: asyncio.Task[None] | None = None
     try:
@@ -295,6 +295,12 @@ async def serve(handler: Handler, opts: argparse.Namespace, concurrency: Any) ->
                 cutter.cancel()
     _note("stopped")
     return code
+
+
+def _os_reason(exc: OSError) -> str:
+    """"address already in use", not aiohttp's "error while attempting to bind on address
+    ('127.0.0.1', 8000): address already in use", which would repeat the address."""
+    return os.strerror(exc.errno).lower() if exc.errno else str(exc)
 
 
 async def _cut_on(stop: asyncio.Event, worker: Worker) -> None:

@@ -154,7 +154,7 @@ async def test_error_exit_codes(service_factory: Any, env: dict[str, str]) -> No
     code, _, err = await run_cli("health", env=env)
     assert code == 2 and "no service URL" in err
     code, _, err = await run_cli("health", "--url", "http://127.0.0.1:1", env=env)
-    assert code == 2 and "endpoint" in err
+    assert code == 2 and "--endpoint ID" in err and "endpoint_id" not in err
     code, _, err = await run_cli("submit", "@/nonexistent/file.json", *authed, env=env)
     assert code == 2 and "cannot read" in err
 

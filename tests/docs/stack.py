@@ -5,7 +5,7 @@ Each page gets a fresh directory holding a copy of `examples/` and the page's fi
 `worker-kit serve` process (in-memory storage, a free port) and one `worker-kit work FILE` process
 per endpoint (`<!-- docs-test: service -->`: the service alone), started before its first block
 and stopped (SIGTERM, so they drain) after its last.
-The page's `127.0.0.1:8000` / `localhost:8000` become that port, so parallel test runs on one
+The page's `127.0.0.1:8000`, `localhost:8000` and `--port 8000` become that port, so parallel test runs on one
 machine never fight over port 8000.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from .markdown import ROOT, Page
 
 DOC_PORT = 8000
-PORT_IN_TEXT = re.compile(rf"(?<=127\.0\.0\.1:){DOC_PORT}\b|(?<=localhost:){DOC_PORT}\b")
+PORT_IN_TEXT = re.compile(rf"(?:(?<=127\.0\.0\.1:)|(?<=localhost:)|(?<=--port )){DOC_PORT}\b")
 START_TIMEOUT_S = 60.0
 
 

@@ -122,7 +122,9 @@ def test_dev_port_in_use_is_one_line(py, dev_servers, write_handler) -> None:
     port = first.url.split(":")[2].split("/")[0]
     proc = py("-m", "worker_kit", "dev", path, "--port", port, timeout=30)
     assert proc.returncode == 2, proc.stderr
-    assert f"cannot listen on 127.0.0.1:{port}" in _one_error_line(proc.stderr)
+    line = _one_error_line(proc.stderr)
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use; pass another --port" in line
+    assert line.count(port) == 1, line  # the address is said once, not repeated by aiohttp's message
     assert first.interrupt() == 0
 
 

@@ -237,6 +237,11 @@ def _endpoint(args: argparse.Namespace) -> Any:
     endpoint = args.endpoint
     if endpoint is None and "/v2/" not in url:
         endpoint = os.environ.get("WORKER_KIT_ENDPOINT")
+        if not endpoint:
+            raise UsageError(
+                f"no endpoint id in {url!r}: pass a URL ending in /v2/ENDPOINT, or --endpoint ID "
+                "(or set WORKER_KIT_ENDPOINT)"
+            )
     return AsyncEndpoint(url, endpoint, api_key=_client_key(args), retries=max(0, args.retries))
 
 
