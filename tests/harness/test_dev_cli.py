@@ -170,3 +170,9 @@ def test_without_a_test_input_the_banner_says_where_to_put_one(dev_servers, writ
     assert try_line.endswith("""-d '{"input": {}}'"""), try_line
     assert "test_input.json" in hint, hint
     assert server.interrupt() == 0, server.stderr()
+
+
+def test_work_takes_the_file_from_worker_kit_handler_or_says_how(py) -> None:
+    proc = py("-m", "worker_kit", "work")
+    assert proc.returncode == 2
+    assert "pass HANDLER_FILE or set WORKER_KIT_HANDLER" in _one_error_line(proc.stderr)
