@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "worker_kit.cli.work",  # work: run a handler file as a worker
     "worker_kit.cli.dev",  # dev: service + worker in one process on localhost
     "worker_kit.cli.client_cmds",  # submit, run, status, stream, cancel, retry, purge, health
+    "worker_kit.cli.requests_cmd",  # requests: the endpoint's recent jobs
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -118,7 +119,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = add("status", "print a job's status",
             "Print a job's status JSON (GET /status). With --wait, wait until the job ends\n"
-            "and exit with the code of its final state.")
+            "and exit with the code of its final state: the service holds the request until\n"
+            "then (GET /status-sync); on a terminal a live line follows state and progress.")
     p.add_argument("job_id")
     p.add_argument("--wait", action="store_true", help="wait until the job ends")
     p.add_argument("--timeout", type=float, metavar="S", help="with --wait: stop waiting after S seconds")
@@ -366,9 +368,16 @@ async def cmd_status(args: argparse.Namespace) -> int:
             _print_json(await handle.status(), compact=args.json)
             return EXIT_COMPLETED
         async with _live(args, handle.id) as live:
-            status = None
-            async for status in handle.watch(timeout=args.timeout):
-                live.update(status)
+            if live.enabled:  # a person watching: follow state and progress by push (SSE)
+                status = None
+                async for status in handle.watch(timeout=args.timeout):
+                    live.update(status)
+            else:  # a script: /status-sync holds the request until the job ends
+                status = await handle.status(wait=math.inf if args.timeout is None else args.timeout)
+                if status.get("status") not in STATE_EXIT:
+                    from ..client.errors import WaitTimeout
+
+                    raise WaitTimeout(handle.id, status, args.timeout or 0.0)
         assert status is not None
         _print_json(status, compact=args.json)
         return STATE_EXIT.get(str(status.get("status")), EXIT_SERVICE_ERROR)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -25,6 +25,7 @@ from ..errors import (
 from ..job import Policy
 from .errors import NotFound, WaitTimeout
 from .push import NoPush, follow_job
+from .queries import requests_params, status_sync
 from .transport import Transport, split_endpoint_url
 
 TERMINAL = frozenset({"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"})
@@ -177,6 +178,34 @@ class AsyncEndpoint:
         """POST /purge-queue: remove every queued job; running jobs go on. → {"removed": N, ...}"""
         return await self._transport.request("POST", "/purge-queue", idempotent=False)
 
+    async def requests(
+        self,
+        *,
+        limit: int = 50,
+        status: str | Iterable[str] | None = None,
+        cursor: str | None = None,
+        include: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """GET /requests: one page of the endpoint's jobs, newest first, as
+        `{"requests": [...], "total", "hasMore", "cursor"}`. Pass the answer's `cursor` for the
+        next page; `status` keeps those states only; `include` may name "input" and "output"."""
+        params = requests_params(limit, status, cursor, include)
+        return await self._transport.request("GET", "/requests", params=params, idempotent=True)
+
+    async def iter_requests(
+        self, *, status: str | Iterable[str] | None = None, include: Iterable[str] = (), page_size: int = 200
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every job of the endpoint, newest first, page after page (jobs submitted meanwhile
+        are not included; /requests' rate limit, 10 pages per 10 s, is waited out)."""
+        cursor = None
+        while True:
+            page = await self.requests(limit=page_size, status=status, cursor=cursor, include=include)
+            for entry in page["requests"]:
+                yield entry
+            cursor = page.get("cursor")
+            if not page.get("hasMore") or not cursor:
+                return
+
     @staticmethod
     def _body(input: Any, webhook: str | None, policy: Policy | Mapping[str, Any] | None) -> dict[str, Any]:
         body: dict[str, Any] = {"input": input}
@@ -224,8 +253,13 @@ class AsyncJobHandle:
             return self.last_status
         return None
 
-    async def status(self) -> dict[str, Any]:
-        """GET /status/{id}: the job's current status JSON."""
+    async def status(self, wait: float | None = None) -> dict[str, Any]:
+        """GET /status/{id}: the job's current status JSON. With `wait` (seconds), GET
+        /status-sync/{id}: the service holds the answer until the job ends or `wait` passes."""
+        if wait is not None:
+            status = await status_sync(self._transport, self.id, wait)
+            self.last_status = status
+            return status
         status = await self._transport.request("GET", f"/status/{self.id}", idempotent=True)
         self.last_status = status
         return status

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
@@ -180,6 +180,25 @@ class Endpoint:
     def purge_queue(self) -> dict[str, Any]:
         return self._runner.call(self._async.purge_queue())
 
+    def requests(
+        self,
+        *,
+        limit: int = 50,
+        status: str | Iterable[str] | None = None,
+        cursor: str | None = None,
+        include: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """One page of GET /requests, as AsyncEndpoint.requests."""
+        coro = self._async.requests(limit=limit, status=status, cursor=cursor, include=include)
+        return self._runner.call(coro)
+
+    def iter_requests(
+        self, *, status: str | Iterable[str] | None = None, include: Iterable[str] = (), page_size: int = 200
+    ) -> Iterator[dict[str, Any]]:
+        """Every job of the endpoint, newest first, page after page."""
+        pages = self._async.iter_requests(status=status, include=include, page_size=page_size)
+        return self._runner.iterate(pages)
+
 
 class JobHandle:
     """Blocking twin of AsyncJobHandle."""
@@ -200,8 +219,9 @@ class JobHandle:
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.endpoint._runner.call(coro)
 
-    def status(self) -> dict[str, Any]:
-        return self._call(self._handle.status())
+    def status(self, wait: float | None = None) -> dict[str, Any]:
+        """GET /status; with `wait` seconds, /status-sync held until the job ends or `wait` passes."""
+        return self._call(self._handle.status(wait=wait))
 
     def cancel(self) -> dict[str, Any]:
         return self._call(self._handle.cancel())

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..storage import Storage, open_storage
-from . import client_api, hosted_api, worker_api
+from . import client_api, hosted_api, openai_api, query_api, worker_api
 from .client_api import WORKER_SEEN_WINDOW_S
 from .config import ServiceConfig
 from .http import ApiError, respond
@@ -183,6 +183,8 @@ def create_app(config: ServiceConfig, storage: Storage | None = None) -> web.App
     app[STATE] = ServiceState(config=config, storage=store)
     app.add_routes(service_routes)
     app.add_routes(client_api.routes)
+    app.add_routes(openai_api.routes)
+    app.add_routes(query_api.routes)
     app.add_routes(worker_api.routes)
     app[hosted_api.HOSTED] = hosted_api.HostedState()
     app.add_routes(hosted_api.routes)

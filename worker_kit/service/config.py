@@ -18,10 +18,11 @@ from ..job import DEFAULT_EXECUTION_TIMEOUT_MS, DEFAULT_TTL_MS, RUN_RETENTION_MS
 
 MB = 1024 * 1024
 
-#: Operations that carry a rate limit; /stream shares the "status" limits, as in the hosted service.
+#: Operations that carry a rate limit; /stream and /status-sync share the "status" limits, as in
+#: the hosted service; "openai" is /openai/* and "requests" is GET /requests.
 #: "sse" bounds the Server-Sent Event streams open at once: a stream is opened under "status",
 #: then holds an "sse" slot rather than a "status" one, so waiting clients cannot starve polling.
-RATE_LIMITED_OPS = ("run", "runsync", "status", "sse", "cancel", "retry", "purge")
+RATE_LIMITED_OPS = ("run", "runsync", "status", "sse", "cancel", "retry", "purge", "openai", "requests")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,8 @@ DEFAULT_RATE_LIMITS: dict[str, RateLimit] = {
     "cancel": RateLimit(100, 10.0, 20),
     "retry": RateLimit(100, 10.0, 20),
     "purge": RateLimit(2, 10.0, None),
+    "openai": RateLimit(2000, 10.0, 400),
+    "requests": RateLimit(10, 10.0, 2),
 }
 
 

@@ -62,6 +62,8 @@ _REASONS = {
     429: "Rate, concurrency or queue limit reached; see Retry-After",
     500: "Unexpected error (logged)",
     501: "Not available in this build",
+    503: "The service is shutting down",
+    504: "No answer in time",
 }
 
 
@@ -152,6 +154,7 @@ def _paths() -> dict[str, Any]:
                 "Job and worker counts of the endpoint", _ref("Health"), params=ep, errors=(401, 403, 404)
             )
         },
+        **_query_paths(status_op),
         "/v2/{endpoint_id}/worker/claim": {
             "post": _op(
                 "Long-poll claim of up to max jobs",
@@ -225,6 +228,65 @@ def _paths() -> dict[str, Any]:
             )
         },
         **_hosted_paths(),
+    }
+
+
+def _query_paths(status_op: dict[str, Any]) -> dict[str, Any]:
+    """/status-sync, /requests and the OpenAI passthrough (docs/service.md)."""
+    ep = [_ENDPOINT]
+    sync = _op(
+        "Status of a job, held until it ends or ?wait= ms pass; then exactly what /status answers",
+        _ref("Status"),
+        params=[*status_op["parameters"], _q("wait", "ms to hold (default 60000)", 300000)],
+    )
+    text = {"name": "status", "in": "query", "required": False, "schema": {"type": "string"}}
+    listing = _op(
+        "The endpoint's jobs, newest first, paged by ?cursor=",
+        _ref("RequestsPage"),
+        params=[
+            *ep,
+            _q("limit", "jobs per page (1-1000, default 50)", 1000),
+            {**text, "name": "cursor", "description": "the cursor of the previous page"},
+            {**text, "description": "comma-separated states to keep, e.g. FAILED,TIMED_OUT"},
+            {**text, "name": "include", "description": "input and/or output, comma-separated"},
+        ],
+    )
+    openai_params = [
+        *ep,
+        {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}},
+        _q("wait", "ms to hold a non-streamed request (default and max 300000)", 300000),
+    ]
+    openai = {
+        "summary": "OpenAI-compatible passthrough: the request becomes a job with input "
+        '{"openai_route": "/<path>", "openai_input": body}; "stream": true answers '
+        "text/event-stream relayed from the job's stream, otherwise the job's output is the body",
+        "tags": ["openai"],
+        "parameters": openai_params,
+        "responses": {
+            "200": {
+                "description": "The worker's answer (JSON), or Server-Sent Events when streaming",
+                "content": {
+                    "application/json": {"schema": {}},
+                    "text/event-stream": {"schema": {"type": "string"}},
+                },
+            },
+            **{
+                str(code): {"description": _REASONS.get(code, "Error"), "content": _json(_ref("OpenAIError"))}
+                for code in (400, 401, 403, 404, 413, 429, 500, 503, 504)
+            },
+        },
+        "security": [{"clientKey": []}, {}],
+    }
+    return {
+        "/v2/{endpoint_id}/status-sync/{job_id}": {"get": sync, "post": sync},
+        "/v2/{endpoint_id}/requests": {"get": listing},
+        "/v2/{endpoint_id}/openai/{path}": {
+            "get": openai,
+            "post": {
+                **openai,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {}}}},
+            },
+        },
     }
 
 

@@ -100,6 +100,51 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "RequestsPage": {
+        "type": "object",
+        "required": ["requests", "total", "hasMore", "cursor"],
+        "properties": {
+            "requests": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "status": {"type": "string"},
+                        "createdAt": _ms("epoch ms"),
+                        "startedAt": {"type": ["integer", "null"], "description": "epoch ms"},
+                        "completedAt": {"type": ["integer", "null"], "description": "epoch ms"},
+                        "delayTime": _ms("ms queued"),
+                        "executionTime": _ms("ms running"),
+                        "workerId": {"type": ["string", "null"]},
+                        "attempt": {"type": "integer"},
+                        "retries": {"type": "integer"},
+                        "error": {"type": "string"},
+                        "input": {"description": "with ?include=input"},
+                        "output": {"description": "with ?include=output, for ended jobs"},
+                    },
+                },
+            },
+            "total": {"type": "integer", "description": "jobs matching the status filter"},
+            "hasMore": {"type": "boolean"},
+            "cursor": {"type": ["string", "null"], "description": "pass as ?cursor= for the next page"},
+        },
+    },
+    "OpenAIError": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": {},
+                    "code": {},
+                },
+            }
+        },
+    },
     "HostedJob": {
         "type": "object",
         "required": ["id", "input"],

@@ -57,8 +57,9 @@ class Sink(Protocol):
 
 class Job:
     """What a handler receives: `job.id`, `job.input`, `job.progress(value)`,
-    `job.cancelled` / `job.check_cancelled()`; `job["input"]` and `job["id"]` also work,
-    as in the hosted service's SDK."""
+    `job.cancelled` / `job.check_cancelled()`, `job.openai_route` / `job.openai_input` for
+    requests made through /openai/*; `job["input"]` and `job["id"]` also work, as in the
+    hosted service's SDK."""
 
     __slots__ = ("_progress", "_stop", "attempt", "id", "input", "policy", "webhook")
 
@@ -88,6 +89,22 @@ class Job:
         """Raise JobInterrupted if the job must stop; call it between steps of long work."""
         if self._stop.is_set():
             raise JobInterrupted(f"job {self.id} was stopped")
+
+    @property
+    def openai_route(self) -> str | None:
+        """The OpenAI path (e.g. "/v1/chat/completions") of a request made through the service's
+        /openai/* routes; None for an ordinary job."""
+        value = self.input.get("openai_route") if isinstance(self.input, dict) else None
+        return value if isinstance(value, str) else None
+
+    @property
+    def openai_input(self) -> dict[str, Any] | None:
+        """The JSON body of an /openai/* request (None for a GET such as /v1/models, and for an
+        ordinary job)."""
+        if self.openai_route is None:
+            return None
+        value = self.input.get("openai_input")
+        return value if isinstance(value, dict) else None
 
     def progress(self, value: Any) -> None:
         """Publish a progress update (shown as `output` by /status while the job runs).

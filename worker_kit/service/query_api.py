@@ -1,0 +1,168 @@
+"""/status-sync (a /status held until the job ends) and /requests (an endpoint's recent jobs).
+
+/status-sync waits on the job's change notifications (storage push), re-reading only when
+woken, and answers exactly what /status would. /requests pages through `Storage.list_jobs`
+with an opaque cursor; every page is an index walk, whatever the number of stored jobs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..job import JobRecord, JobState
+from ..protocol import API_PREFIX
+from ..storage.base import MAX_PAGE, job_channel
+from .client_api import MAX_POLICY_MS, client_op, job_id_of, not_found
+from .config import EndpointConfig
+from .http import ApiError, client_gone, query_int, read_optional_object, respond, wait_until
+from .state import ServiceState
+
+routes = web.RouteTableDef()
+
+STATUS_SYNC_DEFAULT_WAIT_MS = 60_000
+STATUS_SYNC_MAX_WAIT_MS = 300_000
+REQUESTS_DEFAULT_LIMIT = 50
+_SMALL_BODY = 64 * 1024
+
+
+@routes.route("GET", API_PREFIX + "/status-sync/{job_id}")
+@routes.route("POST", API_PREFIX + "/status-sync/{job_id}")
+@client_op("status")
+async def status_sync(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.Response:
+    job_id = job_id_of(request)
+    ttl = query_int(request, "ttl", default=None, minimum=0, maximum=MAX_POLICY_MS)
+    wait_ms = query_int(
+        request, "wait", default=STATUS_SYNC_DEFAULT_WAIT_MS, minimum=0, maximum=STATUS_SYNC_MAX_WAIT_MS
+    )
+    assert wait_ms is not None
+    if request.method == "POST":
+        await read_optional_object(request, _SMALL_BODY, "/status-sync")
+    latest: JobRecord | None = None
+
+    async def ended() -> JobRecord | None:
+        nonlocal latest
+        latest = await state.storage.get(endpoint, job_id)
+        if latest is None:
+            raise not_found(job_id)
+        return latest if latest.state.is_terminal or client_gone(request) else None
+
+    await wait_until(
+        state.storage,
+        job_channel(job_id),
+        wait_ms / 1000,
+        ended,
+        state.shutdown,
+        gone=lambda: client_gone(request),
+    )
+    assert latest is not None
+    if ttl is not None:
+        # As /status?ttl= does: keep the result ttl from now (or from the end, if still running).
+        latest = await state.storage.set_retention(endpoint, job_id, ttl)
+        if latest is None:
+            raise not_found(job_id)
+    return respond(request, latest.to_status())
+
+
+# -- /requests -------------------------------------------------------------------------------------
+
+
+def encode_cursor(job: JobRecord) -> str:
+    raw = json.dumps([job.created_at, job.id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, job_id = json.loads(raw)
+        if isinstance(created_at, bool) or not isinstance(created_at, int | float):
+            raise ValueError("bad time")
+        if not isinstance(job_id, str):
+            raise ValueError("bad id")
+        return float(created_at), job_id
+    except (ValueError, TypeError, binascii.Error):
+        raise ApiError(
+            400, "cursor is not one this service gave out: pass the 'cursor' of a /requests answer"
+        ) from None
+
+
+def parse_states(request: web.Request) -> set[JobState] | None:
+    raw = [part.strip() for value in request.query.getall("status", []) for part in value.split(",")]
+    raw = [part for part in raw if part]
+    if not raw:
+        return None
+    states: set[JobState] = set()
+    for name in raw:
+        try:
+            states.add(JobState(name.upper()))
+        except ValueError:
+            known = ", ".join(s.value for s in JobState)
+            raise ApiError(400, f"unknown status {name!r} (known: {known})") from None
+    return states
+
+
+def parse_include(request: web.Request) -> set[str]:
+    raw = {part.strip() for value in request.query.getall("include", []) for part in value.split(",")}
+    raw.discard("")
+    unknown = raw - {"input", "output"}
+    if unknown:
+        raise ApiError(400, f"include takes input and/or output, not {', '.join(sorted(unknown))}")
+    return raw
+
+
+def _ms(t: float | None) -> int | None:
+    return None if t is None else int(t * 1000)
+
+
+def request_entry(job: JobRecord, include: set[str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "id": job.id,
+        "status": job.state.value,
+        "createdAt": _ms(job.created_at),
+        "startedAt": _ms(job.started_at),
+        "completedAt": _ms(job.finished_at),
+        "delayTime": job.delay_ms,
+        "executionTime": job.execution_ms,
+        "workerId": job.worker_id,
+        "attempt": job.attempt,
+        "retries": job.retries,
+    }
+    if job.error is not None:
+        entry["error"] = job.error
+    if "input" in include:
+        entry["input"] = job.input
+    if "output" in include and job.state.is_terminal:
+        entry["output"] = job.output
+    return entry
+
+
+@routes.get(API_PREFIX + "/requests")
+@client_op("requests")
+async def requests_page(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.Response:
+    limit = query_int(request, "limit", default=REQUESTS_DEFAULT_LIMIT, minimum=1, maximum=MAX_PAGE)
+    assert limit is not None
+    cursor = request.query.get("cursor")
+    after = decode_cursor(cursor) if cursor else None
+    states = parse_states(request)
+    include = parse_include(request)
+    page = await state.storage.list_jobs(
+        endpoint, limit=limit, after=after, states=states, include_io=bool(include)
+    )
+    return respond(
+        request,
+        {
+            "requests": [request_entry(job, include) for job in page.jobs],
+            "total": page.total,
+            "hasMore": page.has_more,
+            "cursor": encode_cursor(page.jobs[-1]) if page.has_more and page.jobs else None,
+        },
+    )
