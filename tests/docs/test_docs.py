@@ -19,7 +19,7 @@ import pytest
 
 from .expect import Script, arrow_script, console_script, matches
 from .markdown import PARSE_LANGS, RUN_LANGS, TEXT_LANGS, Block, Page, all_pages
-from .stack import PageStack, block_env
+from .stack import DOC_PORT, PORT_IN_TEXT, PageStack, block_env
 
 PAGES = all_pages()
 BLOCKS = [(page, block) for page in PAGES for block in page.blocks if block.lang in RUN_LANGS | PARSE_LANGS]
@@ -96,6 +96,12 @@ def test_block(page: Page, block: Block, page_stacks: Callable[[Page], PageStack
     if block.lang == "json":
         json.loads(block.text)
         return
+    if not page.service and PORT_IN_TEXT.search(block.text):
+        pytest.fail(
+            f"{block.test_id} talks to port {DOC_PORT}, but {page.name} has no live service: add "
+            "<!-- docs-test: service --> or <!-- docs-test: workers endpoint=file ... --> to the page "
+            "(tests/docs/README.md), or a skip marker with the reason"
+        )
     stack = page_stacks(page)
     argv, script = _script(block, stack)
     done = _run(argv, stack)
