@@ -40,6 +40,8 @@ class Block:
     skip: str | None = None
     #: For a python block whose first line is `# name.py`: the file it stands for.
     file_name: str | None = None
+    #: Marked `<!-- docs-test: background -->`: each command is a server, started and then stopped.
+    background: bool = False
 
     @property
     def test_id(self) -> str:
@@ -63,8 +65,15 @@ def pages(root: Path = ROOT) -> list[Path]:
     return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
 
 
+#: What `_marker` answers for `<!-- docs-test: background -->`.
+BACKGROUND = "\0background"
+
+
 def _marker(body: str, where: str, page: Page) -> str | None:
-    """The skip reason a block marker gives (None for none); records malformed markers."""
+    """The skip reason a block marker gives (BACKGROUND for that marker, None for a malformed one,
+    which is recorded)."""
+    if body == "background":
+        return BACKGROUND
     skip = re.fullmatch(r"skip\s*\((?P<reason>.*)\)", body, re.S)
     if skip:
         reason = skip["reason"].strip()
@@ -72,8 +81,8 @@ def _marker(body: str, where: str, page: Page) -> str | None:
             page.errors.append(f"{where}: `docs-test: skip` needs a reason: skip (why it cannot run here)")
         return reason or "no reason given"
     page.errors.append(
-        f"{where}: unknown docs-test marker {body!r}; "
-        "before a block use <!-- docs-test: skip (reason) -->, see tests/docs/README.md"
+        f"{where}: unknown docs-test marker {body!r}; before a block use "
+        "<!-- docs-test: skip (reason) --> or <!-- docs-test: background -->, see tests/docs/README.md"
     )
     return None
 
@@ -143,7 +152,8 @@ def parse_page(path: Path, root: Path = ROOT) -> Page:
                 line=i + 1,
                 lang=lang,
                 text=text,
-                skip=pending[1] if pending else None,
+                skip=pending[1] if pending and pending[1] != BACKGROUND else None,
+                background=bool(pending and pending[1] == BACKGROUND),
                 file_name=file_match["name"] if file_match else None,
             )
         )

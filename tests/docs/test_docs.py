@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from .background import run_background
 from .expect import Script, arrow_script, console_script, matches
 from .markdown import PARSE_LANGS, RUN_LANGS, TEXT_LANGS, Block, Page, all_pages
 from .stack import DOC_PORT, PORT_IN_TEXT, PageStack, block_env
@@ -95,6 +96,9 @@ def test_block(page: Page, block: Block, page_stacks: Callable[[Page], PageStack
         return
     if block.lang == "json":
         json.loads(block.text)
+        return
+    if block.background:
+        run_background(block, page_stacks(page))
         return
     if not page.service and PORT_IN_TEXT.search(block.text):
         pytest.fail(
