@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -82,9 +82,16 @@ class _Bucket:
 class RateLimiter:
     """Token buckets (rate) and in-flight counters (concurrency) per (endpoint, operation)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_refuse: Callable[[str, str, str], None] | None = None) -> None:
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self.refused = 0
+        #: Told (endpoint, operation, "rate" | "concurrency") of every refusal, for the metrics.
+        self.on_refuse = on_refuse
+
+    def _refuse(self, endpoint: str, op: str, reason: str) -> None:
+        self.refused += 1
+        if self.on_refuse is not None:
+            self.on_refuse(endpoint, op, reason)
 
     def _prune(self, now: float) -> None:
         # Clients choose endpoint ids, so buckets are dropped once idle long enough to have refilled.
@@ -110,7 +117,7 @@ class RateLimiter:
                 self._prune(now)
             bucket = self._buckets[key] = _Bucket(float(limit.requests or 0), now, limit.window_s)
         if limit.concurrent is not None and bucket.in_flight >= limit.concurrent:
-            self.refused += 1
+            self._refuse(endpoint, op, "concurrency")
             raise ApiError(
                 429,
                 f"too many concurrent {op} requests for this endpoint (limit {limit.concurrent})",
@@ -123,7 +130,7 @@ class RateLimiter:
             bucket.updated = now
             if bucket.tokens < 1.0:
                 wait = max(1, math.ceil((1.0 - bucket.tokens) / rate))
-                self.refused += 1
+                self._refuse(endpoint, op, "rate")
                 raise ApiError(
                     429,
                     f"rate limit of {limit.requests} {op} requests per {limit.window_s:g} s exceeded "

@@ -13,13 +13,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import __version__
 from ..storage import Storage, open_storage
-from . import client_api, hosted_api, openai_api, query_api, worker_api
-from .client_api import WORKER_SEEN_WINDOW_S
+from . import client_api, dashboard, hosted_api, openai_api, query_api, scaling, worker_api
+from .activity import activity_channel
 from .config import ServiceConfig
 from .http import ApiError, respond
+from .metrics_store import read_store, store_metrics_ctx
 from .openapi import openapi_spec
 from .state import STATE, ServiceState, state_of
 from .sweeper import sweeper_ctx
@@ -80,7 +82,11 @@ async def error_middleware(
             request, {"error": "internal error in the service; it has been logged"}, status=500
         )
     state = request.app[STATE]
-    state.metrics.request(_route_name(request), request.method, response.status)
+    if request.method == "POST" and response.status < 300 and "endpoint_id" in request.match_info:
+        # Something of the endpoint changed: wake this process's dashboard feeds (cheap: a dict
+        # lookup when none is open).
+        state.storage.notifier.publish(activity_channel(request.match_info["endpoint_id"]))
+    state.metrics.request(_route_name(request), request.method, response.status, time.monotonic() - started)
     if access_log.isEnabledFor(logging.DEBUG):
         access_log.debug(
             "%s %s %d %.1fms",
@@ -108,19 +114,10 @@ async def liveness(request: web.Request) -> web.Response:
 @service_routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     state = state_of(request)
-    endpoints = sorted(set(state.known_endpoints) | set(state.config.endpoints))
-    job_counts: dict[str, dict[str, int]] = {}
-    workers: dict[str, tuple[int, int]] = {}
-    for endpoint in endpoints:
-        job_counts[endpoint] = await state.storage.counts(endpoint)
-        seen = await state.storage.workers(endpoint, WORKER_SEEN_WINDOW_S)
-        running = sum(1 for w in seen if w.running > 0)
-        workers[endpoint] = (len(seen) - running, running)
-    text = state.metrics.render(
-        job_counts, workers, state.webhook_stats(), state.limiter.refused, time.time() - state.started_at
-    )
+    await read_store(state)
     return web.Response(
-        text=text, content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"}
+        body=state.metrics.render(),
+        headers={"Content-Type": CONTENT_TYPE_LATEST, "X-Content-Type-Options": "nosniff"},
     )
 
 
@@ -188,8 +185,11 @@ def create_app(config: ServiceConfig, storage: Storage | None = None) -> web.App
     app.add_routes(worker_api.routes)
     app[hosted_api.HOSTED] = hosted_api.HostedState()
     app.add_routes(hosted_api.routes)
+    app.add_routes(scaling.routes)
+    app.add_routes(dashboard.routes)
     app.cleanup_ctx.append(_storage_ctx(owned))
     app.cleanup_ctx.append(_webhooks_ctx)
+    app.cleanup_ctx.append(store_metrics_ctx)
     app.cleanup_ctx.append(sweeper_ctx)
     app.on_shutdown.append(_on_shutdown)
     return app

@@ -70,6 +70,8 @@ class EndpointConfig:
     webhook_secret: str | None = None
     webhook_attempts: int = 3
     webhook_interval_s: float = 10.0
+    #: Whether the dashboard's job page shows a job's input (false for sensitive inputs).
+    dashboard_inputs: bool = True
 
     @property
     def queue_limit(self) -> int:
@@ -102,6 +104,9 @@ class ServiceConfig:
     claim_max_bytes: int = 32 * MB
     #: Bound on the chunk bytes one /stream answer (or one SSE read) carries (at least one chunk).
     stream_max_bytes: int = 8 * MB
+    #: Endpoints not in [endpoints] get their own `endpoint` label in /metrics up to this many;
+    #: the rest share the label "_other" (docs/operations.md).
+    metrics_max_endpoints: int = 100
     endpoints: dict[str, EndpointConfig] = field(default_factory=dict)
     default: EndpointConfig = field(default_factory=EndpointConfig)
 
@@ -302,6 +307,8 @@ def _check_service(cfg: ServiceConfig) -> None:
         _positive(name, getattr(cfg, name))
     if cfg.deadline_grace_ms < 0:
         raise ConfigError("deadline_grace_ms must not be negative")
+    if cfg.metrics_max_endpoints < 0:
+        raise ConfigError("metrics_max_endpoints must not be negative")
     if cfg.log_format not in ("text", "json"):
         raise ConfigError(f"log_format must be 'text' or 'json', not {cfg.log_format!r}")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

@@ -1,136 +1,252 @@
-"""Counters kept in memory and their Prometheus text rendering for GET /metrics."""
+"""Prometheus metrics for GET /metrics, built on `prometheus_client` (docs/operations.md).
+
+Each service app owns one `Metrics`, with its own CollectorRegistry: tests run several services
+in one process, and the library's global registry would mix them up.
+
+Two kinds of series:
+- events this process saw (submits, job endings, HTTP requests, refusals, storage calls): counters
+  and histograms, summed across replicas by Prometheus;
+- what the store holds (jobs by state, workers, desired workers): read from storage at scrape
+  time by `StoreCollector`, so every replica reports the same values.
+
+Clients choose endpoint ids, so the `endpoint` label is bounded by `EndpointLabels`.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .. import __version__
+from ..job import JobRecord, JobState
+
+#: The label every endpoint past the cap shares.
+OTHER_ENDPOINT = "_other"
+#: Job delay and execution times run from milliseconds to hours.
+JOB_SECONDS_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0, 3600.0,
+)  # fmt: skip
+#: HTTP answers and storage calls: from a fraction of a millisecond to a long-poll's minute.
+FAST_SECONDS_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
 
 
-def _labels(**labels: str) -> str:
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-    return "{" + inner + "}" if inner else ""
+class EndpointLabels:
+    """The `endpoint` label of a metric: bounded, since any client can make up endpoint ids.
 
+    Configured endpoints (the config file's [endpoints.<id>]) always keep their own label. Other
+    ids get one while fewer than `cap` have one (first come, first served, for this process's
+    life); every id after that is counted under `_other`. So 20 000 made-up ids cost at most
+    `cap` series per metric, and a replica may give a late id its own label while another
+    counts it under `_other` (the trade-off docs/operations.md describes).
+    """
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    def __init__(self, configured: Iterable[str], cap: int) -> None:
+        self.configured = frozenset(configured)
+        self.cap = cap
+        self._extra: set[str] = set()
+
+    def __call__(self, endpoint: str) -> str:
+        if endpoint in self.configured or endpoint in self._extra:
+            return endpoint
+        if len(self._extra) < self.cap:
+            self._extra.add(endpoint)
+            return endpoint
+        return OTHER_ENDPOINT
+
+    def tracked(self) -> list[str]:
+        """Every endpoint with its own label, configured ones first."""
+        return sorted(self.configured) + sorted(self._extra - self.configured)
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self.requests: Counter[tuple[str, str, int]] = Counter()
-        self.submitted: Counter[str] = Counter()
-        self.ended: Counter[tuple[str, str]] = Counter()
-        self.sweeps = 0
-        self.sweep_errors = 0
-        self.requeued = 0
-        self.deleted = 0
+    """The counters and histograms one service app updates as things happen."""
 
-    def request(self, route: str, method: str, status: int) -> None:
-        self.requests[(route, method, status)] += 1
+    def __init__(self, configured: Iterable[str] = (), max_endpoints: int = 100) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.endpoint = EndpointLabels(configured, max_endpoints)
+        r = self.registry
+        self.submitted = Counter(
+            "worker_kit_jobs_submitted", "Jobs submitted through /run and /runsync.", ["endpoint"], registry=r
+        )
+        self.ended = Counter(
+            "worker_kit_jobs_ended",
+            "Jobs that reached a terminal state, by outcome (COMPLETED, FAILED, TIMED_OUT, CANCELLED).",
+            ["endpoint", "state"],
+            registry=r,
+        )
+        self.delay = Histogram(
+            "worker_kit_job_delay_seconds",
+            "Time jobs waited in the queue before a worker started them (observed when they end).",
+            ["endpoint"],
+            buckets=JOB_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.execution = Histogram(
+            "worker_kit_job_execution_seconds",
+            "Time from a worker starting a job to its end (observed when it ends).",
+            ["endpoint", "state"],
+            buckets=JOB_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "worker_kit_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "worker_kit_http_request_duration_seconds",
+            "Time to answer an HTTP request (long-polls and streams included), by route template.",
+            ["route", "method"],
+            buckets=FAST_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.refusals = Counter(
+            "worker_kit_refusals",
+            "Requests refused with 429: reason rate (rate limit), concurrency (too many in flight) "
+            "or backpressure (queue full).",
+            ["endpoint", "operation", "reason"],
+            registry=r,
+        )
+        self.storage_seconds = Histogram(
+            "worker_kit_storage_operation_duration_seconds",
+            "Time a storage operation took, by operation.",
+            ["operation"],
+            buckets=FAST_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.storage_errors = Counter(
+            "worker_kit_storage_errors", "Storage operations that raised an unexpected error.",
+            ["operation"], registry=r,
+        )  # fmt: skip
+        self.sweeps = Counter("worker_kit_sweeps", "Background sweeps run.", registry=r)
+        self.sweep_errors = Counter("worker_kit_sweep_errors", "Background sweeps that failed.", registry=r)
+        self.requeued = Counter(
+            "worker_kit_leases_expired", "Jobs requeued after their worker's lease expired.", registry=r
+        )
+        self.deleted = Counter(
+            "worker_kit_jobs_deleted", "Job records deleted after their retention.", registry=r
+        )
+        info = Gauge("worker_kit_build_info", "The worker_kit version serving.", ["version"], registry=r)
+        info.labels(version=__version__).set(1)
+        started = Gauge("worker_kit_start_time_seconds", "When this service process started.", registry=r)
+        started.set(time.time())
+        self.store = StoreCollector()
+        r.register(self.store)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+    # -- events ------------------------------------------------------------------------------------
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.request_seconds.labels(route, method).observe(seconds)
 
     def job_submitted(self, endpoint: str) -> None:
-        self.submitted[endpoint] += 1
+        self.submitted.labels(self.endpoint(endpoint)).inc()
 
-    def job_ended(self, endpoint: str, state: str) -> None:
-        self.ended[(endpoint, state)] += 1
+    def job_ended(self, job: JobRecord) -> None:
+        label = self.endpoint(job.endpoint)
+        self.ended.labels(label, job.state.value).inc()
+        if job.started_at is not None:
+            self.delay.labels(label).observe(job.delay_ms / 1000)
+            self.execution.labels(label, job.state.value).observe(job.execution_ms / 1000)
 
-    def render(
-        self,
-        job_counts: dict[str, dict[str, int]],
-        workers: dict[str, tuple[int, int]],
-        webhooks: dict[str, int],
-        rate_limited: int,
-        uptime_s: float,
-    ) -> str:
-        """Prometheus text exposition format 0.0.4."""
-        out: list[str] = []
+    def refused(self, endpoint: str, operation: str, reason: str) -> None:
+        self.refusals.labels(self.endpoint(endpoint), operation, reason).inc()
 
-        def family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, float]]) -> None:
-            out.append(f"# HELP {name} {help_text}")
-            out.append(f"# TYPE {name} {kind}")
-            out.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+    def storage_call(self, operation: str, seconds: float, failed: bool) -> None:
+        self.storage_seconds.labels(operation).observe(seconds)
+        if failed:
+            self.storage_errors.labels(operation).inc()
 
-        family(
-            "worker_kit_jobs",
-            "gauge",
-            "Jobs stored, by endpoint and state.",
-            (
-                (_labels(endpoint=ep, state=state), n)
-                for ep, counts in sorted(job_counts.items())
-                for state, n in sorted(counts.items())
-                if state != "retried"
-            ),
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every collector of this app."""
+        return generate_latest(self.registry)
+
+
+@dataclass(slots=True)
+class EndpointSnapshot:
+    """What storage holds for one endpoint, read just before a scrape renders."""
+
+    counts: dict[str, int]
+    idle: int
+    busy: int
+    slots: int
+    desired: int
+
+
+@dataclass(slots=True)
+class StoreSnapshot:
+    endpoints: dict[str, EndpointSnapshot] = field(default_factory=dict)
+    webhooks: dict[str, int] = field(default_factory=dict)
+
+
+class StoreCollector(Collector):
+    """Gauges describing the store, from the snapshot the /metrics route reads before rendering.
+
+    prometheus_client collects synchronously while storage is async, so the route awaits the
+    reads (`StoreSnapshot`) and hands them over; nothing is read between scrapes.
+    """
+
+    def __init__(self) -> None:
+        self.snapshot = StoreSnapshot()
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot
+        jobs = GaugeMetricFamily(
+            "worker_kit_jobs", "Jobs stored, by endpoint and state (from storage).",
+            labels=["endpoint", "state"],
         )
-        family(
+        retried = CounterMetricFamily(
             "worker_kit_jobs_retried",
-            "gauge",
-            "Stored jobs that were requeued by /retry or after a lost lease.",
-            ((_labels(endpoint=ep), counts.get("retried", 0)) for ep, counts in sorted(job_counts.items())),
+            "Jobs requeued by /retry or after a lost lease (from storage).",
+            labels=["endpoint"],
         )
-        family(
+        workers = GaugeMetricFamily(
             "worker_kit_workers",
-            "gauge",
-            "Workers seen recently, by endpoint and activity.",
-            (
-                s
-                for ep, (idle, running) in sorted(workers.items())
-                for s in (
-                    (_labels(endpoint=ep, state="idle"), idle),
-                    (_labels(endpoint=ep, state="running"), running),
-                )
-            ),
+            "Workers seen recently, by state: idle or busy (holding at least one job).",
+            labels=["endpoint", "state"],
         )
-        family(
-            "worker_kit_jobs_submitted_total",
-            "counter",
-            "Jobs submitted through /run and /runsync.",
-            ((_labels(endpoint=ep), n) for ep, n in sorted(self.submitted.items())),
+        slots = GaugeMetricFamily(
+            "worker_kit_worker_slots", "Job slots (concurrency) the live workers declare.",
+            labels=["endpoint"],
         )
-        family(
-            "worker_kit_jobs_ended_total",
-            "counter",
-            "Jobs that reached a terminal state in this process.",
-            ((_labels(endpoint=ep, state=st), n) for (ep, st), n in sorted(self.ended.items())),
+        desired = GaugeMetricFamily(
+            "worker_kit_desired_workers",
+            "Workers needed for the queued and running jobs, capped at workers_max (as /scaling).",
+            labels=["endpoint"],
         )
-        family(
-            "worker_kit_http_requests_total",
-            "counter",
-            "HTTP requests answered, by route, method and status.",
-            (
-                (_labels(route=r, method=m, status=str(s)), n)
-                for (r, m, s), n in sorted(self.requests.items())
-            ),
+        for endpoint, ep in sorted(snap.endpoints.items()):
+            for state in JobState:
+                jobs.add_metric([endpoint, state.value], ep.counts.get(state.value, 0))
+            retried.add_metric([endpoint], ep.counts.get("retried", 0))
+            workers.add_metric([endpoint, "idle"], ep.idle)
+            workers.add_metric([endpoint, "busy"], ep.busy)
+            slots.add_metric([endpoint], ep.slots)
+            desired.add_metric([endpoint], ep.desired)
+        hooks = CounterMetricFamily(
+            "worker_kit_webhook_deliveries",
+            "Webhook deliveries by outcome: delivered (a 2xx) or failed (out of attempts, or refused).",
+            labels=["outcome"],
         )
-        family(
-            "worker_kit_rate_limited_total",
-            "counter",
-            "Requests refused by a rate or concurrency limit.",
-            (("", rate_limited),),
-        )
-        family(
-            "worker_kit_webhooks",
-            "gauge",
-            "Webhook deliveries by outcome (delivered, failed, pending).",
-            ((_labels(outcome=k), v) for k, v in sorted(webhooks.items())),
-        )
-        family("worker_kit_sweeps_total", "counter", "Background sweeps run.", (("", self.sweeps),))
-        family(
-            "worker_kit_sweep_errors_total",
-            "counter",
-            "Background sweeps that failed.",
-            (("", self.sweep_errors),),
-        )
-        family(
-            "worker_kit_leases_expired_requeued_total",
-            "counter",
-            "Jobs requeued after their lease expired.",
-            (("", self.requeued),),
-        )
-        family(
-            "worker_kit_jobs_deleted_total",
-            "counter",
-            "Job records deleted after their retention.",
-            (("", self.deleted),),
-        )
-        family("worker_kit_uptime_seconds", "gauge", "Seconds since the service started.", (("", uptime_s),))
-        return "\n".join(out) + "\n"
+        for outcome in ("delivered", "failed"):
+            hooks.add_metric([outcome], snap.webhooks.get(outcome, 0))
+        pending = GaugeMetricFamily("worker_kit_webhooks_pending", "Webhook deliveries not yet done.")
+        pending.add_metric([], snap.webhooks.get("pending", 0))
+        yield from (jobs, retried, workers, slots, desired, hooks, pending)

@@ -9,6 +9,7 @@ import functools
 from typing import Any
 
 from .. import __version__
+from .openapi_dashboard import dashboard_paths
 from .openapi_schemas import SCHEMAS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -154,6 +155,7 @@ def _paths() -> dict[str, Any]:
                 "Job and worker counts of the endpoint", _ref("Health"), params=ep, errors=(401, 403, 404)
             )
         },
+        **dashboard_paths(_op, _ref, ep, job),
         **_query_paths(status_op),
         "/v2/{endpoint_id}/worker/claim": {
             "post": _op(

@@ -17,6 +17,7 @@ from aiohttp import web
 from ..job import JobRecord, JobState
 from ..storage.base import Storage
 from .access import RateLimiter, check_key
+from .activity import MinuteStats, activity_channel
 from .config import EndpointConfig, ServiceConfig, valid_endpoint_id
 from .http import ApiError, Shutdown
 from .metrics import Metrics
@@ -45,7 +46,9 @@ class ServiceState:
     config: ServiceConfig
     storage: Storage
     limiter: RateLimiter = field(default_factory=RateLimiter)
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: Metrics = field(init=False)
+    #: The dashboard's per-minute charts: the job endings this process handled.
+    minute_stats: MinuteStats = field(default_factory=MinuteStats)
     shutdown: Shutdown = field(default_factory=Shutdown)
     webhooks: WebhookSender | None = None
     started_at: float = field(default_factory=time.time)
@@ -54,6 +57,10 @@ class ServiceState:
     known_endpoints: dict[str, EndpointConfig] = field(default_factory=dict)
     _fired: OrderedDict[tuple[str, int, str, float | None], None] = field(default_factory=OrderedDict)
     _depth: dict[str, _Depth] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(self.config.endpoints, self.config.metrics_max_endpoints)
+        self.limiter.on_refuse = self.metrics.refused
 
     def endpoint_config(self, endpoint_id: str) -> EndpointConfig:
         cfg = self.known_endpoints.get(endpoint_id)
@@ -66,6 +73,7 @@ class ServiceState:
             raise ApiError(404, f"unknown endpoint {endpoint_id!r}")
         if len(self.known_endpoints) < MAX_TRACKED_ENDPOINTS:
             self.known_endpoints[endpoint_id] = cfg
+        self.metrics.endpoint(endpoint_id)  # /metrics reports its store gauges while labels last
         return cfg
 
     # -- backpressure --------------------------------------------------------------------------
@@ -81,8 +89,11 @@ class ServiceState:
         depth = self._depth.get(endpoint)
         now = time.monotonic()
         if depth is None or now - depth.read_at > _DEPTH_TTL_S or depth.value > limit:
+            if depth is None and len(self._depth) >= MAX_TRACKED_ENDPOINTS:
+                self._depth.clear()  # a cache: clients choose endpoint ids, so keep it bounded
             depth = self._depth[endpoint] = _Depth(await self._queued(endpoint), now)
         if depth.value > limit:
+            self.metrics.refused(endpoint, "run", "backpressure")
             raise ApiError(
                 429,
                 f"the queue of this endpoint holds {depth.value} jobs, over its limit of {limit} "
@@ -110,7 +121,9 @@ class ServiceState:
         self._fired[key] = None
         if len(self._fired) > _FIRED_MEMORY:
             self._fired.popitem(last=False)
-        self.metrics.job_ended(job.endpoint, job.state.value)
+        self.metrics.job_ended(job)
+        self.minute_stats.job_ended(job)
+        self.storage.notifier.publish(activity_channel(job.endpoint))
         log.info(
             "job %s %s (%s)%s",
             job.id,

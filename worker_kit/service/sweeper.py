@@ -16,9 +16,9 @@ log = logging.getLogger("worker_kit.service.sweeper")
 async def sweep_once(state: ServiceState, *, expire_leases: bool = True) -> None:
     cfg = state.config
     result = await state.storage.sweep(cfg.max_attempts, cfg.deadline_grace_ms, expire_leases=expire_leases)
-    state.metrics.sweeps += 1
-    state.metrics.requeued += len(result.requeued)
-    state.metrics.deleted += result.deleted
+    state.metrics.sweeps.inc()
+    state.metrics.requeued.inc(len(result.requeued))
+    state.metrics.deleted.inc(result.deleted)
     for job_id in result.requeued:
         log.info("job %s requeued: its worker's lease expired", job_id, extra={"job_id": job_id})
     for job in result.ended:
@@ -44,7 +44,7 @@ async def _sweep_forever(state: ServiceState) -> None:
             raise
         except Exception:
             # Keep sweeping: a transient storage error must not end timeouts and lease expiry for good.
-            state.metrics.sweep_errors += 1
+            state.metrics.sweep_errors.inc()
             log.exception("sweep failed; retrying")
             delay = min(max(delay * 2, state.config.sweep_interval_s), 30.0)
 
