@@ -7,7 +7,9 @@
     │   ├── JobNotFound(LookupError)     unknown or expired job id
     │   ├── StaleLease                   a report carried a token that is no longer current
     │   ├── JobConflict                  the job's state forbids the operation (retry of a COMPLETED job...)
-    │   └── SequenceGap                  an output item skipped a sequence number
+    │   ├── SequenceGap                  an output item skipped a sequence number
+    │   ├── QueueFull                    submit refused: the endpoint's queue is over its limit
+    │   └── StoreUnavailable             the store cannot be reached (the service answers 503)
     ├── ServiceError                     the service answered an error (status, message)
     │   ├── AuthError                    401 / 403
     │   ├── RateLimited                  429 (retry_after seconds)
@@ -62,6 +64,19 @@ class SequenceGap(StorageError):
     def __init__(self, message: str, expected: int) -> None:
         super().__init__(message)
         self.expected = expected
+
+
+class QueueFull(StorageError):
+    """submit(queue_limit=N) found more than N jobs queued; nothing was stored."""
+
+    def __init__(self, message: str, depth: int) -> None:
+        super().__init__(message)
+        self.depth = depth
+
+
+class StoreUnavailable(StorageError):
+    """The store cannot be reached right now (a network error, a server restarting); the
+    operation may or may not have been applied. The service answers 503 with Retry-After."""
 
 
 class ServiceError(WorkerKitError):

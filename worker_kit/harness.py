@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, ServiceError
+from .errors import ConfigError, ServiceError, StorageError
 from .harness_input import (
     FROM_FILE,
     TEST_INPUT_FILE,
@@ -262,6 +262,8 @@ async def serve(handler: Handler, opts: argparse.Namespace, concurrency: Any) ->
             insecure=opts.insecure,
         )
         stack = await stack_cm.__aenter__()
+    except (StorageError, ImportError) as exc:  # the store's fault, not the handler file's
+        raise UsageError(f"cannot open storage {opts.storage!r}: {exc}") from None
     except OSError as exc:
         raise UsageError(
             f"cannot listen on {opts.host}:{opts.port}: {_os_reason(exc)}; pass another --port"

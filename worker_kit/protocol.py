@@ -23,6 +23,12 @@ WORKER_HEARTBEAT = "/worker/heartbeat"
 WORKER_OUTPUT = "/worker/jobs/{job_id}/output"
 WORKER_FINISH = "/worker/jobs/{job_id}/finish"
 WORKER_RELEASE = "/worker/jobs/{job_id}/release"
+#: Protocol 2: finishes and the next claim in one request (docs/protocol.md).
+WORKER_EXCHANGE = "/worker/exchange"
+#: The native protocol's version, stated in /worker/exchange answers. 1: claim, heartbeat,
+#: output, finish, release. 2 adds /worker/exchange, stop entries that name their token, and
+#: no stop entry for a job its own token already finished.
+PROTOCOL_VERSION = 2
 
 #: The longest a claim or heartbeat long-poll is held by the service.
 MAX_POLL_MS = 60_000

@@ -13,7 +13,6 @@ import pytest
 from worker_kit.client import AsyncEndpoint, sign_webhook, verify_webhook
 from worker_kit.client.signing import ATTEMPT_HEADER, DELIVERY_HEADER, JOB_HEADER, SIGNATURE_HEADER
 from worker_kit.service.config import EndpointConfig
-from worker_kit.service.webhooks import WebhookSender
 
 from .conftest import ScriptedWorker, WebhookReceiver, free_port
 
@@ -102,43 +101,35 @@ async def test_failed_delivery_is_logged_and_counted(
     assert any(handle.id in r.getMessage() and "HTTP 500" in r.getMessage() for r in warnings)
 
 
-async def test_sender_never_blocks_and_close_abandons_within_grace() -> None:
-    sender = WebhookSender(close_grace_s=0.2)
-    await sender.start()
+async def test_a_pending_delivery_survives_a_restart(service_factory: Any, tmp_path: Any) -> None:
+    # The outbox is in storage: a service stopped while a delivery waits for its retry leaves it
+    # there, and the next service on the same store sends it (with the same delivery id).
+    store = f"sqlite:///{tmp_path / 'hooks.db'}"
+    cfg = EndpointConfig(webhook_attempts=3, webhook_interval_s=1.0)
+    async with WebhookReceiver(fail_first=1) as receiver:
+        first = await service_factory(storage=store, default=cfg)
+        async with AsyncEndpoint(first.endpoint_url("hooks")) as ep:
+            handle = await ep.run({}, webhook=receiver.url)
+            await handle.cancel()
+            await _stats_when(ep, lambda st: len(receiver.calls) > 0)
+        assert len(receiver.calls) == 1  # refused with a 500; the retry is due 1 s later
+        await first.runner.cleanup()  # stopped before that
+        second = await service_factory(storage=store, default=cfg)
+        async with AsyncEndpoint(second.endpoint_url("hooks")) as ep:
+            await asyncio.wait_for(receiver.delivered.wait(), 10)
+            stats = await _stats_when(ep, lambda st: st["pending"] == 0)
+        assert stats == {"delivered": 1, "failed": 0, "pending": 0}
+        (h1, b1), (h2, b2) = receiver.calls
+        assert h1[DELIVERY_HEADER] == h2[DELIVERY_HEADER] and h2[ATTEMPT_HEADER] == "2"
+        assert b1 == b2 and json.loads(b2)["id"] == handle.id
+
+
+async def test_ending_a_job_never_waits_for_the_receiver(service_factory: Any) -> None:
+    svc = await service_factory(default=EndpointConfig(webhook_attempts=5, webhook_interval_s=30))
     unreachable = f"http://127.0.0.1:{free_port()}/hook"
-    started = time.monotonic()
-    sender.job_ended({"id": "j1", "status": "FAILED"}, unreachable, secret=None, attempts=5, interval_s=30)
-    sender.job_ended({"id": "j2", "status": "FAILED"}, "ftp://nope", secret=None)
-    assert time.monotonic() - started < 0.5  # scheduling returned at once
-    assert sender.stats() == {"delivered": 0, "failed": 1, "pending": 1}  # the bad URL failed at once
-    await asyncio.sleep(0.1)  # the first attempt fails; the next is 30 s away
-    await sender.close()
-    assert sender.stats() == {"delivered": 0, "failed": 2, "pending": 0}
-
-
-async def test_pending_deliveries_are_bounded() -> None:
-    # Receivers that are down must not make the service hold an unbounded backlog of bodies.
-    from worker_kit.protocol import dumps_json
-
-    status = {"id": "j", "status": "COMPLETED", "output": "x" * 300}
-    cap = 3 * len(dumps_json(status).encode()) + 10  # room for three bodies
-    sender = WebhookSender(close_grace_s=0.1, max_pending_bytes=cap)
-    await sender.start()
-    unreachable = f"http://127.0.0.1:{free_port()}/hook"
-    for _ in range(5):
-        sender.job_ended(status, unreachable, secret=None, attempts=3, interval_s=30)
-    assert sender.stats() == {"delivered": 0, "failed": 2, "pending": 3}
-    await sender.close()
-    assert sender.stats() == {"delivered": 0, "failed": 5, "pending": 0}
-    huge = {"id": "h", "status": "COMPLETED", "output": "x" * 5000}
-    alone = WebhookSender(close_grace_s=0.1, max_pending_bytes=cap)
-    alone.job_ended(huge, unreachable, secret=None, attempts=1, interval_s=0)
-    assert alone.stats()["pending"] == 1  # one delivery is always accepted, whatever its size
-    for _ in range(200):  # its one attempt fails at once (connection refused)...
-        if alone.stats()["pending"] == 0:
-            break
-        await asyncio.sleep(0.01)
-    for _ in range(3):  # ...and the room it took is free again
-        alone.job_ended(status, unreachable, secret=None, attempts=3, interval_s=30)
-    assert alone.stats() == {"delivered": 0, "failed": 1, "pending": 3}
-    await alone.close()
+    async with AsyncEndpoint(svc.endpoint_url("hooks")) as ep:
+        handle = await ep.run({}, webhook=unreachable)
+        assert (await handle.cancel())["status"] == "CANCELLED"
+        stats = await _stats_when(ep, lambda st: st["pending"] == 1)
+        assert stats["pending"] == 1 and stats["delivered"] == 0  # waiting 30 s for its next attempt
+        assert await svc.storage.webhooks_pending() == 1

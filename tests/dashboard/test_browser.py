@@ -55,6 +55,22 @@ async def test_page_shows_a_job_appear_and_complete_without_reload(
     await page.wait_for_selector(row, timeout=WAIT_MS)
 
     await screenshot(page, "dashboard-laptop")
+
+    # The page's own form submits; a prompt that is not text makes the handler fail, and the
+    # failed job's page offers Retry, which requeues it (and it fails again).
+    await page.select_option("#filter", "")
+    await page.fill("#submit-input", '{"prompt": 5}')
+    await page.click("#submit button")
+    failed = page.locator('#requests tr[data-status="FAILED"] a')
+    await failed.first.wait_for(timeout=WAIT_MS)
+    await failed.first.click()
+    await page.wait_for_selector('#j-status[data-status="FAILED"]', timeout=WAIT_MS)
+    assert "AttributeError" in await page.locator("#j-error").text_content()
+    assert await page.locator("#j-cancel").is_hidden()
+    await page.click("#j-retry")
+    await page.wait_for_selector('#j-retries:text-is("1")', timeout=WAIT_MS)
+    await page.wait_for_selector('#j-status[data-status="FAILED"]', timeout=WAIT_MS)
+
     phone, phone_errors = await open_dashboard(browser, keyed, PHONE)
     await phone.wait_for_selector(row, timeout=WAIT_MS)
     await screenshot(phone, "dashboard-phone")

@@ -133,3 +133,21 @@ def test_minute_stats_give_counts_and_percentiles_and_stay_bounded() -> None:
     for i in range(MAX_ENDPOINTS + 500):
         stats.job_ended(ended(f"made-up-{i}", JobState.COMPLETED, 0.0625, 0.125))
     assert len(stats._minutes) == MAX_ENDPOINTS and stats.series("ep")["completed"][-1] == 0
+
+
+async def test_job_details_follow_a_run_progress_then_output(service: Any, session: Any) -> None:
+    ep = Endpoint(session, service.endpoint_url("ep"), key=None)
+    job_id = await ep.run({"prompt": "hi"})
+    status, body = await ep.call("POST", "/worker/claim", {"worker_id": "w1", "max": 1, "wait_ms": 1000})
+    assert status == 200
+    [job] = body["jobs"]
+    progress = {"token": job["token"], "items": [{"seq": 0, "kind": "progress", "data": {"pct": 50}}]}
+    assert (await ep.call("POST", f"/worker/jobs/{job_id}/output", progress))[0] == 200
+    status, detail = await ep.call("GET", f"/dashboard/jobs/{job_id}")
+    assert status == 200 and detail["status"] == "IN_PROGRESS" and detail["progress"] == {"pct": 50}
+    assert detail["attempt"] == 1 and detail["workerId"] == "w1" and detail["startedAt"] is not None
+    finish = {"token": job["token"], "state": "COMPLETED", "output": {"text": "done"}}
+    assert (await ep.call("POST", f"/worker/jobs/{job_id}/finish", finish))[0] == 200
+    status, detail = await ep.call("GET", f"/dashboard/jobs/{job_id}")
+    assert status == 200 and detail["status"] == "COMPLETED" and detail["output"] == {"text": "done"}
+    assert detail["completedAt"] >= detail["startedAt"]

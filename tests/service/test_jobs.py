@@ -117,7 +117,7 @@ async def test_cancel_running_job_reaches_the_workers_heartbeat(api: Api, worker
     assert not held.done()  # the heartbeat long-polls while nothing must stop
     assert await api.post(f"/cancel/{job_id}") == (200, {"id": job_id, "status": "CANCELLED"})
     status, body = await asyncio.wait_for(held, 10)
-    assert status == 200 and body["stop"] == [{"id": job_id, "reason": "CANCELLED"}]
+    assert status == 200 and body["stop"] == [{"id": job_id, "reason": "CANCELLED", "token": job["token"]}]
 
     status, body = await worker.finish(job, output="too late")
     assert status == 409 and body["stale"] is True and body["state"] == "CANCELLED"

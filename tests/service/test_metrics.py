@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from worker_kit.service import access
 from worker_kit.service import state as state_module
 from worker_kit.service.config import EndpointConfig, RateLimit
 from worker_kit.service.metrics import OTHER_ENDPOINT
@@ -144,7 +145,8 @@ async def test_metrics_after_a_known_sequence_of_jobs(service_factory: Any, sess
     assert value(m, refusals, refusals + "_total", reason="backpressure", **full_run) == 1
 
     storage = "worker_kit_storage_operation_duration_seconds"
-    assert value(m, storage, storage + "_count", operation="submit") == 6
+    # 6 stored, and the backpressure refusal: storage decides it in the submit itself (docs/deploy.md)
+    assert value(m, storage, storage + "_count", operation="submit") == 7
     assert value(m, storage, storage + "_count", operation="finish") == 2
     hooks = "worker_kit_webhook_deliveries"
     assert value(m, hooks, hooks + "_total", outcome="delivered") == 1
@@ -156,6 +158,7 @@ async def test_made_up_endpoint_ids_share_a_bounded_label(
 ) -> None:
     # Smaller bounds than the defaults (1000 endpoints), so 200 ids cross them.
     monkeypatch.setattr(state_module, "MAX_TRACKED_ENDPOINTS", 50)
+    monkeypatch.setattr(access, "MAX_BUCKETS", 50)
     svc = await service_factory(metrics_max_endpoints=5, endpoints={"configured": EndpointConfig()})
     for i in range(200):
         api = Api(session, svc.endpoint_url(f"made-up-{i}"))
@@ -176,8 +179,9 @@ async def test_made_up_endpoint_ids_share_a_bounded_label(
     state = svc.app[STATE]
     assert len(state.metrics.endpoint.tracked()) == 6
     # Nothing else kept per endpoint grows with the number of ids either.
-    assert len(state.known_endpoints) <= 50 and len(state._depth) <= 50
-    assert len(state.limiter._buckets) <= 201
+    assert len(state.known_endpoints) <= 50
+    # Rate buckets of made-up ids go once refilled (run: 100 tokens a second, 1 used each).
+    assert len(state.limiter._buckets) <= 51
 
 
 async def test_strict_endpoints_serve_and_count_only_configured_ones(

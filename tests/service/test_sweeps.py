@@ -39,7 +39,7 @@ async def test_vanished_worker_lease_expires_requeued_then_failed(service_factor
     status, body = await worker.output(first, [{"seq": 0, "kind": "chunk", "data": "x"}])
     assert status == 409 and body["stale"] is True
     status, body = await worker.heartbeat({job_id: first["token"]})
-    assert body["stop"] == [{"id": job_id, "reason": "LOST"}]
+    assert body["stop"] == [{"id": job_id, "reason": "LOST", "token": first["token"]}]
 
     # The second worker vanishes too: attempts are spent, the job FAILS with a clear error.
     failed = await wait_for_status(api, job_id, "FAILED")
@@ -92,7 +92,7 @@ async def test_execution_timeout_enforced_by_the_service(service_factory: Any, s
     job = await worker.claim_one()
     assert job["policy"]["executionTimeout"] == 200 and job["deadline_ms"] <= 200
     _, body = await worker.heartbeat({job_id: job["token"]}, wait_ms=10_000)
-    assert body["stop"] == [{"id": job_id, "reason": "TIMED_OUT"}]
+    assert body["stop"] == [{"id": job_id, "reason": "TIMED_OUT", "token": job["token"]}]
     timed_out = await api.status(job_id)
     assert timed_out["status"] == "TIMED_OUT" and timed_out["error"]
     assert (await worker.finish(job, output="late"))[0] == 409

@@ -156,6 +156,19 @@ async def test_heartbeat_after_release_is_lost(storage: Storage) -> None:
     assert [(s.job_id, s.reason) for s in stops] == [(job.id, STOP_LOST)]
 
 
+async def test_heartbeat_of_a_job_its_own_token_finished_stops_nothing(storage: Storage) -> None:
+    """A heartbeat sent before the finish and answered after it must not report a false LOST
+    (docs/protocol.md); another token's heartbeat for that job still gets LOST."""
+    for state in (JobState.COMPLETED, JobState.FAILED, JobState.TIMED_OUT):
+        await submit(storage, state.value)
+        job = await claim_one(storage)
+        error = None if state is JobState.COMPLETED else "x"
+        await storage.finish(EP, job.id, job.token or "", state, error=error)
+        assert await storage.heartbeat(EP, "w1", {job.id: job.token or ""}, 1000) == []
+        stops = await storage.heartbeat(EP, "w1", {job.id: "an-older-token"}, 1000)
+        assert [(s.job_id, s.reason) for s in stops] == [(job.id, STOP_LOST)]
+
+
 # -- output ------------------------------------------------------------------------------------
 async def test_append_output_orders_dedups_and_tracks_progress(storage: Storage) -> None:
     await submit(storage, 1)

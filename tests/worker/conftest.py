@@ -129,11 +129,12 @@ SpawnWorker = Callable[..., Any]
 @pytest.fixture
 async def spawn_worker(tmp_path: Path) -> AsyncIterator[SpawnWorker]:
     """`await spawn_worker("echo.py", url, *args, **env)`: `python handlers/echo.py args` with
-    WORKER_KIT_URL=url and WORKER_KIT_<KEY>=value for each env item; killed at teardown."""
+    WORKER_KIT_URL=url and WORKER_KIT_<KEY>=value for each env item; killed at teardown.
+    `via_cli=True` starts `python -m worker_kit work handlers/echo.py args` instead."""
     procs: list[WorkerProcess] = []
 
     async def spawn(
-        handler_file: str, url: str, *args: str, cwd: Path | None = None, **env: Any
+        handler_file: str, url: str, *args: str, cwd: Path | None = None, via_cli: bool = False, **env: Any
     ) -> WorkerProcess:
         log_path = tmp_path / f"worker-{len(procs)}.log"
         environ = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_KIT_")}
@@ -141,8 +142,9 @@ async def spawn_worker(tmp_path: Path) -> AsyncIterator[SpawnWorker]:
         environ.update({f"WORKER_KIT_{k.upper()}": str(v) for k, v in env.items()})
         log = open(log_path, "wb")  # noqa: ASYNC230 - a local file, opened once per worker
         try:
+            cli = ["-m", "worker_kit", "work"] if via_cli else []
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(HANDLERS / handler_file), *args,
+                sys.executable, *cli, str(HANDLERS / handler_file), *args,
                 stdout=log, stderr=log, env=environ, cwd=str(cwd or tmp_path),
             )
         finally:

@@ -35,6 +35,10 @@ def test_flags_win_over_env_over_options() -> None:
     s = load_settings(["--concurrency", "5"], env, {"concurrency": 9, "timeout_s": 12, "grace_s": 1})
     assert (s.url, s.concurrency, s.grace_s, s.timeout_s) == (URL, 5, 7.0, 12.0)
     assert (s.log_level, s.log_format, s.stuck_grace_s, s.api_key) == ("INFO", "text", 5.0, None)
+    assert (s.on_stuck, s.isolation, s.max_rss_mb, s.kill_rss_mb) == ("restart", None, None, None)
+    s = load_settings(["--on-stuck", "EXIT", "--max-rss-mb", "512"], {"WORKER_KIT_URL": URL,
+                      "WORKER_KIT_ISOLATION": "process", "WORKER_KIT_KILL_RSS_MB": "900"})
+    assert (s.on_stuck, s.isolation, s.max_rss_mb, s.kill_rss_mb) == ("exit", "process", 512.0, 900.0)
 
 
 @pytest.mark.parametrize(
@@ -47,6 +51,10 @@ def test_flags_win_over_env_over_options() -> None:
         ({"WORKER_KIT_LOG_LEVEL": "loud"}, "WORKER_KIT_LOG_LEVEL must be one of"),
         ({"WORKER_KIT_LOG_FORMAT": "xml"}, "WORKER_KIT_LOG_FORMAT must be text or json"),
         ({"WORKER_KIT_URL": "queue:8000"}, "WORKER_KIT_URL must look like"),
+        ({"WORKER_KIT_ON_STUCK": "ignore"}, "WORKER_KIT_ON_STUCK must be restart or exit"),
+        ({"WORKER_KIT_ISOLATION": "fork"}, "WORKER_KIT_ISOLATION must be thread or process"),
+        ({"WORKER_KIT_MAX_RSS_MB": "0"}, "WORKER_KIT_MAX_RSS_MB must be > 0"),
+        ({"WORKER_KIT_KILL_RSS_MB": "lots"}, "WORKER_KIT_KILL_RSS_MB must be a number"),
     ],
 )
 def test_bad_settings(env: dict[str, str], message: str) -> None:

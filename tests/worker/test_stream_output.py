@@ -77,3 +77,16 @@ async def test_a_long_stream_stops_being_held_in_memory(
     status = await api.wait(url, await api.run(url, {"n": 5}))
     assert status["status"] == "COMPLETED" and "output" not in status, status
     assert len(await api.chunks(url, job_id := status["id"])) == 5, job_id
+
+
+async def test_the_same_rule_in_a_child_process(service_factory: Any, spawn_worker: Any, api: Any) -> None:
+    """isolation="process": the child runs the handler; the list and its too-large rule come back."""
+    svc = await service_factory(default=EndpointConfig(result_limit=1000))
+    small, roomy = svc.endpoint_url("iso-small"), svc.endpoint_url("iso-roomy")
+    await spawn_worker("isolated.py", small)
+    status = await api.wait(small, await api.run(small, {"do": "stream", "n": 150}))  # ~2 kB of items
+    assert status["status"] == "COMPLETED" and "output" not in status, status
+    assert len(await api.chunks(small, status["id"])) == 150
+    await spawn_worker("isolated.py", roomy)
+    status = await api.wait(roomy, await api.run(roomy, {"do": "stream", "n": 3}))
+    assert status["status"] == "COMPLETED" and [item["i"] for item in status["output"]] == [0, 1, 2], status

@@ -86,7 +86,7 @@ async def test_worker_timeout_applies_without_handler_or_job_timeout(
 
 async def test_handler_stuck_in_c_exits_with_code_3(service: Any, spawn_worker: Any, api: Any) -> None:
     url = service.endpoint_url("stuck")
-    worker = await spawn_worker("stuck_in_c.py", url, concurrency=2, stuck_grace=0.5)
+    worker = await spawn_worker("stuck_in_c.py", url, concurrency=2, stuck_grace=0.5, on_stuck="exit")
     stuck = await api.run(url, {"sleep": 60})
     # Runs beside it, with a longer timeout, and must still finish after the worker got stuck.
     other = await api.run(url, {"sleep": 2.5}, policy={"executionTimeout": 10_000})
@@ -104,7 +104,7 @@ async def test_async_handler_swallowing_its_cancel_exits_with_code_3(
 ) -> None:
     # The process must really end (not hang while the event loop closes) so it can be restarted.
     url = service.endpoint_url("stubborn")
-    worker = await spawn_worker("swallows_cancel.py", url, stuck_grace=0.5)
+    worker = await spawn_worker("swallows_cancel.py", url, stuck_grace=0.5, on_stuck="exit")
     job = await api.run(url, None)
     assert (await api.wait(url, job))["status"] == "TIMED_OUT"
     assert await worker.wait(15) == EXIT_STUCK

@@ -128,19 +128,22 @@ def serve_command(args: argparse.Namespace) -> int:
         uvloop = None  # type: ignore[assignment]
     if uvloop is not None:
         uvloop.install()
-    from ..errors import StorageError
+    from ..errors import MissingDependency, StorageError
 
     try:
         asyncio.run(_serve(config))
     except ConfigError as exc:
         print(f"worker-kit serve: {exc}", file=sys.stderr)
         return 2
+    except MissingDependency as exc:  # the redis extra is not installed
+        print(f"worker-kit serve: {exc}", file=sys.stderr)
+        return 2
     except ImportError as exc:  # a storage backend (or its extra) that is not installed
         print(f"worker-kit serve: storage {config.storage!r} is not available: {exc}", file=sys.stderr)
         return 2
-    except StorageError as exc:
+    except StorageError as exc:  # unreachable, refused, a file that cannot be opened
         print(f"worker-kit serve: cannot open storage {config.storage!r}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     except OSError as exc:
         print(f"worker-kit serve: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         return 1

@@ -77,6 +77,17 @@ class _Bucket:
     updated: float
     window_s: float
     in_flight: int = 0
+    #: The most tokens the bucket holds (the limit's `requests`; 0 for a concurrency-only limit).
+    capacity: float = 0.0
+
+    def carries_nothing(self, now: float) -> bool:
+        """Nothing in flight and full again: dropping it and making it anew changes nothing."""
+        if self.in_flight:
+            return False
+        if self.capacity <= 0 or now - self.updated > max(self.window_s, _MIN_IDLE_S):
+            return True
+        refilled = self.tokens + (now - self.updated) * self.capacity / self.window_s
+        return refilled >= self.capacity
 
 
 class RateLimiter:
@@ -94,13 +105,9 @@ class RateLimiter:
             self.on_refuse(endpoint, op, reason)
 
     def _prune(self, now: float) -> None:
-        # Clients choose endpoint ids, so buckets are dropped once idle long enough to have refilled.
-        idle = [
-            key
-            for key, b in self._buckets.items()
-            if b.in_flight == 0 and now - b.updated > max(b.window_s, _MIN_IDLE_S)
-        ]
-        for key in idle:
+        # Clients choose endpoint ids, so buckets are dropped as soon as they are full again with
+        # nothing in flight (after a burst on many made-up ids, that is nearly all of them).
+        for key in [key for key, b in self._buckets.items() if b.carries_nothing(now)]:
             del self._buckets[key]
 
     @contextmanager
@@ -115,7 +122,8 @@ class RateLimiter:
         if bucket is None:
             if len(self._buckets) >= MAX_BUCKETS:
                 self._prune(now)
-            bucket = self._buckets[key] = _Bucket(float(limit.requests or 0), now, limit.window_s)
+            capacity = float(limit.requests or 0)
+            bucket = self._buckets[key] = _Bucket(capacity, now, limit.window_s, capacity=capacity)
         if limit.concurrent is not None and bucket.in_flight >= limit.concurrent:
             self._refuse(endpoint, op, "concurrency")
             raise ApiError(

@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import __version__
+from ..errors import StoreUnavailable
 from ..storage import Storage, open_storage
 from . import client_api, dashboard, hosted_api, openai_api, query_api, scaling, worker_api
 from .activity import activity_channel
@@ -25,16 +26,25 @@ from .metrics_store import read_store, store_metrics_ctx
 from .openapi import openapi_spec
 from .state import STATE, ServiceState, state_of
 from .sweeper import sweeper_ctx
+from .worker_finish import exchange  # noqa: F401 - registers /finish and /exchange on worker_api.routes
 
 log = logging.getLogger("worker_kit.service")
 access_log = logging.getLogger("worker_kit.service.access")
 
 service_routes = web.RouteTableDef()
 
+#: Seconds a client is told to wait (Retry-After) while the job store is unreachable.
+STORE_RETRY_AFTER_S = 2
+
 
 def _route_name(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "(unmatched)"
+
+
+def _changes(method: str, route: str) -> bool:
+    """Whether a request may change jobs: every POST, and the hosted protocol's GET job-take."""
+    return method == "POST" or "/job-take" in route
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -70,6 +80,17 @@ async def error_middleware(
         response = await handler(request)
     except ApiError as exc:
         response = respond(request, exc.body(), status=exc.status, headers=exc.headers)
+    except StoreUnavailable as exc:
+        # The store is down or restarting: nothing is lost that was acknowledged, and clients and
+        # workers retry 503s with backoff, so this is an answer, not a crash (no traceback).
+        log.warning("%s %s: the job store is unreachable: %s", request.method, request.path, exc)
+        message = f"the job store is unreachable, retry shortly: {exc}"
+        response = respond(
+            request,
+            {"error": message, "retry_after": STORE_RETRY_AFTER_S},
+            status=503,
+            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -82,11 +103,12 @@ async def error_middleware(
             request, {"error": "internal error in the service; it has been logged"}, status=500
         )
     state = request.app[STATE]
-    if request.method == "POST" and response.status < 300 and "endpoint_id" in request.match_info:
+    route = _route_name(request)
+    if response.status < 300 and "endpoint_id" in request.match_info and _changes(request.method, route):
         # Something of the endpoint changed: wake this process's dashboard feeds (cheap: a dict
         # lookup when none is open).
         state.storage.notifier.publish(activity_channel(request.match_info["endpoint_id"]))
-    state.metrics.request(_route_name(request), request.method, response.status, time.monotonic() - started)
+    state.metrics.request(route, request.method, response.status, time.monotonic() - started)
     if access_log.isEnabledFor(logging.DEBUG):
         access_log.debug(
             "%s %s %d %.1fms",
@@ -146,7 +168,8 @@ def _storage_ctx(owned: bool) -> Callable[[web.Application], AsyncIterator[None]
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     from .webhooks import WebhookSender
 
-    sender = WebhookSender()
+    state = app[STATE]
+    sender = WebhookSender(state.storage, state.config)
     await sender.start()
     app[STATE].webhooks = sender
     try:

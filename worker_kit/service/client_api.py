@@ -132,15 +132,14 @@ async def _submit(
     limit = cfg.runsync_body_limit if sync else cfg.run_body_limit
     body = await read_object(request, limit, "/runsync" if sync else "/run")
     job_input, policy, webhook = parse_submit(body, cfg)
-    await state.check_backpressure(endpoint, cfg)
-    job = await state.storage.submit(
+    job = await state.submit(
         endpoint,
+        cfg,
         job_input,
         policy=policy,
         webhook=webhook,
         retention_ms=cfg.runsync_retention_ms if sync else cfg.run_retention_ms,
     )
-    state.count_submit(endpoint)
     state.metrics.job_submitted(endpoint)
     job_log(job, "job %s submitted to %s%s", job.id, endpoint, " (runsync)" if sync else "")
     return job
@@ -348,7 +347,7 @@ async def endpoint_health(state: ServiceState, endpoint: str) -> dict[str, Any]:
     return {
         "jobs": {name: counts.get(key, 0) for key, name in _HEALTH_KEYS.items()},
         "workers": {"idle": len(workers) - running, "running": running},
-        "webhooks": state.webhook_stats(),
+        "webhooks": await state.webhook_stats(),
     }
 
 

@@ -2,9 +2,12 @@
 
 Routes (relative to /v2/{endpoint_id}, see /work/shared/reference/runpod-worker-protocol.md §1):
 job-take, job-take-batch, job-stop, job-done, job-stream and ping. That protocol has no fencing
-tokens or sequence numbers, so this module keeps, per process, which jobs each worker id holds and
-fills both in from storage: a report counts only while the job is IN_PROGRESS under that worker
-id, and chunks and progress get the job's next sequence number under a per-job lock.
+tokens or sequence numbers, so this module records in storage which jobs each worker id holds
+(with their tokens: `Storage.hold_leases`, shared by every replica, so job-stop and ping renew
+leases whatever replica handed the job out; no sticky routing) and fills both in from storage:
+a report counts only while the job is IN_PROGRESS under that worker id, and chunks and progress
+get the job's next sequence number (under a per-job lock in one replica, re-read on a gap
+across replicas).
 
 Its known defects are handled here rather than passed on: long-polls (never an immediate 204, which
 makes SDK workers spin), no job handed to a request whose client has gone, bodies parsed as JSON
@@ -18,7 +21,6 @@ import asyncio
 import json
 import logging
 import weakref
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,12 +45,13 @@ PREFIX = API_PREFIX
 #: A template may carry `?wait_ms=N` to change it.
 DEFAULT_HOLD_MS = 30_000
 _OVERHEAD = 4 * 1024 * 1024
+#: A ping lists the jobs its worker runs; at most this many are looked up.
+_MAX_LISTED = 256
 
 
 @dataclass(slots=True)
 class HostedState:
-    #: (endpoint, worker id) -> {job id: token} for jobs handed out by job-take in this process.
-    held: dict[tuple[str, str], dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    #: Per-job locks ordering one replica's reports of a job (the held leases live in storage).
     locks: weakref.WeakValueDictionary[str, asyncio.Lock] = field(default_factory=weakref.WeakValueDictionary)
 
     def lock(self, job_id: str) -> asyncio.Lock:
@@ -56,13 +59,6 @@ class HostedState:
         if lock is None:
             lock = self.locks[job_id] = asyncio.Lock()
         return lock
-
-    def forget(self, endpoint: str, worker_id: str, job_id: str) -> None:
-        jobs = self.held.get((endpoint, worker_id))
-        if jobs is not None:
-            jobs.pop(job_id, None)
-            if not jobs:
-                del self.held[(endpoint, worker_id)]
 
 
 HOSTED = web.AppKey("worker_kit_hosted", HostedState)
@@ -108,7 +104,6 @@ def hold_s(request: web.Request) -> float:
 async def _take(
     request: web.Request, state: ServiceState, endpoint: str, worker_id: str, max_jobs: int
 ) -> list[JobRecord]:
-    hosted = request.app[HOSTED]
     lease_ms = state.config.lease_ms
 
     async def take() -> list[JobRecord] | None:
@@ -121,9 +116,9 @@ async def _take(
     jobs = (
         await wait_until(state.storage, queue_channel(endpoint), hold_s(request), take, state.shutdown) or []
     )
+    if jobs:
+        await state.storage.hold_leases(endpoint, worker_id, {job.id: job.token or "" for job in jobs})
     for job in jobs:
-        assert job.token is not None
-        hosted.held[(endpoint, worker_id)][job.id] = job.token
         job_log(job, "job %s taken by hosted-protocol worker %s (attempt %d)", job.id, worker_id, job.attempt)
     return jobs
 
@@ -168,22 +163,19 @@ async def _sendable(
     except Exception:
         forms = await sendable(state, endpoint, jobs, hosted_job, lambda form: dumps_json(form).encode())
         kept = {form["id"] for form in forms}
-        for job in jobs:
-            if job.id not in kept:
-                request.app[HOSTED].forget(endpoint, worker_id, job.id)
+        await state.storage.drop_leases(endpoint, worker_id, [job.id for job in jobs if job.id not in kept])
     return forms
 
 
 # -- liveness and stops ----------------------------------------------------------------------------
 
 
-async def _leases(
-    state: ServiceState, hosted: HostedState, endpoint: str, worker_id: str, listed: list[str]
-) -> dict[str, str]:
-    """The worker's jobs with their tokens: those it took here, plus listed ones storage says it runs
-    (after a service restart the in-process record is gone)."""
-    leases = dict(hosted.held.get((endpoint, worker_id), {}))
-    for job_id in listed:
+async def _leases(state: ServiceState, endpoint: str, worker_id: str, listed: list[str]) -> dict[str, str]:
+    """The worker's jobs with their tokens: those recorded as held, plus listed ones storage says
+    it runs (taken before the record existed, e.g. by an older version of the service)."""
+    leases = await state.storage.held_leases(endpoint, worker_id)
+    found: dict[str, str] = {}
+    for job_id in listed[:_MAX_LISTED]:
         if job_id and job_id not in leases:
             job = await state.storage.get(endpoint, job_id)
             if (
@@ -192,9 +184,10 @@ async def _leases(
                 and job.state is JobState.IN_PROGRESS
                 and job.token
             ):
-                leases[job_id] = job.token
-                hosted.held[(endpoint, worker_id)][job_id] = job.token
-    return leases
+                found[job_id] = job.token
+    if found:
+        await state.storage.hold_leases(endpoint, worker_id, found)
+    return {**leases, **found}
 
 
 @routes.get(PREFIX + "/ping/{worker_id}")
@@ -202,13 +195,10 @@ async def _leases(
 async def ping(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
 ) -> web.Response:
-    hosted = request.app[HOSTED]
     listed = [j for j in request.query.get("job_id", "").split(",") if j]
-    leases = await _leases(state, hosted, endpoint, worker_id, listed)
+    leases = await _leases(state, endpoint, worker_id, listed)
     stops = await state.storage.heartbeat(endpoint, worker_id, leases, state.config.lease_ms)
-    for stop in stops:
-        if stop.reason == STOP_LOST:
-            hosted.forget(endpoint, worker_id, stop.job_id)
+    await state.storage.drop_leases(endpoint, worker_id, [s.job_id for s in stops if s.reason == STOP_LOST])
     return json_response({"status": "ok"})
 
 
@@ -218,10 +208,8 @@ async def job_stop(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
 ) -> web.Response:
     """Renews the worker's leases (SDK workers poll this continuously) and long-polls for stops."""
-    hosted = request.app[HOSTED]
-
     async def stops() -> list[str] | None:
-        leases = await _leases(state, hosted, endpoint, worker_id, [])
+        leases = await _leases(state, endpoint, worker_id, [])
         found = await state.storage.heartbeat(endpoint, worker_id, leases, state.config.lease_ms)
         return [s.job_id for s in found] or None
 
@@ -230,8 +218,7 @@ async def job_stop(
     )
     if not found:
         return no_content()
-    for job_id in found:
-        hosted.forget(endpoint, worker_id, job_id)
+    await state.storage.drop_leases(endpoint, worker_id, found)
     return json_response({"jobsToStop": found})
 
 
@@ -250,12 +237,12 @@ async def _report_body(request: web.Request, cfg: EndpointConfig, what: str) -> 
 
 
 async def _current(
-    state: ServiceState, hosted: HostedState, endpoint: str, worker_id: str, job_id: str
+    state: ServiceState, endpoint: str, worker_id: str, job_id: str
 ) -> tuple[JobRecord, str | None]:
     """The job and the token this worker holds for it (None when it holds none)."""
     job = await state.storage.get(endpoint, job_id)
     if job is None:
-        hosted.forget(endpoint, worker_id, job_id)
+        await state.storage.drop_leases(endpoint, worker_id, [job_id])
         raise ApiError(404, f"job {job_id} not found (unknown, purged or past its retention)")
     token = job.token if job.worker_id == worker_id and job.state is JobState.IN_PROGRESS else None
     return job, token
@@ -310,7 +297,7 @@ async def job_done(
     job_id = path_part(request.match_info["job_id"])
     body = await _report_body(request, cfg, "job-done")
     async with hosted.lock(job_id):
-        job, token = await _current(state, hosted, endpoint, worker_id, job_id)
+        job, token = await _current(state, endpoint, worker_id, job_id)
         unstorable = problem(body, finite=False)
         if body.get("status") == JobState.IN_PROGRESS.value:  # a progress update
             if token is None:
@@ -345,7 +332,7 @@ async def job_done(
             )
         except (StaleLease, JobNotFound):
             raise _stale(job, worker_id) from None
-    hosted.forget(endpoint, worker_id, job_id)
+    await state.storage.drop_leases(endpoint, worker_id, [job_id])
     state.job_ended(ended, f"reported by hosted-protocol worker {worker_id}")
     return json_response({"status": ended.state.value})
 
@@ -368,7 +355,7 @@ async def job_stream(
             413, f"stream chunk is {size} bytes, over the limit of {MAX_CHUNK_BYTES}", limit=MAX_CHUNK_BYTES
         )
     async with hosted.lock(job_id):
-        job, token = await _current(state, hosted, endpoint, worker_id, job_id)
+        job, token = await _current(state, endpoint, worker_id, job_id)
         if token is None:
             raise _stale(job, worker_id)
         try:
@@ -386,13 +373,13 @@ async def _fail_stream(
     hosted = request.app[HOSTED]
     error = f"a stream chunk could not be stored: {reason}"
     async with hosted.lock(job_id):
-        _, token = await _current(state, hosted, endpoint, worker_id, job_id)
+        _, token = await _current(state, endpoint, worker_id, job_id)
         if token is not None:
             try:
                 ended = await state.storage.finish(endpoint, job_id, token, JobState.FAILED, error=error)
             except (StaleLease, JobNotFound):
                 pass
             else:
-                hosted.forget(endpoint, worker_id, job_id)
+                await state.storage.drop_leases(endpoint, worker_id, [job_id])
                 state.job_ended(ended, f"hosted-protocol worker {worker_id} sent an unstorable chunk")
     raise ApiError(400, f"{reason}; the job ends FAILED")

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ..portable import problem
 from ..protocol import JSON, MSGPACK, decode, encode
-from ..storage.base import Storage
+from ..storage.base import Storage, targeted
 
 T = TypeVar("T")
 
@@ -227,25 +227,37 @@ async def wait_until(
     and stops acting for it (renewing leases, claiming jobs) at once, not at its next wake-up.
     """
     deadline = time.monotonic() + timeout_s
-    while True:
-        remaining = deadline - time.monotonic()
-        waiter = asyncio.ensure_future(storage.wait(channel, min(max(remaining, 0.0), _RECHECK_S)))
-        stop = asyncio.ensure_future(shutdown.event.wait()) if shutdown is not None else None
-        try:
-            await asyncio.sleep(0)  # let the waiter subscribe
-            result = await check()
-            if result is not None or remaining <= 0 or (shutdown is not None and shutdown.event.is_set()):
-                return result
-            events = {waiter} if stop is None else {waiter, stop}
-            poll = _GONE_POLL_S if gone is not None else None
-            while True:
+    woken = False
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            waiter = asyncio.ensure_future(storage.wait(channel, min(max(remaining, 0.0), _RECHECK_S)))
+            stop = asyncio.ensure_future(shutdown.event.wait()) if shutdown is not None else None
+            try:
+                await asyncio.sleep(0)  # let the waiter subscribe
                 if gone is not None and gone():
                     return None
-                done, _ = await asyncio.wait(events, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
-                if done:
-                    break
-        finally:
-            if not waiter.done():
-                waiter.cancel()
-            if stop is not None:
-                stop.cancel()
+                result = await check()
+                woken = False  # the check acted on any wake received so far
+                if result is not None or remaining <= 0 or (shutdown is not None and shutdown.event.is_set()):
+                    return result
+                events = {waiter} if stop is None else {waiter, stop}
+                poll = _GONE_POLL_S if gone is not None else None
+                while True:
+                    if gone is not None and gone():
+                        return None
+                    done, _ = await asyncio.wait(events, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+                    if done:
+                        woken = waiter.done() and not waiter.cancelled() and waiter.result()
+                        break
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+                if stop is not None:
+                    stop.cancel()
+    finally:
+        if woken and targeted(channel):
+            # A targeted wake (one new job) reached a wait that ends without acting on it (its
+            # client left, the service stops): hand it on to another waiter, or the job would
+            # wait for that one's next re-check.
+            storage.publish(channel)

@@ -69,11 +69,10 @@ async def _serve(
         body = await read_object(request, cfg.run_body_limit, f"/openai{route}")
         job_input["openai_input"] = body
         streaming = body.get("stream") is True
-    await state.check_backpressure(endpoint, cfg)
-    job = await state.storage.submit(
-        endpoint, job_input, policy=parse_policy(None, cfg), retention_ms=cfg.runsync_retention_ms
-    )
-    state.count_submit(endpoint)
+    job = await state.submit(
+        endpoint, cfg, job_input, policy=parse_policy(None, cfg), webhook=None,
+        retention_ms=cfg.runsync_retention_ms,
+    )  # fmt: skip
     state.metrics.job_submitted(endpoint)
     job_log(
         job,

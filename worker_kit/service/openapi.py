@@ -174,6 +174,30 @@ def _paths() -> dict[str, Any]:
                 **worker,
             )
         },
+        "/v2/{endpoint_id}/worker/exchange": {
+            "post": _op(
+                "Protocol 2: finish jobs and claim the next ones in one request",
+                {
+                    "type": "object",
+                    "properties": {
+                        "finished": {
+                            "type": "array",
+                            "description": "one answer per finish, in order: {id, status}, or "
+                            "{id, code, error, ...} when that report was refused",
+                            "items": {"type": "object"},
+                        },
+                        "jobs": {"type": "array", "items": _ref("ClaimedJob")},
+                        "lease_ms": {"type": "integer"},
+                        "result_limit": {"type": "integer"},
+                        "protocol": {"type": "integer"},
+                    },
+                },
+                params=ep,
+                body=_ref("ExchangeRequest"),
+                errors=(400, 401, 403, 404, 413),
+                **worker,
+            )
+        },
         "/v2/{endpoint_id}/worker/heartbeat": {
             "post": _op(
                 "Renew leases; long-poll for stop signals",
@@ -187,6 +211,7 @@ def _paths() -> dict[str, Any]:
                                 "properties": {
                                     "id": {"type": "string"},
                                     "reason": {"enum": ["CANCELLED", "TIMED_OUT", "LOST"]},
+                                    "token": {"type": "string", "description": "the stopped token"},
                                 },
                             },
                         },

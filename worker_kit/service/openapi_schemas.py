@@ -228,6 +228,26 @@ SCHEMAS: dict[str, Any] = {
             "webhook": {"type": "string"},
         },
     },
+    "ExchangeRequest": {
+        "type": "object",
+        "required": ["worker_id"],
+        "properties": {
+            "worker_id": {"type": "string"},
+            "finish": {
+                "type": "array",
+                "maxItems": 100,
+                "items": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/FinishRequest"},
+                        {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+                    ]
+                },
+            },
+            "max": {"type": "integer", "minimum": 0, "maximum": 100},
+            "wait_ms": {"type": "integer", "minimum": 0, "description": "capped at 60000; 0 with finishes"},
+            "concurrency": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+        },
+    },
     "HeartbeatRequest": {
         "type": "object",
         "required": ["worker_id"],

@@ -1,12 +1,15 @@
 """The objects one service app shares between its routes and background tasks.
 
 `ServiceState` lives under the `STATE` app key. `job_ended` is the single place every path that
-ends a job (worker finish, cancel, sweep) goes through, so logs, metrics and webhooks never miss one.
+ends a job (worker finish, cancel, sweep) goes through, so logs and metrics never miss one. Nothing
+here is needed for correctness across replicas: webhooks, held leases, backpressure and the
+sweeper's turn live in storage (docs/deploy.md).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -14,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..job import JobRecord, JobState
+from ..errors import QueueFull
+from ..job import JobRecord, Policy
 from ..storage.base import Storage
 from .access import RateLimiter, check_key
 from .activity import MinuteStats, activity_channel
@@ -27,18 +31,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("worker_kit.service")
 
-#: How many ended jobs are remembered so that two paths ending the same job fire one webhook.
+#: How many ended jobs are remembered so that a repeated report (an idempotent finish) is not
+#: logged and counted twice by this replica. Webhooks do not depend on it: the outbox row is
+#: written once, by the storage step that ended the job.
 _FIRED_MEMORY = 10_000
 #: /metrics reports at most this many endpoints (configured ones always).
 MAX_TRACKED_ENDPOINTS = 1000
-#: The cached queue length is trusted for this long before a submit re-reads it.
-_DEPTH_TTL_S = 0.5
-
-
-@dataclass(slots=True)
-class _Depth:
-    value: int
-    read_at: float
 
 
 @dataclass(slots=True)
@@ -52,11 +50,12 @@ class ServiceState:
     shutdown: Shutdown = field(default_factory=Shutdown)
     webhooks: WebhookSender | None = None
     started_at: float = field(default_factory=time.time)
-    #: Endpoints this process has served (and their settings), so /metrics can report them
-    #: without a storage scan; bounded, since clients choose endpoint ids.
+    #: This replica's id: the owner of its leader leases (the sweeper's turn), and in its logs.
+    replica_id: str = field(default_factory=lambda: secrets.token_hex(6))
+    #: Endpoints this process has served (and their settings): a cache of settings lookups, and
+    #: the endpoints /metrics reports; bounded, since clients choose endpoint ids.
     known_endpoints: dict[str, EndpointConfig] = field(default_factory=dict)
     _fired: OrderedDict[tuple[str, int, str, float | None], None] = field(default_factory=OrderedDict)
-    _depth: dict[str, _Depth] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.config.endpoints, self.config.metrics_max_endpoints)
@@ -76,41 +75,30 @@ class ServiceState:
         self.metrics.endpoint(endpoint_id)  # /metrics reports its store gauges while labels last
         return cfg
 
-    # -- backpressure --------------------------------------------------------------------------
-    async def check_backpressure(self, endpoint: str, cfg: EndpointConfig) -> None:
-        """429 when the queue holds more than the endpoint's queue limit.
-
-        The queue length is cached briefly and counted up locally on each submit; a refusal is
-        always confirmed against storage, so a stale cache never refuses wrongly.
-        """
-        if not cfg.backpressure:
-            return
-        limit = cfg.queue_limit
-        depth = self._depth.get(endpoint)
-        now = time.monotonic()
-        if depth is None or now - depth.read_at > _DEPTH_TTL_S or depth.value > limit:
-            if depth is None and len(self._depth) >= MAX_TRACKED_ENDPOINTS:
-                self._depth.clear()  # a cache: clients choose endpoint ids, so keep it bounded
-            depth = self._depth[endpoint] = _Depth(await self._queued(endpoint), now)
-        if depth.value > limit:
+    # -- submits and backpressure ----------------------------------------------------------------
+    async def submit(
+        self, endpoint: str, cfg: EndpointConfig, job_input: Any, *, policy: Policy, webhook: str | None,
+        retention_ms: int,
+    ) -> JobRecord:  # fmt: skip
+        """Store a new job, or answer 429 when the queue holds more than the endpoint's queue
+        limit. The limit is checked by storage in the same atomic step as the insert, so
+        replicas sharing a store agree and concurrent submits cannot overfill the queue."""
+        limit = cfg.queue_limit if cfg.backpressure else None
+        try:
+            return await self.storage.submit(
+                endpoint, job_input, policy=policy, webhook=webhook, retention_ms=retention_ms,
+                queue_limit=limit,
+            )  # fmt: skip
+        except QueueFull as exc:
             self.metrics.refused(endpoint, "run", "backpressure")
             raise ApiError(
                 429,
-                f"the queue of this endpoint holds {depth.value} jobs, over its limit of {limit} "
+                f"the queue of this endpoint holds {exc.depth} jobs, over its limit of {limit} "
                 f"(more than {cfg.queue_floor} and more than workers_max {cfg.workers_max} x "
                 f"{cfg.queue_per_worker}); retry later",
                 headers={"Retry-After": "5"},
                 retry_after=5,
-            )
-
-    def count_submit(self, endpoint: str) -> None:
-        depth = self._depth.get(endpoint)
-        if depth is not None:
-            depth.value += 1
-
-    async def _queued(self, endpoint: str) -> int:
-        counts = await self.storage.counts(endpoint)
-        return counts.get(JobState.IN_QUEUE.value, 0)
+            ) from None
 
     # -- job endings -----------------------------------------------------------------------------
     def job_ended(self, job: JobRecord, how: str) -> None:
@@ -133,19 +121,12 @@ class ServiceState:
             extra={"job_id": job.id, "endpoint": job.endpoint, "state": job.state.value, "how": how},
         )
         if job.webhook and self.webhooks is not None:
-            cfg = self.config.endpoint(job.endpoint) or self.config.default
-            self.webhooks.job_ended(
-                job.to_status(),
-                job.webhook,
-                secret=cfg.webhook_secret,
-                attempts=cfg.webhook_attempts,
-                interval_s=cfg.webhook_interval_s,
-            )
+            self.webhooks.kick()  # its outbox row was written with the ending; send it now
 
-    def webhook_stats(self) -> dict[str, int]:
+    async def webhook_stats(self) -> dict[str, int]:
         if self.webhooks is None:
-            return {"delivered": 0, "failed": 0, "pending": 0}
-        return self.webhooks.stats()
+            return {"delivered": 0, "failed": 0, "pending": await self.storage.webhooks_pending()}
+        return await self.webhooks.stats()
 
 
 STATE = web.AppKey("worker_kit_state", ServiceState)

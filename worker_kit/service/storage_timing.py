@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..errors import JobConflict, JobNotFound, SequenceGap, StaleLease
+from ..errors import JobConflict, JobNotFound, QueueFull, SequenceGap, StaleLease
 from ..storage.base import Storage
 
 Observer = Callable[[str, float, bool], None]
@@ -28,7 +28,7 @@ TIMED_OPERATIONS = (
 
 _OBSERVERS = "_worker_kit_storage_observers"
 #: Errors that are answers (unknown job, stale lease...), not failures of the store.
-_ANSWERS = (JobNotFound, StaleLease, JobConflict, SequenceGap)
+_ANSWERS = (JobNotFound, StaleLease, JobConflict, SequenceGap, QueueFull)
 
 
 def time_storage(storage: Storage, observer: Observer) -> Callable[[], None]:

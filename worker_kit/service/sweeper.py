@@ -1,4 +1,9 @@
-"""The background sweep: enforces deadlines, TTLs, lease expiry and result retention."""
+"""The background sweep: enforces deadlines, TTLs, lease expiry and result retention.
+
+Every replica runs this loop, but only the one holding the "sweeper" leader lease in storage
+sweeps: it renews the lease on each round; when it stops (shutdown: it resigns) or dies (the
+lease runs out after SWEEPER_LEASE_S), another replica takes over.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,14 @@ from aiohttp import web
 from .state import STATE, ServiceState
 
 log = logging.getLogger("worker_kit.service.sweeper")
+
+SWEEPER_LEASE = "sweeper"
+
+
+def sweeper_lease_ms(state: ServiceState) -> int:
+    """Long enough that a busy leader keeps it between rounds; a dead leader is replaced
+    this long after its last round."""
+    return int(max(10 * state.config.sweep_interval_s, 5.0) * 1000)
 
 
 async def sweep_once(state: ServiceState, *, expire_leases: bool = True) -> None:
@@ -38,7 +51,8 @@ async def _sweep_forever(state: ServiceState) -> None:
     while True:
         await asyncio.sleep(delay)
         try:
-            await sweep_once(state, expire_leases=loop.time() >= leases_from)
+            if await state.storage.lead(SWEEPER_LEASE, state.replica_id, sweeper_lease_ms(state)):
+                await sweep_once(state, expire_leases=loop.time() >= leases_from)
             delay = state.config.sweep_interval_s
         except asyncio.CancelledError:
             raise
@@ -57,3 +71,7 @@ async def sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
         await task
     except asyncio.CancelledError:
         pass
+    try:
+        await app[STATE].storage.resign(SWEEPER_LEASE, app[STATE].replica_id)
+    except Exception as exc:  # the store is gone: the lease simply runs out
+        log.warning("could not hand over the sweeper's lease: %s", exc)

@@ -1,10 +1,16 @@
 """Webhook deliveries: POST a job's final status to the URL it was submitted with.
 
-Deliveries run as background tasks on the service's loop, so ending a job never waits for
-a receiver. Each delivery makes up to `attempts` POSTs, `interval_s` apart (longer when the
-receiver answers 429/503 with Retry-After); any 2xx counts as delivered. A delivery that
-runs out of attempts is logged at WARNING and counted as failed. With a secret, every POST
-is signed (see worker_kit.client.signing; receivers call worker_kit.client.verify_webhook).
+Deliveries come from the durable outbox in storage (storage/coordination.py): the row is
+written in the same atomic step that ends the job, so a delivery survives a restart or a
+replica's death. Each replica runs one `WebhookSender`, which takes due deliveries from the
+outbox under a lease (so one replica at a time sends a given delivery), makes one POST per
+take, and either removes the delivery (any 2xx, or out of attempts) or puts it back due
+`interval_s` later (longer when the receiver answers 429/503 with Retry-After). A delivery
+that runs out of attempts is logged at WARNING and counted as failed. With a secret, every
+POST is signed (see worker_kit.client.signing; receivers call worker_kit.client.verify_webhook).
+The delivery id header is the outbox row's id: the same on every attempt, from any replica.
+
+Ending a job never waits for a receiver: `kick()` only wakes the sender's loop.
 """
 
 from __future__ import annotations
@@ -12,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -21,48 +26,62 @@ import aiohttp
 from .. import __version__
 from ..client.signing import ATTEMPT_HEADER, DELIVERY_HEADER, JOB_HEADER, SIGNATURE_HEADER, sign_webhook
 from ..protocol import dumps_json
+from ..storage.coordination import WebhookDelivery
+
+if TYPE_CHECKING:
+    from ..storage.base import Storage
+    from .config import ServiceConfig
 
 log = logging.getLogger("worker_kit.service.webhooks")
 
 #: One POST may take this long before it counts as a failed attempt.
 REQUEST_TIMEOUT_S = 10.0
-#: On close, pending deliveries get this long to finish before they are abandoned.
+#: On close, POSTs in flight get this long to finish; one cut short stays in the outbox and is
+#: sent again by another replica (or this one after its restart) once its lease runs out.
 CLOSE_GRACE_S = 3.0
 MAX_RETRY_AFTER_S = 300.0
-#: Bodies of pending deliveries held at most; beyond it a new delivery is refused (logged and
-#: counted failed), so receivers that are down cannot make a busy service run out of memory.
-MAX_PENDING_BYTES = 256 * 1024 * 1024
+#: A taken delivery is this replica's for this long; it is longer than a POST may take, so
+#: no other replica sends it meanwhile unless this one died.
+TAKE_LEASE_MS = int(3 * REQUEST_TIMEOUT_S * 1000)
+#: POSTs in flight at most per replica.
+MAX_IN_FLIGHT = 64
+#: The outbox is looked at this often without a kick: a retry coming due, a delivery left by a
+#: replica that died. An ending in this replica kicks the loop at once.
+POLL_S = 1.0
 
 
 class WebhookSender:
-    """Schedules and performs webhook deliveries; one per service app."""
+    """Delivers the outbox's webhooks; one per service replica."""
 
     def __init__(
-        self, *, close_grace_s: float = CLOSE_GRACE_S, max_pending_bytes: int = MAX_PENDING_BYTES
-    ) -> None:
+        self, storage: Storage, config: ServiceConfig, *, close_grace_s: float = CLOSE_GRACE_S,
+        poll_s: float = POLL_S,
+    ) -> None:  # fmt: skip
+        self.storage = storage
+        self.config = config
         self.close_grace_s = close_grace_s
-        self.max_pending_bytes = max_pending_bytes
-        self._pending_bytes = 0
+        self.poll_s = poll_s
         self._session: aiohttp.ClientSession | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closed = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
         self._delivered = 0
         self._failed = 0
 
     async def start(self) -> None:
-        self._ensure_session()
-
-    def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
-                headers={"User-Agent": f"worker-kit-webhooks/{__version__}"},
-            )
-        return self._session
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+            headers={"User-Agent": f"worker-kit-webhooks/{__version__}"},
+        )
+        self._loop_task = asyncio.create_task(self._run(), name="worker-kit-webhooks")
 
     async def close(self) -> None:
-        self._closed = True
-        pending = list(self._tasks)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        pending = list(self._in_flight)
         if pending:
             _, still = await asyncio.wait(pending, timeout=self.close_grace_s)
             for task in still:
@@ -73,97 +92,107 @@ class WebhookSender:
             await self._session.close()
             self._session = None
 
-    def stats(self) -> dict[str, int]:
-        return {"delivered": self._delivered, "failed": self._failed, "pending": len(self._tasks)}
+    def kick(self) -> None:
+        """A job with a webhook just ended here: look at the outbox now."""
+        self._wake.set()
 
-    def job_ended(
-        self,
-        status: dict[str, Any],
-        url: str,
-        *,
-        secret: str | None,
-        attempts: int = 3,
-        interval_s: float = 10.0,
-    ) -> None:
-        """Schedule the delivery of `status` to `url`; returns at once."""
-        job_id = str(status.get("id"))
-        problem = _check_url(url)
-        if problem is None and self._closed:
-            problem = "the service is shutting down"
-        if problem is not None:
-            self._failed += 1
-            log.warning("webhook for job %s to %s not sent: %s", job_id, url, problem)
+    async def stats(self) -> dict[str, int]:
+        """Deliveries this replica made and gave up on; `pending` is the shared outbox's size."""
+        pending = await self.storage.webhooks_pending()
+        return {"delivered": self._delivered, "failed": self._failed, "pending": pending}
+
+    # -- the loop ----------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        delay = self.poll_s
+        while True:
+            try:
+                room = MAX_IN_FLIGHT - len(self._in_flight)
+                taken = await self.storage.take_webhooks(room, TAKE_LEASE_MS) if room > 0 else []
+                for delivery in taken:
+                    task = asyncio.create_task(self._attempt(delivery), name=f"webhook-{delivery.job_id}")
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._finished)
+                delay = self.poll_s
+                if len(taken) == room > 0:
+                    continue  # more may be due
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store is down: keep the loop, try again later
+                log.warning("cannot read the webhook outbox (%s); retrying in %.0fs", exc, delay)
+                delay = min(delay * 2, 30.0)
+            self._wake.clear()
+            await self._sleep(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Most likely the store was unreachable while recording the outcome: the delivery
+            # stays in the outbox and is taken again once its lease runs out.
+            log.warning("webhook delivery step failed; it will be retried: %r", task.exception())
+        if len(self._in_flight) == MAX_IN_FLIGHT - 1:
+            self._wake.set()  # room again
+
+    # -- one attempt -------------------------------------------------------------------------------
+    async def _attempt(self, delivery: WebhookDelivery) -> None:
+        cfg = self.config.endpoint(delivery.endpoint) or self.config.default
+        attempts = max(1, cfg.webhook_attempts)
+        what = f"webhook for job {delivery.job_id} to {delivery.url}"
+        body = delivery.body if delivery.body is not None else await self._render(delivery)
+        problem = _check_url(delivery.url) if body is not None else "the job's record is gone or was retried"
+        if problem is not None or body is None:
+            await self.storage.webhook_done(delivery.id)
+            self._failed += 1  # counted once the outbox agrees, so /health never shows it twice
+            log.warning("%s not sent: %s", what, problem)
             return
-        body = dumps_json(status).encode()
-        if self._tasks and self._pending_bytes + len(body) > self.max_pending_bytes:
+        attempt = delivery.attempts + 1
+        ok, problem, retry_after = await self._post(delivery, body, attempt, cfg.webhook_secret)
+        if ok:
+            await self.storage.webhook_done(delivery.id)
+            self._delivered += 1
+            log.info("%s delivered (attempt %d)", what, attempt)
+        elif attempt >= attempts:
+            await self.storage.webhook_done(delivery.id)
             self._failed += 1
-            log.warning(
-                "webhook for job %s to %s not sent: %d deliveries (%d MB) already pending; "
-                "are the receivers down or slow?", job_id, url, len(self._tasks), self._pending_bytes >> 20,
-            )
-            return
+            log.warning("%s failed after %d attempts: %s", what, attempts, problem)
+        else:
+            wait = max(max(0.0, cfg.webhook_interval_s), retry_after)
+            log.info("%s %s (attempt %d of %d); retrying in %.1fs", what, problem, attempt, attempts, wait)
+            delay_ms = int(wait * 1000)
+            await self.storage.webhook_later(delivery.id, attempts=attempt, delay_ms=delay_ms, body=body)
+
+    async def _render(self, delivery: WebhookDelivery) -> bytes | None:
+        job = await self.storage.get(delivery.endpoint, delivery.job_id)
+        if job is None or job.retries != delivery.retries or not job.state.is_terminal:
+            return None
+        return dumps_json(job.to_status()).encode()
+
+    async def _post(
+        self, delivery: WebhookDelivery, body: bytes, attempt: int, secret: str | None
+    ) -> tuple[bool, str, float]:
+        """(delivered, what went wrong, the receiver's Retry-After in seconds)."""
+        headers = {
+            "Content-Type": "application/json",
+            DELIVERY_HEADER: delivery.id,
+            JOB_HEADER: delivery.job_id,
+            ATTEMPT_HEADER: str(attempt),
+        }
+        if secret:
+            headers[SIGNATURE_HEADER] = sign_webhook(secret, body)
+        assert self._session is not None
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._failed += 1
-            log.warning("webhook for job %s to %s not sent: no running event loop", job_id, url)
-            return
-        task = loop.create_task(
-            self._deliver(job_id, url, body, secret, max(1, attempts), max(0.0, interval_s)),
-            name=f"webhook-{job_id}",
-        )
-        self._tasks.add(task)
-        self._pending_bytes += len(body)
-
-        def done(task: asyncio.Task[None], size: int = len(body)) -> None:
-            self._tasks.discard(task)
-            self._pending_bytes -= size
-
-        task.add_done_callback(done)
-
-    async def _deliver(
-        self, job_id: str, url: str, body: bytes, secret: str | None, attempts: int, interval_s: float
-    ) -> None:
-        delivery = uuid.uuid4().hex  # the same on every attempt, so receivers can drop repeats
-        problem = "no attempt made"
-        try:
-            for attempt in range(1, attempts + 1):
-                headers = {
-                    "Content-Type": "application/json",
-                    DELIVERY_HEADER: delivery,
-                    JOB_HEADER: job_id,
-                    ATTEMPT_HEADER: str(attempt),
-                }
-                if secret:
-                    headers[SIGNATURE_HEADER] = sign_webhook(secret, body)
-                wait = interval_s
-                try:
-                    async with self._ensure_session().post(
-                        url, data=body, headers=headers, allow_redirects=False
-                    ) as resp:
-                        await resp.read()
-                        if 200 <= resp.status < 300:
-                            self._delivered += 1
-                            log.info("webhook for job %s delivered to %s (attempt %d)", job_id, url, attempt)
-                            return
-                        problem = f"answered HTTP {resp.status}"
-                        wait = max(wait, _retry_after(resp.headers.get("Retry-After")))
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                if attempt < attempts:
-                    log.info(
-                        "webhook for job %s to %s %s (attempt %d of %d); retrying in %.1fs",
-                        job_id, url, problem, attempt, attempts, wait,
-                    )
-                    await asyncio.sleep(wait)
-            self._failed += 1
-            log.warning(
-                "webhook for job %s to %s failed after %d attempts: %s", job_id, url, attempts, problem
-            )
-        except asyncio.CancelledError:
-            self._failed += 1
-            log.warning("webhook for job %s to %s abandoned at shutdown (last: %s)", job_id, url, problem)
-            raise
+            post = self._session.post(delivery.url, data=body, headers=headers, allow_redirects=False)
+            async with post as resp:
+                await resp.read()
+                if 200 <= resp.status < 300:
+                    return True, "", 0.0
+                return False, f"answered HTTP {resp.status}", _retry_after(resp.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return False, (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__), 0.0
 
 
 def _check_url(url: str) -> str | None:

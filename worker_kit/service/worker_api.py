@@ -16,8 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import JobNotFound, SequenceGap, StaleLease
-from ..job import MAX_CHUNK_BYTES, WORKER_FINAL_STATES, JobRecord, JobState, OutputItem
-from ..portable import problem
+from ..job import MAX_CHUNK_BYTES, JobRecord, JobState, OutputItem
 from ..protocol import (
     API_PREFIX,
     DEFAULT_CLAIM_WAIT_MS,
@@ -25,11 +24,9 @@ from ..protocol import (
     MAX_POLL_MS,
     MSGPACK,
     WORKER_CLAIM,
-    WORKER_FINISH,
     WORKER_HEARTBEAT,
     WORKER_OUTPUT,
     WORKER_RELEASE,
-    decode,
     encode,
     pack,
 )
@@ -38,11 +35,9 @@ from .config import EndpointConfig
 from .expect import expect_within
 from .http import (
     ApiError,
-    body_content_type,
     client_gone,
     field_int,
     field_str,
-    read_body,
     read_object,
     respond,
     wait_until,
@@ -110,18 +105,18 @@ def job_wire(job: JobRecord, now: float) -> dict[str, Any]:
     return wire
 
 
-@routes.post(PREFIX + WORKER_CLAIM)
-@worker_op
-async def claim(
-    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
-) -> web.Response:
-    body = await read_object(request, _CONTROL_BODY, "claim", finite=False)
-    worker_id = field_str(body, "worker_id", required=True)
-    assert worker_id is not None
-    max_jobs = field_int(body, "max", default=1, minimum=1, maximum=MAX_CLAIM)
-    wait_ms = field_int(body, "wait_ms", default=DEFAULT_CLAIM_WAIT_MS, minimum=0, cap=MAX_POLL_MS)
-    concurrency = field_int(body, "concurrency", default=None, minimum=0, maximum=MAX_SLOTS)
-    assert max_jobs is not None and wait_ms is not None
+async def claim_jobs(
+    request: web.Request,
+    state: ServiceState,
+    endpoint: str,
+    worker_id: str,
+    max_jobs: int,
+    wait_ms: int,
+    concurrency: int | None,
+) -> list[JobRecord]:
+    """Claim up to `max_jobs`, holding up to `wait_ms` for the first (0: look once).
+
+    Shared by /worker/claim and /worker/exchange; `claim_reply` renders the answer."""
     lease_ms = state.config.lease_ms
 
     async def take() -> list[JobRecord] | None:
@@ -139,25 +134,34 @@ async def claim(
         )
         return jobs or None
 
-    jobs = (
-        await wait_until(
-            state.storage, queue_channel(endpoint), wait_ms / 1000, take, state.shutdown,
-            gone=lambda: client_gone(request),
-        )
-        or []
-    )  # fmt: skip
+    if wait_ms <= 0:
+        jobs = await take() or []  # no wait: no subscription to set up and tear down
+    else:
+        jobs = (
+            await wait_until(
+                state.storage, queue_channel(endpoint), wait_ms / 1000, take, state.shutdown,
+                gone=lambda: client_gone(request),
+            )
+            or []
+        )  # fmt: skip
     if jobs and client_gone(request):
         # The worker left while storage claimed: hand the jobs straight back rather than wait for the lease.
         for job in jobs:
             if job.token is not None:
                 await state.storage.release(endpoint, job.id, job.token)
-        return respond(request, {"jobs": [], "lease_ms": lease_ms, "result_limit": cfg.result_limit})
+        return []
     for job in jobs:
         job_log(job, "job %s claimed by worker %s (attempt %d)", job.id, worker_id, job.attempt)
+    return jobs
+
+
+async def claim_reply(
+    request: web.Request, state: ServiceState, endpoint: str, jobs: list[JobRecord], reply: dict[str, Any]
+) -> web.Response:
+    """`reply` with the claimed `jobs` as "jobs", encoded for the worker."""
     now = time.time()
     content_type = MSGPACK if wants_msgpack(request) else JSON
-    jobs_wire = [job_wire(job, now) for job in jobs]
-    reply = {"jobs": jobs_wire, "lease_ms": lease_ms, "result_limit": cfg.result_limit}
+    reply["jobs"] = [job_wire(job, now) for job in jobs]
     try:
         payload = encode(reply, content_type)
     except Exception:  # a job stored before values were checked at the door: see unsendable.py
@@ -166,6 +170,23 @@ async def claim(
         )
         payload = encode(reply, content_type)
     return web.Response(body=payload, content_type=content_type)
+
+
+@routes.post(PREFIX + WORKER_CLAIM)
+@worker_op
+async def claim(
+    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
+) -> web.Response:
+    body = await read_object(request, _CONTROL_BODY, "claim", finite=False)
+    worker_id = field_str(body, "worker_id", required=True)
+    assert worker_id is not None
+    max_jobs = field_int(body, "max", default=1, minimum=1, maximum=MAX_CLAIM)
+    wait_ms = field_int(body, "wait_ms", default=DEFAULT_CLAIM_WAIT_MS, minimum=0, cap=MAX_POLL_MS)
+    concurrency = field_int(body, "concurrency", default=None, minimum=0, maximum=MAX_SLOTS)
+    assert max_jobs is not None and wait_ms is not None
+    jobs = await claim_jobs(request, state, endpoint, worker_id, max_jobs, wait_ms, concurrency)
+    reply = {"lease_ms": state.config.lease_ms, "result_limit": cfg.result_limit}
+    return await claim_reply(request, state, endpoint, jobs, reply)
 
 
 @routes.post(PREFIX + WORKER_HEARTBEAT)
@@ -206,9 +227,10 @@ async def heartbeat(
         )
         or []
     )
-    return respond(
-        request, {"stop": [{"id": s.job_id, "reason": s.reason} for s in found], "lease_ms": lease_ms}
-    )
+    # Each stop names the token it is about, so a worker that (briefly) runs two attempts of one
+    # job knows which attempt must stop (docs/protocol.md).
+    stops = [{"id": s.job_id, "reason": s.reason, "token": leases.get(s.job_id)} for s in found]
+    return respond(request, {"stop": stops, "lease_ms": lease_ms})
 
 
 def parse_items(raw: Any) -> list[OutputItem]:
@@ -259,95 +281,6 @@ async def output(
             409, str(exc) or f"output items must continue from seq {exc.expected}", expected=exc.expected
         ) from None
     return respond(request, {"next_seq": next_seq})
-
-
-@routes.post(
-    PREFIX + WORKER_FINISH, expect_handler=expect_within(lambda cfg: cfg.result_limit + _OUTPUT_OVERHEAD)
-)
-@worker_op
-async def finish(
-    request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
-) -> web.Response:
-    job_id = request.match_info["job_id"]
-    raw = await read_body(request, cfg.result_limit + _OUTPUT_OVERHEAD, "finish")
-    body = decode_report(raw, body_content_type(request), "finish")
-    token = token_of(body)
-    try:
-        final = JobState(body.get("state"))
-    except ValueError:
-        final = None
-    if final not in WORKER_FINAL_STATES:
-        raise ApiError(400, f"state must be COMPLETED, FAILED or TIMED_OUT, not {body.get('state')!r}")
-    error = body.get("error")
-    if error is not None and not isinstance(error, str):
-        raise ApiError(400, "error must be a string (a one-line reason); put details in error_detail")
-    detail = body.get("error_detail")
-    if detail is not None and not isinstance(detail, dict):
-        raise ApiError(400, "error_detail must be an object {type, message, traceback}")
-    if final is not JobState.COMPLETED and not error:
-        error = f"the worker reported {final.value} without an error message"
-    unstorable = problem(body, finite=False)
-    if unstorable is not None:
-        # The report is well formed but its result can never be answered: the job cannot
-        # complete, so it ends FAILED saying why, rather than wait for its lease to run out.
-        return await _fail_unstorable(request, state, endpoint, job_id, token, f"finish: {unstorable}")
-    items = parse_items(body.get("items"))
-    result = body.get("output")
-    size = len(pack(result)) if result is not None else 0
-    if size > cfg.result_limit:
-        raise ApiError(
-            413,
-            f"the result is {size} bytes, over this endpoint's result limit of {cfg.result_limit} bytes",
-            limit=cfg.result_limit,
-        )
-    try:
-        job = await state.storage.finish(
-            endpoint, job_id, token, final, output=result, error=error, error_detail=detail, items=items
-        )
-    except (StaleLease, JobNotFound) as exc:
-        raise stale(exc, job_id) from None
-    except SequenceGap as exc:
-        raise ApiError(
-            409, str(exc) or f"trailing items must continue from seq {exc.expected}", expected=exc.expected
-        ) from None
-    if job.state is not final:  # this token already ended the job another way; the first report stands
-        raise ApiError(
-            409,
-            f"job {job_id} already ended as {job.state.value}; this {final.value} report is ignored",
-            state=job.state.value,
-            stale=True,
-        )
-    state.job_ended(job, f"reported by worker {job.worker_id}")
-    return respond(request, {"id": job.id, "status": job.state.value})
-
-
-def decode_report(raw: bytes, content_type: str | None, what: str) -> dict[str, Any]:
-    """A worker report's body as an object, not yet checked for portability (its result is
-    checked by the route, which fails the job rather than refuse the report)."""
-    try:
-        body = decode(raw, content_type)
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-    if not isinstance(body, dict):
-        raise ApiError(400, f"{what} body must be an object, not {type(body).__name__}")
-    return body
-
-
-async def _fail_unstorable(
-    request: web.Request, state: ServiceState, endpoint: str, job_id: str, token: str, reason: str
-) -> web.Response:
-    error = f"the worker's result could not be stored: {reason}"
-    try:
-        job = await state.storage.finish(
-            endpoint, job_id, token, JobState.FAILED, error=error,
-            error_detail={"type": "UnstorableResult", "message": error},
-        )  # fmt: skip
-    except (StaleLease, JobNotFound) as exc:
-        raise stale(exc, job_id) from None
-    except SequenceGap as exc:  # not reachable without items; kept for a clear answer
-        raise ApiError(409, str(exc), expected=exc.expected) from None
-    state.job_ended(job, "its worker's result could not be stored")
-    return respond(request, {"id": job.id, "status": job.state.value, "error": job.error})
 
 
 @routes.post(PREFIX + WORKER_RELEASE)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingDependency
 from .base import JobPage, Notifier, StopSignal, Storage, SweepResult, WorkerInfo
 
 __all__ = ["JobPage", "Notifier", "StopSignal", "Storage", "SweepResult", "WorkerInfo", "open_storage"]
@@ -19,6 +19,12 @@ def open_storage(url: str) -> Storage:
 
         return SQLiteStorage.from_url(url)
     if scheme in ("redis", "rediss", "unix"):
+        try:
+            import redis  # noqa: F401 - only to say clearly that the extra is missing
+        except ImportError:
+            raise MissingDependency(
+                f"the storage URL {url!r} needs the redis package: pip install 'worker-kit[redis]'"
+            ) from None
         from .redis import RedisStorage  # type: ignore[import-not-found]
 
         return RedisStorage.from_url(url)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..job import JobRecord, JobState, OutputItem, Policy
+from .coordination import SharedState
 
 
 def queue_channel(endpoint: str) -> str:
@@ -35,6 +36,13 @@ def worker_channel(endpoint: str, worker_id: str) -> str:
     return f"w:{endpoint}:{worker_id}"
 
 
+def targeted(channel: str) -> bool:
+    """Whether a publish on `channel` wakes only as many waiters as it names (queue channels:
+    one new job can fill one waiting claim) rather than all of them (a job's or a worker's
+    channel, where every waiter wants every change)."""
+    return channel.startswith("q:")
+
+
 class Notifier:
     """In-process change notifications keyed by channel name.
 
@@ -42,20 +50,39 @@ class Notifier:
     began, False on timeout. Callers re-read storage after waking: a notification
     carries no data, so a missed one costs latency, never correctness, provided the
     caller checks state before waiting.
+
+    On a `targeted` channel, `publish(channel, count)` wakes the `count` longest-waiting
+    waiters only, so a new job wakes one waiting claim, not every idle worker's.
     """
 
     def __init__(self) -> None:
-        self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        # Insertion-ordered, so targeted wakes go to the longest waiters first.
+        self._waiters: dict[str, dict[asyncio.Future[None], None]] = defaultdict(dict)
 
-    def publish(self, channel: str) -> None:
-        waiters = self._waiters.pop(channel, None)
-        for fut in waiters or ():
+    def publish(self, channel: str, count: int = 1) -> None:
+        waiters = self._waiters.get(channel)
+        if not waiters:
+            return
+        if not targeted(channel):
+            del self._waiters[channel]
+            chosen = list(waiters)
+        else:
+            chosen = [fut for fut in waiters if not fut.done()][: max(1, count)]
+            for fut in chosen:
+                del waiters[fut]
+            if not waiters:
+                del self._waiters[channel]
+        for fut in chosen:
             if not fut.done():
                 fut.set_result(None)
 
+    def waiting(self, channel: str) -> int:
+        """How many waiters the channel has in this process (for tests and diagnostics)."""
+        return len(self._waiters.get(channel, ()))
+
     async def wait(self, channel: str, timeout: float) -> bool:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters[channel].add(fut)
+        self._waiters[channel][fut] = None
         try:
             async with asyncio.timeout(max(0.0, timeout)):
                 await fut
@@ -65,7 +92,7 @@ class Notifier:
         finally:
             waiters = self._waiters.get(channel)
             if waiters is not None:
-                waiters.discard(fut)
+                waiters.pop(fut, None)
                 if not waiters:
                     del self._waiters[channel]
 
@@ -112,22 +139,26 @@ class JobPage:
 MAX_PAGE = 1000
 
 
-class Storage(ABC):
-    """A job store. All methods are coroutines and safe to call concurrently."""
+class Storage(SharedState, ABC):
+    """A job store. All methods are coroutines and safe to call concurrently.
+
+    The replica-shared methods (held hosted leases, webhook outbox, leader leases) are
+    declared in coordination.py."""
 
     def __init__(self) -> None:
         self.notifier = Notifier()
 
     # -- lifecycle -------------------------------------------------------------------------
-    async def open(self) -> None:  # noqa: B027 - optional hook
+    async def open(self) -> None:  # an optional hook
         pass
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:  # an optional hook
         pass
 
-    def publish(self, channel: str) -> None:
-        """Wake local waiters on `channel`; shared backends also tell other replicas."""
-        self.notifier.publish(channel)
+    def publish(self, channel: str, count: int = 1) -> None:
+        """Wake local waiters on `channel` (on a targeted channel, `count` of them: as many as
+        jobs became claimable); shared backends also tell other replicas."""
+        self.notifier.publish(channel, count)
 
     async def wait(self, channel: str, timeout: float) -> bool:
         return await self.notifier.wait(channel, timeout)
@@ -142,8 +173,13 @@ class Storage(ABC):
         policy: Policy,
         webhook: str | None = None,
         retention_ms: int,
+        queue_limit: int | None = None,
     ) -> JobRecord:
-        """Store a new IN_QUEUE job. Returns only once the job is durable."""
+        """Store a new IN_QUEUE job. Returns only once the job is durable.
+
+        With `queue_limit`, raise QueueFull instead when the endpoint already holds more than
+        that many IN_QUEUE jobs, checked in the same atomic step as the insert, so replicas
+        sharing the store agree on backpressure."""
 
     @abstractmethod
     async def get(self, endpoint: str, job_id: str) -> JobRecord | None:
@@ -246,8 +282,9 @@ class Storage(ABC):
         with `concurrency` when stated and `running` (the worker's own count of busy slots,
         which backends may keep for diagnosis; `workers()` counts held jobs instead).
         Returns a stop for every listed job the worker must abandon: CANCELLED or TIMED_OUT
-        when the job ended that way, LOST when the token is no longer current or the job is
-        gone or ended otherwise."""
+        when the job ended that way, nothing for a job this same token already finished (the
+        worker's own report ended it), LOST when the token is no longer current or the job is
+        gone or ended otherwise (e.g. FAILED by the service after its lease expired)."""
 
     @abstractmethod
     async def append_output(

@@ -19,7 +19,12 @@ from typing import Any, NoReturn
 from ..errors import ConfigError
 from ..logs import configure_logging
 from .registry import Handler, get_handler
-from .settings import EXIT_CONFIG, EXIT_STUCK, WorkerSettings, load_settings
+from .restart import log_if_restarted, replace_process
+from .settings import EXIT_CONFIG, EXIT_MEMORY, EXIT_STUCK, WorkerSettings, load_settings
+
+#: Why a worker ended with an exit code that asks for its replacement.
+REPLACE_REASONS = {EXIT_STUCK: "a handler was stuck and could not be stopped",
+                   EXIT_MEMORY: "over the memory cap WORKER_KIT_MAX_RSS_MB"}
 
 log = logging.getLogger("worker_kit.worker")
 
@@ -54,10 +59,16 @@ def start(handler: Callable[..., Any] | Handler | str | None = None, **options: 
     """Run `handler` (default: the one registered with @worker_kit.handler) and exit.
 
     `options` are defaults for the worker settings (url, api_key, concurrency, timeout_s,
-    grace_s, stuck_grace_s, log_level, log_format, worker_id); WORKER_KIT_* variables and
+    grace_s, stuck_grace_s, log_level, log_format, worker_id, on_stuck, isolation, max_rss_mb,
+    kill_rss_mb); WORKER_KIT_* variables and
     command-line flags win over them. `python handler.py --help` lists them all.
     """
     global started
+    if os.environ.get("WORKER_KIT_HANDLER_PROCESS"):
+        # Loading the handler in a process-isolation child: the worker is the parent.
+        from .child import StartCalled
+
+        raise StartCalled(handler)
     started = True
     prog = os.path.basename(sys.argv[0]) or "worker"
     try:
@@ -74,9 +85,12 @@ def start(handler: Callable[..., Any] | Handler | str | None = None, **options: 
     except ConfigError as exc:
         _fail(prog, str(exc))
     configure_logging(level=settings.log_level, fmt=settings.log_format)
+    log_if_restarted(os.environ)
     code = run_worker(chosen, settings)
+    if code in REPLACE_REASONS and settings.on_stuck == "restart":
+        replace_process(REPLACE_REASONS[code])  # never returns
     logging.shutdown()
-    if code == EXIT_STUCK:
+    if code in REPLACE_REASONS:
         # A handler thread is stuck in native code; interpreter shutdown could hang on it.
         sys.stdout.flush()
         sys.stderr.flush()
@@ -100,7 +114,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 def run_worker(handler: Handler, settings: WorkerSettings) -> int:
     """Run a worker with the given settings until a signal stops it; returns the exit code.
 
-    After EXIT_STUCK the event loop is left open: closing it cancels the remaining tasks and
+    After EXIT_STUCK (or EXIT_MEMORY) the event loop is left open: closing it cancels the remaining tasks and
     waits for them, which never ends for an async handler that swallows its cancellation.
     The caller then ends the process with os._exit.
     """
@@ -110,7 +124,7 @@ def run_worker(handler: Handler, settings: WorkerSettings) -> int:
     except BaseException:
         runner.close()
         raise
-    if code != EXIT_STUCK:
+    if code not in REPLACE_REASONS:
         runner.close()
     return code
 
@@ -127,7 +141,12 @@ async def _serve(handler: Handler, settings: WorkerSettings) -> int:
         grace_s=settings.grace_s,
         stuck_grace_s=settings.stuck_grace_s,
         worker_id=settings.worker_id,
+        max_rss_mb=settings.max_rss_mb,
+        isolation=settings.isolation,
+        kill_rss_mb=settings.kill_rss_mb,
     )
+    if settings.kill_rss_mb is not None and worker.isolation != "process":
+        log.warning("WORKER_KIT_KILL_RSS_MB applies only with WORKER_KIT_ISOLATION=process; ignored")
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
     received: list[int] = []

@@ -24,10 +24,13 @@ from .. import protocol
 from ..errors import AuthError, RateLimited, ServiceError, ServiceUnavailable
 from ..job import DEFAULT_EXECUTION_TIMEOUT_MS
 from .execution import COMPLETED, FAILED, STOPPED, TIMED_OUT, Job, Outcome, Run
+from .isolation import IsolatedRun
 from .leases import Leases
+from .memory import MB, over_cap
+from .pool import ChildPool
 from .registry import Concurrency, Handler
 from .reporting import JobReporter, final_report, release
-from .settings import EXIT_OK, EXIT_REFUSED, EXIT_STUCK
+from .settings import EXIT_CONFIG, EXIT_MEMORY, EXIT_OK, EXIT_REFUSED, EXIT_STUCK
 from .transport import Backoff, ClaimedJob, Final, NativeTransport, Transport
 
 log = logging.getLogger("worker_kit.worker")
@@ -46,7 +49,7 @@ def default_worker_id() -> str:
 @dataclass(slots=True, eq=False)
 class _Active:
     claimed: ClaimedJob
-    run: Run
+    run: Run | IsolatedRun
     reporter: JobReporter
     stopped: asyncio.Future[str]
     started: float
@@ -62,7 +65,13 @@ class Worker:
     (None: 20 MB, or the endpoint's limit when the service states a higher one).
     `grace_s`: how long `stop()` lets running jobs finish before handing them back.
     `stuck_grace_s`: how long a stopped handler may take to end before the worker declares
-    itself stuck, stops claiming and (once its other jobs end) returns EXIT_STUCK.
+    itself stuck, stops claiming and (once its other jobs end, or are handed back after
+    `grace_s`) returns EXIT_STUCK. `max_rss_mb`: once this process's RSS is over it after a
+    job, the worker stops claiming and returns EXIT_MEMORY when its running jobs end.
+    (worker_kit.start() turns both exit codes into an in-place restart.)
+    `isolation`: "process" runs each job in a supervised child process (worker.isolation;
+    None: the handler's choice, else "thread"); there `max_rss_mb` applies to each child, and
+    a child over `kill_rss_mb` is killed at once.
     """
 
     def __init__(
@@ -79,6 +88,9 @@ class Worker:
         claim_wait_s: float = 30.0,
         result_limit: int | None = None,
         transport: Transport | None = None,
+        max_rss_mb: float | None = None,
+        isolation: str | None = None,
+        kill_rss_mb: float | None = None,
     ) -> None:
         self.handler = handler
         self.url = url.rstrip("/")
@@ -91,6 +103,10 @@ class Worker:
         self.stuck_grace_s = stuck_grace_s
         self.claim_wait_ms = int(claim_wait_s * 1000)
         self.result_limit = result_limit
+        self.max_rss_mb = max_rss_mb
+        self.isolation = isolation or handler.isolation or "thread"
+        self.kill_rss_mb = kill_rss_mb
+        self._pool: ChildPool | None = None
         self.exit_code = EXIT_OK
         self._validate = None
         if handler.input_schema is not None:
@@ -133,8 +149,12 @@ class Worker:
     async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         await self.transport.open()
-        log.info("worker %s started: handler %s, endpoint %s, concurrency %s", self.worker_id,
-                 self.handler.name, self.url, "dynamic" if callable(self._concurrency) else self._concurrency)
+        if self.isolation == "process" and not await self._start_pool():
+            await self.transport.close()
+            return self.exit_code
+        log.info("worker %s started: handler %s, endpoint %s, concurrency %s%s", self.worker_id,
+                 self.handler.name, self.url, "dynamic" if callable(self._concurrency) else self._concurrency,
+                 ", each job in a handler process" if self._pool else "")
         stop_waiter = loop.create_task(self._stop_requested.wait())
         claim = loop.create_task(self._claim_loop(stop_waiter))
         heartbeat = loop.create_task(self._leases.run())
@@ -153,9 +173,22 @@ class Worker:
             for task in leftover:
                 task.cancel()
             await asyncio.gather(*leftover, return_exceptions=True)
+            if self._pool is not None:
+                await self._pool.close()
             await self.transport.close()
         log.info("worker %s stopped (exit code %d)", self.worker_id, self.exit_code)
         return self.exit_code
+
+    async def _start_pool(self) -> bool:
+        """Process isolation: start the handler processes; False (exit code 2) if they cannot."""
+        self._pool = ChildPool(self.handler, max_rss_mb=self.max_rss_mb, kill_rss_mb=self.kill_rss_mb)
+        error = await self._pool.start_unless(self._capacity_now, self._stop_requested)
+        if error is None:
+            return True
+        log.error("%s", error)
+        self.exit_code = EXIT_CONFIG
+        await self._pool.close()
+        return False
 
     def _check_loop(self, name: str, task: asyncio.Task[None]) -> None:
         """A claim or heartbeat loop that ended on its own has a bug or met something it
@@ -221,10 +254,25 @@ class Worker:
             await asyncio.wait(set(self._tasks), timeout=self.stuck_grace_s + 5)
 
     def _poison(self, job_id: str) -> None:
-        log.error("job %s: its handler did not stop within %.1f s (stuck in native code?); the worker "
-                  "takes no more jobs and exits with code %d once its other jobs end, to be restarted",
-                  job_id, self.stuck_grace_s, EXIT_STUCK, extra={"job_id": job_id})
+        log.error("job %s: its handler did not stop within %.6g s (stuck in native code?); the worker "
+                  "takes no more jobs and ends (code %d) once its other jobs end or, after %.6g s, are "
+                  "handed back, to be replaced", job_id, self.stuck_grace_s, EXIT_STUCK, self.grace_s,
+                  extra={"job_id": job_id})
         self.exit_code = EXIT_STUCK
+        self._request_stop(self.grace_s)
+
+    def _check_memory(self) -> None:
+        """After a job: over the memory cap, take no more jobs, let the running ones finish,
+        then end with EXIT_MEMORY (to be replaced; a leak does not outlive the process)."""
+        if self.exit_code != EXIT_OK or self._stop_requested.is_set():
+            return
+        rss = over_cap(None, self.max_rss_mb)
+        if rss is None:
+            return
+        log.warning("memory guard: this worker uses %.0f MB, over WORKER_KIT_MAX_RSS_MB=%.6g; it takes no "
+                    "more jobs and is replaced once its %d running job(s) end", rss / MB, self.max_rss_mb,
+                    self._occupied)
+        self.exit_code = EXIT_MEMORY
         self._request_stop(float("inf"))
 
     # -- claiming -------------------------------------------------------------------------
@@ -245,6 +293,10 @@ class Worker:
         while not self._stop_requested.is_set():
             capacity = self._capacity()
             free = min(capacity - self._occupied, MAX_CLAIM)
+            if self._pool is not None and free > 0:  # only as many jobs as ready handler processes
+                if not await self._pool.ready_unless(stop_waiter):
+                    continue
+                free = min(free, self._pool.available())
             if free <= 0:
                 self._slot_freed.clear()
                 with contextlib.suppress(TimeoutError):
@@ -340,7 +392,11 @@ class Worker:
                   webhook=claimed.webhook)
         reporter = JobReporter(self.transport, job_id, claimed.token,
                                on_lost=lambda: self._on_stop(job_id, protocol.STOP_LOST, claimed.token))
-        run = Run(self.handler, job, reporter, self._validate)
+        run: Run | IsolatedRun
+        if self._pool is not None:
+            run = self._pool.new_run(job, reporter)
+        else:
+            run = Run(self.handler, job, reporter, self._validate)
         active = _Active(claimed, run, reporter, loop.create_future(), loop.time())
         self._active[job_id] = active
         self._leases.hold(job_id, claimed.token)
@@ -421,7 +477,10 @@ class Worker:
         try:
             await asyncio.wait_for(asyncio.shield(active.run.settled), self.stuck_grace_s)
         except TimeoutError:
-            self._poison(active.claimed.id)
+            if isinstance(active.run, IsolatedRun):  # its process is replaced; the worker goes on
+                await active.run.kill(f"its handler did not stop within {self.stuck_grace_s:.6g} s")
+            else:
+                self._poison(active.claimed.id)
 
     async def _release(self, claimed: ClaimedJob) -> None:
         if await release(self.transport, claimed.id, claimed.token):
@@ -430,6 +489,8 @@ class Worker:
     def _on_settled(self, _: asyncio.Future[None]) -> None:
         self._occupied -= 1
         self._slot_freed.set()
+        if self.max_rss_mb is not None and self._pool is None:  # a pool checks each child
+            self._check_memory()
 
     def _on_stop(self, job_id: str, reason: str, token: str | None = None) -> None:
         active = self._active.get(job_id)

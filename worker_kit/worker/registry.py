@@ -34,6 +34,8 @@ class Handler:
     #: default): yes, unless that list is over the result limit, then the output is left empty;
     #: True: always (a list over the limit fails the job); False: never (chunks only on /stream).
     return_aggregate_stream: bool | None = None
+    #: "process": run in a supervised child process (the worker's WORKER_KIT_ISOLATION wins).
+    isolation: str | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.fn):
@@ -47,6 +49,9 @@ class Handler:
             raise ConfigError(f"handler {self.name!r}: concurrency must be an int >= 1 or a callable")
         if self.return_aggregate_stream is not None and not isinstance(self.return_aggregate_stream, bool):
             raise ConfigError(f"handler {self.name!r}: return_aggregate_stream must be True, False or None")
+        if self.isolation not in (None, "thread", "process"):
+            raise ConfigError(f"handler {self.name!r}: isolation must be 'thread' or 'process', "
+                              f"got {self.isolation!r}")
 
 
 def _default_name(fn: Callable[..., Any]) -> str:
@@ -137,6 +142,7 @@ def handler(
     concurrency: Concurrency | None = None,
     input_schema: Any = None,
     return_aggregate_stream: bool | None = None,
+    isolation: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
 
 
@@ -149,13 +155,15 @@ def handler(
     concurrency: Concurrency | None = None,
     input_schema: Any = None,
     return_aggregate_stream: bool | None = None,
+    isolation: str | None = None,
 ) -> Any:
     """Register a job handler: `@handler` or `@handler(name=..., timeout=30, ...)`.
 
     The handler receives a `worker_kit.Job` and may be a plain function, a coroutine
     function, a generator or an async generator (each yielded item is streamed, and the list of
     them is the job's output; see `Handler.return_aggregate_stream`). `timeout` is in seconds.
-    The function is returned unchanged.
+    `isolation="process"` runs it in a supervised child process that is replaced when it
+    crashes, hangs or grows too big (docs/worker.md). The function is returned unchanged.
     """
 
     schema = input_schema
@@ -173,6 +181,7 @@ def handler(
                 concurrency=concurrency,
                 input_schema=schema,
                 return_aggregate_stream=return_aggregate_stream,
+                isolation=isolation,
             )
         )
         return f

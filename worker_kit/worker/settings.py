@@ -24,6 +24,11 @@ EXIT_CONFIG = 2
 EXIT_STUCK = 3
 #: The service refused the worker (bad key, unknown endpoint): fix the settings.
 EXIT_REFUSED = 4
+#: The worker process went over WORKER_KIT_MAX_RSS_MB (only seen with WORKER_KIT_ON_STUCK=exit).
+EXIT_MEMORY = 5
+
+ON_STUCK = ("restart", "exit")
+ISOLATIONS = ("thread", "process")
 
 ENV_HELP = """\
 environment (a flag, when given, wins over its variable):
@@ -34,7 +39,16 @@ environment (a flag, when given, wins over its variable):
   WORKER_KIT_TIMEOUT      execution timeout in seconds when neither the job's policy nor
                           the handler's timeout= sets one (default 600)
   WORKER_KIT_GRACE        seconds running jobs get to finish after SIGTERM (default 30)
-  WORKER_KIT_STUCK_GRACE  seconds a stopped handler gets to end before the worker restarts (default 5)
+  WORKER_KIT_STUCK_GRACE  seconds a stopped handler gets to end before it counts as stuck (default 5)
+  WORKER_KIT_ON_STUCK     restart (default): after a stuck handler, or over the memory cap, the
+                          worker replaces itself in place (same PID, same command line);
+                          exit: it exits with code 3 (stuck) or 5 (memory) for a supervisor
+  WORKER_KIT_ISOLATION    thread (default) or process: run the handler in a supervised child
+                          process, replaced when it crashes, is stuck or grows too big
+  WORKER_KIT_MAX_RSS_MB   memory cap of a handler process, MB: over it, the process finishes its
+                          current jobs and is replaced (default: none)
+  WORKER_KIT_KILL_RSS_MB  process isolation only: a child over this many MB is killed at once
+                          and its job FAILED (default: none)
   WORKER_KIT_LOG_LEVEL    DEBUG, INFO (default), WARNING or ERROR
   WORKER_KIT_LOG_FORMAT   text (default) or json (one JSON object per line)
   WORKER_KIT_WORKER_ID    this worker's id (default: hostname-pid-random)
@@ -44,8 +58,9 @@ local runs (no queue service needed):
   --serve                 serve the whole client API on localhost with this handler
 
 exit codes: 0 stopped cleanly, 1 the worker's own claim or heartbeat loop failed (logged),
-2 bad settings, 3 a handler was stuck and could not be interrupted (restart the worker),
-4 the service refused the worker (key or URL);
+2 bad settings, 3 a handler was stuck and could not be interrupted (only with
+WORKER_KIT_ON_STUCK=exit), 4 the service refused the worker (key or URL), 5 over
+WORKER_KIT_MAX_RSS_MB (only with WORKER_KIT_ON_STUCK=exit);
 a second SIGINT/SIGTERM exits at once with 128 + the signal number.
 """
 
@@ -62,6 +77,12 @@ class WorkerSettings:
     log_level: str = "INFO"
     log_format: str = "text"
     worker_id: str | None = None
+    #: "restart" (replace the process in place) or "exit" (EXIT_STUCK / EXIT_MEMORY).
+    on_stuck: str = "restart"
+    #: None: the handler's isolation, else "thread".
+    isolation: str | None = None
+    max_rss_mb: float | None = None
+    kill_rss_mb: float | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,6 +108,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--log-level", metavar="LEVEL", help="log level (WORKER_KIT_LOG_LEVEL)")
     p.add_argument("--log-format", metavar="FORMAT", help="text or json (WORKER_KIT_LOG_FORMAT)")
     p.add_argument("--worker-id", metavar="ID", help="worker id (WORKER_KIT_WORKER_ID)")
+    p.add_argument("--on-stuck", metavar="ACTION", help="restart or exit (WORKER_KIT_ON_STUCK)")
+    p.add_argument("--isolation", metavar="MODE", help="thread or process (WORKER_KIT_ISOLATION)")
+    p.add_argument("--max-rss-mb", metavar="MB", help="memory cap, handler process (WORKER_KIT_MAX_RSS_MB)")
+    p.add_argument("--kill-rss-mb", metavar="MB", help="kill a child over this (WORKER_KIT_KILL_RSS_MB)")
     return p
 
 
@@ -153,6 +178,13 @@ def load_settings(
     fmt = str(pick("log_format", "WORKER_KIT_LOG_FORMAT", "log_format") or "text").lower()
     if fmt not in LOG_FORMATS:
         raise ConfigError(f"WORKER_KIT_LOG_FORMAT must be text or json, got {fmt!r}")
+    on_stuck = _choice("WORKER_KIT_ON_STUCK", pick("on_stuck", "WORKER_KIT_ON_STUCK", "on_stuck"), ON_STUCK)
+    raw = pick("isolation", "WORKER_KIT_ISOLATION", "isolation")
+    isolation = _choice("WORKER_KIT_ISOLATION", raw, ISOLATIONS)
+    raw = pick("max_rss_mb", "WORKER_KIT_MAX_RSS_MB", "max_rss_mb")
+    max_rss = None if raw is None else _number("WORKER_KIT_MAX_RSS_MB", raw, minimum=0, strict=True)
+    raw = pick("kill_rss_mb", "WORKER_KIT_KILL_RSS_MB", "kill_rss_mb")
+    kill_rss = None if raw is None else _number("WORKER_KIT_KILL_RSS_MB", raw, minimum=0, strict=True)
     return WorkerSettings(
         url=url,
         api_key=pick("api_key", "WORKER_KIT_API_KEY", "api_key"),
@@ -163,4 +195,17 @@ def load_settings(
         log_level=level,
         log_format=fmt,
         worker_id=pick("worker_id", "WORKER_KIT_WORKER_ID", "worker_id"),
+        on_stuck=on_stuck or "restart",
+        isolation=isolation,
+        max_rss_mb=max_rss,
+        kill_rss_mb=kill_rss,
     )
+
+
+def _choice(name: str, raw: Any, choices: Sequence[str]) -> str | None:
+    if raw is None:
+        return None
+    value = str(raw).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be {' or '.join(choices)}, got {raw!r}")
+    return value

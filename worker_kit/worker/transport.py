@@ -30,6 +30,7 @@ from ..errors import (
     ServiceUnavailable,
     StaleLease,
 )
+from .outbox import GATHER_TURNS, FinishOutbox, Report, fail
 
 log = logging.getLogger("worker_kit.worker")
 
@@ -174,6 +175,8 @@ class NativeTransport(Transport):
             self._headers["Authorization"] = f"Bearer {api_key}"
         self.link = Link(self.url)
         self._session: Any = None
+        self._outbox = FinishOutbox(self._send_reports)
+        self._legacy = False  # the service speaks protocol 1 only (no /worker/exchange)
 
     async def open(self) -> None:
         import aiohttp
@@ -185,6 +188,7 @@ class NativeTransport(Transport):
         )
 
     async def close(self) -> None:
+        self._outbox.close(ServiceUnavailable("the worker's transport closed"))
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -214,40 +218,78 @@ class NativeTransport(Transport):
             if not isinstance(payload, dict):
                 raise ServiceError(status, f"{path} answered {type(payload).__name__}, not an object")
             return payload
-        body_info = payload if isinstance(payload, dict) else {}
-        message = str(body_info.get("error") or f"HTTP {status}")
-        if status == 409 and body_info.get("stale"):
-            raise StaleLease(message, state=body_info.get("state"))
-        if status == 409 and isinstance(body_info.get("expected"), int):
-            raise SequenceGap(message, expected=body_info["expected"])
-        if status == 413:
-            raise PayloadTooLarge(status, message, payload)
-        if status in (401, 403):
-            raise AuthError(status, message, payload)
-        if status == 429:
-            try:
-                after = float(retry_after) if retry_after else None
-            except ValueError:
-                after = None
-            raise RateLimited(status, message, payload, retry_after=after)
-        raise ServiceError(status, message, payload)
+        raise refusal(status, payload, retry_after)
 
     async def claim(
         self, max_jobs: int, wait_ms: int, *, concurrency: int, running: int
     ) -> tuple[list[ClaimedJob], int | None]:
+        if self._legacy:
+            return _claimed_jobs(await self._claim_v1(max_jobs, wait_ms, concurrency))
+        with self._outbox.claiming():
+            for _ in range(GATHER_TURNS):
+                await asyncio.sleep(0)  # a job that just freed this slot queues its finish now
+            batch = self._outbox.take()
+            hold = 0 if batch else wait_ms  # the service never holds a request that carries finishes
+            if hold:
+                self._outbox.holding()
+            reply = await self._exchange(batch, max_jobs, hold, concurrency)
+        if reply is None:  # the service speaks protocol 1 only
+            return _claimed_jobs(await self._claim_v1(max_jobs, wait_ms, concurrency))
+        return _claimed_jobs(reply)
+
+    async def _claim_v1(self, max_jobs: int, wait_ms: int, concurrency: int) -> Any:
         body = protocol.pack(
             {"worker_id": self.worker_id, "max": max_jobs, "wait_ms": wait_ms, "concurrency": concurrency}
         )
-        reply = await self._post(protocol.WORKER_CLAIM, body, wait_ms / 1000 + 10)
-        limit = reply.get("result_limit")
-        limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
-        jobs = []
-        for raw in reply.get("jobs") or []:
-            job = _claimed(raw)
-            if job is not None:
-                job.result_limit = limit
-                jobs.append(job)
-        return jobs, reply.get("lease_ms")
+        return await self._post(protocol.WORKER_CLAIM, body, wait_ms / 1000 + 10)
+
+    async def _exchange(
+        self, batch: list[Report], max_jobs: int, wait_ms: int, concurrency: int | None
+    ) -> Any:
+        """One /worker/exchange: deliver `batch` (answering each report's future) and claim.
+
+        Returns the reply, or None when the service has no such route (protocol 1): the
+        batch is then delivered by the protocol-1 finish route, and the worker keeps to it."""
+        fields = [("worker_id", protocol.pack(self.worker_id)), ("finish", _array([r.body for r in batch])),
+                  ("max", protocol.pack(max_jobs)), ("wait_ms", protocol.pack(wait_ms))]
+        if concurrency is not None:
+            fields.append(("concurrency", protocol.pack(concurrency)))
+        timeout_s = wait_ms / 1000 + 10 if not batch else 300
+        try:
+            reply = await self._post(protocol.WORKER_EXCHANGE, _map(fields), timeout_s)
+        except ServiceError as exc:
+            if exc.status not in (404, 405) or self._legacy:
+                fail(batch, exc)
+                raise
+            log.info("the service at %s speaks worker protocol 1 (no %s); using claim and finish",
+                     self.url, protocol.WORKER_EXCHANGE)
+            self._legacy = True
+            await asyncio.gather(*(self._finish_v1(r) for r in batch))
+            return None
+        except BaseException as exc:
+            fail(batch, exc if isinstance(exc, Exception) else ServiceUnavailable("request interrupted"))
+            raise
+        answers = reply.get("finished")
+        answers = answers if isinstance(answers, list) else []
+        for report, answer in zip(batch, answers, strict=False):
+            if report.future.done():
+                continue
+            code = answer.get("code") if isinstance(answer, dict) else None
+            if isinstance(code, int) and code != 200:
+                report.future.set_exception(refusal(code, answer, None))
+            else:
+                report.future.set_result(None)
+        fail(batch, ServiceError(200, "the service answered no result for this finish"))
+        return reply
+
+    async def _finish_v1(self, report: Report) -> None:
+        try:
+            await self._post(protocol.WORKER_FINISH.format(job_id=report.job_id), report.body, 300)
+        except Exception as exc:
+            fail([report], exc)
+        else:
+            if not report.future.done():
+                report.future.set_result(None)
 
     async def heartbeat(
         self, leases: dict[str, str], wait_ms: int, *, concurrency: int, running: int
@@ -275,7 +317,8 @@ class NativeTransport(Transport):
         return int(reply.get("next_seq", 0))
 
     async def finish(self, job_id: str, token: str, final: Final, items: list[bytes]) -> None:
-        fields = [("token", protocol.pack(token)), ("state", protocol.pack(final.state))]
+        fields = [("id", protocol.pack(job_id)), ("token", protocol.pack(token)),
+                  ("state", protocol.pack(final.state))]
         if final.output is not None:
             fields.append(("output", final.output))
         if final.error is not None:
@@ -284,11 +327,58 @@ class NativeTransport(Transport):
             fields.append(("error_detail", protocol.pack(final.error_detail)))
         if items:
             fields.append(("items", _array(items)))
-        await self._post(protocol.WORKER_FINISH.format(job_id=job_id), _map(fields), 300)
+        body = _map(fields)
+        if self._legacy:
+            report = Report(job_id, body, asyncio.get_running_loop().create_future())
+            await self._finish_v1(report)
+            return await report.future
+        # Queued: it rides with the next claim, or goes with other finishes on its own.
+        await self._outbox.put(job_id, body)
+
+    async def _send_reports(self, batch: list[Report]) -> None:
+        if self._legacy:
+            await asyncio.gather(*(self._finish_v1(r) for r in batch))
+        else:
+            await self._exchange(batch, 0, 0, None)
 
     async def release(self, job_id: str, token: str) -> None:
         body = protocol.pack({"token": token})
         await self._post(protocol.WORKER_RELEASE.format(job_id=job_id), body, 30)
+
+
+def _claimed_jobs(reply: Any) -> tuple[list[ClaimedJob], int | None]:
+    limit = reply.get("result_limit")
+    limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+    jobs = []
+    for raw in reply.get("jobs") or []:
+        job = _claimed(raw)
+        if job is not None:
+            job.result_limit = limit
+            jobs.append(job)
+    return jobs, reply.get("lease_ms")
+
+
+def refusal(status: int, payload: Any, retry_after: str | None) -> Exception:
+    """The worker_kit.errors exception for a non-2xx answer (or a refused report in an exchange)."""
+    body_info = payload if isinstance(payload, dict) else {}
+    message = str(body_info.get("error") or f"HTTP {status}")
+    if status >= 500:
+        return ServiceUnavailable(f"HTTP {status}: {message}")
+    if status == 409 and body_info.get("stale"):
+        return StaleLease(message, state=body_info.get("state"))
+    if status == 409 and isinstance(body_info.get("expected"), int):
+        return SequenceGap(message, expected=body_info["expected"])
+    if status == 413:
+        return PayloadTooLarge(status, message, payload)
+    if status in (401, 403):
+        return AuthError(status, message, payload)
+    if status == 429:
+        try:
+            after = float(retry_after) if retry_after else None
+        except ValueError:
+            after = None
+        return RateLimited(status, message, payload, retry_after=after)
+    return ServiceError(status, message, payload)
 
 
 def _claimed(raw: Any) -> ClaimedJob | None:

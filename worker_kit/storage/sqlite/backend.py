@@ -25,6 +25,7 @@ from . import listing, ops
 from . import sweep as sqlite_sweep
 from .engine import SQLiteEngine
 from .schema import SQLiteURL, record_from_row
+from .shared import SQLiteSharedState
 
 
 def _pack_items(items: list[OutputItem] | None) -> list[ops.PackedItem]:
@@ -35,7 +36,7 @@ def _maybe_pack(value: Any) -> bytes | None:
     return None if value is None else pack(value)
 
 
-class SQLiteStorage(Storage):
+class SQLiteStorage(SQLiteSharedState, Storage):
     def __init__(self, url: SQLiteURL) -> None:
         super().__init__()
         self.url = url
@@ -69,6 +70,7 @@ class SQLiteStorage(Storage):
         policy: Policy,
         webhook: str | None = None,
         retention_ms: int,
+        queue_limit: int | None = None,
     ) -> JobRecord:
         job_id = new_job_id()
         op = functools.partial(
@@ -81,6 +83,7 @@ class SQLiteStorage(Storage):
             ttl_ms=policy.ttl_ms,
             webhook=webhook,
             retention_ms=retention_ms,
+            queue_limit=queue_limit,
         )
         created_at = await self._engine.write(op)
         return JobRecord(

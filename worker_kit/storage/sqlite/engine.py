@@ -20,6 +20,7 @@ batch in progress.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import itertools
@@ -34,6 +35,7 @@ from typing import Any, TypeVar
 
 from ...errors import ConfigError, StorageError
 from .schema import DDL, SCHEMA_VERSION, SQLiteURL, add_missing_columns
+from .shared import SHARED_DDL
 
 log = logging.getLogger("worker_kit.storage.sqlite")
 
@@ -60,7 +62,7 @@ class _Pending:
 
 
 class SQLiteEngine:
-    def __init__(self, url: SQLiteURL, publish: Callable[[str], None]) -> None:
+    def __init__(self, url: SQLiteURL, publish: Callable[[str, int], None]) -> None:
         self.url = url
         self._publish = publish
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
@@ -147,7 +149,10 @@ class SQLiteEngine:
                 os.makedirs(parent, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(f"cannot create the directory for {self.url.path!r}: {exc}") from None
-        conn = self._connect()
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:  # a directory, a path without permission...
+            raise StorageError(f"cannot open SQLite database {self.url.path!r}: {exc}") from None
         try:
             if self.url.path is not None:
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -161,7 +166,9 @@ class SQLiteEngine:
                     f"{self.url.path!r} has schema version {version}, newer than this worker_kit "
                     f"understands ({SCHEMA_VERSION}); upgrade worker_kit"
                 )
-            conn.executescript(f"BEGIN IMMEDIATE; {DDL} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            conn.executescript(
+                f"BEGIN IMMEDIATE; {DDL} {SHARED_DDL} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+            )
             add_missing_columns(conn)
         except sqlite3.Error as exc:
             conn.close()
@@ -282,8 +289,9 @@ class SQLiteEngine:
     def _resolve(self, items: list[_Pending]) -> None:
         for pending in items:
             if pending.ok:
-                for channel in dict.fromkeys(pending.notes):
-                    self._publish(channel)
+                # A channel named n times by one operation (n jobs requeued) wakes n claims.
+                for channel, times in collections.Counter(pending.notes).items():
+                    self._publish(channel, times)
                 if not pending.future.done():
                     pending.future.set_result(pending.value)
             elif not pending.future.done():

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ...errors import JobConflict, JobNotFound, SequenceGap, StaleLease
+from ...errors import JobConflict, JobNotFound, QueueFull, SequenceGap, StaleLease
 from ...job import RETRYABLE_STATES, JobState
 from ...protocol import STOP_CANCELLED, STOP_LOST, STOP_TIMED_OUT
 from ..base import StopSignal, job_channel, queue_channel, worker_channel
@@ -109,8 +109,16 @@ def submit(
     ttl_ms: int,
     webhook: str | None,
     retention_ms: int,
+    queue_limit: int | None = None,
 ) -> float:
     now = time.time()
+    if queue_limit is not None:
+        row = conn.execute(
+            "SELECT n FROM job_counts WHERE endpoint = ? AND state = 'IN_QUEUE'", (endpoint,)
+        ).fetchone()
+        depth = row[0] if row else 0
+        if depth > queue_limit:
+            raise QueueFull(f"the queue of {endpoint!r} holds {depth} jobs, over {queue_limit}", depth)
     conn.execute(
         "INSERT INTO jobs (id, endpoint, state, qpos, execution_timeout_ms, timeout_explicit, ttl_ms, "
         "retention_ms, created_at, ttl_deadline, webhook, input) "
@@ -305,6 +313,8 @@ def heartbeat(
             stops.append(StopSignal(job_id, STOP_CANCELLED))
         elif state is JobState.TIMED_OUT and ended_by == ENDED_BY_SERVICE:
             stops.append(StopSignal(job_id, STOP_TIMED_OUT))
+        elif ended_by == ENDED_BY_WORKER:
+            pass  # this very token finished it: nothing to stop, and nothing was lost
         else:
             stops.append(StopSignal(job_id, STOP_LOST))
     reported = len(leases) if running is None else running
