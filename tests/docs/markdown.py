@@ -18,7 +18,22 @@ RUN_LANGS = frozenset({"sh", "bash", "console", "python"})
 #: Languages whose blocks are only parsed (a config or document a reader copies must at least be valid).
 PARSE_LANGS = frozenset({"toml", "json"})
 #: Languages that hold no program: shown text, logs, wire formats, Dockerfiles, HTTP exchanges.
-TEXT_LANGS = frozenset({"text", "http", "dockerfile", "yaml", "ini", "msgpack", "diff", "sse", "env"})
+TEXT_LANGS = frozenset(
+    {
+        "text",
+        "http",
+        "dockerfile",
+        "yaml",
+        "ini",
+        "msgpack",
+        "diff",
+        "sse",
+        "env",
+        "nginx",
+        "caddyfile",
+        "promql",
+    }
+)
 
 FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<body>.*?)\s*-->\s*$")
