@@ -50,3 +50,14 @@ def test_output_item_rejects_malformed_items(item, reason):
 def test_output_item_round_trips():
     item = OutputItem(seq=3, kind="progress", data={"step": 2})
     assert OutputItem.from_wire(item.to_wire()) == item
+
+
+def test_one_policy_rule_for_clients_and_workers() -> None:
+    from worker_kit.job import Policy
+
+    # A timeout the client set is sent on; the endpoint's default (explicit False) never is.
+    assert Policy(execution_timeout_ms=5000).to_wire() == {"executionTimeout": 5000, "ttl": 86_400_000}
+    assert Policy().to_wire() == {"ttl": 86_400_000}
+    endpoint_default = Policy(execution_timeout_ms=5000, execution_timeout_explicit=False)
+    assert endpoint_default.to_wire() == {"ttl": 86_400_000}
+    assert Policy(execution_timeout_explicit=True).to_wire()["executionTimeout"] == 600_000

@@ -23,3 +23,28 @@ def test_importing_the_package_loads_no_network_stack():
     code = "import sys, worker_kit; print(sorted(m for m in ('aiohttp', 'msgpack') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+#: The public names, pinned: removing or renaming one breaks users, so it must be a deliberate
+#: change here and a note in the README, never a side effect of a refactor.
+PUBLIC = {
+    "__version__", "handler", "start", "Job", "JobState", "Endpoint", "AsyncEndpoint", "Field",
+    "WorkerKitError", "ServiceError", "ServiceUnavailable", "AuthError", "RateLimited", "PayloadTooLarge",
+    "JobError", "JobFailed", "JobTimedOut", "JobCancelled", "JobNotFound",
+}  # fmt: skip
+CLIENT_PUBLIC = {
+    "SIGNATURE_HEADER", "AsyncEndpoint", "AsyncJobHandle", "Endpoint", "JobHandle", "NotFound", "WaitTimeout",
+    "result_of", "sign_webhook", "verify_webhook",
+}  # fmt: skip
+
+
+def test_the_public_names_are_pinned():
+    assert set(worker_kit.__all__) == PUBLIC
+
+
+def test_the_client_public_names_are_pinned():
+    import worker_kit.client as client
+
+    assert set(client.__all__) == CLIENT_PUBLIC
+    for name in client.__all__:
+        assert getattr(client, name) is not None, name

@@ -12,6 +12,7 @@
     │   └── StoreUnavailable             the store cannot be reached (the service answers 503)
     ├── ServiceError                     the service answered an error (status, message)
     │   ├── AuthError                    401 / 403
+    │   ├── NotFound(JobNotFound)        404
     │   ├── RateLimited                  429 (retry_after seconds)
     │   └── PayloadTooLarge              413
     ├── ServiceUnavailable(ConnectionError)  the service could not be reached
@@ -101,8 +102,27 @@ class PayloadTooLarge(ServiceError):
     pass
 
 
+class NotFound(ServiceError, JobNotFound):
+    """404: the job id is unknown, or its result expired (catchable as worker_kit.JobNotFound)."""
+
+
 class ServiceUnavailable(WorkerKitError, ConnectionError):
     pass
+
+
+def error_for_status(
+    status: int, message: str, body: Any = None, *, retry_after: float | None = None
+) -> ServiceError:
+    """The exception for an HTTP error answer: the one mapping the client and the worker share."""
+    if status in (401, 403):
+        return AuthError(status, message, body)
+    if status == 404:
+        return NotFound(status, message, body)
+    if status == 413:
+        return PayloadTooLarge(status, message, body)
+    if status == 429:
+        return RateLimited(status, message, body, retry_after=retry_after)
+    return ServiceError(status, message, body)
 
 
 class JobError(WorkerKitError):

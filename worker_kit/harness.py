@@ -33,6 +33,7 @@ from .harness_input import (
     parse_test_input,
     read_text_file,
 )
+from .job import JobState
 from .protocol import dumps_json
 from .testing import LOCAL_ENDPOINT, LocalStack, local_stack
 
@@ -45,7 +46,6 @@ EXIT_USAGE = 2
 #: How long Ctrl-C lets running jobs finish in --serve before handing them back.
 SERVE_GRACE_S = 5.0
 
-TERMINAL = frozenset({"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"})
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -200,7 +200,7 @@ async def run_test_job(
             _out(dumps_json(status))
             return 1
         status = watch.result()
-    return 0 if status.get("status") == "COMPLETED" else 1
+    return 0 if status.get("status") == JobState.COMPLETED else 1
 
 
 async def _print_events(ep: AsyncEndpoint, job_id: str) -> dict[str, Any]:
@@ -211,7 +211,8 @@ async def _print_events(ep: AsyncEndpoint, job_id: str) -> dict[str, Any]:
         if kind == "chunk":
             _out(dumps_json(data))
         elif kind == "update":
-            if data.get("status") == "IN_PROGRESS" and "output" in data and data["output"] != last_progress:
+            running = data.get("status") == JobState.IN_PROGRESS
+            if running and "output" in data and data["output"] != last_progress:
                 last_progress = data["output"]
                 _note(f"progress: {dumps_json(last_progress)}")
         elif kind == "status":
@@ -263,7 +264,9 @@ async def serve(handler: Handler, opts: argparse.Namespace, concurrency: Any) ->
         )
         stack = await stack_cm.__aenter__()
     except (StorageError, ImportError) as exc:  # the store's fault, not the handler file's
-        raise UsageError(f"cannot open storage {opts.storage!r}: {exc}") from None
+        from .storage import redacted
+
+        raise UsageError(f"cannot open storage {redacted(opts.storage)!r}: {exc}") from None
     except OSError as exc:
         raise UsageError(
             f"cannot listen on {opts.host}:{opts.port}: {_os_reason(exc)}; pass another --port"

@@ -58,14 +58,21 @@ class Policy:
     execution_timeout_ms: int = DEFAULT_EXECUTION_TIMEOUT_MS
     ttl_ms: int = DEFAULT_TTL_MS
     #: True when the client chose `execution_timeout_ms`; False when it is the endpoint's
-    #: default, which a handler's own timeout may then undercut (docs/worker.md).
-    execution_timeout_explicit: bool = False
+    #: default, which a handler's own timeout may then undercut (docs/worker.md). Left out (a
+    #: Policy a user builds), it is True when the timeout differs from the default.
+    execution_timeout_explicit: bool = None  # type: ignore[assignment]  # resolved in __post_init__
+
+    def __post_init__(self) -> None:
+        if self.execution_timeout_explicit is None:
+            chosen = self.execution_timeout_ms != DEFAULT_EXECUTION_TIMEOUT_MS
+            object.__setattr__(self, "execution_timeout_explicit", chosen)
 
     def to_wire(self) -> dict[str, int]:
-        """The policy as a client sends it. executionTimeout is left out when it was not
-        chosen (not explicit and still the default), so the handler's timeout can apply."""
+        """The policy on the wire, from a client to the service and from the service to a
+        worker: executionTimeout only when it was chosen, so a handler's own timeout can apply
+        otherwise (the endpoint's default must not outrank it)."""
         wire = {"ttl": self.ttl_ms}
-        if self.execution_timeout_explicit or self.execution_timeout_ms != DEFAULT_EXECUTION_TIMEOUT_MS:
+        if self.execution_timeout_explicit:
             wire = {"executionTimeout": self.execution_timeout_ms, **wire}
         return wire
 

@@ -44,6 +44,10 @@ async def test_page_and_its_files_are_served_from_the_package(service: Any, sess
     for name, kind in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
         async with session.get(f"{service.url}/dashboard/{name}") as resp:
             assert resp.status == 200 and resp.content_type == kind and len(await resp.read()) > 1000
+    async with session.post(service.endpoint_url("seen") + "/run", json={"input": 1}) as resp:
+        assert resp.status == 200
+    async with session.get(service.url + "/dashboard/endpoints") as resp:
+        assert resp.status == 200 and (await resp.json())["endpoints"] == ["seen"]
     async with session.get(service.url + "/dashboard/secrets.txt") as resp:
         assert resp.status == 404 and "no dashboard file" in (await resp.json())["error"]
 

@@ -75,14 +75,15 @@ def start_dev_server(
 ) -> DevServer:
     """Start `python *argv` (a --serve or `worker-kit dev` command line) and wait for its URL."""
     stderr_path = tmp_path / f"serve-{time.monotonic_ns()}.stderr"
-    proc = subprocess.Popen(
-        [sys.executable, *argv],
-        cwd=cwd or tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=stderr_path.open("w"),
-        text=True,
-        env=clean_env(),
-    )
+    with stderr_path.open("w") as stderr:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, *argv],
+            cwd=cwd or tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=clean_env(),
+        )
     banner: list[str] = []
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None

@@ -314,6 +314,7 @@ def test_stdout_closed_early_is_no_traceback(write_handler) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stderr.close()
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert proc.returncode == 0, err  # the job still ran to the end and says so
     assert "COMPLETED" in err

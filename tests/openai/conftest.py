@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ class Stack:
     service: RunningService
     worker: asyncio.subprocess.Process
     log: Path
+    #: Clients handed out, closed at teardown (an unclosed one leaves sockets open).
+    clients: list[Any] = field(default_factory=list)
 
     @property
     def base(self) -> str:
@@ -34,12 +36,16 @@ class Stack:
     def client(self, **kw: Any) -> Any:
         import openai
 
-        return openai.AsyncOpenAI(base_url=self.base, api_key="unused", max_retries=0, **kw)
+        client = openai.AsyncOpenAI(base_url=self.base, api_key="unused", max_retries=0, **kw)
+        self.clients.append(client)
+        return client
 
     def sync_client(self, **kw: Any) -> Any:
         import openai
 
-        return openai.OpenAI(base_url=self.base, api_key="unused", max_retries=0, **kw)
+        client = openai.OpenAI(base_url=self.base, api_key="unused", max_retries=0, **kw)
+        self.clients.append(client)
+        return client
 
 
 async def start_worker(
@@ -62,15 +68,22 @@ async def start_worker(
 async def stack_factory(service_factory: Any, tmp_path: Path) -> AsyncIterator[Any]:
     """`await stack_factory(**service_overrides)` -> a Stack; the worker is killed at teardown."""
     procs: list[asyncio.subprocess.Process] = []
+    stacks: list[Stack] = []
 
     async def make(handler: Path = EXAMPLE, **overrides: Any) -> Stack:
         service = await service_factory(**overrides)
         log = tmp_path / f"worker-{len(procs)}.log"
         proc = await start_worker(service.endpoint_url(ENDPOINT), log, handler)
         procs.append(proc)
-        return Stack(service, proc, log)
+        stacks.append(Stack(service, proc, log))
+        return stacks[-1]
 
     yield make
+    for stack in stacks:
+        for client in stack.clients:
+            closed = client.close()
+            if asyncio.iscoroutine(closed):
+                await closed
     for proc in procs:
         if proc.returncode is None:
             proc.send_signal(signal.SIGKILL)

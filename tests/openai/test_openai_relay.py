@@ -118,15 +118,16 @@ async def test_own_rate_limit_bucket_and_keys(service_factory: Any) -> None:
     limits = {**EndpointConfig().rate_limits, "openai": RateLimit(1, 10.0, None)}
     svc = await service_factory(default=EndpointConfig(rate_limits=limits, client_keys=("client-key-1",)))
     base = svc.endpoint_url(ENDPOINT) + "/openai/v1"
-    with pytest.raises(openai.PermissionDeniedError):
-        await openai.AsyncOpenAI(base_url=base, api_key="wrong-key-0", max_retries=0).models.list(timeout=0.5)
-    client = openai.AsyncOpenAI(base_url=base, api_key="client-key-1", max_retries=0)
-    # The first request passes the limit (and waits for a worker that never comes).
-    with pytest.raises(openai.APIStatusError) as first:
-        await client.models.list(extra_query={"wait": 10})
-    assert first.value.status_code == 504
-    with pytest.raises(openai.RateLimitError):
-        await client.models.list(extra_query={"wait": 10})
+    async with openai.AsyncOpenAI(base_url=base, api_key="wrong-key-0", max_retries=0) as stranger:
+        with pytest.raises(openai.PermissionDeniedError):
+            await stranger.models.list(timeout=0.5)
+    async with openai.AsyncOpenAI(base_url=base, api_key="client-key-1", max_retries=0) as client:
+        # The first request passes the limit (and waits for a worker that never comes).
+        with pytest.raises(openai.APIStatusError) as first:
+            await client.models.list(extra_query={"wait": 10})
+        assert first.value.status_code == 504
+        with pytest.raises(openai.RateLimitError):
+            await client.models.list(extra_query={"wait": 10})
     # /run has its own bucket.
     async with aiohttp.ClientSession(headers={"Authorization": "Bearer client-key-1"}) as session:
         async with session.post(svc.endpoint_url(ENDPOINT) + "/run", json={"input": 1}) as resp:
@@ -161,6 +162,7 @@ async def test_returned_answers_one_element_lists_and_errors(stack_factory: Any)
     stream = await client.chat.completions.create(
         model="m", messages=[], stream=True, extra_body={"answer": {"error": {"message": "nope"}}}
     )
-    with pytest.raises(openai.APIError, match="nope"):
-        async for _ in stream:
-            pass
+    async with stream:  # an error mid-stream must not leave the response open
+        with pytest.raises(openai.APIError, match="nope"):
+            async for _ in stream:
+                pass

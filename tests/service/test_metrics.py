@@ -13,10 +13,13 @@ from prometheus_client.samples import Sample
 
 from worker_kit.service import access
 from worker_kit.service import state as state_module
-from worker_kit.service.config import EndpointConfig, RateLimit
+from worker_kit.service.config import EndpointConfig, RateLimit, ServiceConfig
 from worker_kit.service.metrics import OTHER_ENDPOINT
+from worker_kit.service.runner import run_service
 from worker_kit.service.state import STATE
+from worker_kit.storage import open_storage
 
+from ..conftest import TEST_DEFAULTS
 from .conftest import Api, MiniWorker
 
 Families = dict[str, tuple[str, list[Sample]]]
@@ -195,3 +198,21 @@ async def test_strict_endpoints_serve_and_count_only_configured_ones(
     m = await scrape(session, svc.url)
     endpoints = {s.labels.get("endpoint") for f in m.values() for s in f[1] if "endpoint" in s.labels}
     assert endpoints == {"known"}
+
+
+async def test_scrape_answers_while_the_store_cannot_be_read(session: Any, tmp_path: Any) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'jobs.db'}")
+    await storage.open()
+    async with run_service(ServiceConfig(**TEST_DEFAULTS), storage) as svc:
+        await Api(session, svc.endpoint_url("ep")).run(1)
+        m = await scrape(session, svc.url)
+        assert value(m, "worker_kit_store_up", "worker_kit_store_up") == 1
+        assert value(m, "worker_kit_jobs", "worker_kit_jobs", endpoint="ep", state="IN_QUEUE") == 1
+        await storage.close()  # the store goes away under the running service
+        m = await scrape(session, svc.url)
+        assert value(m, "worker_kit_store_up", "worker_kit_store_up") == 0
+        assert m["worker_kit_jobs"][1] == []  # unknown, not zero
+        # This process's own counters still answer, and the failed reads are counted.
+        assert value(m, "worker_kit_jobs_submitted", "worker_kit_jobs_submitted_total", endpoint="ep") == 1
+        errors = "worker_kit_storage_errors"
+        assert value(m, errors, errors + "_total", operation="counts") >= 1

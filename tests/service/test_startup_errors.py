@@ -81,3 +81,11 @@ def test_the_missing_redis_extra_is_named(tmp_path: Path, handler: Path, command
     line = one_line(result)
     assert "pip install 'worker-kit[redis]'" in line
     assert "handler.py" not in line
+
+
+def test_a_password_in_the_storage_url_is_never_printed(tmp_path: Path) -> None:
+    url = "redis://user:s3cret-pw@127.0.0.1:6379/0"
+    result = run("serve", "--port", "0", "--storage", url, code=NO_REDIS)
+    assert result.returncode == 2
+    line = one_line(result)
+    assert "s3cret-pw" not in line and "redis://user:***@127.0.0.1:6379/0" in line

@@ -41,14 +41,14 @@ def progress(seq: int, data: object) -> OutputItem:
 # -- submit / get --------------------------------------------------------------------------------
 async def test_submit_then_get_round_trips_input_including_bytes(storage: Storage) -> None:
     payload = {"prompt": "hi", "blob": b"\x00\xff", "n": [1, 2.5, None, True]}
-    job = await submit(storage, payload, webhook="http://127.0.0.1:1/hook",
-                       policy=Policy(execution_timeout_ms=1234, ttl_ms=5678))  # fmt: skip
+    policy = Policy(execution_timeout_ms=1234, ttl_ms=5678, execution_timeout_explicit=False)
+    job = await submit(storage, payload, webhook="http://127.0.0.1:1/hook", policy=policy)
     assert job.state is JobState.IN_QUEUE and job.endpoint == EP and job.id
     got = await storage.get(EP, job.id)
     assert got is not None
     assert got.input == payload
     assert got.state is JobState.IN_QUEUE
-    assert got.policy == Policy(execution_timeout_ms=1234, ttl_ms=5678)
+    assert got.policy == policy
     assert got.policy.execution_timeout_explicit is False
     assert got.webhook == "http://127.0.0.1:1/hook"
     assert got.retention_ms == 60_000

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ..job import JobState
+
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -31,10 +33,10 @@ EXIT_INTERRUPTED = 130
 EXIT_STDOUT_CLOSED = 141  # as a shell reports a process ended by SIGPIPE
 
 STATE_EXIT = {
-    "COMPLETED": EXIT_COMPLETED,
-    "FAILED": EXIT_FAILED,
-    "TIMED_OUT": EXIT_TIMED_OUT,
-    "CANCELLED": EXIT_CANCELLED,
+    JobState.COMPLETED: EXIT_COMPLETED,
+    JobState.FAILED: EXIT_FAILED,
+    JobState.TIMED_OUT: EXIT_TIMED_OUT,
+    JobState.CANCELLED: EXIT_CANCELLED,
 }
 
 EXIT_CODES_HELP = """\
@@ -315,10 +317,10 @@ def _finish(status: dict[str, Any], args: argparse.Namespace, *, print_output: b
     state = str(status.get("status"))
     if args.json:
         _print_json(status, compact=True)
-    elif state == "COMPLETED":
+    elif state == JobState.COMPLETED:
         if print_output and status.get("output") is not None:
             _print_value(status["output"])
-    if state != "COMPLETED":
+    if state != JobState.COMPLETED:
         error = status.get("error")
         print(f"job {status.get('id')} {state}" + (f": {error}" if error else ""), file=sys.stderr)
     return STATE_EXIT.get(state, EXIT_SERVICE_ERROR)

@@ -7,9 +7,10 @@ import sys
 import time
 from typing import Any
 
+from ..job import JobState
 from .client_cmds import EXIT_CODES_HELP, EXIT_COMPLETED, UsageError, _common, _endpoint, _print_json, _sync
 
-_STATES = ("IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED")
+_STATES = tuple(state.value for state in JobState)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -129,6 +129,7 @@ def serve_command(args: argparse.Namespace) -> int:
     if uvloop is not None:
         uvloop.install()
     from ..errors import MissingDependency, StorageError
+    from ..storage import redacted
 
     try:
         asyncio.run(_serve(config))
@@ -139,10 +140,11 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"worker-kit serve: {exc}", file=sys.stderr)
         return 2
     except ImportError as exc:  # a storage backend (or its extra) that is not installed
-        print(f"worker-kit serve: storage {config.storage!r} is not available: {exc}", file=sys.stderr)
+        where = redacted(config.storage)
+        print(f"worker-kit serve: storage {where!r} is not available: {exc}", file=sys.stderr)
         return 2
     except StorageError as exc:  # unreachable, refused, a file that cannot be opened
-        print(f"worker-kit serve: cannot open storage {config.storage!r}: {exc}", file=sys.stderr)
+        print(f"worker-kit serve: cannot open storage {redacted(config.storage)!r}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"worker-kit serve: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)

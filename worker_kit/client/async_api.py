@@ -22,17 +22,16 @@ from ..errors import (
     JobTimedOut,
     ServiceError,
 )
-from ..job import Policy
+from ..job import TERMINAL_STATES, JobState, Policy
 from .errors import NotFound, WaitTimeout
 from .push import NoPush, follow_job
 from .queries import requests_params, status_sync
-from .transport import Transport, split_endpoint_url
+from .transport import ClientTransport, split_endpoint_url
 
-TERMINAL = frozenset({"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"})
-_JOB_ERRORS: dict[str, type[JobError]] = {
-    "FAILED": JobFailed,
-    "TIMED_OUT": JobTimedOut,
-    "CANCELLED": JobCancelled,
+_JOB_ERRORS: dict[JobState, type[JobError]] = {
+    JobState.FAILED: JobFailed,
+    JobState.TIMED_OUT: JobTimedOut,
+    JobState.CANCELLED: JobCancelled,
 }
 #: /runsync holds at most this long (the service's cap); longer waits continue by push.
 MAX_RUNSYNC_WAIT_MS = 300_000
@@ -41,15 +40,15 @@ DEFAULT_RUNSYNC_WAIT_MS = 90_000
 
 
 def is_terminal(status: Mapping[str, Any]) -> bool:
-    return status.get("status") in TERMINAL
+    return status.get("status") in TERMINAL_STATES
 
 
 def result_of(status: dict[str, Any]) -> Any:
     """The output of a COMPLETED status; the typed JobError for any other final state."""
     state = status.get("status")
-    if state == "COMPLETED":
+    if state == JobState.COMPLETED:
         return status.get("output")
-    error_type = _JOB_ERRORS.get(str(state))
+    error_type = _JOB_ERRORS.get(state)  # type: ignore[call-overload]
     if error_type is None:
         raise ValueError(f"job {status.get('id')} has not ended (state {state})")
     raise error_type(status)
@@ -83,7 +82,7 @@ class AsyncEndpoint:
     ) -> None:
         self.base_url, self.endpoint_id = split_endpoint_url(base_url, endpoint_id)
         self.url = f"{self.base_url}/v2/{self.endpoint_id}"
-        self._transport = Transport(
+        self._transport = ClientTransport(
             self.url, api_key=api_key, timeout=timeout, retries=retries, backoff_cap=backoff_cap
         )
         # Keep-alive comments arrive every 15 s; silence beyond this means a dead connection.
@@ -223,7 +222,13 @@ class AsyncEndpoint:
         """Events of one job over SSE, reconnecting from the last cursor when dropped:
         ("update", status, cursor) on state/progress changes, ("chunk", data, cursor after
         it), and finally ("status", final status, cursor). Raises NoPush without SSE."""
-        return follow_job(self, job_id, cursor=cursor, chunks=chunks)
+        return follow_job(
+            self._transport, job_id, read_timeout=self.sse_read_timeout, on_push=self._set_push,
+            cursor=cursor, chunks=chunks,
+        )  # fmt: skip
+
+    def _set_push(self, offered: bool) -> None:
+        self.push = offered
 
 
 def _job_id(answer: Any) -> str:
@@ -245,7 +250,7 @@ class AsyncJobHandle:
         return f"<AsyncJobHandle {self.id} {state}>"
 
     @property
-    def _transport(self) -> Transport:
+    def _transport(self) -> ClientTransport:
         return self.endpoint._transport
 
     def _final(self) -> dict[str, Any] | None:
@@ -382,7 +387,7 @@ class AsyncJobHandle:
                 yield item.get("output") if isinstance(item, dict) else item
             if isinstance(answer.get("cursor"), int):
                 cursor = answer["cursor"]
-            if answer.get("status") in TERMINAL and not chunks:
+            if answer.get("status") in TERMINAL_STATES and not chunks:
                 try:
                     final = await self.status()
                 except NotFound:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import JobNotFound, ServiceError, WorkerKitError
+from ..errors import NotFound, WorkerKitError
 
-
-class NotFound(ServiceError, JobNotFound):
-    """404: the job id is unknown, or its result expired (catchable as worker_kit.JobNotFound)."""
+__all__ = ["NotFound", "WaitTimeout"]
 
 
 class WaitTimeout(WorkerKitError, TimeoutError):

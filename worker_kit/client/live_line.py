@@ -11,6 +11,8 @@ import time
 from types import TracebackType
 from typing import Any, TextIO
 
+from ..job import JobState
+
 _SPINNER = "|/-\\"
 
 
@@ -55,7 +57,7 @@ class LiveLine:
         state = self.status.get("status", "SUBMITTED")
         elapsed = time.monotonic() - self._started
         text = f"{_SPINNER[self._ticks % len(_SPINNER)]} job {self.job_id} {state} {elapsed:.1f}s"
-        progress = self.status.get("output") if state == "IN_PROGRESS" else None
+        progress = self.status.get("output") if state == JobState.IN_PROGRESS else None
         if progress is not None:
             shown = progress if isinstance(progress, str) else json.dumps(progress, default=str)
             text += f"  progress: {shown}"

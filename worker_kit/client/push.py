@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 
-from ..errors import RateLimited, ServiceUnavailable
-from .errors import NotFound
+from ..errors import NotFound, RateLimited, ServiceUnavailable
+from ..retrying import Backoff
 from .events import iter_sse
-from .transport import Backoff, error_from_response, log
-
-if TYPE_CHECKING:
-    from .async_api import AsyncEndpoint
+from .transport import ClientTransport, error_from_response, log
 
 #: Answers meaning "no Server-Sent Events here": the client polls instead.
 NO_PUSH_STATUSES = frozenset({405, 406, 415, 501})
@@ -26,10 +23,16 @@ class NoPush(Exception):
 
 
 async def follow_job(
-    endpoint: AsyncEndpoint, job_id: str, *, cursor: int = 0, chunks: bool = True
+    transport: ClientTransport,
+    job_id: str,
+    *,
+    read_timeout: float | None,
+    on_push: Callable[[bool], None],
+    cursor: int = 0,
+    chunks: bool = True,
 ) -> AsyncIterator[tuple[str, Any, int]]:
-    """See AsyncEndpoint.follow."""
-    backoff = Backoff(cap=endpoint._transport.backoff_cap)
+    """See AsyncEndpoint.follow. `on_push` learns whether the service offers Server-Sent Events."""
+    backoff = Backoff(cap=transport.backoff_cap)
     failures = 0
     params = {"cursor": str(cursor)}
     while True:
@@ -37,17 +40,17 @@ async def follow_job(
         params["cursor"] = str(cursor)
         if not chunks:
             params["chunks"] = "0"
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=endpoint._transport.timeout,
-                                        sock_read=endpoint.sse_read_timeout)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=transport.timeout,
+                                        sock_read=read_timeout)
         retry_after: float | None = None
         try:
-            async with endpoint._transport.session.get(
-                endpoint._transport.url(f"/stream/{job_id}"), params=params, headers=headers, timeout=timeout
+            async with transport.session.get(
+                transport.url(f"/stream/{job_id}"), params=params, headers=headers, timeout=timeout
             ) as resp:
                 if resp.status >= 400:
                     error = error_from_response(resp.status, await resp.read(), resp.headers)
                     if resp.status in NO_PUSH_STATUSES:
-                        endpoint.push = False
+                        on_push(False)
                         raise NoPush()
                     if isinstance(error, RateLimited):
                         # Turned away before anything happened (e.g. the endpoint's limit of
@@ -60,9 +63,9 @@ async def follow_job(
                         raise error
                     raise ServiceUnavailable(str(error))
                 if not resp.content_type.startswith("text/event-stream"):
-                    endpoint.push = False
+                    on_push(False)
                     raise NoPush()
-                endpoint.push = True
+                on_push(True)
                 async for event in iter_sse(resp.content):
                     failures = 0
                     backoff.reset()
@@ -80,7 +83,7 @@ async def follow_job(
                         raise NotFound(404, reason)
         except (aiohttp.ClientError, TimeoutError, ServiceUnavailable, ValueError) as exc:
             failures += 1
-            if failures > endpoint._transport.retries:
+            if failures > transport.retries:
                 raise ServiceUnavailable(f"lost the event stream of job {job_id}: {exc}") from None
         # The stream ended without its final status event: the connection dropped.
         await asyncio.sleep(retry_after if retry_after is not None else backoff.next_delay())

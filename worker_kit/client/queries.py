@@ -6,14 +6,14 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .transport import Transport
+from ..job import TERMINAL_STATES
+from .transport import ClientTransport
 
 #: The service holds one /status-sync at most this long; longer waits make more requests.
 MAX_STATUS_SYNC_WAIT_MS = 300_000
-_TERMINAL = frozenset({"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"})
 
 
-async def status_sync(transport: Transport, job_id: str, wait: float) -> dict[str, Any]:
+async def status_sync(transport: ClientTransport, job_id: str, wait: float) -> dict[str, Any]:
     """GET /status-sync/{id}, held by the service until the job ends or `wait` seconds pass,
     repeated while a wait longer than one hold goes on (`math.inf`: until the job ends).
     Answers what /status would."""
@@ -29,7 +29,7 @@ async def status_sync(transport: Transport, job_id: str, wait: float) -> dict[st
             idempotent=True,
             timeout=hold_ms / 1000 + transport.timeout,
         )
-        if status.get("status") in _TERMINAL or time.monotonic() >= deadline:
+        if status.get("status") in TERMINAL_STATES or time.monotonic() >= deadline:
             return status
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -22,16 +21,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from .. import __version__
-from ..errors import (
-    AuthError,
-    ConfigError,
-    PayloadTooLarge,
-    RateLimited,
-    ServiceError,
-    ServiceUnavailable,
-)
+from ..errors import ConfigError, RateLimited, ServiceError, ServiceUnavailable, error_for_status
 from ..protocol import dumps_json
-from .errors import NotFound
+from ..retrying import Backoff, retry_after_seconds
 
 log = logging.getLogger("worker_kit.client")
 
@@ -89,43 +81,11 @@ def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) ->
     else:
         text = body[:200].decode("utf-8", errors="replace").strip()
         message = text or f"HTTP {status}"
-    if status in (401, 403):
-        return AuthError(status, message, parsed)
-    if status == 404:
-        return NotFound(status, message, parsed)
-    if status == 413:
-        return PayloadTooLarge(status, message, parsed)
-    if status == 429:
-        return RateLimited(status, message, parsed, retry_after=parse_retry_after(headers))
-    return ServiceError(status, message, parsed)
+    retry_after = retry_after_seconds(headers.get("Retry-After"), MAX_RETRY_AFTER_S)
+    return error_for_status(status, message, parsed, retry_after=retry_after)
 
 
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, min(float(value), MAX_RETRY_AFTER_S))
-    except ValueError:
-        return None  # an HTTP-date; rare enough to fall back to our own backoff
-
-
-class Backoff:
-    """Exponential backoff with full jitter: 0.1 s doubling up to `cap`."""
-
-    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
-        self.base, self.cap, self.attempt = base, cap, 0
-
-    def next_delay(self) -> float:
-        delay = min(self.cap, self.base * (2**self.attempt))
-        self.attempt += 1
-        return random.uniform(delay / 2, delay)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-class Transport:
+class ClientTransport:
     """Requests to one endpoint's base URL through one lazily created aiohttp session."""
 
     def __init__(

@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import __version__
-from ..errors import StoreUnavailable
+from ..errors import StorageError, StoreUnavailable
 from ..storage import Storage, open_storage
 from . import client_api, dashboard, hosted_api, openai_api, query_api, scaling, worker_api
 from .activity import activity_channel
@@ -70,6 +70,21 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     return respond(request, {"error": message}, status=exc.status, headers=headers)
 
 
+def _store_failed(request: web.Request, exc: Exception) -> web.Response:
+    """503 for a store that is down, restarting or failing (a write it could not commit).
+
+    Nothing acknowledged is lost, and clients and workers retry 503s with backoff, so this is an
+    answer with one log line, not a crash with a traceback."""
+    reason = "unreachable" if isinstance(exc, StoreUnavailable) else "failing"
+    log.warning("%s %s: the job store is %s: %s", request.method, request.path, reason, exc)
+    return respond(
+        request,
+        {"error": f"the job store is {reason}, retry shortly: {exc}", "retry_after": STORE_RETRY_AFTER_S},
+        status=503,
+        headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+    )
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -80,28 +95,20 @@ async def error_middleware(
         response = await handler(request)
     except ApiError as exc:
         response = respond(request, exc.body(), status=exc.status, headers=exc.headers)
-    except StoreUnavailable as exc:
-        # The store is down or restarting: nothing is lost that was acknowledged, and clients and
-        # workers retry 503s with backoff, so this is an answer, not a crash (no traceback).
-        log.warning("%s %s: the job store is unreachable: %s", request.method, request.path, exc)
-        message = f"the job store is unreachable, retry shortly: {exc}"
-        response = respond(
-            request,
-            {"error": message, "retry_after": STORE_RETRY_AFTER_S},
-            status=503,
-            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
-        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         response = _http_error(request, exc)
     except asyncio.CancelledError:
         raise
-    except Exception:
-        log.exception("unexpected error in %s %s", request.method, request.path)
-        response = respond(
-            request, {"error": "internal error in the service; it has been logged"}, status=500
-        )
+    except Exception as exc:
+        if type(exc) in (StorageError, StoreUnavailable):  # not the job rules' answers (JobNotFound...)
+            response = _store_failed(request, exc)
+        else:
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            response = respond(
+                request, {"error": "internal error in the service; it has been logged"}, status=500
+            )
     state = request.app[STATE]
     route = _route_name(request)
     if response.status < 300 and "endpoint_id" in request.match_info and _changes(request.method, route):

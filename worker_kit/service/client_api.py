@@ -96,7 +96,7 @@ def parse_submit(body: dict[str, Any], cfg: EndpointConfig) -> tuple[Any, Policy
 
 def parse_policy(raw: Any, cfg: EndpointConfig) -> Policy:
     if raw is None:
-        return Policy(cfg.execution_timeout_ms, cfg.ttl_ms)
+        return Policy(cfg.execution_timeout_ms, cfg.ttl_ms, execution_timeout_explicit=False)
     if not isinstance(raw, dict):
         raise ApiError(400, f"policy must be an object, not {type(raw).__name__}")
     unknown = set(raw) - {"executionTimeout", "ttl", "lowPriority"}

@@ -28,7 +28,7 @@ from .activity import activity_channel
 from .config import EndpointConfig
 from .dashboard_data import job_summary, snapshot
 from .http import ApiError, client_gone, respond
-from .state import ServiceState, authorized
+from .state import ServiceState, authorized, state_of
 
 log = logging.getLogger("worker_kit.service.dashboard")
 routes = web.RouteTableDef()
@@ -78,6 +78,14 @@ async def index(request: web.Request) -> web.Response:
 @routes.get("/dashboard")
 async def page(request: web.Request) -> web.Response:
     return web.Response(body=_static("index.html"), content_type="text/html", headers=_PAGE_HEADERS)
+
+
+@routes.get("/dashboard/endpoints")
+async def endpoints(request: web.Request) -> web.Response:
+    """Endpoint ids to suggest in the page: configured ones, then those this process served (as
+    /metrics labels them; open like /metrics, which shows the same ids)."""
+    state = state_of(request)
+    return respond(request, {"endpoints": state.metrics.endpoint.tracked()})
 
 
 @routes.get("/dashboard/{asset}")

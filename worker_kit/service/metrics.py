@@ -195,6 +195,8 @@ class EndpointSnapshot:
 class StoreSnapshot:
     endpoints: dict[str, EndpointSnapshot] = field(default_factory=dict)
     webhooks: dict[str, int] = field(default_factory=dict)
+    #: False when storage could not be read for this scrape.
+    up: bool = True
 
 
 class StoreCollector(Collector):
@@ -242,11 +244,15 @@ class StoreCollector(Collector):
             desired.add_metric([endpoint], ep.desired)
         hooks = CounterMetricFamily(
             "worker_kit_webhook_deliveries",
-            "Webhook deliveries by outcome: delivered (a 2xx) or failed (out of attempts, or refused).",
+            "Webhook deliveries this process made: delivered (a 2xx) or failed (out of attempts).",
             labels=["outcome"],
         )
         for outcome in ("delivered", "failed"):
             hooks.add_metric([outcome], snap.webhooks.get(outcome, 0))
-        pending = GaugeMetricFamily("worker_kit_webhooks_pending", "Webhook deliveries not yet done.")
+        pending = GaugeMetricFamily(
+            "worker_kit_webhooks_pending", "Webhook deliveries waiting in the shared outbox (from storage)."
+        )
         pending.add_metric([], snap.webhooks.get("pending", 0))
-        yield from (jobs, retried, workers, slots, desired, hooks, pending)
+        up = GaugeMetricFamily("worker_kit_store_up", "1 when this scrape could read the job store, else 0.")
+        up.add_metric([], 1 if snap.up else 0)
+        yield from (up, jobs, retried, workers, slots, desired, hooks, pending)

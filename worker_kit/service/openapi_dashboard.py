@@ -23,6 +23,7 @@ def dashboard_paths(
 ) -> dict[str, Any]:
     """The paths of /scaling and the dashboard; `op` and `ref` are openapi.py's builders."""
     files = ["dashboard.js", "dashboard.css", "favicon.svg"]
+    ids = {"type": "string"}
     asset = {"name": "asset", "in": "path", "required": True, "schema": {"enum": files}}
     state = {
         "name": "state",
@@ -52,6 +53,15 @@ def dashboard_paths(
         },
         "/": {"get": _html("Links to the dashboard, this document, metrics and liveness")},
         "/dashboard": {"get": _html("The live dashboard page")},
+        "/dashboard/endpoints": {
+            "get": op(
+                "Endpoint ids the page suggests: configured ones, then those this process served",
+                {"type": "object", "properties": {"endpoints": {"type": "array", "items": ids}}},
+                errors=(),
+                tag="dashboard",
+                security=None,
+            )
+        },
         "/dashboard/{asset}": {"get": _html("The dashboard's script and style sheet", [asset])},
         "/v2/{endpoint_id}/dashboard/feed": {"get": feed},
         "/v2/{endpoint_id}/dashboard/jobs/{job_id}": {

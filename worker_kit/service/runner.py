@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ..storage import Storage
+from ..storage import Storage, redacted
 from .app import create_app
 from .config import ServiceConfig
 from .state import STATE
@@ -65,7 +65,7 @@ async def run_service(config: ServiceConfig, storage: Storage | None = None) -> 
         log.info(
             "serving on %s (storage %s)",
             svc.url,
-            config.storage if storage is None else type(storage).__name__,
+            redacted(config.storage) if storage is None else type(storage).__name__,
         )
         yield svc
     finally:

@@ -87,11 +87,8 @@ def job_wire(job: JobRecord, now: float) -> dict[str, Any]:
     deadline = min(
         started + job.policy.execution_timeout_ms / 1000, job.created_at + job.policy.ttl_ms / 1000
     )
-    # executionTimeout only when the client chose it: the endpoint's default must not
-    # outrank the handler's own timeout. deadline_ms still caps the run either way.
-    policy: dict[str, int] = {"ttl": job.policy.ttl_ms}
-    if job.policy.execution_timeout_explicit:
-        policy = {"executionTimeout": job.policy.execution_timeout_ms, **policy}
+    # deadline_ms caps the run whether or not the policy names an executionTimeout.
+    policy = job.policy.to_wire()
     wire: dict[str, Any] = {
         "id": job.id,
         "input": job.input,

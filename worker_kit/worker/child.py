@@ -31,9 +31,10 @@ from typing import Any
 
 import msgpack
 
+from ..job import JobState
 from ..logs import configure_logging
 from ..protocol import pack
-from .execution import COMPLETED, FAILED, Job, Run
+from .execution import Job, Run
 from .registry import Handler, default_registry
 
 log = logging.getLogger("worker_kit.worker")
@@ -150,12 +151,12 @@ class ChildServer:
         run.start()
         outcome = await run.result
         output = None
-        if outcome.state == COMPLETED and outcome.output is not None:
+        if outcome.state is JobState.COMPLETED and outcome.output is not None:
             try:
                 output = pack(outcome.output)
             except Exception as exc:
                 error = f"result is not serialisable: {type(exc).__name__}: {exc}"
-                outcome.state, outcome.error = FAILED, error
+                outcome.state, outcome.error = JobState.FAILED, error
                 outcome.error_detail = {"type": "SerializationError", "message": error}
         settled = run.settled.done()  # usually: then one message says both
         self.channel.send({"t": "result", "state": outcome.state, "output": output, "error": outcome.error,

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..job import JobState
 from ..protocol import dumps_json, pack
 from .registry import Handler
 from .reporting import pack_chunk
@@ -35,7 +36,6 @@ AGGREGATE_AUTO_MAX_BYTES = 20 * 1024 * 1024
 
 log = logging.getLogger("worker_kit.worker")
 
-COMPLETED, FAILED, TIMED_OUT, STOPPED = "COMPLETED", "FAILED", "TIMED_OUT", "STOPPED"
 
 
 class JobInterrupted(BaseException):
@@ -138,7 +138,9 @@ class Job:
 
 @dataclass(slots=True)
 class Outcome:
-    state: str  # COMPLETED | FAILED | STOPPED (the worker adds TIMED_OUT)
+    #: COMPLETED or FAILED (the worker adds TIMED_OUT); None when the handler was interrupted
+    #: (cancel, timeout, shutdown), so the job's end is the worker's to decide.
+    state: JobState | None
     output: Any = None
     error: str | None = None
     error_detail: dict[str, Any] | None = None
@@ -151,7 +153,7 @@ def failure(exc: BaseException) -> Outcome:
     kind, message = type(exc).__name__, str(exc)
     tb = "".join(traceback.format_exception(exc))
     return Outcome(
-        FAILED,
+        JobState.FAILED,
         error=f"{kind}: {message}" if message else kind,
         error_detail={"type": kind, "message": message, "traceback": tb[-65536:]},
     )
@@ -166,8 +168,8 @@ def value_outcome(value: Any) -> Outcome:
                 err = dumps_json(err)
             except (TypeError, ValueError):
                 err = repr(err)
-        return Outcome(FAILED, error=err)
-    return Outcome(COMPLETED, output=value)
+        return Outcome(JobState.FAILED, error=err)
+    return Outcome(JobState.COMPLETED, output=value)
 
 
 def _is_async_callable(fn: Any) -> bool:
@@ -313,9 +315,8 @@ class Run:
             )
 
     def _streamed(self) -> Outcome:
-        return Outcome(
-            COMPLETED, output=self.aggregate, output_optional=self.handler.return_aggregate_stream is None
-        )
+        optional = self.handler.return_aggregate_stream is None
+        return Outcome(JobState.COMPLETED, output=self.aggregate, output_optional=optional)
 
     async def _emit(self, item: Any) -> None:
         pieces = pack_chunk(item)
@@ -349,7 +350,7 @@ class Run:
         try:
             outcome = await self._invoke()
         except (JobInterrupted, asyncio.CancelledError):
-            outcome = Outcome(STOPPED)
+            outcome = Outcome(None)
         except BaseException as exc:
             outcome = failure(exc)
         finally:
@@ -364,7 +365,7 @@ class Run:
             if problems:
                 message = "input validation failed: " + "; ".join(problems)
                 detail = {"type": "ValidationError", "message": message, "errors": problems}
-                return Outcome(FAILED, error=message, error_detail=detail)
+                return Outcome(JobState.FAILED, error=message, error_detail=detail)
             self.job.input = value
         fn = self.handler.fn
         if _is_async_callable(fn):

@@ -24,9 +24,10 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..job import JobState
 from ..protocol import unpack
 from .child import HANDLER_RUN_NAME, Channel
-from .execution import FAILED, STOPPED, Job, Outcome, Sink
+from .execution import Job, Outcome, Sink
 from .memory import MB, over_cap
 from .registry import Handler
 
@@ -232,14 +233,14 @@ class IsolatedRun:
                     self.child = await self.pool.acquire()
                 child = self.child
             except asyncio.CancelledError:
-                self._set(Outcome(STOPPED))
+                self._set(Outcome(None))
                 return
             try:
                 await self._serve(child)
             finally:
                 self.pool.give_back(child)
         finally:
-            self._set(Outcome(STOPPED))  # only if nothing was set: the run ended without a result
+            self._set(Outcome(None))  # only if nothing was set: the run ended without a result
             if not self.settled.done():
                 self.settled.set_result(None)
 
@@ -267,7 +268,7 @@ class IsolatedRun:
                 await self.sink.wait_room()
             elif kind == "result":
                 output = message.get("output")
-                self._set(Outcome(message["state"], output=None if output is None else unpack(output),
+                self._set(Outcome(_state(message["state"]), output=None if output is None else unpack(output),
                                   error=message.get("error"), error_detail=message.get("detail"),
                                   output_optional=bool(message.get("optional"))))
                 if message.get("settled"):
@@ -281,7 +282,7 @@ class IsolatedRun:
             return
         cap = self.pool.kill_rss_mb
         why = f"its handler process used {rss / MB:.0f} MB, over WORKER_KIT_KILL_RSS_MB={cap:g}"
-        self._set(Outcome(FAILED, error=f"{why}: killed",
+        self._set(Outcome(JobState.FAILED, error=f"{why}: killed",
                           error_detail={"type": "HandlerProcessDied", "message": why, "rss_mb": rss // MB}))
         log.warning("job %s: %s; killing it", self.job.id, why, extra={"job_id": self.job.id})
         child.killed = why
@@ -295,9 +296,13 @@ class IsolatedRun:
             return
         message = f"the handler's process (pid {child.pid}) {why}"
         log.error("job %s: %s; starting a fresh one", self.job.id, message, extra={"job_id": self.job.id})
-        self._set(Outcome(FAILED, error=message, error_detail={**detail, "message": message}))
+        self._set(Outcome(JobState.FAILED, error=message, error_detail={**detail, "message": message}))
 
     def _set(self, outcome: Outcome) -> None:
         if not self.result.done():
             self.result.set_result(outcome)
 
+
+def _state(value: str | None) -> JobState | None:
+    """A state as the child sent it over the pipe (None: its handler was interrupted)."""
+    return None if value is None else JobState(value)

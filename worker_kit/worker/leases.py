@@ -10,7 +10,8 @@ from typing import Any
 
 from .. import protocol
 from ..errors import RateLimited, ServiceUnavailable
-from .transport import Backoff, Transport
+from ..retrying import Backoff
+from .transport import Transport
 
 log = logging.getLogger("worker_kit.worker")
 

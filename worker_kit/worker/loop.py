@@ -22,8 +22,9 @@ from typing import Any
 
 from .. import protocol
 from ..errors import AuthError, RateLimited, ServiceError, ServiceUnavailable
-from ..job import DEFAULT_EXECUTION_TIMEOUT_MS
-from .execution import COMPLETED, FAILED, STOPPED, TIMED_OUT, Job, Outcome, Run
+from ..job import DEFAULT_EXECUTION_TIMEOUT_MS, JobState
+from ..retrying import Backoff
+from .execution import Job, Outcome, Run
 from .isolation import IsolatedRun
 from .leases import Leases
 from .memory import MB, over_cap
@@ -31,7 +32,7 @@ from .pool import ChildPool
 from .registry import Concurrency, Handler
 from .reporting import JobReporter, final_report, release
 from .settings import EXIT_CONFIG, EXIT_MEMORY, EXIT_OK, EXIT_REFUSED, EXIT_STUCK
-from .transport import Backoff, ClaimedJob, Final, NativeTransport, Transport
+from .transport import ClaimedJob, Final, NativeTransport, Transport
 
 log = logging.getLogger("worker_kit.worker")
 
@@ -373,10 +374,10 @@ class Worker:
         # it is left out: the job completed, and its chunks are on /stream.
         limit = min(limit, claimed.result_limit or limit)
         final = final_report(outcome.state, outcome.output, outcome.error, outcome.error_detail, limit)
-        if final.state == FAILED:
+        if final.state == JobState.FAILED:
             log.warning("job %s: %s; its output is left empty (the chunks are on /stream)", claimed.id,
                         final.error, extra={"job_id": claimed.id})
-            final = Final(COMPLETED)
+            final = Final(JobState.COMPLETED)
         return final
 
     def _prepare(self, claimed: ClaimedJob) -> _Active:
@@ -423,12 +424,13 @@ class Worker:
                 return
             if run.result.done():
                 outcome = run.result.result()
-                if outcome.state == STOPPED:  # the handler raised JobInterrupted on its own
-                    outcome = Outcome(FAILED, error="JobInterrupted: the handler raised JobInterrupted")
+                if outcome.state is None:  # the handler raised JobInterrupted on its own
+                    error = "JobInterrupted: the handler raised JobInterrupted"
+                    outcome = Outcome(JobState.FAILED, error=error)
             else:
                 run.interrupt()
                 error = f"execution timeout: the job ran longer than {timeout_s:.6g} s"
-                outcome = Outcome(TIMED_OUT, error=error)
+                outcome = Outcome(JobState.TIMED_OUT, error=error)
             active.finishing = True
             final = self._final_report(outcome, claimed)
             delivered = await reporter.finish(final)
@@ -436,10 +438,10 @@ class Worker:
             state, error = final.state, final.error
             if delivered:
                 self.stats[state.lower()] = self.stats.get(state.lower(), 0) + 1
-                level = logging.INFO if state == COMPLETED else logging.WARNING
+                level = logging.INFO if state is JobState.COMPLETED else logging.WARNING
                 log.log(level, "job %s %s in %.3f s%s", job_id, state, elapsed, f": {error}" if error else "",
                         extra={**ids, "state": state, "duration_ms": int(elapsed * 1000)})
-            if state == TIMED_OUT:
+            if state is JobState.TIMED_OUT:
                 await self._watch(active)
         except asyncio.CancelledError:
             if active.finishing:  # run() ended (cancelled, or the drain's last wait ran out)
@@ -449,7 +451,7 @@ class Worker:
         except Exception:  # a bug or a reply nothing expected: say so; the lease brings the job back
             log.exception("job %s: reporting failed; the job runs again once its lease expires", job_id,
                           extra=ids)
-            active.reporter.abandon("FAILED")
+            active.reporter.abandon(JobState.FAILED)
             run.interrupt()
         finally:
             # Only this attempt's entries: a later attempt of the same job may run here now.

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import PayloadTooLarge, RateLimited, SequenceGap, ServiceError, ServiceUnavailable, StaleLease
-from ..job import MAX_CHUNK_BYTES
+from ..job import MAX_CHUNK_BYTES, JobState
 from ..protocol import STOP_LOST, pack
-from .transport import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Backoff, Final, Transport, pack_item
+from ..retrying import Backoff
+from .transport import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Final, Transport, pack_item
 
 log = logging.getLogger("worker_kit.worker")
 
@@ -225,8 +226,8 @@ class JobReporter:
         if not self._abandoned:
             self._wake.clear()
         await self._send(keep=MAX_BATCH_BYTES)  # a finish request carries at most one batch
-        if self.rejected and final.state == "COMPLETED":
-            final = Final("FAILED", error=self.rejected)
+        if self.rejected and final.state is JobState.COMPLETED:
+            final = Final(JobState.FAILED, error=self.rejected)
         backoff = Backoff()
         while not self._abandoned:
             try:
@@ -235,7 +236,7 @@ class JobReporter:
             except SequenceGap as exc:
                 self._acked(exc.expected)
             except StaleLease as exc:
-                level = logging.INFO if exc.state == "CANCELLED" else logging.ERROR
+                level = logging.INFO if exc.state == JobState.CANCELLED else logging.ERROR
                 log.log(level, "job %s: result (%s) not delivered: the service answered that the lease is "
                         "gone (job is %s)", self.job_id, final.state, exc.state or "unknown",
                         extra={"job_id": self.job_id})
@@ -244,7 +245,8 @@ class JobReporter:
                 if final.output is None and not self._pending:
                     log.error("job %s: result refused as too large: %s", self.job_id, exc.message)
                     return False
-                final = Final("FAILED", error=f"result too large: the service refused it ({exc.message})")
+                error = f"result too large: the service refused it ({exc.message})"
+                final = Final(JobState.FAILED, error=error)
                 log.error("job %s: %s", self.job_id, final.error, extra={"job_id": self.job_id})
                 self._pending.clear()
             except (ServiceUnavailable, RateLimited) as exc:
@@ -253,16 +255,19 @@ class JobReporter:
                 log.error("job %s: result (%s) not delivered: the service refused it: %s",
                           self.job_id, final.state, exc, extra={"job_id": self.job_id})
                 return False
-        level = logging.WARNING if self._abandoned in ("CANCELLED", "TIMED_OUT") else logging.ERROR
+        expected = self._abandoned in (JobState.CANCELLED, JobState.TIMED_OUT)
+        level = logging.WARNING if expected else logging.ERROR
         log.log(level, "job %s: result (%s) not delivered: the job was abandoned (%s)", self.job_id,
                 final.state, self._abandoned, extra={"job_id": self.job_id})
         return False
 
 
-def final_report(state: str, output: Any, error: str | None, error_detail: Any, result_limit: int) -> Final:
+def final_report(
+    state: JobState, output: Any, error: str | None, error_detail: Any, result_limit: int
+) -> Final:
     """The report for a handler's outcome: a COMPLETED output is packed here, and one that
     cannot be serialised or is over `result_limit` bytes turns the job FAILED, saying why."""
-    if state != "COMPLETED":
+    if state is not JobState.COMPLETED:
         return Final(state, error=error, error_detail=error_detail)
     if output is None:
         return Final(state)
@@ -270,11 +275,12 @@ def final_report(state: str, output: Any, error: str | None, error_detail: Any, 
         packed = pack(output)
     except Exception as exc:
         error = f"result is not serialisable: {type(exc).__name__}: {exc}"
-        return Final("FAILED", error=error, error_detail={"type": "SerializationError", "message": error})
+        detail = {"type": "SerializationError", "message": error}
+        return Final(JobState.FAILED, error=error, error_detail=detail)
     if len(packed) > result_limit:
         error = (f"result too large: {len(packed) / 1048576:.1f} MB packed, over the "
                  f"{result_limit / 1048576:.0f} MB result limit")
-        return Final("FAILED", error=error, error_detail={"type": "ResultTooLarge", "message": error})
+        return Final(JobState.FAILED, error=error, error_detail={"type": "ResultTooLarge", "message": error})
     return Final(state, output=packed)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -22,14 +21,14 @@ import msgpack
 
 from .. import protocol
 from ..errors import (
-    AuthError,
-    PayloadTooLarge,
-    RateLimited,
     SequenceGap,
     ServiceError,
     ServiceUnavailable,
     StaleLease,
+    error_for_status,
 )
+from ..job import JobState
+from ..retrying import retry_after_seconds
 from .outbox import GATHER_TURNS, FinishOutbox, Report, fail
 
 log = logging.getLogger("worker_kit.worker")
@@ -38,6 +37,8 @@ log = logging.getLogger("worker_kit.worker")
 #: its result limit + 4 MB, so items stay under 4 MB whatever an endpoint's result limit is.
 MAX_BATCH_BYTES = 3 * 1024 * 1024
 MAX_BATCH_ITEMS = 5000
+#: Longest Retry-After the worker honours: a longer one is a misconfigured proxy, not a plan.
+MAX_RETRY_AFTER_S = 300.0
 
 
 @dataclass(slots=True)
@@ -58,38 +59,10 @@ class ClaimedJob:
 class Final:
     """A job's final report; `output` is already packed (msgpack)."""
 
-    state: str  # COMPLETED | FAILED | TIMED_OUT
+    state: JobState  # COMPLETED | FAILED | TIMED_OUT
     output: bytes | None = None
     error: str | None = None
     error_detail: dict[str, Any] | None = None
-
-
-class Backoff:
-    """Exponential backoff with jitter: 0.1 s doubling to `cap`, each delay scaled by 0.5-1.0."""
-
-    def __init__(self, base: float = 0.1, cap: float = 10.0) -> None:
-        self.base, self.cap, self.failures = base, cap, 0
-
-    def next_delay(self) -> float:
-        delay = min(self.cap, self.base * (2**self.failures))
-        self.failures = min(self.failures + 1, 30)
-        return delay * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        self.failures = 0
-
-    async def sleep(self, at_least: float = 0.0, wake: asyncio.Event | None = None, what: str = "") -> None:
-        delay = max(at_least, self.next_delay())
-        if what:
-            log.debug("retrying %s in %.2f s", what, delay)
-        if wake is None:
-            await asyncio.sleep(delay)
-            return
-        try:
-            async with asyncio.timeout(delay):
-                await wake.wait()
-        except TimeoutError:
-            pass
 
 
 class Link:
@@ -368,17 +341,9 @@ def refusal(status: int, payload: Any, retry_after: str | None) -> Exception:
         return StaleLease(message, state=body_info.get("state"))
     if status == 409 and isinstance(body_info.get("expected"), int):
         return SequenceGap(message, expected=body_info["expected"])
-    if status == 413:
-        return PayloadTooLarge(status, message, payload)
-    if status in (401, 403):
-        return AuthError(status, message, payload)
-    if status == 429:
-        try:
-            after = float(retry_after) if retry_after else None
-        except ValueError:
-            after = None
-        return RateLimited(status, message, payload, retry_after=after)
-    return ServiceError(status, message, payload)
+    return error_for_status(
+        status, message, payload, retry_after=retry_after_seconds(retry_after, MAX_RETRY_AFTER_S)
+    )
 
 
 def _claimed(raw: Any) -> ClaimedJob | None:

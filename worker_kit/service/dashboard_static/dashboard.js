@@ -386,4 +386,12 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#j-retry").addEventListener("click", () => act("/retry"));
   window.addEventListener("hashchange", route);
   route();
+  fetch("/dashboard/endpoints").then((r) => (r.ok ? r.json() : { endpoints: [] })).then((data) => {
+    const list = $("#known-endpoints");
+    for (const id of data.endpoints) {
+      const option = document.createElement("option");
+      option.value = id;
+      list.appendChild(option);
+    }
+  }).catch(() => { /* suggestions only */ });
 });
