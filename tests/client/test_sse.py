@@ -70,7 +70,6 @@ async def test_status_only_stream_and_keepalive(
     endpoint_url: str, worker: ScriptedWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sse_module, "KEEPALIVE_S", 0.1)
-    monkeypatch.setattr(sse_module, "RECHECK_S", 0.05)
     async with AsyncEndpoint(endpoint_url) as ep:
         handle = await ep.run({"chunks": ["hidden"], "gate": "ka", "output": "done"})
         async with aiohttp.ClientSession() as session, session.get(
@@ -161,7 +160,6 @@ async def test_a_stream_whose_client_left_frees_its_slot(
 
     # Nothing would be written for a minute, so only noticing the closed connection ends the stream.
     monkeypatch.setattr(sse_module, "KEEPALIVE_S", 60.0)
-    monkeypatch.setattr(sse_module, "RECHECK_S", 0.05)
     svc = await service_factory(default=EndpointConfig(rate_limits={"sse": RateLimit(None, 10.0, 1)}))
     url = svc.endpoint_url("one-slot")
     async with AsyncEndpoint(url) as ep:

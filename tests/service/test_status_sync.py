@@ -16,9 +16,10 @@ from .conftest import Api, MiniWorker
 async def test_a_long_wait_returns_as_soon_as_the_job_ends(
     api: Api, worker: MiniWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # With the safety re-read pushed out of reach, only the job's change notification can
-    # answer this request before its 300 s wait: it must come back as soon as the job ends.
-    monkeypatch.setattr(service_http, "_RECHECK_S", 3600.0)
+    # Waits on a job have no periodic re-read (and the claim/heartbeat one is pushed out of
+    # reach), so only the job's change notification can answer this request before its 300 s
+    # wait: it must come back as soon as the job ends.
+    monkeypatch.setattr(service_http, "RECHECK_S", 3600.0)
     job_id = await api.run({"x": 1})
     held = asyncio.create_task(api.get(f"/status-sync/{job_id}?wait=300000"))
     job = await worker.claim_one()

@@ -158,3 +158,21 @@ async def test_an_idle_child_that_dies_is_replaced_at_once(service: Any, spawn_w
     await until(lambda: worker.logs().count(" ready") == 2)  # replaced before any job asks for it
     nxt = await api.wait(url, await api.run(url, {"do": "pid"}))
     assert nxt["status"] == "COMPLETED" and nxt["output"]["pid"] != child
+
+
+async def test_progress_and_cancel_keep_a_polite_child(service: Any, spawn_worker: Any, api: Any) -> None:
+    url = service.endpoint_url("iso-progress")
+    await spawn_worker("isolated.py", url)
+    child = (await api.wait(url, await api.run(url, {"do": "pid"})))["output"]["pid"]
+    job = await api.run(url, {"do": "progress"}, policy={"executionTimeout": 30_000})
+    await until(lambda: _output_is(api, url, job, {"step": 1}))  # progress shows while it runs
+    await api.cancel(url, job)
+    assert (await api.wait(url, job))["status"] == "CANCELLED"
+    # The handler stopped at its next Python step (JobInterrupted): its process is kept.
+    nxt = await api.wait(url, await api.run(url, {"do": "pid"}))
+    assert nxt["output"]["pid"] == child
+
+
+async def _output_is(api: Any, url: str, job_id: str, value: Any) -> bool:
+    status = await api.status(url, job_id)
+    return status["status"] == "IN_PROGRESS" and status.get("output") == value

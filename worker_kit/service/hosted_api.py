@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from ..errors import JobNotFound, SequenceGap, StaleLease
 from ..job import MAX_CHUNK_BYTES, JobRecord, JobState, OutputItem
 from ..portable import problem
 from ..protocol import API_PREFIX, MAX_POLL_MS, STOP_LOST, decode, dumps_json, pack
-from ..storage.base import queue_channel, worker_channel
+from ..storage.base import StopSignal, queue_channel, worker_channel
 from .config import EndpointConfig
 from .http import ApiError, query_int, read_body, wait_until
 from .state import ServiceState, authorized, job_log
@@ -44,6 +45,11 @@ PREFIX = API_PREFIX
 #: job-take and job-stop hold this long by default; SDK workers cut requests at 90 s.
 #: A template may carry `?wait_ms=N` to change it.
 DEFAULT_HOLD_MS = 30_000
+#: A stop is sent again while the worker still lists its job, for at most this long after the job
+#: ended: the hosted SDK drops a stop that arrives between a take and the start of the job's task.
+STOP_REPEAT_S = 60.0
+#: The SDK polls job-stop again at once after a 200: repeats of the same stop are this far apart.
+STOP_REPEAT_GAP_S = 1.0
 _OVERHEAD = 4 * 1024 * 1024
 #: A ping lists the jobs its worker runs; at most this many are looked up.
 _MAX_LISTED = 256
@@ -53,6 +59,9 @@ _MAX_LISTED = 256
 class HostedState:
     #: Per-job locks ordering one replica's reports of a job (the held leases live in storage).
     locks: weakref.WeakValueDictionary[str, asyncio.Lock] = field(default_factory=weakref.WeakValueDictionary)
+    #: (worker id, job id) -> when this replica last sent that stop: only paces the repeats, so
+    #: per replica is enough (another replica may repeat a stop a little sooner).
+    stops_sent: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def lock(self, job_id: str) -> asyncio.Lock:
         lock = self.locks.get(job_id)
@@ -198,7 +207,10 @@ async def ping(
     listed = [j for j in request.query.get("job_id", "").split(",") if j]
     leases = await _leases(state, endpoint, worker_id, listed)
     stops = await state.storage.heartbeat(endpoint, worker_id, leases, state.config.lease_ms)
-    await state.storage.drop_leases(endpoint, worker_id, [s.job_id for s in stops if s.reason == STOP_LOST])
+    # A stopped job the worker no longer lists has left it: its stop need not be repeated.
+    gone = [s.job_id for s in stops if s.reason == STOP_LOST or s.job_id not in listed]
+    await state.storage.drop_leases(endpoint, worker_id, gone)
+    _forget_stops(request.app[HOSTED], worker_id, gone)
     return json_response({"status": "ok"})
 
 
@@ -207,19 +219,58 @@ async def ping(
 async def job_stop(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
 ) -> web.Response:
-    """Renews the worker's leases (SDK workers poll this continuously) and long-polls for stops."""
-    async def stops() -> list[str] | None:
+    """Renews the worker's leases (SDK workers poll this continuously) and long-polls for stops.
+
+    A cancelled or timed-out job's stop is repeated, STOP_REPEAT_GAP_S apart, until the worker's
+    pings stop listing the job or STOP_REPEAT_S after it ended (docs/service.md); a stop for a
+    lease the worker lost is sent once."""
+    hosted = request.app[HOSTED]
+    loop = asyncio.get_running_loop()
+
+    async def stops() -> list[StopSignal] | None:
         leases = await _leases(state, endpoint, worker_id, [])
         found = await state.storage.heartbeat(endpoint, worker_id, leases, state.config.lease_ms)
-        return [s.job_id for s in found] or None
+        expired = await _past_repeat(state, endpoint, found)
+        if expired:
+            await state.storage.drop_leases(endpoint, worker_id, expired)
+            _forget_stops(hosted, worker_id, expired)
+        found = [s for s in found if s.job_id not in expired]
+        due = [s for s in found if loop.time() - hosted.stops_sent.get((worker_id, s.job_id), -1e9)
+               >= STOP_REPEAT_GAP_S]
+        if found and not due:  # only repeats, sent just now: pace them instead of holding a full poll
+            await asyncio.sleep(STOP_REPEAT_GAP_S)
+            return found
+        return due or None
 
     found = await wait_until(
         state.storage, worker_channel(endpoint, worker_id), hold_s(request), stops, state.shutdown
     )
     if not found:
         return no_content()
-    await state.storage.drop_leases(endpoint, worker_id, found)
-    return json_response({"jobsToStop": found})
+    lost = [s.job_id for s in found if s.reason == STOP_LOST]
+    await state.storage.drop_leases(endpoint, worker_id, lost)
+    _forget_stops(hosted, worker_id, lost)
+    for s in found:
+        if s.reason != STOP_LOST:
+            hosted.stops_sent[(worker_id, s.job_id)] = loop.time()
+    return json_response({"jobsToStop": [s.job_id for s in found]})
+
+
+async def _past_repeat(state: ServiceState, endpoint: str, stops: list[StopSignal]) -> list[str]:
+    """The stopped jobs whose stop is no longer repeated: ended over STOP_REPEAT_S ago, or gone."""
+    now, past = time.time(), []
+    for stop in stops:
+        if stop.reason == STOP_LOST:
+            continue
+        job = await state.storage.get(endpoint, stop.job_id)
+        if job is None or (job.finished_at is not None and now - job.finished_at > STOP_REPEAT_S):
+            past.append(stop.job_id)
+    return past
+
+
+def _forget_stops(hosted: HostedState, worker_id: str, job_ids: list[str]) -> None:
+    for job_id in job_ids:
+        hosted.stops_sent.pop((worker_id, job_id), None)
 
 
 # -- reports ----------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ Content-Length before a byte of it is read, and a chunked one as soon as it pass
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -17,6 +18,8 @@ from aiohttp import web
 from ..portable import problem
 from ..protocol import JSON, MSGPACK, decode, encode
 from ..storage.base import Storage, targeted
+from .departures import client_gone as client_gone  # re-exported: routes import it from here
+from .departures import watch
 
 T = TypeVar("T")
 
@@ -198,17 +201,10 @@ class Shutdown:
         self.event = asyncio.Event()
 
 
-#: Long-polls re-read storage at least this often, so a notification lost between replicas
-#: (or one published between a read and a subscribe) costs at most this much latency.
-_RECHECK_S = 2.0
-#: How often a held long-poll looks whether its client is still connected. Only the
-#: connection is looked at (no storage read), so this is cheap.
-_GONE_POLL_S = 0.25
-
-
-def client_gone(request: web.Request) -> bool:
-    """The client closed its connection (aiohttp does not cancel the handler of a client that left)."""
-    return request.transport is None or request.transport.is_closing()
+#: Held claims and heartbeats re-read storage at least this often (a heartbeat renews its leases
+#: each time). Waits on a job's own channel (/runsync, /stream?wait=, /status-sync) do not:
+#: the waiter subscribes before it reads, so only that job's events need wake it.
+RECHECK_S = 2.0
 
 
 async def wait_until(
@@ -218,6 +214,7 @@ async def wait_until(
     check: Callable[[], Awaitable[T | None]],
     shutdown: Shutdown | None = None,
     gone: Callable[[], bool] | None = None,
+    recheck_s: float | None = None,
 ) -> T | None:
     """Call `check` until it returns a value, waking on `channel`; None once `timeout_s` passes.
 
@@ -225,37 +222,59 @@ async def wait_until(
     still wakes it. With `gone` (e.g. `lambda: client_gone(request)`), the wait also ends,
     returning None, soon after `gone()` turns true: a long-poll whose client left stops holding
     and stops acting for it (renewing leases, claiming jobs) at once, not at its next wake-up.
+    `recheck_s` calls `check` at least that often without a notification (a held heartbeat
+    renews its leases that way); None: only notifications wake it (a job's own events).
     """
+    with contextlib.ExitStack() as stack:
+        departed = stack.enter_context(watch(gone)) if gone is not None else None
+        return await _wait_until(storage, channel, timeout_s, check, shutdown, departed, gone, recheck_s)
+
+
+async def _wait_until(
+    storage: Storage,
+    channel: str,
+    timeout_s: float,
+    check: Callable[[], Awaitable[T | None]],
+    shutdown: Shutdown | None,
+    departed: asyncio.Event | None,
+    gone: Callable[[], bool] | None,
+    recheck_s: float | None,
+) -> T | None:
+    # The watcher sets `departed` within a quarter of a second; `gone()` itself is asked too
+    # at each wake-up, so a wake is never spent on a client already known to be gone.
+    def has_left() -> bool:
+        return departed is not None and (departed.is_set() or (gone is not None and gone()))
+
     deadline = time.monotonic() + timeout_s
+    left = asyncio.ensure_future(departed.wait()) if departed is not None else None
     woken = False
     try:
         while True:
             remaining = deadline - time.monotonic()
-            waiter = asyncio.ensure_future(storage.wait(channel, min(max(remaining, 0.0), _RECHECK_S)))
+            span = max(remaining, 0.0) if recheck_s is None else min(max(remaining, 0.0), recheck_s)
+            waiter = asyncio.ensure_future(storage.wait(channel, span))
             stop = asyncio.ensure_future(shutdown.event.wait()) if shutdown is not None else None
             try:
                 await asyncio.sleep(0)  # let the waiter subscribe
-                if gone is not None and gone():
+                if has_left():
                     return None
                 result = await check()
                 woken = False  # the check acted on any wake received so far
                 if result is not None or remaining <= 0 or (shutdown is not None and shutdown.event.is_set()):
                     return result
-                events = {waiter} if stop is None else {waiter, stop}
-                poll = _GONE_POLL_S if gone is not None else None
-                while True:
-                    if gone is not None and gone():
-                        return None
-                    done, _ = await asyncio.wait(events, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
-                    if done:
-                        woken = waiter.done() and not waiter.cancelled() and waiter.result()
-                        break
+                events = {f for f in (waiter, stop, left) if f is not None}
+                await asyncio.wait(events, return_when=asyncio.FIRST_COMPLETED)
+                woken = waiter.done() and not waiter.cancelled() and waiter.result()
+                if has_left():
+                    return None
             finally:
                 if not waiter.done():
                     waiter.cancel()
                 if stop is not None:
                     stop.cancel()
     finally:
+        if left is not None:
+            left.cancel()
         if woken and targeted(channel):
             # A targeted wake (one new job) reached a wait that ends without acting on it (its
             # client left, the service stops): hand it on to another waiter, or the job would

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import Any
 
 from aiohttp import web
@@ -28,14 +27,12 @@ from ..errors import JobNotFound
 from ..job import JobRecord
 from ..protocol import dumps_json
 from ..storage.base import Storage, job_channel
+from .departures import watch_request
 
 log = logging.getLogger("worker_kit.service.sse")
 
 #: A comment line is sent after this much silence, so proxies and clients see a live connection.
 KEEPALIVE_S = 15.0
-#: Storage is re-read at least this often even without a notification, so a notification
-#: lost between a read and the next wait (shared backends) costs latency, never a hang.
-RECHECK_S = 2.0
 #: Reconnection delay suggested to EventSource clients (ms).
 RETRY_MS = 1000
 #: Chunk bytes read from storage at a time when the service config does not say
@@ -123,74 +120,99 @@ async def _pump(
     cursor: int,
     with_chunks: bool,
 ) -> None:
+    """Send what storage holds, then sleep until this job's own channel says something changed.
+
+    Nothing else wakes a stream: no periodic re-read. Silence is filled by keep-alive comments
+    (which read nothing), and a client that left is noticed by the shared departures watcher."""
     channel = job_channel(job_id)
     last_update: str | None = None
-    last_write = time.monotonic()
     shutdown = _shutdown_event(request)
     piece = _piece_bytes(request)
-    stopping = asyncio.ensure_future(shutdown.wait()) if shutdown is not None else None
-    try:
-        while stopping is None or not stopping.done():
-            # aiohttp does not cancel a handler whose client left; without this check a stream
-            # nobody reads would hold its connection and rate-limit slot until its next write.
-            if _gone(request):
-                raise _Disconnected()
-            # Listen before reading: a change landing while we read or write still wakes us.
-            idle = time.monotonic() - last_write
-            timeout = min(RECHECK_S, max(0.0, KEEPALIVE_S - idle))
-            waiter = asyncio.ensure_future(storage.wait(channel, timeout))
-            await asyncio.sleep(0)
-            try:
+    ends = []
+    if shutdown is not None:
+        ends.append(asyncio.ensure_future(shutdown.wait()))
+    with watch_request(request) as departed:
+        ends.append(asyncio.ensure_future(departed.wait()))
+        try:
+            while not any(end.done() for end in ends):
+                # Listen before reading: a change landing while we read or write still wakes us.
+                waiter = asyncio.ensure_future(storage.wait(channel, KEEPALIVE_S))
+                await asyncio.sleep(0)
                 try:
-                    job: JobRecord
-                    if with_chunks:
-                        job, chunks, _ = await storage.read_stream(endpoint, job_id, cursor, max_bytes=piece)
-                    else:
-                        found = await storage.get(endpoint, job_id)
-                        if found is None:
-                            raise JobNotFound(job_id)
-                        job, chunks = found, []
-                except JobNotFound:
-                    gone = {"error": f"job {job_id} is gone: purged from the queue, or its result expired"}
-                    await _write(request, response, _event("error", gone))
-                    return
-                if chunks:
-                    out = bytearray()
-                    for chunk in chunks:
-                        cursor += 1
-                        out += _event("chunk", {"output": chunk}, cursor)
-                    await _write(request, response, bytes(out))
-                    last_write = time.monotonic()
-                # More chunks are stored than this bounded read returned: send them before
-                # the final status, and read again at once rather than wait for a change.
-                more = with_chunks and cursor < job.stream_len
-                status = job.to_status()
-                if job.state.is_terminal and not more:
-                    # Every chunk stored was sent, and a terminal job gets no more.
-                    await _write(request, response, _event("status", status, cursor))
-                    return
-                update = dumps_json([status.get("status"), status.get("output")])
-                # A terminal state is told once, by the status event after the last chunk.
-                if update != last_update and not job.state.is_terminal:
-                    last_update = update
-                    await _write(request, response, _event("update", status))
-                    last_write = time.monotonic()
-                if more:
-                    continue
-                if stopping is None:
-                    await waiter
-                else:
-                    await asyncio.wait((waiter, stopping), return_when=asyncio.FIRST_COMPLETED)
-                woke = waiter.done() and not waiter.cancelled() and waiter.result()
-            finally:
-                if not waiter.done():
-                    waiter.cancel()
-            if not woke and time.monotonic() - last_write >= KEEPALIVE_S:
-                await _write(request, response, b": keep-alive\n\n")
-                last_write = time.monotonic()
-    finally:
-        if stopping is not None:
-            stopping.cancel()
+                    try:
+                        job, chunks = await _read(storage, endpoint, job_id, cursor if with_chunks else None,
+                                                  piece)
+                    except JobNotFound:
+                        gone = f"job {job_id} is gone: purged from the queue, or its result expired"
+                        await _write(request, response, _event("error", {"error": gone}))
+                        return
+                    if chunks:
+                        out = bytearray()
+                        for chunk in chunks:
+                            cursor += 1
+                            out += _event("chunk", {"output": chunk}, cursor)
+                        await _write(request, response, bytes(out))
+                    # More chunks are stored than this bounded read returned: send them before
+                    # the final status, and read again at once rather than wait for a change.
+                    more = with_chunks and cursor < job.stream_len
+                    status = job.to_status()
+                    if job.state.is_terminal and not more:
+                        # Every chunk stored was sent, and a terminal job gets no more.
+                        await _write(request, response, _event("status", status, cursor))
+                        return
+                    update = dumps_json([status.get("status"), status.get("output")])
+                    # A terminal state is told once, by the status event after the last chunk.
+                    if update != last_update and not job.state.is_terminal:
+                        last_update = update
+                        await _write(request, response, _event("update", status))
+                    if more:
+                        continue
+                    waiter = await _wait_for_change(request, response, storage, channel, waiter, ends)
+                finally:
+                    if not waiter.done():
+                        waiter.cancel()
+            if departed.is_set():
+                raise _Disconnected()
+        finally:
+            for end in ends:
+                end.cancel()
+
+
+async def _read(
+    storage: Storage, endpoint: str, job_id: str, cursor: int | None, piece: int
+) -> tuple[JobRecord, list[Any]]:
+    """The job and its chunks from `cursor` on (None: the job alone); raises JobNotFound."""
+    if cursor is not None:
+        job, chunks, _ = await storage.read_stream(endpoint, job_id, cursor, max_bytes=piece)
+        return job, chunks
+    found = await storage.get(endpoint, job_id)
+    if found is None:
+        raise JobNotFound(job_id)
+    return found, []
+
+
+async def _wait_for_change(
+    request: web.Request,
+    response: web.StreamResponse,
+    storage: Storage,
+    channel: str,
+    waiter: asyncio.Future[bool],
+    ends: list[asyncio.Future[Any]],
+) -> asyncio.Future[bool]:
+    """Wait until the job's channel fires or the stream must end; a keep-alive after each
+    KEEPALIVE_S of silence, without reading storage. Returns the last waiter (to cancel)."""
+    while True:
+        await asyncio.wait({waiter, *ends}, return_when=asyncio.FIRST_COMPLETED)
+        if any(end.done() for end in ends) or (waiter.done() and waiter.result()):
+            return waiter
+        # Listen again before writing, so a change that lands during the write still wakes us.
+        waiter = asyncio.ensure_future(storage.wait(channel, KEEPALIVE_S))
+        await asyncio.sleep(0)
+        try:
+            await _write(request, response, b": keep-alive\n\n")
+        except BaseException:
+            waiter.cancel()
+            raise
 
 
 def _gone(request: web.Request) -> bool:

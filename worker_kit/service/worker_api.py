@@ -34,6 +34,7 @@ from ..storage.base import StopSignal, queue_channel, worker_channel
 from .config import EndpointConfig
 from .expect import expect_within
 from .http import (
+    RECHECK_S,
     ApiError,
     client_gone,
     field_int,
@@ -137,7 +138,7 @@ async def claim_jobs(
         jobs = (
             await wait_until(
                 state.storage, queue_channel(endpoint), wait_ms / 1000, take, state.shutdown,
-                gone=lambda: client_gone(request),
+                gone=lambda: client_gone(request), recheck_s=RECHECK_S,
             )
             or []
         )  # fmt: skip
@@ -221,6 +222,7 @@ async def heartbeat(
             stops,
             state.shutdown,
             gone=lambda: client_gone(request),
+            recheck_s=RECHECK_S,
         )
         or []
     )

@@ -74,7 +74,10 @@ class Channel:
         while True:
             for message in self._unpacker:
                 return message
-            data = await self.reader.read(1 << 16)
+            try:
+                data = await self.reader.read(1 << 16)
+            except ConnectionError:  # the other side is gone: the same as closing
+                return None
             if not data:
                 return None
             self._unpacker.feed(data)

@@ -132,15 +132,22 @@ def run_worker(handler: Handler, settings: WorkerSettings) -> int:
 async def _serve(handler: Handler, settings: WorkerSettings) -> int:
     from .loop import Worker
 
+    transport = None
+    if settings.hosted is not None:
+        from .hosted_transport import HostedTransport
+
+        transport = HostedTransport(settings.hosted)
+        log.info("the hosted service's environment is set: speaking its worker protocol")
     worker = Worker(
         handler,
         settings.url,
+        transport=transport,
         api_key=settings.api_key,
         concurrency=settings.concurrency,
         timeout=settings.timeout_s,
         grace_s=settings.grace_s,
         stuck_grace_s=settings.stuck_grace_s,
-        worker_id=settings.worker_id,
+        worker_id=settings.worker_id or (settings.hosted.pod_id if settings.hosted else None),
         max_rss_mb=settings.max_rss_mb,
         isolation=settings.isolation,
         kill_rss_mb=settings.kill_rss_mb,

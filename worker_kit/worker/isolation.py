@@ -142,8 +142,6 @@ class Child:
         try:
             while (message := await self.channel.recv()) is not None:
                 self.inbox.put_nowait(message)
-        except ConnectionError:
-            pass  # the child died or was killed: the same as its socket closing
         except (OSError, ValueError) as exc:  # a garbled stream: treat it as the child's end
             log.error("handler process %d: unreadable message (%s); stopping it", self.pid, exc)
             self.kill_now()

@@ -87,6 +87,8 @@ class ChildPool:
         self._add_idle(child)
 
     def _on_exit(self, child: Child) -> None:
+        if self._closed:
+            return
         if child in self._idle:  # busy children are handled by their run, retired ones are gone
             self._idle.remove(child)
             self._children.discard(child)
@@ -177,6 +179,7 @@ class ChildPool:
     async def close(self) -> None:
         """End every child (busy ones too: the worker has handed their jobs back)."""
         self._closed = True
+        self._idle.clear()
         for task in list(self._starts):
             task.cancel()
         await asyncio.gather(*self._starts, return_exceptions=True)

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from ..errors import ConfigError
 from ..logs import LOG_FORMATS, LOG_LEVELS
+from .hosted_env import HostedEnv
 
 #: Exit codes of a worker process (documented in docs/worker.md).
 EXIT_OK = 0
@@ -33,6 +34,9 @@ ISOLATIONS = ("thread", "process")
 ENV_HELP = """\
 environment (a flag, when given, wins over its variable):
   WORKER_KIT_URL          the endpoint's base URL, e.g. http://127.0.0.1:8000/v2/my-endpoint
+  RUNPOD_WEBHOOK_GET_JOB  without WORKER_KIT_URL: speak the hosted service's worker protocol,
+                          with RUNPOD_WEBHOOK_POST_OUTPUT, _POST_STREAM, _PING, RUNPOD_AI_API_KEY,
+                          RUNPOD_POD_ID and RUNPOD_PING_INTERVAL as that service sets them
   WORKER_KIT_API_KEY      the endpoint's worker key, sent as 'Authorization: Bearer <key>'
                           (not a client key: the client's is WORKER_KIT_CLIENT_API_KEY)
   WORKER_KIT_CONCURRENCY  jobs run at once (default: the handler's, else 1)
@@ -58,15 +62,17 @@ local runs (no queue service needed):
   --serve                 serve the whole client API on localhost with this handler
 
 exit codes: 0 stopped cleanly, 1 the worker's own claim or heartbeat loop failed (logged),
-2 bad settings, 3 a handler was stuck and could not be interrupted (only with
-WORKER_KIT_ON_STUCK=exit), 4 the service refused the worker (key or URL), 5 over
-WORKER_KIT_MAX_RSS_MB (only with WORKER_KIT_ON_STUCK=exit);
+2 bad settings (or, with process isolation, a handler that does not load in a child),
+3 a handler was stuck and could not be interrupted (only with WORKER_KIT_ON_STUCK=exit),
+4 the service refused the worker (key or URL), 5 over WORKER_KIT_MAX_RSS_MB (only with
+WORKER_KIT_ON_STUCK=exit);
 a second SIGINT/SIGTERM exits at once with 128 + the signal number.
 """
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
+    #: The native endpoint URL; in hosted mode, the job-take URL (for logs only).
     url: str
     api_key: str | None = None
     #: None: the handler's concurrency, else 1.
@@ -83,6 +89,9 @@ class WorkerSettings:
     isolation: str | None = None
     max_rss_mb: float | None = None
     kill_rss_mb: float | None = None
+    #: Set when the hosted service's environment is present and WORKER_KIT_URL is not: the worker
+    #: then speaks that service's protocol (worker/hosted_transport.py).
+    hosted: HostedEnv | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -152,14 +161,17 @@ def load_settings(
         return defaults.get(key) if value is None else value
 
     url = pick("url", "WORKER_KIT_URL", "url")
-    if not url:
+    hosted = None if url else HostedEnv.from_env(env)
+    if hosted is not None:
+        url = hosted.get_job.split("?", 1)[0]
+    elif not url:
         raise ConfigError(
             "WORKER_KIT_URL is not set: set it (or --url) to the endpoint's base URL, e.g. "
             "http://127.0.0.1:8000/v2/my-endpoint, or run locally with --test-input '{\"input\": ...}' "
             "or --serve"
         )
     url = str(url).rstrip("/")
-    if not url.startswith(("http://", "https://")) or "/v2/" not in url:
+    if hosted is None and (not url.startswith(("http://", "https://")) or "/v2/" not in url):
         raise ConfigError(f"WORKER_KIT_URL must look like http://HOST:PORT/v2/ENDPOINT_ID, got {url!r}")
 
     raw = pick("concurrency", "WORKER_KIT_CONCURRENCY", "concurrency")
@@ -199,6 +211,7 @@ def load_settings(
         isolation=isolation,
         max_rss_mb=max_rss,
         kill_rss_mb=kill_rss,
+        hosted=hosted,
     )
 
 

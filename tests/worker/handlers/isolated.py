@@ -5,7 +5,8 @@ input {"do": ...}: "segv" reads address 0; "exit" calls os._exit(7); "oom" is ki
 SIGKILL as the kernel's OOM killer would; "grow" allocates 20 MB every 0.05 s for ever;
 "hold" keeps input["mb"] MB in a module global;
 "sleep" is one time.sleep(60) (stuck in C); "regex" is a catastrophic regex (C code that
-holds the GIL); "stream" yields input["n"] items with progress; else returns its pid.
+holds the GIL); "stream" yields input["n"] items with progress; "progress" reports progress, then waits in
+short Python steps until it is stopped; else returns its pid.
 """
 
 import ctypes
@@ -44,6 +45,10 @@ def isolated(job):
         re.match(r"(a+)+$", "a" * 40 + "b")
     elif do == "stream":
         return streamer(job)
+    elif do == "progress":
+        job.progress({"step": 1})
+        while True:
+            time.sleep(0.02)
     return {"pid": os.getpid(), "held_mb": sum(len(b) for b in held) // (1024 * 1024)}
 
 
