@@ -145,8 +145,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("job_id")
     p.set_defaults(func=_sync(cmd_retry))
 
-    p = add("purge", "remove every queued job of the endpoint",
-            "Remove every IN_QUEUE job of the endpoint (POST /purge-queue); running jobs go on.")
+    p = add("purge", "cancel every queued job of the endpoint",
+            "Cancel every IN_QUEUE job of the endpoint (POST /purge-queue): each ends CANCELLED with an "
+            "error saying it was purged, and its webhook fires. Running jobs go on.")
     p.set_defaults(func=_sync(cmd_purge))
 
     p = add("health", "print the endpoint's job and worker counts", "Print GET /health.")

@@ -315,13 +315,26 @@ async def retry(
     return respond(request, {"id": job.id, "status": job.state.value})
 
 
+#: Queued jobs one purge step ends (each step is one bounded storage write).
+PURGE_BATCH = 500
+
+
 @routes.post(PREFIX + "/purge-queue")
 @client_op("purge")
 async def purge_queue(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
     await read_optional_object(request, _SMALL_BODY, "/purge-queue")
-    removed = await state.storage.purge(endpoint)
+    # Bounded steps, each one short write: requests go on between them. Jobs queued after the
+    # purge began may be taken too; a step that finds fewer than a full batch is the last.
+    removed = 0
+    while True:
+        purged = await state.storage.purge(endpoint, limit=PURGE_BATCH)
+        removed += len(purged)
+        for job in purged:
+            state.job_ended(job, "purged by /purge-queue")
+        if len(purged) < PURGE_BATCH:
+            break
     if removed:
         log.info("purged %d queued job(s) of %s", removed, endpoint, extra={"endpoint": endpoint})
     return respond(request, {"removed": removed, "status": "completed"})

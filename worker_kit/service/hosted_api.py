@@ -50,6 +50,8 @@ DEFAULT_HOLD_MS = 30_000
 STOP_REPEAT_S = 60.0
 #: The SDK polls job-stop again at once after a 200: repeats of the same stop are this far apart.
 STOP_REPEAT_GAP_S = 1.0
+#: A ping that no longer lists a stopped job ends its repeats only this long after the job ended.
+STOP_UNLISTED_GRACE_S = 5.0
 _OVERHEAD = 4 * 1024 * 1024
 #: A ping lists the jobs its worker runs; at most this many are looked up.
 _MAX_LISTED = 256
@@ -207,8 +209,16 @@ async def ping(
     listed = [j for j in request.query.get("job_id", "").split(",") if j]
     leases = await _leases(state, endpoint, worker_id, listed)
     stops = await state.storage.heartbeat(endpoint, worker_id, leases, state.config.lease_ms)
-    # A stopped job the worker no longer lists has left it: its stop need not be repeated.
-    gone = [s.job_id for s in stops if s.reason == STOP_LOST or s.job_id not in listed]
+    # A stopped job the worker no longer lists has left it: its stop need not be repeated. Not at
+    # once, though: the SDK's ping process reads its job list with a lag, so a job taken just now
+    # may be missing from a ping while the worker is about to start it.
+    gone = [s.job_id for s in stops if s.reason == STOP_LOST]
+    for stop in stops:
+        if stop.reason != STOP_LOST and stop.job_id not in listed:
+            job = await state.storage.get(endpoint, stop.job_id)
+            ended_at = None if job is None else job.finished_at
+            if ended_at is None or time.time() - ended_at > STOP_UNLISTED_GRACE_S:
+                gone.append(stop.job_id)
     await state.storage.drop_leases(endpoint, worker_id, gone)
     _forget_stops(request.app[HOSTED], worker_id, gone)
     return json_response({"status": "ok"})
