@@ -32,7 +32,7 @@ from bench_redis import start_redis
 
 from worker_kit.job import Policy
 from worker_kit.storage.redis import RedisStorage
-from worker_kit.storage.rules import FakeClock
+from worker_kit.storage.rules import BATCH, FakeClock
 from worker_kit.storage.sqlite.backend import SQLiteStorage
 from worker_kit.storage.sqlite.schema import DDL, RECORD_COLUMNS
 
@@ -137,7 +137,7 @@ def main() -> None:
     for rows in (5000, 10_000, 20_000):
         cells = [update_loop(work, rows, sp, mem) for sp, mem in ((1, 1), (1, 0), (0, 1), (0, 0))]
         print(f"   {rows:>6} rows: " + "  ".join(f"{c:6.2f}" for c in cells))
-    print(f"\n2. {n} queued jobs past their TTL at once, swept in batches of 500:")
+    print(f"\n2. {n} queued jobs past their TTL at once, swept in batches of {BATCH}:")
     clock = FakeClock()
     print("   SQLite: " + asyncio.run(mass_expiry(SQLiteStorage.from_url(f"sqlite:///{work / 'sweep.db'}",
                                                                        clock=clock), clock, n)))

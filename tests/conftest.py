@@ -36,6 +36,8 @@ TEST_DEFAULTS: dict[str, Any] = {
     "sweep_interval_s": 0.1,
     "deadline_grace_ms": 500,
     "shutdown_timeout_s": 2.0,
+    # Test receivers listen on loopback, which the service refuses by default.
+    "webhook_allow": ("localhost", "127.0.0.0/8", "::1/128"),
 }
 
 ServiceFactory = Callable[..., Awaitable[RunningService]]

@@ -98,12 +98,10 @@ def main(handler: Handler, argv: list[str]) -> int:
     prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "handler.py"
     try:
         opts = _parser(prog).parse_args(argv)
-        from .service.config import valid_endpoint_id
+        from .ids import ENDPOINT_ID_RULE, valid_endpoint_id
 
         if not valid_endpoint_id(opts.endpoint):
-            raise UsageError(
-                f"--endpoint {opts.endpoint!r}: use letters, digits, '-', '_' or '.' (1-128 chars)"
-            )
+            raise UsageError(f"--endpoint {opts.endpoint!r}: {ENDPOINT_ID_RULE}")
         if opts.concurrency is not None and opts.concurrency < 1:
             raise UsageError(f"--concurrency must be at least 1, got {opts.concurrency}")
         # The handler's own setting may be a callable (adaptive); the Worker takes either.

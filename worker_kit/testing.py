@@ -89,9 +89,12 @@ async def local_stack(
     """
     from .service.config import ServiceConfig
     from .service.runner import run_service
+    from .service.webhook_guard import LOOPBACK_ALLOW
     from .worker.loop import Worker
 
     resolved = resolve_handler(handler)  # before anything starts: a bad handler fails at once
+    # The local harness delivers webhooks to receivers on this machine (webhook_guard.py).
+    service_options.setdefault("webhook_allow", LOOPBACK_ALLOW)
     config = ServiceConfig(host=host, port=port, storage=storage, **service_options)
     async with run_service(config) as svc:
         url = svc.endpoint_url(endpoint_id)

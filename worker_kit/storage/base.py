@@ -201,7 +201,7 @@ class Storage(SharedState, ABC):
         Raises JobNotFound, or JobConflict for any other state."""
 
     @abstractmethod
-    async def purge(self, endpoint: str, *, limit: int = 500) -> list[JobRecord]:
+    async def purge(self, endpoint: str, *, limit: int = rules.BATCH) -> list[JobRecord]:
         """End up to `limit` IN_QUEUE jobs of the endpoint (oldest first) as CANCELLED with
         rules.PURGED_ERROR, starting their retention like any ending; returns them, without
         their input (None). One bounded step: /purge-queue calls it until fewer than

@@ -36,7 +36,7 @@ PURGED_ERROR = "purged from the queue by /purge-queue before a worker took it"
 #: How many jobs one maintenance step (a sweep batch, a purge batch) changes at most: each
 #: step holds SQLite's writer (or runs one Redis script) for a few milliseconds, then yields.
 #: (Storage.batch_size and Storage.sweep_batches start from these.)
-BATCH = 500
+BATCH = 100
 #: Batches one sweep() call runs at most; SweepResult.more says when work is left.
 SWEEP_MAX_BATCHES = 20
 #: Worker records not seen for this long are forgotten by the sweep.
