@@ -190,7 +190,7 @@ async def drive(urls: list[str], jobs: int, concurrency: int) -> float:
 
         await asyncio.gather(*(submitter() for _ in range(concurrency)))
         while await completed(session, urls[0]) - before < jobs:  # noqa: ASYNC110 - another process's state
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.02)
         return time.perf_counter() - started
 
 

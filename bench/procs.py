@@ -122,10 +122,12 @@ HANDLERS = {
 
 
 @contextlib.contextmanager
-def worker(work: Path, url: str, kind: str, concurrency: int) -> Iterator[subprocess.Popen[bytes]]:
+def worker(
+    work: Path, url: str, kind: str, concurrency: int, extra_env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     handler = work / f"{kind}_handler.py"
     handler.write_text(HANDLERS[kind])
     env = {"WORKER_KIT_URL": url, "WORKER_KIT_CONCURRENCY": str(concurrency),
-           "WORKER_KIT_LOG_LEVEL": "WARNING"}
+           "WORKER_KIT_LOG_LEVEL": "WARNING", **(extra_env or {})}
     with process([PY, str(handler)], env=env) as proc:
         yield proc

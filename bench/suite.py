@@ -73,21 +73,21 @@ def _db_window(db: Path) -> tuple[int, float]:
 
 
 # -- jobs per second -----------------------------------------------------------------------------
-def jobs_per_s(concurrency: int) -> Callable[[Path, dict[str, int], bool], Sample]:
+def jobs_per_s(concurrency: int, isolation: str = "thread") -> Callable[[Path, dict[str, int], bool], Sample]:
     def run(work: Path, sizes: dict[str, int], ours_first: bool) -> Sample:
         n = sizes["jobs"]
-        sides = [lambda: _ours_jobs(work, n, concurrency), lambda: _bare_jobs(n, concurrency)]
+        sides = [lambda: _ours_jobs(work, n, concurrency, isolation), lambda: _bare_jobs(n, concurrency)]
         got = [side() for side in (sides if ours_first else sides[::-1])]
         return Sample(*(got if ours_first else got[::-1]))
 
     return run
 
 
-def _ours_jobs(work: Path, n: int, concurrency: int) -> float:
+def _ours_jobs(work: Path, n: int, concurrency: int, isolation: str = "thread") -> float:
     with procs.service(work) as (url, _):
         ep = url + "/v2/bench"
         asyncio.run(_submit(ep, [None] * n))
-        with procs.worker(work, ep, "noop", concurrency):
+        with procs.worker(work, ep, "noop", concurrency, {"WORKER_KIT_ISOLATION": isolation}):
             asyncio.run(_wait_completed(ep, n))
         db = next(work.glob(f"bench-{url.rsplit(':', 1)[1]}.db"))
         count, seconds = _db_window(db)
@@ -292,6 +292,8 @@ def cold_start(work: Path, sizes: dict[str, int], ours_first: bool) -> Sample:
 SCENARIOS = [
     Scenario("jobs_c1", "no-op jobs/s end to end, concurrency 1", "jobs/s", True, "≥ 1.0x", jobs_per_s(1)),
     Scenario("jobs_c16", "no-op jobs/s end to end, concurrency 16", "jobs/s", True, "≥ 1.5x", jobs_per_s(16)),
+    Scenario("jobs_c1_process", "no-op jobs/s, process isolation, concurrency 1", "jobs/s", True, "≥ 0.5x",
+             jobs_per_s(1, "process")),
     Scenario("cpu_run", "service CPU per `POST /run`", "µs", False, "≤ 1.5x", cpu_per_request("run")),
     Scenario("cpu_status", "service CPU per `GET /status`", "µs", False, "≤ 1.5x", cpu_per_request("status")),
     Scenario("sse_tokens", "SSE tokens/s, first yield to reader", "tokens/s", True, "≥ 0.8x", sse_tokens),

@@ -8,11 +8,16 @@
 
 The service runs in the test's event loop on a free port, with a SQLite file in tmp_path,
 short leases and a fast sweep, and stops at teardown.
+
+With WORKER_KIT_TEST_STORAGE=redis, each service keeps its jobs in the test Redis instead
+(tests/redis_support.py: a key prefix of its own, deleted at teardown), so the same tests run
+end to end on the Redis backend (.ci/run does this for a subset).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -31,9 +36,13 @@ TEST_DEFAULTS: dict[str, Any] = {
     "sweep_interval_s": 0.1,
     "deadline_grace_ms": 500,
     "shutdown_timeout_s": 2.0,
+    # Test receivers listen on loopback, which the service refuses by default.
+    "webhook_allow": ("localhost", "127.0.0.0/8", "::1/128"),
 }
 
 ServiceFactory = Callable[..., Awaitable[RunningService]]
+#: "sqlite" (default) or "redis": the backend services started by service_factory use.
+TEST_STORAGE = os.environ.get("WORKER_KIT_TEST_STORAGE", "sqlite")
 
 
 @pytest.fixture
@@ -51,11 +60,13 @@ async def service_factory(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
             nonlocal count
             count += 1
             if config is None:
-                fields = {
-                    **TEST_DEFAULTS,
-                    "storage": f"sqlite:///{tmp_path / f'service-{count}.db'}",
-                    **overrides,
-                }
+                if TEST_STORAGE == "redis" and "storage" not in overrides:
+                    from tests.redis_support import redis_prefix_url
+
+                    storage = await stack.enter_async_context(redis_prefix_url())
+                else:
+                    storage = f"sqlite:///{tmp_path / f'service-{count}.db'}"
+                fields = {**TEST_DEFAULTS, "storage": storage, **overrides}
                 config = ServiceConfig(**fields)
             elif overrides:
                 config = dataclasses.replace(config, **overrides)

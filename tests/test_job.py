@@ -37,8 +37,10 @@ def test_failed_status_carries_error_and_detail():
     "item, reason",
     [
         ("x", "must be an object"),
-        ({"seq": -1, "kind": "chunk"}, "non-negative"),
-        ({"seq": True, "kind": "chunk"}, "non-negative"),
+        ({"seq": -1, "kind": "chunk"}, "from 0 to"),
+        ({"seq": True, "kind": "chunk"}, "from 0 to"),
+        ({"seq": 2**62 + 1, "kind": "chunk"}, "from 0 to"),
+        ({"seq": 1.5, "kind": "chunk"}, "from 0 to"),
         ({"seq": 0, "kind": "other"}, "kind"),
     ],
 )

@@ -48,3 +48,14 @@ def test_the_client_public_names_are_pinned():
     assert set(client.__all__) == CLIENT_PUBLIC
     for name in client.__all__:
         assert getattr(client, name) is not None, name
+
+
+def test_an_embedding_program_imports_the_worker_from_one_place():
+    # docs/worker.md, "Running a worker in your own program" (the runtime's modules moved into
+    # worker_kit/worker/; these names stay importable from the package).
+    from worker_kit.worker import Job, JobInterrupted, Worker, get_handler
+    from worker_kit.worker.execution import Job as JobClass
+    from worker_kit.worker.loop import Worker as WorkerClass
+
+    assert Worker is WorkerClass and Job is JobClass
+    assert callable(get_handler) and issubclass(JobInterrupted, BaseException)

@@ -53,6 +53,10 @@ def now() -> float:
     return time.time()
 
 
+#: The largest sequence number of a job's output item (storage keeps signed 64-bit integers).
+MAX_SEQ = 2**62
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     execution_timeout_ms: int = DEFAULT_EXECUTION_TIMEOUT_MS
@@ -164,8 +168,10 @@ class OutputItem:
         if not isinstance(item, dict):
             raise ValueError("an output item must be an object with seq, kind and data")
         seq, kind = item.get("seq"), item.get("kind")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise ValueError("an output item's seq must be a non-negative integer")
+        if isinstance(seq, float) and seq.is_integer():
+            seq = int(seq)  # 3.0 is an integer to JSON Schema and to some encoders
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
+            raise ValueError(f"an output item's seq must be an integer from 0 to {MAX_SEQ}")
         if kind not in ("chunk", "progress"):
             raise ValueError("an output item's kind must be 'chunk' or 'progress'")
         return cls(seq=seq, kind=kind, data=item.get("data"))

@@ -209,8 +209,8 @@ async def test_watch_after_a_reconnect_repeats_no_status(
     assert keys[-1] == ("COMPLETED", '"done"')
 
 
-async def test_a_job_purged_while_followed_ends_the_wait_with_not_found(endpoint_url: str) -> None:
-    from worker_kit.client import NotFound
+async def test_a_job_purged_while_followed_ends_the_wait_cancelled(endpoint_url: str) -> None:
+    from worker_kit.errors import JobCancelled
 
     async with AsyncEndpoint(endpoint_url) as ep:  # no worker here: the job stays queued
         handle = await ep.run({})
@@ -219,8 +219,9 @@ async def test_a_job_purged_while_followed_ends_the_wait_with_not_found(endpoint
         await asyncio.sleep(0.3)
         assert not waiter.done() and not reader.done()
         assert (await ep.purge_queue())["removed"] == 1
-        with pytest.raises(NotFound, match="purged"):
+        with pytest.raises(JobCancelled, match="purged"):
             await waiter
     events = await reader
-    assert [e.event for e in events] == ["update", "error"]
-    assert "purged" in json.loads(events[-1].data)["error"]
+    assert [e.event for e in events] == ["update", "status"]
+    final = json.loads(events[-1].data)
+    assert final["status"] == "CANCELLED" and "purged" in final["error"]

@@ -133,3 +133,23 @@ async def test_ending_a_job_never_waits_for_the_receiver(service_factory: Any) -
         stats = await _stats_when(ep, lambda st: st["pending"] == 1)
         assert stats["pending"] == 1 and stats["delivered"] == 0  # waiting 30 s for its next attempt
         assert await svc.storage.webhooks_pending() == 1
+
+
+async def test_purged_jobs_end_cancelled_and_fire_their_webhooks(
+    service_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker_kit.service import client_api
+
+    monkeypatch.setattr(client_api, "PURGE_BATCH", 2)  # 5 jobs take three purge steps
+    svc = await service_factory(default=EndpointConfig(webhook_secret=SECRET))
+    async with WebhookReceiver() as receiver, AsyncEndpoint(svc.endpoint_url("purged")) as ep:
+        handles = [await ep.run({"n": i}, webhook=receiver.url) for i in range(5)]
+        assert (await ep.purge_queue())["removed"] == 5
+        for handle in handles:
+            status = await handle.status()
+            assert status["status"] == "CANCELLED" and "purge" in status["error"]
+        stats = await _stats_when(ep, lambda st: st["delivered"] == 5)
+        assert stats["delivered"] == 5
+        delivered = sorted(json.loads(body)["id"] for _, body in receiver.calls)
+        assert delivered == sorted(h.id for h in handles)
+        assert all(json.loads(body)["status"] == "CANCELLED" for _, body in receiver.calls)

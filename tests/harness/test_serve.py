@@ -201,7 +201,7 @@ async def test_purge_queue_removes_only_queued_jobs(api: Api, gate: Path) -> Non
     answer = await api.call("POST", "/purge-queue")
     assert answer["removed"] == 3
     for job in queued:
-        await api.call("GET", f"/status/{job['id']}", expect=404)
+        assert (await api.call("GET", f"/status/{job['id']}"))["status"] == "CANCELLED"
     for job in running:
         assert (await api.call("GET", f"/status/{job['id']}"))["status"] == "IN_PROGRESS"
         await api.call("POST", f"/cancel/{job['id']}")

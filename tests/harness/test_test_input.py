@@ -191,7 +191,7 @@ def test_input_validation_runs_before_the_handler(py, write_handler, tmp_path: P
             "the service refused the test input: ",
         ),
         (["--serve", "--concurrency", "0"], "--concurrency must be at least 1"),
-        (["--serve", "--endpoint", "a/b"], "--endpoint 'a/b': use letters, digits"),
+        (["--serve", "--endpoint", "a/b"], "--endpoint 'a/b': endpoint ids are 1-128 characters"),
         (["--serve", "--host", "0.0.0.0"], "add --insecure if that is what you want"),
     ],
 )

@@ -47,6 +47,7 @@ def test_the_compose_file() -> None:
     services = compose["services"]
     redis_cmd = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_cmd and "--appendfsync always" in redis_cmd
+    assert "--maxmemory-policy noeviction" in redis_cmd
     replicas = [name for name, svc in services.items() if svc.get("image") == "worker-kit-service"]
     assert len(replicas) == 2
     for name in replicas:

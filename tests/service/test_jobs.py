@@ -164,8 +164,9 @@ async def test_purge_removes_only_queued_jobs(api: Api, worker: MiniWorker) -> N
     assert running["id"] == first
     queued = [await api.run(i) for i in range(3)]
     assert await api.post("/purge-queue") == (200, {"removed": 3, "status": "completed"})
-    for job_id in queued:
-        assert (await api.get(f"/status/{job_id}"))[0] == 404
+    for job_id in queued:  # ended, not vanished: a poller learns what happened
+        status = await api.status(job_id)
+        assert status["status"] == "CANCELLED" and "purge" in status["error"]
     assert (await api.status(first))["status"] == "IN_PROGRESS"
     assert (await worker.finish(running, output="ok"))[0] == 200
     assert await api.post("/purge-queue") == (200, {"removed": 0, "status": "completed"})

@@ -70,8 +70,8 @@ async def test_hosted_leases_taken_on_one_replica_are_renewed_by_another(
     # A cancel sent to replica a reaches the worker through replica b's job-stop.
     assert (await api_a.post(f"/cancel/{job_id}"))[0] == 200
     assert await via_b.stop(wait_ms=2000) == (200, {"jobsToStop": [job_id]})
-    assert await replicas.storage.held_leases(EP, "worker1") == {}
-    assert await via_b.stop(wait_ms=0) == (204, None)
+    # ...and repeated through replica a too (the SDK may miss one), from the same shared record.
+    assert await via_a.stop(wait_ms=2000) == (200, {"jobsToStop": [job_id]})
 
 
 async def test_a_hosted_report_may_reach_any_replica(

@@ -13,6 +13,7 @@ from worker_kit.errors import JobConflict, JobNotFound, SequenceGap, StaleLease
 from worker_kit.job import JobRecord, JobState, OutputItem, Policy
 from worker_kit.protocol import STOP_CANCELLED, STOP_LOST
 from worker_kit.storage import Storage
+from worker_kit.storage.rules import PURGED_ERROR
 
 EP = "ep"
 LEASE_MS = 30_000
@@ -381,18 +382,34 @@ async def test_retry_unknown_job(storage: Storage) -> None:
 
 
 # -- purge -------------------------------------------------------------------------------------
-async def test_purge_removes_only_queued_jobs_of_the_endpoint(storage: Storage) -> None:
+async def test_purge_cancels_only_queued_jobs_of_the_endpoint(storage: Storage) -> None:
     running = await submit(storage, "run")
     await claim_one(storage)
-    queued = [await submit(storage, i) for i in range(3)]
+    hook = "http://127.0.0.1:1/hook"
+    queued = [await submit(storage, i, webhook=hook, retention_ms=45_000) for i in range(3)]
     other = await submit(storage, "x", endpoint="other")
-    assert await storage.purge(EP) == 3
-    assert all([await storage.get(EP, j.id) is None for j in queued])
-    assert (await storage.get(EP, running.id)) is not None
-    assert (await storage.get("other", other.id)) is not None
-    assert await storage.purge(EP) == 0
+    purged = await storage.purge(EP)
+    assert [j.id for j in purged] == [j.id for j in queued]  # oldest first
+    for job in purged:
+        assert job.state is JobState.CANCELLED and job.error == PURGED_ERROR
+        assert job.webhook == "http://127.0.0.1:1/hook" and job.input is None
+        assert job.expires_at == pytest.approx((job.finished_at or 0) + 45)
+    for job in queued:
+        kept = await storage.get(EP, job.id)  # kept for the usual retention, saying why it ended
+        assert kept is not None and kept.state is JobState.CANCELLED and kept.error == PURGED_ERROR
+    assert (await storage.get(EP, running.id)).state is JobState.IN_PROGRESS  # type: ignore[union-attr]
+    assert (await storage.get("other", other.id)).state is JobState.IN_QUEUE  # type: ignore[union-attr]
+    assert await storage.purge(EP) == []
     counts = await storage.counts(EP)
-    assert counts["IN_QUEUE"] == 0 and counts["IN_PROGRESS"] == 1
+    assert counts["IN_QUEUE"] == 0 and counts["IN_PROGRESS"] == 1 and counts["CANCELLED"] == 3
+    assert await storage.claim(EP, "w2", 5, LEASE_MS) == []
+
+
+async def test_purge_works_in_bounded_steps(storage: Storage) -> None:
+    jobs = [await submit(storage, i) for i in range(7)]
+    steps = [await storage.purge(EP, limit=3) for _ in range(4)]
+    assert [len(step) for step in steps] == [3, 3, 1, 0]
+    assert [j.id for step in steps for j in step] == [j.id for j in jobs]
 
 
 # -- read_stream -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 from worker_kit.errors import QueueFull
 from worker_kit.job import JobState, Policy
 from worker_kit.storage import Storage
+from worker_kit.storage.rules import FakeClock
 
 from .test_conformance import EP, claim_one, submit
 
@@ -30,10 +31,12 @@ async def test_held_leases_are_recorded_replaced_and_dropped(storage: Storage) -
     assert await storage.held_leases(EP, "w1") == {b.id: "t2"}
 
 
-async def test_held_leases_go_with_a_purged_job(storage: Storage) -> None:
+async def test_held_leases_go_with_the_job_record(storage: Storage, clock: FakeClock) -> None:
     job = await submit(storage)
     await storage.hold_leases(EP, "w1", {job.id: "t"})
-    assert await storage.purge(EP) == 1
+    assert [j.id for j in await storage.purge(EP)] == [job.id]  # ended CANCELLED, kept for its retention
+    clock.advance(3600)
+    assert (await storage.sweep(3, 0)).deleted == 1
     assert await storage.held_leases(EP, "w1") == {}
 
 
@@ -56,7 +59,9 @@ async def test_a_job_ending_with_a_webhook_writes_one_outbox_entry(storage: Stor
 
 
 @pytest.mark.parametrize("how", ["cancel_queued", "cancel_running", "sweep"])
-async def test_every_path_that_ends_a_job_writes_its_outbox_entry(storage: Storage, how: str) -> None:
+async def test_every_path_that_ends_a_job_writes_its_outbox_entry(
+    storage: Storage, clock: FakeClock, how: str
+) -> None:
     job = await submit(storage, webhook=HOOK, policy=Policy(execution_timeout_ms=1))
     if how == "cancel_queued":
         await storage.cancel(EP, job.id)
@@ -65,7 +70,7 @@ async def test_every_path_that_ends_a_job_writes_its_outbox_entry(storage: Stora
         await storage.cancel(EP, job.id)
     else:
         await claim_one(storage)
-        await asyncio.sleep(0.05)
+        clock.advance(0.05)
         result = await storage.sweep(3, 0)
         assert [j.id for j in result.ended] == [job.id]
     await storage.cancel(EP, job.id)  # already terminal: no second entry
@@ -92,22 +97,24 @@ async def test_a_taken_delivery_is_leased_to_one_taker(storage: Storage) -> None
     assert await storage.webhooks_pending() == 1
 
 
-async def test_an_expired_delivery_lease_lets_another_taker_send_it(storage: Storage) -> None:
+async def test_an_expired_delivery_lease_lets_another_taker_send_it(
+    storage: Storage, clock: FakeClock
+) -> None:
     await storage.cancel(EP, (await submit(storage, webhook=HOOK)).id)
     [taken] = await storage.take_webhooks(10, 50)  # this replica dies while sending
     assert await storage.take_webhooks(10, 30_000) == []
-    await asyncio.sleep(0.15)
+    clock.advance(0.15)
     [again] = await storage.take_webhooks(10, 30_000)
     assert again.id == taken.id and again.attempts == 0
 
 
-async def test_a_failed_attempt_is_due_again_later_with_its_body(storage: Storage) -> None:
+async def test_a_failed_attempt_is_due_again_later_with_its_body(storage: Storage, clock: FakeClock) -> None:
     await storage.cancel(EP, (await submit(storage, webhook=HOOK)).id)
     [taken] = await storage.take_webhooks(10, 30_000)
     body = json.dumps({"status": "CANCELLED"}).encode()
     await storage.webhook_later(taken.id, attempts=1, delay_ms=150, body=body)
     assert await storage.take_webhooks(10, 30_000) == []  # not due yet
-    await asyncio.sleep(0.3)
+    clock.advance(0.3)
     [again] = await storage.take_webhooks(10, 30_000)
     assert (again.id, again.attempts, again.body) == (taken.id, 1, body)
     await storage.webhook_done(again.id)

@@ -1,7 +1,7 @@
 """Storage conformance: time limits (sweep), retention, notifications and concurrency.
 
-Time limits are set to tens of milliseconds and the tests sleep past them; they
-assert what the sweep did, never how fast.
+Time is the backend's clock, a FakeClock the tests move past each limit (no sleeps);
+they assert what the sweep did, never how fast.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from worker_kit.job import JobRecord, JobState, OutputItem, Policy
 from worker_kit.protocol import STOP_LOST, STOP_TIMED_OUT
 from worker_kit.storage import Storage
 from worker_kit.storage.base import job_channel, queue_channel, worker_channel
+from worker_kit.storage.rules import FakeClock
 
 EP = "ep"
 LEASE_MS = 30_000
 SHORT_S = 0.06  # the short limits below, in seconds
-PAST_S = 0.15  # a sleep safely past them
+PAST_S = 0.15  # a step of the clock safely past them
 
 
 async def submit(storage: Storage, input: object = None, **kw: object) -> JobRecord:
@@ -29,11 +30,11 @@ async def submit(storage: Storage, input: object = None, **kw: object) -> JobRec
 
 
 # -- sweep -------------------------------------------------------------------------------------
-async def test_sweep_times_out_past_execution_deadline(storage: Storage) -> None:
+async def test_sweep_times_out_past_execution_deadline(storage: Storage, clock: FakeClock) -> None:
     job = await submit(storage, 1, policy=Policy(execution_timeout_ms=int(SHORT_S * 1000)))
     claimed = (await storage.claim(EP, "w1", 1, LEASE_MS))[0]
     assert (await storage.sweep(3, 60_000)).ended == []  # still within the grace
-    await asyncio.sleep(PAST_S)
+    clock.advance(PAST_S)
     result = await storage.sweep(3, 0)
     assert [r.id for r in result.ended] == [job.id]
     ended = result.ended[0]
@@ -46,10 +47,10 @@ async def test_sweep_times_out_past_execution_deadline(storage: Storage) -> None
     assert (await storage.sweep(3, 0)).ended == []  # ended once only
 
 
-async def test_sweep_times_out_queued_job_past_ttl(storage: Storage) -> None:
+async def test_sweep_times_out_queued_job_past_ttl(storage: Storage, clock: FakeClock) -> None:
     job = await submit(storage, 1, policy=Policy(ttl_ms=int(SHORT_S * 1000)))
     fresh = await submit(storage, 2)
-    await asyncio.sleep(PAST_S)
+    clock.advance(PAST_S)
     # Past its TTL the job is never handed out, even before a sweep.
     assert [j.id for j in await storage.claim(EP, "w1", 5, LEASE_MS)] == [fresh.id]
     result = await storage.sweep(3, 0)
@@ -60,16 +61,18 @@ async def test_sweep_times_out_queued_job_past_ttl(storage: Storage) -> None:
     assert got is not None and got.state is JobState.TIMED_OUT
 
 
-async def test_sweep_times_out_running_job_past_ttl(storage: Storage) -> None:
+async def test_sweep_times_out_running_job_past_ttl(storage: Storage, clock: FakeClock) -> None:
     job = await submit(storage, 1, policy=Policy(ttl_ms=int(SHORT_S * 1000)))
     await storage.claim(EP, "w1", 1, LEASE_MS)
-    await asyncio.sleep(PAST_S)
+    clock.advance(PAST_S)
     result = await storage.sweep(3, 0)
     assert [(r.id, r.state) for r in result.ended] == [(job.id, JobState.TIMED_OUT)]
     assert "ttl" in (result.ended[0].error or "")
 
 
-async def test_sweep_requeues_lost_lease_then_fails_after_max_attempts(storage: Storage) -> None:
+async def test_sweep_requeues_lost_lease_then_fails_after_max_attempts(
+    storage: Storage, clock: FakeClock
+) -> None:
     job = await submit(storage, 1)
     lease_ms = int(SHORT_S * 1000)
     tokens = []
@@ -78,7 +81,7 @@ async def test_sweep_requeues_lost_lease_then_fails_after_max_attempts(storage: 
         assert claimed.attempt == attempt
         tokens.append(claimed.token)
         await storage.append_output(EP, job.id, claimed.token or "", [OutputItem(0, "chunk", attempt)])
-        await asyncio.sleep(PAST_S)
+        clock.advance(PAST_S)
         result = await storage.sweep(3, 0)
         assert result.requeued == [job.id] and result.ended == []
         back = await storage.get(EP, job.id)
@@ -92,7 +95,7 @@ async def test_sweep_requeues_lost_lease_then_fails_after_max_attempts(storage: 
         await storage.finish(EP, job.id, tokens[0] or "", JobState.COMPLETED, output="zombie")
     last = (await storage.claim(EP, "w3", 1, lease_ms))[0]
     assert last.attempt == 3
-    await asyncio.sleep(PAST_S)
+    clock.advance(PAST_S)
     result = await storage.sweep(3, 0)
     assert result.requeued == [] and [r.id for r in result.ended] == [job.id]
     failed = result.ended[0]
@@ -102,33 +105,33 @@ async def test_sweep_requeues_lost_lease_then_fails_after_max_attempts(storage: 
     assert [s.reason for s in stops] == [STOP_LOST]
 
 
-async def test_heartbeat_keeps_a_lease_alive_through_sweeps(storage: Storage) -> None:
+async def test_heartbeat_keeps_a_lease_alive_through_sweeps(storage: Storage, clock: FakeClock) -> None:
     job = await submit(storage, 1)
     lease_ms = int(SHORT_S * 1000)
     claimed = (await storage.claim(EP, "w1", 1, lease_ms))[0]
     assert await storage.heartbeat(EP, "w1", {job.id: claimed.token or ""}, 60_000) == []
-    await asyncio.sleep(PAST_S)
+    clock.advance(PAST_S)
     result = await storage.sweep(3, 0)
     assert result.requeued == [] and result.ended == []
 
 
-async def test_sweep_can_leave_expired_leases_alone(storage: Storage) -> None:
+async def test_sweep_can_leave_expired_leases_alone(storage: Storage, clock: FakeClock) -> None:
     # The service's first lease period after a restart: other limits still apply.
     job = await submit(storage, 1)
     queued = await submit(storage, 2, policy=Policy(ttl_ms=int(SHORT_S * 1000)))
     claimed = (await storage.claim(EP, "w1", 1, int(SHORT_S * 1000)))[0]
     assert claimed.id == job.id
-    await asyncio.sleep(PAST_S)
+    clock.advance(PAST_S)
     result = await storage.sweep(3, 0, expire_leases=False)
     assert result.requeued == [] and [r.id for r in result.ended] == [queued.id]
     assert await storage.heartbeat(EP, "w1", {job.id: claimed.token or ""}, LEASE_MS) == []
     kept = await storage.get(EP, job.id)
     assert kept is not None and kept.state is JobState.IN_PROGRESS and kept.token == claimed.token
-    await asyncio.sleep(PAST_S)
+    clock.advance(PAST_S)
     assert (await storage.sweep(3, 0)).requeued == []  # renewed: kept by the ordinary rule too
 
 
-async def test_sweep_deletes_records_past_retention(storage: Storage) -> None:
+async def test_sweep_deletes_records_past_retention(storage: Storage, clock: FakeClock) -> None:
     keep = await submit(storage, "keep")
     # Long enough that the record is surely still there right after finish, even on a loaded machine.
     job = await submit(storage, 1, retention_ms=400)
@@ -136,7 +139,7 @@ async def test_sweep_deletes_records_past_retention(storage: Storage) -> None:
     await storage.append_output(EP, job.id, claimed.token or "", [OutputItem(0, "chunk", "c")])
     await storage.finish(EP, job.id, claimed.token or "", JobState.COMPLETED, output=1)
     assert await storage.get(EP, job.id) is not None
-    await asyncio.sleep(0.5)
+    clock.advance(0.5)
     assert await storage.get(EP, job.id) is None  # expired: hidden even before the sweep
     result = await storage.sweep(3, 0)
     assert result.deleted == 1
@@ -146,14 +149,14 @@ async def test_sweep_deletes_records_past_retention(storage: Storage) -> None:
 
 
 # -- retention ---------------------------------------------------------------------------------
-async def test_set_retention_on_finished_job(storage: Storage) -> None:
+async def test_set_retention_on_finished_job(storage: Storage, clock: FakeClock) -> None:
     job = await submit(storage, 1, retention_ms=60_000)
     claimed = (await storage.claim(EP, "w1", 1, LEASE_MS))[0]
     await storage.finish(EP, job.id, claimed.token or "", JobState.COMPLETED)
     updated = await storage.set_retention(EP, job.id, int(SHORT_S * 1000))
     assert updated is not None and updated.expires_at is not None
     assert updated.expires_at < (updated.finished_at or 0) + 10
-    await asyncio.sleep(PAST_S)
+    clock.advance(PAST_S)
     assert await storage.get(EP, job.id) is None
     assert await storage.set_retention(EP, job.id, 60_000) is None  # too late: gone
     assert await storage.set_retention(EP, "ghost", 1000) is None
@@ -196,13 +199,13 @@ async def test_job_channel_wakes_on_output_and_finish(storage: Storage) -> None:
     assert await _woken(storage, job_channel(job.id), storage.set_retention(EP, job.id, 1000))
 
 
-async def test_worker_channel_wakes_on_cancel_and_timeout(storage: Storage) -> None:
+async def test_worker_channel_wakes_on_cancel_and_timeout(storage: Storage, clock: FakeClock) -> None:
     job = await submit(storage, 1)
     await storage.claim(EP, "w1", 1, LEASE_MS)
     assert await _woken(storage, worker_channel(EP, "w1"), storage.cancel(EP, job.id))
     await submit(storage, 2, policy=Policy(execution_timeout_ms=int(SHORT_S * 1000)))
     await storage.claim(EP, "w2", 1, LEASE_MS)
-    await asyncio.sleep(PAST_S)
+    clock.advance(PAST_S)
     assert await _woken(storage, worker_channel(EP, "w2"), storage.sweep(3, 0))
 
 
@@ -251,3 +254,42 @@ async def test_concurrent_finish_and_cancel_have_one_winner(storage: Storage) ->
             assert outcome == "COMPLETED"
         else:
             assert outcome == "stale:CANCELLED"
+
+
+# -- bounded batches ---------------------------------------------------------------------------
+async def test_sweep_works_in_bounded_batches_and_says_when_work_is_left(
+    storage: Storage, clock: FakeClock
+) -> None:
+    storage.batch_size, storage.sweep_batches = 3, 2  # six jobs per sweep() call at most
+    running = [await submit(storage, i, policy=Policy(execution_timeout_ms=int(SHORT_S * 1000)))
+               for i in range(4)]  # fmt: skip
+    assert len(await storage.claim(EP, "w1", 10, LEASE_MS)) == 4
+    queued = [await submit(storage, i, policy=Policy(ttl_ms=int(SHORT_S * 1000))) for i in range(5)]
+    clock.advance(PAST_S)
+    first = await storage.sweep(3, 0)
+    assert len(first.ended) == 6 and first.more
+    second = await storage.sweep(3, 0)
+    assert len(second.ended) == 3 and not second.more
+    ended = {r.id: r for r in first.ended + second.ended}
+    assert set(ended) == {j.id for j in queued + running}  # each ended once
+    assert all(r.state is JobState.TIMED_OUT for r in ended.values())
+    counts = await storage.counts(EP)
+    assert counts["TIMED_OUT"] == 9 and counts["IN_QUEUE"] == 0 and counts["IN_PROGRESS"] == 0
+    # Retention past: deletions are batched the same way.
+    clock.advance(60 * 60)
+    sweeps = [await storage.sweep(3, 0) for _ in range(2)]
+    assert [(r.deleted, r.more) for r in sweeps] == [(6, True), (3, False)]
+    assert (await storage.sweep(3, 0)).deleted == 0
+
+
+async def test_sweep_passes_over_running_jobs_within_the_grace(storage: Storage, clock: FakeClock) -> None:
+    # Many running jobs past their TTL but within the grace must not fill every batch (no busy loop).
+    storage.batch_size, storage.sweep_batches = 2, 1
+    for i in range(4):
+        await submit(storage, i, policy=Policy(ttl_ms=int(SHORT_S * 1000)))
+    await storage.claim(EP, "w1", 4, LEASE_MS)
+    clock.advance(PAST_S)
+    result = await storage.sweep(3, 60_000)
+    assert result.ended == [] and not result.more
+    clock.advance(60)
+    assert len((await storage.sweep(3, 0)).ended) == 2

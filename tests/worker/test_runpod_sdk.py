@@ -24,6 +24,25 @@ async def handler(job):
 
 runpod.serverless.start({"handler": handler})
 '''
+#: One handler for the other points of the protocol: chunks, progress, errors.
+SDK_KINDS = '''
+import asyncio
+import runpod
+
+async def handler(job):
+    what = job["input"]["what"]
+    if what == "stream":
+        for i in range(3):
+            yield {"tok": i}
+    elif what == "progress":
+        runpod.serverless.progress_update(job, {"step": 1})
+        await asyncio.sleep(3)
+        yield "done"
+    else:
+        raise ValueError("no such model")
+
+runpod.serverless.start({"handler": handler, "return_aggregate_stream": True})
+'''
 
 
 @pytest.fixture
@@ -33,9 +52,9 @@ async def sdk_worker(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     # The test extra pins runpod==1.12.0: a missing SDK fails here, it is never skipped.
     assert importlib.util.find_spec("runpod") is not None, "pip install -e '.[test]' installs runpod"
 
-    async def start(endpoint_url: str, pod_id: str = "sdk-pod") -> Path:
-        script = tmp_path / "sdk_worker.py"
-        script.write_text(SDK_WORKER)
+    async def start(endpoint_url: str, pod_id: str = "sdk-pod", source: str = SDK_WORKER) -> Path:
+        script = tmp_path / f"{pod_id}.py"
+        script.write_text(source)
         log = tmp_path / f"{pod_id}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "WORKER_KIT_"))}
         env.update({
@@ -84,6 +103,28 @@ async def test_a_cancel_right_after_the_take_still_stops_the_job(
     next_id = await api.run(url, {"sleep": 0})
     status = await api.wait(url, next_id, timeout=30)
     assert status["status"] == "COMPLETED", status
+
+
+async def test_sdk_chunks_progress_and_errors(service: Any, api: Any, sdk_worker: Any) -> None:
+    url = service.endpoint_url("sdk-kinds")
+    await sdk_worker(url, "kinds-pod", SDK_KINDS)
+    streamed = await api.run(url, {"what": "stream"})
+    status = await api.wait(url, streamed, timeout=60)
+    assert status["status"] == "COMPLETED", status
+    assert await api.chunks(url, streamed) == [{"tok": 0}, {"tok": 1}, {"tok": 2}]
+    assert status["output"] == [{"tok": 0}, {"tok": 1}, {"tok": 2}]  # return_aggregate_stream
+
+    progressing = await api.run(url, {"what": "progress"})
+    async with asyncio.timeout(30):
+        while (st := await api.status(url, progressing)).get("output") != {"step": 1}:
+            assert st["status"] in ("IN_QUEUE", "IN_PROGRESS"), st
+            await asyncio.sleep(0.05)
+    assert (await api.wait(url, progressing, timeout=60))["output"] == ["done"]
+
+    failing = await api.run(url, {"what": "raise"})
+    status = await api.wait(url, failing, timeout=60)
+    # A generator handler's exception reaches the service as the SDK's plain "handler: ..." text.
+    assert status["status"] == "FAILED" and "no such model" in status["error"], status
 
 
 SDK_CLIENT = '''

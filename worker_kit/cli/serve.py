@@ -37,7 +37,9 @@ def register(subparsers: Any) -> None:
         default=None,
         metavar="URL",
         help="where jobs are kept: sqlite:///relative.db, sqlite:////absolute.db or "
-        "sqlite://:memory: (default sqlite:///worker-kit.db)",
+        "sqlite://:memory: (default sqlite:///worker-kit.db); or Redis, for several replicas: "
+        "redis://HOST:PORT/DB, rediss://… (TLS), unix:///path.sock, each with an optional ?prefix=NAME "
+        "(needs pip install 'worker-kit[redis]'; docs/storage.md)",
     )
     parser.add_argument(
         "--config",

@@ -174,7 +174,8 @@ class AsyncEndpoint:
         return await self._transport.request("GET", "/health", idempotent=True)
 
     async def purge_queue(self) -> dict[str, Any]:
-        """POST /purge-queue: remove every queued job; running jobs go on. → {"removed": N, ...}"""
+        """POST /purge-queue: end every queued job CANCELLED (purged); running jobs go on.
+        → {"removed": N, ...}"""
         return await self._transport.request("POST", "/purge-queue", idempotent=False)
 
     async def requests(

@@ -21,7 +21,7 @@ from ..storage import Storage, open_storage
 from . import client_api, dashboard, hosted_api, openai_api, query_api, scaling, worker_api
 from .activity import activity_channel
 from .config import ServiceConfig
-from .http import ApiError, respond
+from .http import BODY_TIMEOUT_S, ApiError, respond
 from .metrics_store import read_store, store_metrics_ctx
 from .openapi import openapi_spec
 from .state import STATE, ServiceState, state_of
@@ -76,6 +76,8 @@ def _store_failed(request: web.Request, exc: Exception) -> web.Response:
     Nothing acknowledged is lost, and clients and workers retry 503s with backoff, so this is an
     answer with one log line, not a crash with a traceback."""
     reason = "unreachable" if isinstance(exc, StoreUnavailable) else "failing"
+    if "disk is full" in str(exc) or "No space left" in str(exc):  # SQLITE_FULL, ENOSPC
+        reason = "full (no space left on its disk)"
     log.warning("%s %s: the job store is %s: %s", request.method, request.path, reason, exc)
     return respond(
         request,
@@ -126,6 +128,21 @@ async def error_middleware(
             extra={"method": request.method, "path": request.path, "status": response.status},
         )
     return response
+
+
+_DOT_SEGMENTS = frozenset({".", "..", "%2e", "%2e%2e", ".%2e", "%2e."})
+
+
+@web.middleware
+async def dot_segment_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse `.` and `..` path segments (raw or percent-encoded) instead of resolving them:
+    `/v2/../health` must not quietly be `/health`, nor `/v2/./status/x` an endpoint called `.`."""
+    path = request.raw_path.split("?", 1)[0]
+    if any(segment.lower() in _DOT_SEGMENTS for segment in path.split("/")):
+        raise ApiError(400, "path segments '.' and '..' are not allowed")
+    return await handler(request)
 
 
 # -- service-level routes -------------------------------------------------------------------------
@@ -205,9 +222,11 @@ def create_app(config: ServiceConfig, storage: Storage | None = None) -> web.App
         max(c.runsync_body_limit, c.run_body_limit, c.result_limit) for _, c in config.all_endpoint_configs()
     )
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=biggest + worker_api._OUTPUT_OVERHEAD
+        middlewares=[error_middleware, dot_segment_middleware],
+        client_max_size=biggest + worker_api._OUTPUT_OVERHEAD,
     )
     app[STATE] = ServiceState(config=config, storage=store)
+    app[BODY_TIMEOUT_S] = config.body_timeout_s
     app.add_routes(service_routes)
     app.add_routes(client_api.routes)
     app.add_routes(openai_api.routes)

@@ -17,18 +17,23 @@ from aiohttp import web
 from ..errors import JobConflict, JobNotFound
 from ..job import JobRecord, JobState, Policy
 from ..protocol import API_PREFIX, MAX_POLL_MS
+from ..storage import rules
 from ..storage.base import job_channel
 from .config import EndpointConfig
 from .expect import expect_within
 from .http import (
     ApiError,
     client_gone,
+    integral,
+    job_id_of,
     query_int,
+    read_body,
     read_object,
     read_optional_object,
     respond,
     wait_until,
 )
+from .sse import MAX_CURSOR
 from .state import ServiceState, authorized, job_log
 
 routes = web.RouteTableDef()
@@ -56,6 +61,10 @@ def client_op(op: str | None) -> Callable[[Handler], Callable[[web.Request], Awa
             state, endpoint, cfg = authorized(request, "client")
             if op is None:
                 return await fn(request, state, endpoint, cfg)
+            if request.method == "POST" and request.body_exists:
+                # Read the body before taking a slot: a client trickling its body must not hold
+                # one of the few concurrent slots while it does (read_body keeps the bytes).
+                await read_body(request, _body_limit(op, cfg), f"/{op}")
             with state.limiter.slot(endpoint, op, cfg.rate_limit(op)):
                 return await fn(request, state, endpoint, cfg)
 
@@ -64,11 +73,8 @@ def client_op(op: str | None) -> Callable[[Handler], Callable[[web.Request], Awa
     return decorate
 
 
-def job_id_of(request: web.Request) -> str:
-    job_id = request.match_info["job_id"]
-    if len(job_id) > 128:
-        raise ApiError(404, "job not found (job ids are at most 128 characters)")
-    return job_id
+def _body_limit(op: str, cfg: EndpointConfig) -> int:
+    return {"run": cfg.run_body_limit, "runsync": cfg.runsync_body_limit}.get(op, _SMALL_BODY)
 
 
 def not_found(job_id: str) -> ApiError:
@@ -108,7 +114,7 @@ def parse_policy(raw: Any, cfg: EndpointConfig) -> Policy:
         )
     values = {}
     for name, default in (("executionTimeout", cfg.execution_timeout_ms), ("ttl", cfg.ttl_ms)):
-        value = raw.get(name, default)
+        value = integral(raw.get(name, default))
         if isinstance(value, bool) or not isinstance(value, int) or not (1 <= value <= MAX_POLICY_MS):
             raise ApiError(
                 400,
@@ -228,7 +234,7 @@ async def stream(
 
 
 async def _read_stream(request: web.Request, state: ServiceState, endpoint: str, job_id: str) -> web.Response:
-    cursor = query_int(request, "cursor", default=None, minimum=0, maximum=2**62)
+    cursor = query_int(request, "cursor", default=None, minimum=0, maximum=MAX_CURSOR)
     wait_ms = query_int(request, "wait", default=0, minimum=0, maximum=MAX_POLL_MS)
     assert wait_ms is not None
     if request.method == "POST":
@@ -315,13 +321,26 @@ async def retry(
     return respond(request, {"id": job.id, "status": job.state.value})
 
 
+#: Queued jobs one purge step ends (each step is one bounded storage write).
+PURGE_BATCH = rules.BATCH
+
+
 @routes.post(PREFIX + "/purge-queue")
 @client_op("purge")
 async def purge_queue(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
     await read_optional_object(request, _SMALL_BODY, "/purge-queue")
-    removed = await state.storage.purge(endpoint)
+    # Bounded steps, each one short write: requests go on between them. Jobs queued after the
+    # purge began may be taken too; a step that finds fewer than a full batch is the last.
+    removed = 0
+    while True:
+        purged = await state.storage.purge(endpoint, limit=PURGE_BATCH)
+        removed += len(purged)
+        for job in purged:
+            state.job_ended(job, "purged by /purge-queue")
+        if len(purged) < PURGE_BATCH:
+            break
     if removed:
         log.info("purged %d queued job(s) of %s", removed, endpoint, extra={"endpoint": endpoint})
     return respond(request, {"removed": removed, "status": "completed"})

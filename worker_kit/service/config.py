@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..ids import ENDPOINT_ID_RULE, valid_endpoint_id
 from ..job import DEFAULT_EXECUTION_TIMEOUT_MS, DEFAULT_TTL_MS, RUN_RETENTION_MS, RUNSYNC_RETENTION_MS
+from .webhook_guard import parse_allow
 
 MB = 1024 * 1024
 
@@ -104,6 +106,16 @@ class ServiceConfig:
     claim_max_bytes: int = 32 * MB
     #: Bound on the chunk bytes one /stream answer (or one SSE read) carries (at least one chunk).
     stream_max_bytes: int = 8 * MB
+    #: A connection must deliver a request's complete headers this soon after it opens or after
+    #: the previous answer; idle keep-alive connections close after it too.
+    header_timeout_s: float = 30.0
+    #: A request body must arrive whole within this long, else 408.
+    body_timeout_s: float = 120.0
+    #: Connections one client address may hold open at once (0: no cap).
+    max_connections_per_client: int = 1000
+    #: Host names and networks webhooks may go to although they are not public addresses
+    #: (loopback, link-local, private...), e.g. ["127.0.0.0/8", "hooks.internal"].
+    webhook_allow: tuple[str, ...] = ()
     #: Endpoints not in [endpoints] get their own `endpoint` label in /metrics up to this many;
     #: the rest share the label "_other" (docs/operations.md).
     metrics_max_endpoints: int = 100
@@ -164,15 +176,9 @@ class ServiceConfig:
             if not isinstance(table, dict):
                 raise ConfigError(f"{where} must be a table")
             if not valid_endpoint_id(endpoint_id):
-                raise ConfigError(f"{where}: endpoint ids use letters, digits, '-', '_' or '.' (1-128 chars)")
+                raise ConfigError(f"{where}: {ENDPOINT_ID_RULE}")
             endpoints[endpoint_id] = endpoint_from_dict(table, default, where)
         return cls(endpoints=endpoints, default=default, **kwargs)
-
-
-def valid_endpoint_id(endpoint_id: str) -> bool:
-    return 0 < len(endpoint_id) <= 128 and all(
-        c.isascii() and (c.isalnum() or c in "-_.") for c in endpoint_id
-    )
 
 
 _ENDPOINT_FIELDS = {f.name: f for f in dataclasses.fields(EndpointConfig)}
@@ -259,6 +265,12 @@ def _coerce(where: str, value: Any, type_name: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, not {value!r}")
         return value
+    if t.startswith("tuple"):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of strings, not {value!r}")
+        return tuple(value)
     if t.startswith("str"):
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, not {value!r}")
@@ -303,8 +315,16 @@ def _check_service(cfg: ServiceConfig) -> None:
         "shutdown_timeout_s",
         "claim_max_bytes",
         "stream_max_bytes",
+        "header_timeout_s",
+        "body_timeout_s",
     ):
         _positive(name, getattr(cfg, name))
+    try:
+        parse_allow(cfg.webhook_allow)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if cfg.max_connections_per_client < 0:
+        raise ConfigError("max_connections_per_client must not be negative (0 lifts the cap)")
     if cfg.deadline_grace_ms < 0:
         raise ConfigError("deadline_grace_ms must not be negative")
     if cfg.metrics_max_endpoints < 0:

@@ -27,7 +27,7 @@ from ..storage.base import queue_channel
 from .activity import activity_channel
 from .config import EndpointConfig
 from .dashboard_data import job_summary, snapshot
-from .http import ApiError, client_gone, respond
+from .http import ApiError, client_gone, job_id_of, respond
 from .state import ServiceState, authorized, state_of
 
 log = logging.getLogger("worker_kit.service.dashboard")
@@ -196,9 +196,9 @@ def job_detail(job: JobRecord, show_input: bool) -> dict[str, Any]:
 @routes.get(API_PREFIX + "/dashboard/jobs/{job_id}")
 async def job(request: web.Request) -> web.Response:
     state, endpoint, cfg = authorized(request, "client")
-    job_id = request.match_info["job_id"]
+    job_id = job_id_of(request)
     with state.limiter.slot(endpoint, "status", cfg.rate_limit("status")):
-        record = None if len(job_id) > 128 else await state.storage.get(endpoint, job_id)
+        record = await state.storage.get(endpoint, job_id)
     if record is None:
         raise ApiError(
             404, f"job {job_id[:128]} not found (unknown, of another endpoint, or past its retention)"

@@ -34,7 +34,7 @@ from ..portable import problem
 from ..protocol import API_PREFIX, MAX_POLL_MS, STOP_LOST, decode, dumps_json, pack
 from ..storage.base import StopSignal, queue_channel, worker_channel
 from .config import EndpointConfig
-from .http import ApiError, query_int, read_body, wait_until
+from .http import ApiError, job_id_of, query_int, read_body, wait_until
 from .state import ServiceState, authorized, job_log
 from .unsendable import sendable
 
@@ -45,11 +45,15 @@ PREFIX = API_PREFIX
 #: job-take and job-stop hold this long by default; SDK workers cut requests at 90 s.
 #: A template may carry `?wait_ms=N` to change it.
 DEFAULT_HOLD_MS = 30_000
+#: The most jobs one job-take-batch hands out.
+MAX_BATCH = 100
 #: A stop is sent again while the worker still lists its job, for at most this long after the job
 #: ended: the hosted SDK drops a stop that arrives between a take and the start of the job's task.
 STOP_REPEAT_S = 60.0
 #: The SDK polls job-stop again at once after a 200: repeats of the same stop are this far apart.
 STOP_REPEAT_GAP_S = 1.0
+#: A ping that no longer lists a stopped job ends its repeats only this long after the job ended.
+STOP_UNLISTED_GRACE_S = 5.0
 _OVERHEAD = 4 * 1024 * 1024
 #: A ping lists the jobs its worker runs; at most this many are looked up.
 _MAX_LISTED = 256
@@ -84,8 +88,8 @@ def hosted_op(fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespon
     async def handle(request: web.Request) -> web.StreamResponse:
         state, endpoint, cfg = authorized(request, "worker")
         worker_id = path_part(request.match_info["worker_id"])
-        if not worker_id or len(worker_id) > 256:
-            raise ApiError(400, "the worker id in the path must be 1 to 256 characters")
+        if not worker_id or len(worker_id) > 256 or problem(worker_id) is not None:
+            raise ApiError(400, "the worker id in the path must be 1 to 256 characters of valid text")
         return await fn(request, state, endpoint, cfg, worker_id)
 
     handle.__name__ = fn.__name__
@@ -154,7 +158,7 @@ async def job_take(
 async def job_take_batch(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
 ) -> web.Response:
-    batch = query_int(request, "batch_size", default=1, minimum=1, maximum=100)
+    batch = query_int(request, "batch_size", default=1, minimum=1, maximum=MAX_BATCH)
     assert batch is not None
     jobs = await _take(request, state, endpoint, worker_id, batch)
     forms = await _sendable(request, state, endpoint, worker_id, jobs)
@@ -207,8 +211,16 @@ async def ping(
     listed = [j for j in request.query.get("job_id", "").split(",") if j]
     leases = await _leases(state, endpoint, worker_id, listed)
     stops = await state.storage.heartbeat(endpoint, worker_id, leases, state.config.lease_ms)
-    # A stopped job the worker no longer lists has left it: its stop need not be repeated.
-    gone = [s.job_id for s in stops if s.reason == STOP_LOST or s.job_id not in listed]
+    # A stopped job the worker no longer lists has left it: its stop need not be repeated. Not at
+    # once, though: the SDK's ping process reads its job list with a lag, so a job taken just now
+    # may be missing from a ping while the worker is about to start it.
+    gone = [s.job_id for s in stops if s.reason == STOP_LOST]
+    for stop in stops:
+        if stop.reason != STOP_LOST and stop.job_id not in listed:
+            job = await state.storage.get(endpoint, stop.job_id)
+            ended_at = None if job is None else job.finished_at
+            if ended_at is None or time.time() - ended_at > STOP_UNLISTED_GRACE_S:
+                gone.append(stop.job_id)
     await state.storage.drop_leases(endpoint, worker_id, gone)
     _forget_stops(request.app[HOSTED], worker_id, gone)
     return json_response({"status": "ok"})
@@ -345,7 +357,7 @@ async def job_done(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
 ) -> web.Response:
     hosted = request.app[HOSTED]
-    job_id = path_part(request.match_info["job_id"])
+    job_id = job_id_of(request, path_part(request.match_info["job_id"]))
     body = await _report_body(request, cfg, "job-done")
     async with hosted.lock(job_id):
         job, token = await _current(state, endpoint, worker_id, job_id)
@@ -394,7 +406,7 @@ async def job_stream(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
 ) -> web.Response:
     hosted = request.app[HOSTED]
-    job_id = path_part(request.match_info["job_id"])
+    job_id = job_id_of(request, path_part(request.match_info["job_id"]))
     body = await _report_body(request, cfg, "job-stream")
     chunk = body.get("output")
     unstorable = problem(body, finite=False)

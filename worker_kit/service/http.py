@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from ..ids import JOB_ID_RULE, valid_job_id
 from ..portable import problem
 from ..protocol import JSON, MSGPACK, decode, encode
 from ..storage.base import Storage, targeted
@@ -23,6 +24,10 @@ from .departures import watch
 
 T = TypeVar("T")
 
+#: How long a request body may take to arrive (ServiceConfig.body_timeout_s; set by create_app).
+BODY_TIMEOUT_S = web.AppKey("worker_kit_body_timeout_s", float)
+#: Where read_body keeps a body it has read, so a route reading it again gets the same bytes.
+_BODY = web.RequestKey("worker_kit_body", bytes)
 #: Content-Encodings a request body may have (aiohttp inflates gzip and deflate as it reads).
 SUPPORTED_ENCODINGS = ("", "identity", "gzip", "deflate")
 #: Bodies are read from the socket in pieces of this size while the limit is enforced.
@@ -73,14 +78,27 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
             f"Content-Encoding {encoding[:40]!r} is not supported; "
             "send the body as is, or with gzip or deflate",
         )
+    cached = request.get(_BODY)
+    if cached is not None:
+        return cached
+    timeout_s = request.app.get(BODY_TIMEOUT_S)
     try:
-        return await _read_body(request, limit, what)
+        async with asyncio.timeout(timeout_s):
+            raw = await _read_body(request, limit, what)
+    except TimeoutError:
+        raise ApiError(
+            408,
+            f"{what} body did not arrive within {timeout_s:g} s (body_timeout_s)",
+            headers={"Connection": "close"},
+        ) from None
     except web.RequestPayloadError as exc:
         cause = exc.__cause__
         reason = getattr(cause, "message", None) or str(cause or exc)
         raise ApiError(
             400, f"{what} body is not valid {encoding} data (Content-Encoding): {reason.strip()}"
         ) from None
+    request[_BODY] = raw
+    return raw
 
 
 async def _read_body(request: web.Request, limit: int, what: str) -> bytes:
@@ -157,6 +175,14 @@ def query_int(
     return value
 
 
+def integral(value: Any) -> Any:
+    """`value`, with a float that holds a whole number (`1000.0`) as an int: JSON Schema counts
+    it an integer, and JSON encoders in some languages write every number that way."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
 def field_int(
     body: dict[str, Any],
     name: str,
@@ -167,7 +193,7 @@ def field_int(
     cap: int | None = None,
 ) -> int | None:
     """An integer body field; values above `cap` are lowered to it, above `maximum` refused."""
-    value = body.get(name, default)
+    value = integral(body.get(name, default))
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
@@ -178,7 +204,13 @@ def field_int(
     return min(value, cap) if cap is not None else value
 
 
-def field_str(body: dict[str, Any], name: str, *, required: bool, max_len: int = 256) -> str | None:
+#: The longest worker id or lease token a body may carry.
+MAX_FIELD_CHARS = 256
+
+
+def field_str(
+    body: dict[str, Any], name: str, *, required: bool, max_len: int = MAX_FIELD_CHARS
+) -> str | None:
     value = body.get(name)
     if value is None:
         if required:
@@ -192,6 +224,14 @@ def field_str(body: dict[str, Any], name: str, *, required: bool, max_len: int =
     if bad is not None:
         raise ApiError(400, bad)
     return value
+
+
+def job_id_of(request: web.Request, raw: str | None = None) -> str:
+    """The path's job id; one outside the job-id alphabet (worker_kit.ids) cannot exist: 404."""
+    job_id = request.match_info["job_id"] if raw is None else raw
+    if not valid_job_id(job_id):
+        raise ApiError(404, f"no such job: {JOB_ID_RULE}")
+    return job_id
 
 
 class Shutdown:

@@ -23,7 +23,7 @@ from ..protocol import API_PREFIX
 from ..storage.base import job_channel
 from .client_api import RUNSYNC_MAX_WAIT_MS, parse_policy
 from .config import EndpointConfig
-from .http import ApiError, client_gone, query_int, read_object, respond, wait_until
+from .http import ApiError, client_gone, query_int, read_body, read_object, respond, wait_until
 from .openai_relay import Disconnected, handler_error, job_error, relay_stream
 from .state import ServiceState, authorized, job_log
 
@@ -48,6 +48,8 @@ def openai_error(request: web.Request, status: int, message: str, *, code: str |
 async def openai_passthrough(request: web.Request) -> web.StreamResponse:
     try:
         state, endpoint, cfg = authorized(request, "client")
+        if request.method == "POST":  # the body first, then a slot (see client_api.client_op)
+            await read_body(request, cfg.run_body_limit, "/openai")
         with state.limiter.slot(endpoint, "openai", cfg.rate_limit("openai")):
             return await _serve(request, state, endpoint, cfg)
     except ApiError as exc:

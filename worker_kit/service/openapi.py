@@ -9,12 +9,32 @@ import functools
 from typing import Any
 
 from .. import __version__
+from ..ids import ENDPOINT_ID_PATTERN, JOB_ID_PATTERN
+from ..protocol import MAX_POLL_MS
+from .client_api import MAX_POLICY_MS, RUNSYNC_MAX_WAIT_MS
 from .openapi_dashboard import dashboard_paths
-from .openapi_schemas import SCHEMAS
+from .openapi_finish import REQUEST_SCHEMAS, finish_paths, with_portable_extras
+from .openapi_hosted import hosted_paths
+from .openapi_schemas import _ID_TEXT, SCHEMAS, csv_pattern
+from .sse import MAX_CURSOR
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
-_ENDPOINT = {"name": "endpoint_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_STATES = ["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]
+_ENDPOINT = {
+    "name": "endpoint_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": ENDPOINT_ID_PATTERN},
+}
+_JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
+}
+#: Answers any route may give besides its own: a body or path the service refuses before the
+#: route runs (dot segments, an unknown Content-Encoding) and storage unreachable or full.
+_ANY_ROUTE = (400, 413, 415, 503)
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +51,7 @@ def _op(
     tag: str = "client",
     security: str | None = "clientKey",
     text: bool = False,
+    no_content: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {
@@ -38,8 +59,10 @@ def _op(
             "content": {"text/plain": {"schema": {"type": "string"}}} if text else _json(ok),
         }
     }
-    for code in errors:
+    for code in sorted({*errors, *_ANY_ROUTE}):
         responses[str(code)] = {"description": _REASONS[code], "content": _json(_ERROR)}
+    for code in no_content:
+        responses[str(code)] = {"description": "Nothing to hand out before the long-poll ended"}
     op: dict[str, Any] = {
         "summary": summary,
         "tags": [tag],
@@ -60,18 +83,18 @@ _REASONS = {
     404: "Unknown endpoint or job (or past its retention)",
     409: "The job's state or the lease token forbids this",
     413: "Body, chunk or result over its limit",
+    415: "Content-Encoding not supported (send the body as is, gzip or deflate)",
     429: "Rate, concurrency or queue limit reached; see Retry-After",
     500: "Unexpected error (logged)",
     501: "Not available in this build",
-    503: "The service is shutting down",
+    503: "Storage unreachable or full, or the service is shutting down; see Retry-After",
     504: "No answer in time",
 }
 
 
-def _q(name: str, description: str, maximum: int | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "integer", "minimum": 0}
-    if maximum is not None:
-        schema["maximum"] = maximum
+def _q(name: str, description: str, maximum: int, minimum: int = 0) -> dict[str, Any]:
+    # The bounds are the ones the route checks (query_int), from the same constants.
+    schema: dict[str, Any] = {"type": "integer", "minimum": minimum, "maximum": maximum}
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
@@ -84,7 +107,7 @@ def _paths() -> dict[str, Any]:
     status_op = _op(
         "Status of a job; ?ttl= sets how long its result is kept from now",
         _ref("Status"),
-        params=[*job, _q("ttl", "ms to keep the result from now")],
+        params=[*job, _q("ttl", "ms to keep the result from now", MAX_POLICY_MS)],
     )
     stream_op = _op(
         "Stream chunks not yet read (consumed), or from ?cursor= (nothing consumed); "
@@ -92,12 +115,12 @@ def _paths() -> dict[str, Any]:
         _ref("Stream"),
         params=[
             *job,
-            _q("cursor", "read from this chunk index, consuming nothing"),
-            _q("wait", "hold up to this many ms for a chunk", 60000),
+            _q("cursor", "read from this chunk index, consuming nothing", MAX_CURSOR),
+            _q("wait", "hold up to this many ms for a chunk", MAX_POLL_MS),
         ],
         errors=(400, 401, 403, 404, 429, 501),
     )
-    stale = (400, 401, 403, 409, 413)
+    stale = (400, 401, 403, 404, 409, 413)
     worker = {"tag": "worker", "security": "workerKey"}
     return {
         "/health": {
@@ -122,7 +145,7 @@ def _paths() -> dict[str, Any]:
             "post": _op(
                 "Submit a job and wait until it ends or ?wait= ms pass (then the current status)",
                 _ref("Status"),
-                params=[*ep, _q("wait", "ms to wait (default 90000)", 300000)],
+                params=[*ep, _q("wait", "ms to wait (default 90000)", RUNSYNC_MAX_WAIT_MS)],
                 body=_ref("SubmitRequest"),
                 errors=(400, 401, 403, 404, 413, 429),
             )
@@ -130,7 +153,11 @@ def _paths() -> dict[str, Any]:
         "/v2/{endpoint_id}/status/{job_id}": {"get": status_op, "post": status_op},
         "/v2/{endpoint_id}/stream/{job_id}": {"get": stream_op, "post": stream_op},
         "/v2/{endpoint_id}/cancel/{job_id}": {
-            "post": _op("Cancel a queued or running job", _ref("Submitted"), params=job)
+            "post": _op(
+                "Cancel a queued or running job (an ended job answers how it ended)",
+                _ref("JobStatus"),
+                params=job,
+            )
         },
         "/v2/{endpoint_id}/retry/{job_id}": {
             "post": _op(
@@ -249,12 +276,12 @@ def _paths() -> dict[str, Any]:
                 "Hand a running job back to the queue",
                 _ref("Submitted"),
                 params=job,
-                body={"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
-                errors=(400, 401, 403, 409),
+                body={"type": "object", "required": ["token"], "properties": {"token": _ID_TEXT}},
+                errors=(400, 401, 403, 404, 409),
                 **worker,
             )
         },
-        **_hosted_paths(),
+        **hosted_paths(_op, _q, _ref, _ENDPOINT, _JOB_ID),
     }
 
 
@@ -272,16 +299,25 @@ def _query_paths(status_op: dict[str, Any]) -> dict[str, Any]:
         _ref("RequestsPage"),
         params=[
             *ep,
-            _q("limit", "jobs per page (1-1000, default 50)", 1000),
+            _q("limit", "jobs per page (1-1000, default 50)", 1000, minimum=1),
             {**text, "name": "cursor", "description": "the cursor of the previous page"},
-            {**text, "description": "comma-separated states to keep, e.g. FAILED,TIMED_OUT"},
-            {**text, "name": "include", "description": "input and/or output, comma-separated"},
+            {
+                **text,
+                "schema": {"type": "string", "pattern": csv_pattern(_STATES, any_case=True)},
+                "description": "comma-separated states to keep, e.g. FAILED,TIMED_OUT",
+            },
+            {
+                **text,
+                "name": "include",
+                "schema": {"type": "string", "pattern": csv_pattern(["input", "output"])},
+                "description": "input and/or output, comma-separated",
+            },
         ],
     )
     openai_params = [
         *ep,
         {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}},
-        _q("wait", "ms to hold a non-streamed request (default and max 300000)", 300000),
+        _q("wait", "ms to hold a non-streamed request (default and max 300000)", 300000, minimum=1),
     ]
     openai = {
         "summary": "OpenAI-compatible passthrough: the request becomes a job with input "
@@ -311,89 +347,11 @@ def _query_paths(status_op: dict[str, Any]) -> dict[str, Any]:
             "get": openai,
             "post": {
                 **openai,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {}}}},
-            },
-        },
-    }
-
-
-def _hosted_paths() -> dict[str, Any]:
-    """The hosted service's worker protocol, served for workers built with its SDK."""
-    worker = [_ENDPOINT, {"name": "worker_id", "in": "path", "required": True, "schema": {"type": "string"}}]
-    job = [*worker, _JOB_ID]
-    hold = _q("wait_ms", "how long to hold the long-poll (default 30000)", 60000)
-    common = {"tag": "hosted worker protocol", "security": "workerKey"}
-    report = {
-        "type": "object",
-        "description": "JSON whatever the Content-Type says",
-        "properties": {
-            "output": {},
-            "error": {},
-            "status": {"description": "IN_PROGRESS for a progress update"},
-        },
-    }
-    return {
-        "/v2/{endpoint_id}/job-take/{worker_id}": {
-            "get": _op(
-                "Take one job (long-poll; 204 when none)",
-                _ref("HostedJob"),
-                params=[*worker, hold],
-                errors=(400, 401, 403, 404),
-                **common,
-            )
-        },
-        "/v2/{endpoint_id}/job-take-batch/{worker_id}": {
-            "get": _op(
-                "Take up to batch_size jobs (long-poll; 204 when none)",
-                {"type": "array", "items": _ref("HostedJob")},
-                params=[*worker, hold, _q("batch_size", "jobs wanted", 100)],
-                errors=(400, 401, 403, 404),
-                **common,
-            )
-        },
-        "/v2/{endpoint_id}/job-stop/{worker_id}": {
-            "get": _op(
-                "Renew the worker's leases; long-poll for jobs to stop (204 when none)",
-                {
-                    "type": "object",
-                    "properties": {"jobsToStop": {"type": "array", "items": {"type": "string"}}},
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
                 },
-                params=[*worker, hold],
-                errors=(400, 401, 403, 404),
-                **common,
-            )
-        },
-        "/v2/{endpoint_id}/ping/{worker_id}": {
-            "get": _op(
-                "Heartbeat with the comma-separated job_id list",
-                {"type": "object"},
-                params=[
-                    *worker,
-                    {"name": "job_id", "in": "query", "required": False, "schema": {"type": "string"}},
-                ],
-                errors=(400, 401, 403, 404),
-                **common,
-            )
-        },
-        "/v2/{endpoint_id}/job-done/{worker_id}/{job_id}": {
-            "post": _op(
-                "Final result, or a progress update when status is IN_PROGRESS",
-                {"type": "object"},
-                params=job,
-                body=report,
-                errors=(400, 401, 403, 404, 409, 413),
-                **common,
-            )
-        },
-        "/v2/{endpoint_id}/job-stream/{worker_id}/{job_id}": {
-            "post": _op(
-                "One stream chunk {output}",
-                {"type": "object"},
-                params=job,
-                body=report,
-                errors=(400, 401, 403, 404, 409, 413),
-                **common,
-            )
+            },
         },
     }
 
@@ -408,9 +366,12 @@ def openapi_spec() -> dict[str, Any]:
             "description": "Client API (path-compatible with the hosted serverless API) and the native "
             'worker API (docs/protocol.md). Errors answer {"error": reason}.',
         },
-        "paths": _paths(),
+        "paths": finish_paths(_paths()),
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {
+                name: with_portable_extras(schema) if name in REQUEST_SCHEMAS else schema
+                for name, schema in SCHEMAS.items()
+            },
             "securitySchemes": {
                 "clientKey": {
                     "type": "http",

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..job import JobState
+from .openapi_schemas import csv_pattern
+
 
 def _html(summary: str, params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
@@ -12,6 +15,24 @@ def _html(summary: str, params: list[dict[str, Any]] | None = None) -> dict[str,
         "tags": ["dashboard"],
         "parameters": params or [],
         "responses": {"200": {"description": "OK", "content": {"text/html": {"schema": {"type": "string"}}}}},
+    }
+
+
+def _assets(params: list[dict[str, Any]]) -> dict[str, Any]:
+    text = {"schema": {"type": "string"}}
+    error = {"schema": {"$ref": "#/components/schemas/Error"}}
+    return {
+        "summary": "The dashboard's script, style sheet and icon",
+        "tags": ["dashboard"],
+        "parameters": params,
+        "responses": {
+            "200": {
+                "description": "OK",
+                "content": {"text/javascript": text, "text/css": text, "image/svg+xml": text},
+            },
+            "404": {"description": "No such file", "content": {"application/json": error}},
+            "400": {"description": "A '.' or '..' path segment", "content": {"application/json": error}},
+        },
     }
 
 
@@ -29,7 +50,7 @@ def dashboard_paths(
         "name": "state",
         "in": "query",
         "required": False,
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "pattern": csv_pattern([s.value for s in JobState])},
         "description": "comma-separated job states the request list keeps (default: all)",
     }
     feed = op(
@@ -39,8 +60,9 @@ def dashboard_paths(
         errors=(400, 401, 403, 404, 429),
         tag="dashboard",
     )
+    event = {"type": "object", "properties": {"event": {"type": "string"}, "data": {"type": "string"}}}
     feed["responses"]["200"]["content"] = {
-        "text/event-stream": {"schema": {"type": "string"}, "example": "event: snapshot\ndata: {...}\n\n"}
+        "text/event-stream": {"schema": event, "example": "event: snapshot\ndata: {...}\n\n"}
     }
     return {
         "/v2/{endpoint_id}/scaling": {
@@ -62,7 +84,7 @@ def dashboard_paths(
                 security=None,
             )
         },
-        "/dashboard/{asset}": {"get": _html("The dashboard's script and style sheet", [asset])},
+        "/dashboard/{asset}": {"get": _assets([asset])},
         "/v2/{endpoint_id}/dashboard/feed": {"get": feed},
         "/v2/{endpoint_id}/dashboard/jobs/{job_id}": {
             "get": op(

@@ -4,12 +4,54 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..job import MAX_SEQ
+from ..protocol import MAX_POLL_MS
+from .client_api import MAX_POLICY_MS
+from .http import MAX_FIELD_CHARS
+from .worker_api import MAX_CLAIM, MAX_SLOTS
+
+#: The widest integer a body may carry (msgpack's unsigned 64 bits; protocol._json_int).
+MAX_WIRE_INT = 2**64 - 1
+_ID_TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": MAX_FIELD_CHARS}
+#: A value the service accepts inside a body (worker_kit.portable): JSON with integers of at most
+#: 64 bits. Nesting (at most 128 levels) and lone surrogates are beyond what a schema says well.
+PORTABLE_REF = {"$ref": "#/components/schemas/Value"}
+
+
+def _opt_int(maximum: int, description: str | None = None, minimum: int = 0) -> dict[str, Any]:
+    """An optional integer field; null means absent, as the routes read it (http.field_int)."""
+    schema: dict[str, Any] = {"type": ["integer", "null"], "minimum": minimum, "maximum": maximum}
+    if description:
+        schema["description"] = description
+    return schema
+
 
 def _ms(description: str) -> dict[str, Any]:
     return {"type": "integer", "minimum": 0, "description": description}
 
 
+def csv_pattern(words: list[str], *, any_case: bool = False) -> str:
+    """The pattern of a comma-separated query list of `words`, as the routes split it: parts are
+    stripped, empty parts skipped, and (with `any_case`) read in any case."""
+
+    def word(w: str) -> str:
+        return "".join(f"[{c.upper()}{c.lower()}]" if any_case and c.isalpha() else c for c in w)
+
+    one = r"\s*(" + "|".join(word(w) for w in words) + r")?\s*"
+    return f"^{one}(,{one})*$"
+
+
 SCHEMAS: dict[str, Any] = {
+    "Value": {
+        "description": "any JSON value whose integers fit in 64 bits (msgpack carries every body)",
+        "anyOf": [
+            {"type": ["string", "boolean", "null"]},
+            {"type": "integer", "minimum": -(2**63), "maximum": MAX_WIRE_INT},
+            {"type": "number", "not": {"type": "integer"}},
+            {"type": "array", "items": PORTABLE_REF},
+            {"type": "object", "additionalProperties": PORTABLE_REF},
+        ],
+    },
     "Error": {
         "type": "object",
         "required": ["error"],
@@ -20,10 +62,16 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "executionTimeout": {"type": "integer", "minimum": 1, "description": "ms the run may take"},
+            "executionTimeout": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_POLICY_MS,
+                "description": "ms the run may take",
+            },
             "ttl": {
                 "type": "integer",
                 "minimum": 1,
+                "maximum": MAX_POLICY_MS,
                 "description": "ms the job may live, queue time included",
             },
             "lowPriority": {"type": "boolean", "description": "accepted for compatibility; ignored"},
@@ -33,19 +81,32 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["input"],
         "properties": {
-            "input": {"description": "any JSON value, handed to the handler"},
-            "webhook": {
-                "type": "string",
-                "format": "uri",
-                "description": "POSTed the final status when the job ends",
+            "input": {
+                **PORTABLE_REF,
+                "description": "any JSON value, handed to the handler: at most 127 levels of nesting, "
+                "no NaN or Infinity, no lone surrogates (docs/service.md)",
             },
-            "policy": {"$ref": "#/components/schemas/Policy"},
+            "webhook": {
+                "type": ["string", "null"],
+                "maxLength": 2048,
+                "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$",
+                "description": "an http(s) URL, POSTed the final status when the job ends",
+            },
+            "policy": {"anyOf": [{"$ref": "#/components/schemas/Policy"}, {"type": "null"}]},
         },
     },
     "Submitted": {
         "type": "object",
         "required": ["id", "status"],
         "properties": {"id": {"type": "string"}, "status": {"const": "IN_QUEUE"}},
+    },
+    "JobStatus": {
+        "type": "object",
+        "required": ["id", "status"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"enum": ["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]},
+        },
     },
     "Status": {
         "type": "object",
@@ -201,19 +262,19 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["seq", "kind"],
         "properties": {
-            "seq": {"type": "integer", "minimum": 0},
+            "seq": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
             "kind": {"enum": ["chunk", "progress"]},
-            "data": {},
+            "data": PORTABLE_REF,
         },
     },
     "ClaimRequest": {
         "type": "object",
         "required": ["worker_id"],
         "properties": {
-            "worker_id": {"type": "string"},
-            "max": {"type": "integer", "minimum": 1, "maximum": 100},
-            "wait_ms": {"type": "integer", "minimum": 0, "description": "capped at 60000"},
-            "concurrency": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+            "worker_id": _ID_TEXT,
+            "max": _opt_int(MAX_CLAIM, minimum=1),
+            "wait_ms": _opt_int(MAX_WIRE_INT, f"capped at {MAX_POLL_MS}"),
+            "concurrency": _opt_int(MAX_SLOTS),
         },
     },
     "ClaimedJob": {
@@ -221,7 +282,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "string"},
             "input": {},
-            "token": {"type": "string"},
+            "token": _ID_TEXT,
             "attempt": {"type": "integer"},
             "policy": {"$ref": "#/components/schemas/Policy"},
             "deadline_ms": {"type": "integer"},
@@ -232,55 +293,55 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["worker_id"],
         "properties": {
-            "worker_id": {"type": "string"},
+            "worker_id": _ID_TEXT,
             "finish": {
                 "type": "array",
                 "maxItems": 100,
+                # Each entry is a FinishRequest with the job's "id"; an entry that is not is refused
+                # in its own answer ({"id", "code", "error"}), not by the request's status.
                 "items": {
-                    "allOf": [
-                        {"$ref": "#/components/schemas/FinishRequest"},
-                        {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
-                    ]
+                    **PORTABLE_REF,
+                    "description": "FinishRequest with the job's id; a malformed entry gets its own refusal",
                 },
             },
-            "max": {"type": "integer", "minimum": 0, "maximum": 100},
-            "wait_ms": {"type": "integer", "minimum": 0, "description": "capped at 60000; 0 with finishes"},
-            "concurrency": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+            "max": _opt_int(MAX_CLAIM),
+            "wait_ms": _opt_int(MAX_WIRE_INT, f"capped at {MAX_POLL_MS}; 0 with finishes"),
+            "concurrency": _opt_int(MAX_SLOTS),
         },
     },
     "HeartbeatRequest": {
         "type": "object",
         "required": ["worker_id"],
         "properties": {
-            "worker_id": {"type": "string"},
+            "worker_id": _ID_TEXT,
             "jobs": {
                 "type": "object",
                 "additionalProperties": {"type": "string"},
                 "description": "job id → token",
             },
-            "wait_ms": {"type": "integer", "minimum": 0},
-            "concurrency": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
-            "running": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+            "wait_ms": _opt_int(MAX_WIRE_INT, f"capped at {MAX_POLL_MS}"),
+            "concurrency": _opt_int(MAX_SLOTS),
+            "running": _opt_int(MAX_SLOTS),
         },
     },
     "OutputRequest": {
         "type": "object",
         "required": ["token", "items"],
         "properties": {
-            "token": {"type": "string"},
-            "items": {"type": "array", "items": {"$ref": "#/components/schemas/OutputItem"}},
+            "token": _ID_TEXT,
+            "items": {"type": ["array", "null"], "items": {"$ref": "#/components/schemas/OutputItem"}},
         },
     },
     "FinishRequest": {
         "type": "object",
         "required": ["token", "state"],
         "properties": {
-            "token": {"type": "string"},
+            "token": _ID_TEXT,
             "state": {"enum": ["COMPLETED", "FAILED", "TIMED_OUT"]},
-            "output": {},
-            "error": {"type": "string"},
-            "error_detail": {"type": "object"},
-            "items": {"type": "array", "items": {"$ref": "#/components/schemas/OutputItem"}},
+            "output": PORTABLE_REF,
+            "error": {"type": ["string", "null"]},
+            "error_detail": {"type": ["object", "null"], "additionalProperties": PORTABLE_REF},
+            "items": {"type": ["array", "null"], "items": {"$ref": "#/components/schemas/OutputItem"}},
         },
     },
 }

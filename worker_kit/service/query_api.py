@@ -73,8 +73,9 @@ async def status_sync(
 # -- /requests -------------------------------------------------------------------------------------
 
 
-def encode_cursor(job: JobRecord) -> str:
-    raw = json.dumps([job.created_at, job.id], separators=(",", ":")).encode()
+def encode_cursor(created_at: float, job_id: str) -> str:
+    """The opaque /requests cursor naming a page's last job (decode_cursor reads it back)."""
+    raw = json.dumps([created_at, job_id], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -163,6 +164,8 @@ async def requests_page(
             "requests": [request_entry(job, include) for job in page.jobs],
             "total": page.total,
             "hasMore": page.has_more,
-            "cursor": encode_cursor(page.jobs[-1]) if page.has_more and page.jobs else None,
+            "cursor": encode_cursor(page.jobs[-1].created_at, page.jobs[-1].id)
+            if page.has_more and page.jobs
+            else None,
         },
     )

@@ -16,6 +16,7 @@ from aiohttp import web
 from ..storage import Storage, redacted
 from .app import create_app
 from .config import ServiceConfig
+from .connections import ConnectionGuard, GuardedTCPSite
 from .state import STATE
 
 log = logging.getLogger("worker_kit.service")
@@ -51,12 +52,23 @@ async def run_service(config: ServiceConfig, storage: Storage | None = None) -> 
     """Start the service; on exit answer held long-polls, wait up to `shutdown_timeout_s` for
     in-flight requests, stop the sweeper and webhooks, then close storage."""
     app = create_app(config, storage)
+    # keepalive_timeout bounds how long a connection may take to send a request's headers
+    # (aiohttp closes a connection still waiting for them when it runs out), so slow headers
+    # cannot hold sockets for ever: header_timeout_s.
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_timeout_s
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=config.shutdown_timeout_s,
+        keepalive_timeout=config.header_timeout_s,
+        # After an answer that left part of a body unread (413, 408), the rest is read and
+        # dropped for at most this long before the connection closes (aiohttp's default is 10 s).
+        lingering_time=2.0,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host or None, config.port)
+        guard = ConnectionGuard(config.max_connections_per_client)
+        site = GuardedTCPSite(runner, config.host or None, config.port, guard)
         await site.start()
         port = runner.addresses[0][1] if runner.addresses else config.port
         svc = RunningService(

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..errors import QueueFull
+from ..ids import ENDPOINT_ID_RULE, valid_endpoint_id
 from ..job import JobRecord, Policy
 from ..storage.base import Storage
 from .access import RateLimiter, check_key
 from .activity import MinuteStats, activity_channel
-from .config import EndpointConfig, ServiceConfig, valid_endpoint_id
+from .config import EndpointConfig, ServiceConfig
 from .http import ApiError, Shutdown
 from .metrics import Metrics
 
@@ -66,7 +67,7 @@ class ServiceState:
         if cfg is not None:  # the common case: one dict lookup per request
             return cfg
         if not valid_endpoint_id(endpoint_id):
-            raise ApiError(404, "endpoint ids use letters, digits, '-', '_' or '.' (1-128 characters)")
+            raise ApiError(404, f"no such endpoint: {ENDPOINT_ID_RULE}")
         cfg = self.config.endpoint(endpoint_id)
         if cfg is None:
             raise ApiError(404, f"unknown endpoint {endpoint_id!r}")

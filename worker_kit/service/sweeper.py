@@ -26,7 +26,8 @@ def sweeper_lease_ms(state: ServiceState) -> int:
     return int(max(10 * state.config.sweep_interval_s, 5.0) * 1000)
 
 
-async def sweep_once(state: ServiceState, *, expire_leases: bool = True) -> None:
+async def sweep_once(state: ServiceState, *, expire_leases: bool = True) -> bool:
+    """One bounded sweep; True when it stopped at its bound with overdue work left."""
     cfg = state.config
     result = await state.storage.sweep(cfg.max_attempts, cfg.deadline_grace_ms, expire_leases=expire_leases)
     state.metrics.sweeps.inc()
@@ -38,6 +39,7 @@ async def sweep_once(state: ServiceState, *, expire_leases: bool = True) -> None
         state.job_ended(job, "by the service's sweep")
     if result.deleted:
         log.debug("deleted %d job record(s) past their retention", result.deleted)
+    return result.more
 
 
 async def _sweep_forever(state: ServiceState) -> None:
@@ -51,9 +53,11 @@ async def _sweep_forever(state: ServiceState) -> None:
     while True:
         await asyncio.sleep(delay)
         try:
+            more = False
             if await state.storage.lead(SWEEPER_LEASE, state.replica_id, sweeper_lease_ms(state)):
-                await sweep_once(state, expire_leases=loop.time() >= leases_from)
-            delay = state.config.sweep_interval_s
+                more = await sweep_once(state, expire_leases=loop.time() >= leases_from)
+            # Work left (a mass expiry): go on at once; each batch already yielded to requests.
+            delay = 0.0 if more else state.config.sweep_interval_s
         except asyncio.CancelledError:
             raise
         except Exception:

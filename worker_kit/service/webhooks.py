@@ -27,6 +27,7 @@ from .. import __version__
 from ..client.signing import ATTEMPT_HEADER, DELIVERY_HEADER, JOB_HEADER, SIGNATURE_HEADER, sign_webhook
 from ..protocol import dumps_json
 from ..storage.coordination import WebhookDelivery
+from .webhook_guard import GuardedResolver, WebhookGuard
 
 if TYPE_CHECKING:
     from ..storage.base import Storage
@@ -67,9 +68,13 @@ class WebhookSender:
         self._wake = asyncio.Event()
         self._delivered = 0
         self._failed = 0
+        self.guard = WebhookGuard(config.webhook_allow)
 
     async def start(self) -> None:
+        # Every connection goes through the guard's resolver, so a name cannot resolve to a
+        # refused address between the check in _attempt and the POST (webhook_guard.py).
         self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(resolver=GuardedResolver(self.guard)),
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
             headers={"User-Agent": f"worker-kit-webhooks/{__version__}"},
         )
@@ -144,6 +149,8 @@ class WebhookSender:
         what = f"webhook for job {delivery.job_id} to {delivery.url}"
         body = delivery.body if delivery.body is not None else await self._render(delivery)
         problem = _check_url(delivery.url) if body is not None else "the job's record is gone or was retried"
+        if problem is None:
+            problem = await self._destination_refusal(delivery.url)
         if problem is not None or body is None:
             await self.storage.webhook_done(delivery.id)
             self._failed += 1  # counted once the outbox agrees, so /health never shows it twice
@@ -164,6 +171,16 @@ class WebhookSender:
             log.info("%s %s (attempt %d of %d); retrying in %.1fs", what, problem, attempt, attempts, wait)
             delay_ms = int(wait * 1000)
             await self.storage.webhook_later(delivery.id, attempts=attempt, delay_ms=delay_ms, body=body)
+
+    async def _destination_refusal(self, url: str) -> str | None:
+        parts = urlsplit(url)
+        assert parts.hostname is not None
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            return f"invalid URL: {exc}"
+        why = await self.guard.refusal(parts.hostname, port)
+        return None if why is None else f"refused: {why}"
 
     async def _render(self, delivery: WebhookDelivery) -> bytes | None:
         job = await self.storage.get(delivery.endpoint, delivery.job_id)

@@ -39,6 +39,7 @@ from .http import (
     client_gone,
     field_int,
     field_str,
+    job_id_of,
     read_object,
     respond,
     wait_until,
@@ -267,7 +268,7 @@ def token_of(body: dict[str, Any]) -> str:
 async def output(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
-    job_id = request.match_info["job_id"]
+    job_id = job_id_of(request)
     body = await read_object(request, cfg.result_limit + _OUTPUT_OVERHEAD, "output", finite=False)
     token = token_of(body)
     items = parse_items(body.get("items"))
@@ -287,7 +288,7 @@ async def output(
 async def release(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
-    job_id = request.match_info["job_id"]
+    job_id = job_id_of(request)
     body = await read_object(request, _CONTROL_BODY, "release", finite=False)
     token = token_of(body)
     try:

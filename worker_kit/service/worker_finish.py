@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import JobNotFound, SequenceGap, StaleLease
+from ..ids import JOB_ID_RULE, valid_job_id
 from ..job import WORKER_FINAL_STATES, JobState
 from ..portable import problem
 from ..protocol import (
@@ -30,7 +31,7 @@ from ..protocol import (
 )
 from .config import EndpointConfig
 from .expect import expect_within
-from .http import ApiError, body_content_type, field_int, field_str, read_body, respond
+from .http import ApiError, body_content_type, field_int, field_str, job_id_of, read_body, respond
 from .state import ServiceState
 from .worker_api import (
     _OUTPUT_OVERHEAD,
@@ -114,7 +115,7 @@ async def finish_one(
 async def finish(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
-    job_id = request.match_info["job_id"]
+    job_id = job_id_of(request)
     raw = await read_body(request, cfg.result_limit + _OUTPUT_OVERHEAD, "finish")
     body = decode_report(raw, body_content_type(request), "finish")
     return respond(request, await finish_one(state, endpoint, cfg, job_id, body))
@@ -159,6 +160,8 @@ async def _finish_entry(
             raise ApiError(400, "each finish must be an object {id, token, state, ...}")
         if not isinstance(job_id, str) or not job_id:
             raise ApiError(400, "each finish needs an id (the job id, a non-empty string)")
+        if not valid_job_id(job_id):
+            raise ApiError(404, f"no such job: {JOB_ID_RULE}")
         return await finish_one(state, endpoint, cfg, job_id, entry)
     except ApiError as exc:
         return {"id": job_id, "code": exc.status, **exc.body()}

@@ -40,7 +40,7 @@ def open_storage(url: str) -> Storage:
             raise MissingDependency(
                 f"the storage URL {redacted(url)!r} needs the redis package: pip install 'worker-kit[redis]'"
             ) from None
-        from .redis import RedisStorage  # type: ignore[import-not-found]
+        from .redis import RedisStorage
 
         return RedisStorage.from_url(url)
     raise ConfigError(f"unknown storage URL {url!r}: use sqlite:///PATH or redis://HOST:PORT/DB")

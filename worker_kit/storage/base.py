@@ -1,7 +1,8 @@
 """The narrow interface every storage backend implements.
 
-A backend owns every state transition of a job, atomically: the service only
-validates input, calls one method and renders the result. Each mutating method
+A backend applies every state transition of a job atomically, following the
+backend-neutral rules of `rules.py`: the service only validates input, calls one method
+and renders the result. Each mutating method
 publishes a change notification (see `Notifier`) so that long-polls, /runsync waits
 and stream readers wake up, across service replicas when the backend is shared.
 
@@ -11,29 +12,20 @@ Every backend must pass tests/storage/test_conformance.py.
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..job import JobRecord, JobState, OutputItem, Policy
+from . import rules
+from .channels import job_channel, queue_channel, worker_channel
 from .coordination import SharedState
 
-
-def queue_channel(endpoint: str) -> str:
-    """Published when a job of `endpoint` becomes claimable."""
-    return f"q:{endpoint}"
-
-
-def job_channel(job_id: str) -> str:
-    """Published on any change of a job: state, progress or new stream chunks."""
-    return f"j:{job_id}"
-
-
-def worker_channel(endpoint: str, worker_id: str) -> str:
-    """Published when a job held by this worker must stop (cancelled, timed out)."""
-    return f"w:{endpoint}:{worker_id}"
+__all__ = ["Notifier", "StopSignal", "Storage", "SweepResult", "WorkerInfo", "job_channel", "queue_channel",
+           "worker_channel"]  # fmt: skip
 
 
 def targeted(channel: str) -> bool:
@@ -110,6 +102,8 @@ class SweepResult:
     ended: list[JobRecord] = field(default_factory=list)  # TIMED_OUT by deadline/TTL, FAILED by lost worker
     requeued: list[str] = field(default_factory=list)  # leases that expired with attempts left
     deleted: int = 0  # records past their retention
+    #: True when the sweep stopped at its batch bound with overdue work left: sweep again soon.
+    more: bool = False
 
 
 @dataclass(slots=True)
@@ -145,8 +139,13 @@ class Storage(SharedState, ABC):
     The replica-shared methods (held hosted leases, webhook outbox, leader leases) are
     declared in coordination.py."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
         self.notifier = Notifier()
+        #: Epoch seconds; every time rule reads it, so tests can move time (rules.FakeClock).
+        self.clock: Callable[[], float] = clock or time.time
+        #: Jobs one maintenance step changes at most, and sweep steps per sweep() call.
+        self.batch_size = rules.BATCH
+        self.sweep_batches = rules.SWEEP_MAX_BATCHES
 
     # -- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:  # an optional hook
@@ -202,8 +201,11 @@ class Storage(SharedState, ABC):
         Raises JobNotFound, or JobConflict for any other state."""
 
     @abstractmethod
-    async def purge(self, endpoint: str) -> int:
-        """Delete every IN_QUEUE job of the endpoint; returns how many."""
+    async def purge(self, endpoint: str, *, limit: int = rules.BATCH) -> list[JobRecord]:
+        """End up to `limit` IN_QUEUE jobs of the endpoint (oldest first) as CANCELLED with
+        rules.PURGED_ERROR, starting their retention like any ending; returns them, without
+        their input (None). One bounded step: /purge-queue calls it until fewer than
+        `limit` come back."""
 
     @abstractmethod
     async def read_stream(
@@ -335,4 +337,6 @@ class Storage(SharedState, ABC):
           the worker was lost once `attempt` reached `max_attempts` (skipped when
           `expire_leases` is False: the service's first lease period after it starts, since
           no worker could renew a lease while the service was down);
-        - records past expires_at → deleted."""
+        - records past expires_at → deleted.
+        Works in bounded batches (rules.BATCH jobs each) that let other operations run between
+        them, at most rules.SWEEP_MAX_BATCHES per call; `more` in the result says work is left."""

@@ -9,5 +9,26 @@
 - `leases`: the heartbeat loop that renews leases and carries stop signals;
 - `transport`: the native worker protocol over HTTP.
 
-Nothing is imported here, so `import worker_kit.worker.registry` stays cheap.
+`Worker`, `Job` and `get_handler` are importable from here for programs that embed a worker
+(docs/worker.md); they load on first use, so `import worker_kit.worker.registry` stays cheap.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Worker": "worker_kit.worker.loop",
+    "Job": "worker_kit.worker.execution",
+    "JobInterrupted": "worker_kit.worker.execution",
+    "get_handler": "worker_kit.worker.registry",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'worker_kit.worker' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

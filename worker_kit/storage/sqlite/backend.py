@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-import time
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import Any, TypeVar
 
 from ...errors import JobNotFound
 from ...job import WORKER_FINAL_STATES, JobRecord, JobState, OutputItem, Policy, new_job_id
 from ...protocol import pack, unpack
+from .. import rules
 from ..base import MAX_PAGE, JobPage, StopSignal, Storage, SweepResult, WorkerInfo
+from ..rules import Clock
 from . import listing, ops
 from . import sweep as sqlite_sweep
 from .engine import SQLiteEngine
 from .schema import SQLiteURL, record_from_row
 from .shared import SQLiteSharedState
+
+T = TypeVar("T")
 
 
 def _pack_items(items: list[OutputItem] | None) -> list[ops.PackedItem]:
@@ -37,16 +40,20 @@ def _maybe_pack(value: Any) -> bytes | None:
 
 
 class SQLiteStorage(SQLiteSharedState, Storage):
-    def __init__(self, url: SQLiteURL) -> None:
-        super().__init__()
+    def __init__(self, url: SQLiteURL, *, clock: Clock | None = None) -> None:
+        super().__init__(clock)
         self.url = url
         self._engine = SQLiteEngine(url, self.publish)
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStorage:
+    def from_url(cls, url: str, *, clock: Clock | None = None) -> SQLiteStorage:
         """`sqlite:///relative.db`, `sqlite:////abs/path.db` or `sqlite://:memory:`,
         with an optional `?synchronous=full` for durability across power loss."""
-        return cls(SQLiteURL.parse(url))
+        return cls(SQLiteURL.parse(url), clock=clock)
+
+    async def _write(self, op: Callable[..., T], **kwargs: Any) -> T:
+        """Run an ops.py transition in the next group commit, at the clock's current time."""
+        return await self._engine.write(functools.partial(op, now=self.clock(), **kwargs))
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({self.url.path or ':memory:'!r}, synchronous={self.url.synchronous})"
@@ -73,7 +80,7 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         queue_limit: int | None = None,
     ) -> JobRecord:
         job_id = new_job_id()
-        op = functools.partial(
+        created_at = await self._write(
             ops.submit,
             job_id=job_id,
             endpoint=endpoint,
@@ -85,7 +92,6 @@ class SQLiteStorage(SQLiteSharedState, Storage):
             retention_ms=retention_ms,
             queue_limit=queue_limit,
         )
-        created_at = await self._engine.write(op)
         return JobRecord(
             id=job_id,
             endpoint=endpoint,
@@ -97,37 +103,37 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         )
 
     async def get(self, endpoint: str, job_id: str) -> JobRecord | None:
-        now = time.time()
+        now = self.clock()
         row = await self._engine.read(lambda conn: ops.read_record(conn, endpoint, job_id, now))
         return None if row is None else record_from_row(row)
 
     async def set_retention(self, endpoint: str, job_id: str, ttl_ms: int) -> JobRecord | None:
-        row = await self._engine.write(functools.partial(ops.set_retention, endpoint=endpoint, job_id=job_id,
-                                                         ttl_ms=ttl_ms))  # fmt: skip
+        row = await self._write(ops.set_retention, endpoint=endpoint, job_id=job_id, ttl_ms=ttl_ms)
         return None if row is None else record_from_row(row)
 
     async def cancel(self, endpoint: str, job_id: str) -> JobRecord | None:
-        row = await self._engine.write(functools.partial(ops.cancel, endpoint=endpoint, job_id=job_id))
+        row = await self._write(ops.cancel, endpoint=endpoint, job_id=job_id)
         return None if row is None else record_from_row(row)
 
     async def retry(self, endpoint: str, job_id: str) -> JobRecord:
-        row = await self._engine.write(functools.partial(ops.retry, endpoint=endpoint, job_id=job_id))
+        row = await self._write(ops.retry, endpoint=endpoint, job_id=job_id)
         return record_from_row(row)
 
-    async def purge(self, endpoint: str) -> int:
-        return await self._engine.write(functools.partial(ops.purge, endpoint=endpoint))
+    async def purge(self, endpoint: str, *, limit: int = rules.BATCH) -> list[JobRecord]:
+        rows = await self._write(ops.purge, endpoint=endpoint, limit=max(1, limit))
+        return [record_from_row(row) for row in rows]
 
     async def read_stream(
         self, endpoint: str, job_id: str, cursor: int | None = None, *, max_bytes: int | None = None
     ) -> tuple[JobRecord, list[Any], int]:
         if cursor is None:
-            row, blobs, next_cursor = await self._engine.write(
-                functools.partial(ops.consume_stream, endpoint=endpoint, job_id=job_id, max_bytes=max_bytes)
+            row, blobs, next_cursor = await self._write(
+                ops.consume_stream, endpoint=endpoint, job_id=job_id, max_bytes=max_bytes
             )
         else:
-            start = max(0, cursor)
+            start, now = max(0, cursor), self.clock()
             row, blobs = await self._engine.read(
-                lambda conn: _read_chunks(conn, endpoint, job_id, start, max_bytes)
+                lambda conn: _read_chunks(conn, endpoint, job_id, start, max_bytes, now)
             )
             next_cursor = start + len(blobs)
         return record_from_row(row), [unpack(blob) for blob in blobs], next_cursor
@@ -146,7 +152,7 @@ class SQLiteStorage(SQLiteSharedState, Storage):
     ) -> JobPage:
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
-        now = time.time()
+        now = self.clock()
         rows, total, has_more = await self._engine.read(
             functools.partial(listing.list_rows, endpoint=endpoint, limit=limit, after=after, states=states,
                               include_io=include_io, now=now)
@@ -166,10 +172,8 @@ class SQLiteStorage(SQLiteSharedState, Storage):
     ) -> list[JobRecord]:
         if max_jobs < 1:
             return []
-        rows = await self._engine.write(
-            functools.partial(ops.claim, endpoint=endpoint, worker_id=worker_id, max_jobs=max_jobs,
-                              lease_ms=lease_ms, concurrency=concurrency, max_bytes=max_bytes)
-        )  # fmt: skip
+        rows = await self._write(ops.claim, endpoint=endpoint, worker_id=worker_id, max_jobs=max_jobs,
+                                 lease_ms=lease_ms, concurrency=concurrency, max_bytes=max_bytes)  # fmt: skip
         return [record_from_row(row) for row in rows]
 
     async def heartbeat(
@@ -182,16 +186,12 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         concurrency: int | None = None,
         running: int | None = None,
     ) -> list[StopSignal]:
-        return await self._engine.write(
-            functools.partial(ops.heartbeat, endpoint=endpoint, worker_id=worker_id, leases=dict(leases),
-                              lease_ms=lease_ms, concurrency=concurrency, running=running)
-        )  # fmt: skip
+        return await self._write(ops.heartbeat, endpoint=endpoint, worker_id=worker_id, leases=dict(leases),
+                                 lease_ms=lease_ms, concurrency=concurrency, running=running)  # fmt: skip
 
     async def append_output(self, endpoint: str, job_id: str, token: str, items: list[OutputItem]) -> int:
-        return await self._engine.write(
-            functools.partial(ops.append_output, endpoint=endpoint, job_id=job_id, token=token,
-                              items=_pack_items(items))
-        )  # fmt: skip
+        return await self._write(ops.append_output, endpoint=endpoint, job_id=job_id, token=token,
+                                 items=_pack_items(items))  # fmt: skip
 
     async def finish(
         self,
@@ -208,20 +208,16 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         state = JobState(state)
         if state not in WORKER_FINAL_STATES:
             raise ValueError(f"a worker can finish a job only as COMPLETED, FAILED or TIMED_OUT, not {state}")
-        row = await self._engine.write(
-            functools.partial(ops.finish, endpoint=endpoint, job_id=job_id, token=token, state=state,
-                              output=_maybe_pack(output), error=error, error_detail=_maybe_pack(error_detail),
-                              items=_pack_items(items))
-        )  # fmt: skip
+        row = await self._write(ops.finish, endpoint=endpoint, job_id=job_id, token=token, state=state,
+                                output=_maybe_pack(output), error=error,
+                                error_detail=_maybe_pack(error_detail), items=_pack_items(items))  # fmt: skip
         return record_from_row(row)
 
     async def release(self, endpoint: str, job_id: str, token: str) -> bool:
-        return await self._engine.write(
-            functools.partial(ops.release, endpoint=endpoint, job_id=job_id, token=token)
-        )
+        return await self._write(ops.release, endpoint=endpoint, job_id=job_id, token=token)
 
     async def workers(self, endpoint: str, seen_within_s: float) -> list[WorkerInfo]:
-        since = time.time() - seen_within_s
+        since = self.clock() - seen_within_s
         # `running` is counted from the jobs a worker holds (an index lookup per worker), not
         # taken from its last request: a job that ends frees its worker at once.
         rows = await self._engine.read(
@@ -238,22 +234,29 @@ class SQLiteStorage(SQLiteSharedState, Storage):
     async def sweep(
         self, max_attempts: int, deadline_grace_ms: int, *, expire_leases: bool = True
     ) -> SweepResult:
-        ended, requeued, deleted = await self._engine.write(
-            functools.partial(
+        result = SweepResult()
+        # Each batch is its own write operation: requests queued meanwhile run between batches.
+        for _ in range(self.sweep_batches):
+            ended, requeued, deleted, more = await self._write(
                 sqlite_sweep.sweep, max_attempts=max_attempts, deadline_grace_ms=deadline_grace_ms,
-                expire_leases=expire_leases,
-            )
-        )  # fmt: skip
-        return SweepResult(ended=[record_from_row(row) for row in ended], requeued=requeued, deleted=deleted)
+                expire_leases=expire_leases, limit=self.batch_size,
+            )  # fmt: skip
+            result.ended += [record_from_row(row) for row in ended]
+            result.requeued += requeued
+            result.deleted += deleted
+            result.more = more
+            if not more:
+                break
+        return result
 
 
 def _read_chunks(
-    conn: sqlite3.Connection, endpoint: str, job_id: str, start: int, max_bytes: int | None
+    conn: sqlite3.Connection, endpoint: str, job_id: str, start: int, max_bytes: int | None, now: float
 ) -> tuple[Any, list[bytes]]:
     # One read transaction, so the record and its chunks are from the same snapshot.
     conn.execute("BEGIN")
     try:
-        row = ops.read_record(conn, endpoint, job_id, time.time())
+        row = ops.read_record(conn, endpoint, job_id, now)
         if row is None:
             raise JobNotFound(f"job {job_id} not found")
         chunks = ops.chunks_from(conn, job_id, start, max_bytes)

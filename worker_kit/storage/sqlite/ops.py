@@ -5,8 +5,11 @@ notification channels to publish after COMMIT. Each runs inside its own SAVEPOIN
 an exception rolls back exactly that operation. Every token check and the transition it
 guards happen in the same transaction, so no two callers can both win a race.
 
-Functions return raw rows; decoding msgpack happens in the caller's coroutine, off the
-writer thread.
+The decisions (what a transition may do, which stop a heartbeat answers, how output
+sequences are checked, which channels wake) are the backend-neutral rules of
+`storage/rules.py`; this module only applies them in SQL. `now` comes from the backend's
+clock. Functions return raw rows; decoding msgpack happens in the caller's coroutine, off
+the writer thread.
 """
 
 from __future__ import annotations
@@ -14,21 +17,18 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable
 from typing import Any
 
-from ...errors import JobConflict, JobNotFound, QueueFull, SequenceGap, StaleLease
-from ...job import RETRYABLE_STATES, JobState
-from ...protocol import STOP_CANCELLED, STOP_LOST, STOP_TIMED_OUT
-from ..base import StopSignal, job_channel, queue_channel, worker_channel
+from ...errors import JobNotFound
+from ...job import JobState
+from .. import rules
+from ..base import StopSignal
+from ..rules import ENDED_BY_SERVICE, ENDED_BY_WORKER
 from .schema import RECORD_COLUMNS
 
 Row = tuple[Any, ...]
 #: A packed output item: (seq, kind, msgpack blob).
 PackedItem = tuple[int, str, bytes]
-
-ENDED_BY_WORKER = "worker"
-ENDED_BY_SERVICE = "service"
 
 _SELECT = f"SELECT {RECORD_COLUMNS} FROM jobs"
 
@@ -66,12 +66,18 @@ def bump_retried(conn: sqlite3.Connection, endpoint: str) -> None:
     )
 
 
+def _cleared(fields: tuple[str, ...]) -> str:
+    return ", ".join([*(f"{f} = NULL" for f in fields), *(f"{f} = 0" for f in rules.STREAM_RESETS)])
+
+
+_REQUEUE_SET = _cleared(rules.REQUEUE_CLEARS)
+_RETRY_SET = _cleared(rules.RETRY_CLEARS)
+
+
 def requeue(conn: sqlite3.Connection, job_id: str, attempt_delta: int) -> None:
-    """Back to the queue at its old position; the stream restarts, as the next claim's seq does."""
+    """Back to the queue at its old position (rules.REQUEUE_CLEARS)."""
     conn.execute(
-        "UPDATE jobs SET state = 'IN_QUEUE', token = NULL, worker_id = NULL, lease_until = NULL, "
-        "started_at = NULL, run_deadline = NULL, progress = NULL, next_seq = 0, stream_len = 0, "
-        "read_cursor = 0, attempt = attempt + ? WHERE id = ?",
+        f"UPDATE jobs SET state = 'IN_QUEUE', {_REQUEUE_SET}, attempt = attempt + ? WHERE id = ?",
         (attempt_delta, job_id),
     )
     conn.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
@@ -101,6 +107,7 @@ def submit(
     conn: sqlite3.Connection,
     notes: list[str],
     *,
+    now: float,
     job_id: str,
     endpoint: str,
     input_blob: bytes,
@@ -111,14 +118,11 @@ def submit(
     retention_ms: int,
     queue_limit: int | None = None,
 ) -> float:
-    now = time.time()
     if queue_limit is not None:
         row = conn.execute(
             "SELECT n FROM job_counts WHERE endpoint = ? AND state = 'IN_QUEUE'", (endpoint,)
         ).fetchone()
-        depth = row[0] if row else 0
-        if depth > queue_limit:
-            raise QueueFull(f"the queue of {endpoint!r} holds {depth} jobs, over {queue_limit}", depth)
+        rules.check_queue(endpoint, row[0] if row else 0, queue_limit)
     conn.execute(
         "INSERT INTO jobs (id, endpoint, state, qpos, execution_timeout_ms, timeout_explicit, ttl_ms, "
         "retention_ms, created_at, ttl_deadline, webhook, input) "
@@ -126,27 +130,28 @@ def submit(
         (job_id, endpoint, next_qpos(), execution_timeout_ms, int(timeout_explicit), ttl_ms, retention_ms,
          now, now + ttl_ms / 1000.0, webhook, input_blob),
     )  # fmt: skip
-    notes += [queue_channel(endpoint), job_channel(job_id)]
+    notes += rules.claimable(endpoint, job_id)
     return now
 
 
 def set_retention(
-    conn: sqlite3.Connection, notes: list[str], endpoint: str, job_id: str, ttl_ms: int
+    conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, job_id: str, ttl_ms: int
 ) -> Row | None:
-    now = time.time()
     found = _live(conn, endpoint, job_id, now, "state")
     if found is None:
         return None
-    if JobState(found[0]).is_terminal:
-        conn.execute("UPDATE jobs SET expires_at = ? WHERE id = ?", (now + ttl_ms / 1000.0, job_id))
+    expires_at = rules.set_retention_expiry(JobState(found[0]), now, ttl_ms)
+    if expires_at is not None:
+        conn.execute("UPDATE jobs SET expires_at = ? WHERE id = ?", (expires_at, job_id))
     else:
         conn.execute("UPDATE jobs SET retention_ms = ? WHERE id = ?", (ttl_ms, job_id))
-    notes.append(job_channel(job_id))
+    notes += rules.changed(job_id)
     return _record(conn, job_id)
 
 
-def cancel(conn: sqlite3.Connection, notes: list[str], endpoint: str, job_id: str) -> Row | None:
-    now = time.time()
+def cancel(
+    conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, job_id: str
+) -> Row | None:
     found = _live(conn, endpoint, job_id, now, "state, worker_id")
     if found is None:
         return None
@@ -154,56 +159,40 @@ def cancel(conn: sqlite3.Connection, notes: list[str], endpoint: str, job_id: st
     if state.is_terminal:
         return _record(conn, job_id)
     row = end_job(conn, job_id, JobState.CANCELLED, now, ENDED_BY_SERVICE)
-    notes.append(job_channel(job_id))
-    if state is JobState.IN_PROGRESS and worker_id is not None:
-        notes.append(worker_channel(endpoint, worker_id))
+    notes += rules.stopped(endpoint, job_id, worker_id, state is JobState.IN_PROGRESS)
     return row
 
 
-def retry(conn: sqlite3.Connection, notes: list[str], endpoint: str, job_id: str) -> Row:
-    now = time.time()
+def retry(conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, job_id: str) -> Row:
     found = _live(conn, endpoint, job_id, now, "state")
     if found is None:
         raise JobNotFound(f"job {job_id} not found")
-    state = JobState(found[0])
-    if state not in RETRYABLE_STATES:
-        raise JobConflict(
-            f"job {job_id} is {state.value}; only FAILED or TIMED_OUT jobs can be retried", state.value
-        )
-    # A new run: its time to live counts from now, else a job that timed out by TTL would
-    # time out again at the next sweep.
+    rules.check_retry(job_id, JobState(found[0]))
     conn.execute(
-        "UPDATE jobs SET state = 'IN_QUEUE', qpos = ?, created_at = ?, ttl_deadline = ? + ttl_ms / 1000.0, "
-        "started_at = NULL, run_deadline = NULL, finished_at = NULL, expires_at = NULL, attempt = 0, "
-        "retries = retries + 1, worker_id = NULL, token = NULL, lease_until = NULL, ended_by = NULL, "
-        "next_seq = 0, stream_len = 0, read_cursor = 0, error = NULL, error_detail = NULL, progress = NULL, "
-        "output = NULL WHERE id = ?",
+        f"UPDATE jobs SET state = 'IN_QUEUE', qpos = ?, created_at = ?, ttl_deadline = ? + ttl_ms / 1000.0, "
+        f"{_RETRY_SET}, attempt = 0, retries = retries + 1 WHERE id = ?",
         (next_qpos(), now, now, job_id),
     )
     conn.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
     bump_retried(conn, endpoint)
-    notes += [queue_channel(endpoint), job_channel(job_id)]
+    notes += rules.claimable(endpoint, job_id)
     return _record(conn, job_id)
 
 
-def purge(conn: sqlite3.Connection, notes: list[str], endpoint: str) -> int:
+def purge(conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, limit: int) -> list[Row]:
+    """End up to `limit` queued jobs (oldest first) CANCELLED with rules.PURGED_ERROR.
+
+    Rows come back without their input (None in its place): a purge only reports endings."""
     ids = conn.execute(
-        "DELETE FROM jobs WHERE endpoint = ? AND state = 'IN_QUEUE' RETURNING id", (endpoint,)
+        "SELECT id FROM jobs WHERE endpoint = ? AND state = 'IN_QUEUE' ORDER BY qpos LIMIT ?",
+        (endpoint, limit),
     ).fetchall()
-    notes += [job_channel(job_id) for (job_id,) in ids]
-    return len(ids)
-
-
-def _within(sizes: Iterable[tuple[Any, int]], max_bytes: int | None) -> list[Any]:
-    """The keys of the leading (key, size) pairs whose sizes sum to at most max_bytes; at least one."""
-    taken: list[Any] = []
-    total = 0
-    for key, size in sizes:
-        total += size or 0
-        if taken and max_bytes is not None and total > max_bytes:
-            break
-        taken.append(key)
-    return taken
+    rows = []
+    for (job_id,) in ids:
+        row = end_job(conn, job_id, JobState.CANCELLED, now, ENDED_BY_SERVICE, error=rules.PURGED_ERROR)
+        rows.append((*row[:-1], None))
+        notes += rules.changed(job_id)
+    return rows
 
 
 def chunks_from(conn: sqlite3.Connection, job_id: str, start: int, max_bytes: int | None) -> list[bytes]:
@@ -219,7 +208,7 @@ def chunks_from(conn: sqlite3.Connection, job_id: str, start: int, max_bytes: in
         "SELECT idx, length(data) FROM chunks WHERE job_id = ? AND idx >= ? ORDER BY idx", (job_id, start)
     )
     try:
-        taken = _within(sizes, max_bytes)
+        taken = rules.within(sizes, max_bytes)
     finally:
         sizes.close()
     if not taken:
@@ -232,9 +221,9 @@ def chunks_from(conn: sqlite3.Connection, job_id: str, start: int, max_bytes: in
 
 
 def consume_stream(
-    conn: sqlite3.Connection, notes: list[str], endpoint: str, job_id: str, max_bytes: int | None = None
-) -> tuple[Row, list[bytes], int]:
-    now = time.time()
+    conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, job_id: str,
+    max_bytes: int | None = None,
+) -> tuple[Row, list[bytes], int]:  # fmt: skip
     found = _live(conn, endpoint, job_id, now, "read_cursor")
     if found is None:
         raise JobNotFound(f"job {job_id} not found")
@@ -267,10 +256,9 @@ def _running(conn: sqlite3.Connection, endpoint: str, worker_id: str) -> int:
 
 
 def claim(
-    conn: sqlite3.Connection, notes: list[str], endpoint: str, worker_id: str, max_jobs: int, lease_ms: int,
-    concurrency: int | None, max_bytes: int | None = None,
+    conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, worker_id: str, max_jobs: int,
+    lease_ms: int, concurrency: int | None, max_bytes: int | None = None,
 ) -> list[Row]:  # fmt: skip
-    now = time.time()
     before = _running(conn, endpoint, worker_id)
     # A job past its time to live is left for the sweep to time out, never handed out.
     # length() reads the input's size from the row header, not the input itself.
@@ -280,7 +268,7 @@ def claim(
         (endpoint, now, max_jobs),
     ).fetchall()
     rows = []
-    for job_id in _within(queued, max_bytes):
+    for job_id in rules.within(queued, max_bytes):
         rows.append(
             conn.execute(
                 "UPDATE jobs SET state = 'IN_PROGRESS', token = ?, attempt = attempt + 1, worker_id = ?, "
@@ -289,34 +277,24 @@ def claim(
                 (secrets.token_hex(16), worker_id, now, now, now + lease_ms / 1000.0, job_id),
             ).fetchone()
         )
-        notes.append(job_channel(job_id))
+        notes += rules.changed(job_id)
     # Without a stated concurrency, busy slots plus the free slots asked for is the best guess.
     _upsert_worker(conn, endpoint, worker_id, before + len(rows), concurrency, before + max_jobs, now)
     return rows
 
 
 def heartbeat(
-    conn: sqlite3.Connection, notes: list[str], endpoint: str, worker_id: str, leases: dict[str, str],
-    lease_ms: int, concurrency: int | None, running: int | None = None,
+    conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, worker_id: str,
+    leases: dict[str, str], lease_ms: int, concurrency: int | None, running: int | None = None,
 ) -> list[StopSignal]:  # fmt: skip
-    now = time.time()
     stops: list[StopSignal] = []
     for job_id, token in leases.items():
         found = _live(conn, endpoint, job_id, now, "state, token, ended_by")
-        if found is None or found[1] != token:
-            stops.append(StopSignal(job_id, STOP_LOST))
-            continue
-        state, _, ended_by = JobState(found[0]), found[1], found[2]
-        if state is JobState.IN_PROGRESS:
+        state, current, ended_by = (None, None, None) if found is None else (JobState(found[0]), *found[1:])
+        if rules.renews(state, current, token):
             conn.execute("UPDATE jobs SET lease_until = ? WHERE id = ?", (now + lease_ms / 1000.0, job_id))
-        elif state is JobState.CANCELLED:
-            stops.append(StopSignal(job_id, STOP_CANCELLED))
-        elif state is JobState.TIMED_OUT and ended_by == ENDED_BY_SERVICE:
-            stops.append(StopSignal(job_id, STOP_TIMED_OUT))
-        elif ended_by == ENDED_BY_WORKER:
-            pass  # this very token finished it: nothing to stop, and nothing was lost
-        else:
-            stops.append(StopSignal(job_id, STOP_LOST))
+        elif stop := rules.heartbeat_stop(state, current, ended_by, token):
+            stops.append(StopSignal(job_id, stop))
     reported = len(leases) if running is None else running
     _upsert_worker(conn, endpoint, worker_id, reported, concurrency, max(reported, len(leases)), now)
     return stops
@@ -330,13 +308,7 @@ def _current(
     if found is None:
         raise JobNotFound(f"job {job_id} not found")
     state = JobState(found[0])
-    if state.is_terminal:
-        raise StaleLease(f"job {job_id} is already {state.value}; nothing may change it", state.value)
-    if found[1] != token:
-        raise StaleLease(
-            f"the lease token for job {job_id} is not current (the job was requeued or claimed again)",
-            state.value,
-        )
+    rules.check_report(job_id, state, found[1], token)
     return state, found[2], found[3]
 
 
@@ -344,25 +316,17 @@ def _apply_items(
     conn: sqlite3.Connection, job_id: str, next_seq: int, stream_len: int, items: list[PackedItem]
 ) -> tuple[int, bool]:
     """Apply items in seq order; returns (next_seq, whether anything changed)."""
-    expected, fresh = next_seq, []
-    for seq, kind, blob in sorted(items, key=lambda item: item[0]):
-        if seq < expected:
-            continue  # a duplicate from a retried request
-        if seq > expected:
-            raise SequenceGap(
-                f"output item seq {seq} skips ahead; expected seq {next_seq}, resend from there", next_seq
-            )
-        fresh.append((kind, blob))
-        expected += 1
+    fresh = rules.fresh_items(next_seq, items, lambda item: item[0])
     if not fresh:
         return next_seq, False
-    chunks = [blob for kind, blob in fresh if kind == "chunk"]
-    progress = [blob for kind, blob in fresh if kind == "progress"]
+    chunks = [blob for _, kind, blob in fresh if kind == "chunk"]
+    progress = [blob for _, kind, blob in fresh if kind == "progress"]
     if chunks:
         conn.executemany(
             "INSERT INTO chunks (job_id, idx, data) VALUES (?, ?, ?)",
             [(job_id, stream_len + i, blob) for i, blob in enumerate(chunks)],
         )
+    expected = next_seq + len(fresh)
     conn.execute(
         "UPDATE jobs SET next_seq = ?, stream_len = ?, progress = coalesce(?, progress) WHERE id = ?",
         (expected, stream_len + len(chunks), progress[-1] if progress else None, job_id),
@@ -371,43 +335,40 @@ def _apply_items(
 
 
 def append_output(
-    conn: sqlite3.Connection,
-    notes: list[str],
-    endpoint: str,
-    job_id: str,
-    token: str,
+    conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, job_id: str, token: str,
     items: list[PackedItem],
-) -> int:
-    _, next_seq, stream_len = _current(conn, endpoint, job_id, token, time.time())
+) -> int:  # fmt: skip
+    _, next_seq, stream_len = _current(conn, endpoint, job_id, token, now)
     next_seq, changed = _apply_items(conn, job_id, next_seq, stream_len, items)
     if changed:
-        notes.append(job_channel(job_id))
+        notes += rules.changed(job_id)
     return next_seq
 
 
 def finish(
-    conn: sqlite3.Connection, notes: list[str], endpoint: str, job_id: str, token: str, state: JobState, *,
-    output: bytes | None, error: str | None, error_detail: bytes | None, items: list[PackedItem],
+    conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, job_id: str, token: str,
+    state: JobState, output: bytes | None, error: str | None, error_detail: bytes | None,
+    items: list[PackedItem],
 ) -> Row:  # fmt: skip
-    now = time.time()
     found = _live(conn, endpoint, job_id, now, "state, token, ended_by")
-    if found is not None and JobState(found[0]).is_terminal and found[1] == token:
-        if found[2] == ENDED_BY_WORKER:
-            return _record(conn, job_id)  # a repeated finish by the token that ended it
+    if found is not None and rules.is_repeat_finish(JobState(found[0]), found[1], found[2], token):
+        return _record(conn, job_id)
     _, next_seq, stream_len = _current(conn, endpoint, job_id, token, now)
     _apply_items(conn, job_id, next_seq, stream_len, items)
     row = end_job(
         conn, job_id, state, now, ENDED_BY_WORKER, error=error,
         extra_sql=", output = ?, error_detail = ?", extra_args=(output, error_detail),
     )  # fmt: skip
-    notes.append(job_channel(job_id))
+    notes += rules.changed(job_id)
     return row
 
 
-def release(conn: sqlite3.Connection, notes: list[str], endpoint: str, job_id: str, token: str) -> bool:
-    found = _live(conn, endpoint, job_id, time.time(), "state, token")
+def release(
+    conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, job_id: str, token: str
+) -> bool:
+    found = _live(conn, endpoint, job_id, now, "state, token")
     if found is None or found[0] != JobState.IN_PROGRESS.value or found[1] != token:
         return False
     requeue(conn, job_id, attempt_delta=-1)  # a drain hand-back does not use up an attempt
-    notes += [queue_channel(endpoint), job_channel(job_id)]
+    notes += rules.claimable(endpoint, job_id)
     return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..coordination import SharedState, WebhookDelivery
@@ -84,8 +85,9 @@ def _drop(conn: sqlite3.Connection, notes: list[str], endpoint: str, worker_id: 
     )
 
 
-def _take(conn: sqlite3.Connection, notes: list[str], limit: int, lease_ms: int) -> list[tuple[object, ...]]:
-    now = time.time()
+def _take(
+    conn: sqlite3.Connection, notes: list[str], limit: int, lease_ms: int, now: float
+) -> list[tuple[object, ...]]:
     rows = conn.execute(
         f"SELECT {_OUTBOX_COLUMNS} FROM webhook_outbox WHERE due_at <= ? "
         "AND (leased_until IS NULL OR leased_until <= ?) ORDER BY due_at LIMIT ?",
@@ -99,10 +101,10 @@ def _take(conn: sqlite3.Connection, notes: list[str], limit: int, lease_ms: int)
 
 
 def _later(conn: sqlite3.Connection, notes: list[str], delivery_id: str, attempts: int, delay_ms: int,
-           body: bytes) -> None:  # fmt: skip
+           body: bytes, now: float) -> None:  # fmt: skip
     conn.execute(
         "UPDATE webhook_outbox SET attempts = ?, due_at = ?, leased_until = NULL, body = ? WHERE id = ?",
-        (attempts, time.time() + delay_ms / 1000.0, body, delivery_id),
+        (attempts, now + delay_ms / 1000.0, body, delivery_id),
     )
 
 
@@ -121,6 +123,8 @@ class SQLiteSharedState(SharedState):
     """Mixed into SQLiteStorage; runs on its engine like every other operation."""
 
     _engine: SQLiteEngine
+    #: The storage's clock (Storage.clock): the outbox's due times follow it, like the sweep's.
+    clock: Callable[[], float]
 
     async def hold_leases(self, endpoint: str, worker_id: str, leases: dict[str, str]) -> None:
         if leases:
@@ -144,7 +148,7 @@ class SQLiteSharedState(SharedState):
     async def take_webhooks(self, limit: int, lease_ms: int) -> list[WebhookDelivery]:
         # Senders look every second: a read first keeps an idle service from writing (and,
         # with synchronous=full, syncing) a transaction each time.
-        now = time.time()
+        now = self.clock()
         due = await self._engine.read(
             lambda conn: conn.execute(
                 "SELECT 1 FROM webhook_outbox WHERE due_at <= ? "
@@ -154,7 +158,7 @@ class SQLiteSharedState(SharedState):
         )
         if due is None:
             return []
-        rows = await self._engine.write(functools.partial(_take, limit=limit, lease_ms=lease_ms))
+        rows = await self._engine.write(functools.partial(_take, limit=limit, lease_ms=lease_ms, now=now))
         return [WebhookDelivery(*row) for row in rows]  # type: ignore[arg-type]
 
     async def webhook_done(self, delivery_id: str) -> None:
@@ -163,8 +167,9 @@ class SQLiteSharedState(SharedState):
         )
 
     async def webhook_later(self, delivery_id: str, *, attempts: int, delay_ms: int, body: bytes) -> None:
-        await self._engine.write(functools.partial(_later, delivery_id=delivery_id, attempts=attempts,
-                                                   delay_ms=delay_ms, body=body))  # fmt: skip
+        later = functools.partial(_later, delivery_id=delivery_id, attempts=attempts, delay_ms=delay_ms,
+                                  body=body, now=self.clock())
+        await self._engine.write(later)
 
     async def webhooks_pending(self) -> int:
         return await self._engine.read(  # type: ignore[no-any-return]

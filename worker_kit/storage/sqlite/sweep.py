@@ -1,83 +1,81 @@
-"""The SQLite backend's sweep: time limits, lost leases and retention, in one operation.
+"""The SQLite backend's sweep: time limits, lost leases and retention, one bounded batch at a time.
 
-Runs on the writer thread like every transition in ops.py.
+Runs on the writer thread like every transition in ops.py. One call changes at most `limit`
+jobs (each scan uses a partial index, so the batch costs O(limit log n)) and says whether
+work is left; the backend runs batches as separate write operations, so requests queued
+meanwhile are served between them. What happens to each overdue job is `storage/rules.py`'s.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import time
 
 from ...job import JobState
-from ..base import job_channel, queue_channel, worker_channel
-from .ops import ENDED_BY_SERVICE, Row, bump_retried, end_job, requeue
-
-#: How many expired records one sweep deletes; the rest go in the next sweep (get()
-#: already hides them), so one sweep never holds the writer for long.
-SWEEP_DELETE_LIMIT = 5000
-#: Worker rows not seen for this long are forgotten.
-WORKER_FORGET_S = 3600.0
+from .. import rules
+from ..rules import ENDED_BY_SERVICE
+from .ops import Row, bump_retried, end_job, requeue
 
 
 def sweep(
-    conn: sqlite3.Connection, notes: list[str], max_attempts: int, deadline_grace_ms: int,
-    expire_leases: bool = True,
-) -> tuple[list[Row], list[str], int]:  # fmt: skip
-    """Returns (rows of jobs ended, ids requeued, records deleted)."""
-    now = time.time()
+    conn: sqlite3.Connection, notes: list[str], *, now: float, max_attempts: int, deadline_grace_ms: int,
+    expire_leases: bool = True, limit: int = rules.BATCH,
+) -> tuple[list[Row], list[str], int, bool]:  # fmt: skip
+    """Returns (rows of jobs ended, ids requeued, records deleted, whether work is left)."""
     grace = deadline_grace_ms / 1000.0
     ended: list[Row] = []
     requeued: list[str] = []
+    budget = limit
 
-    def stopped(job_id: str, endpoint: str, worker_id: str | None) -> None:
-        notes.append(job_channel(job_id))
-        if worker_id is not None:
-            notes.append(worker_channel(endpoint, worker_id))
+    def end(job_id: str, endpoint: str, worker_id: str | None, was: str, outcome: rules.Overdue) -> None:
+        assert outcome.state is not None
+        ended.append(end_job(conn, job_id, outcome.state, now, ENDED_BY_SERVICE, error=outcome.error))
+        notes.extend(rules.stopped(endpoint, job_id, worker_id, was == JobState.IN_PROGRESS.value))
 
-    for job_id, endpoint, worker_id, exec_ms in conn.execute(
+    overdue = conn.execute(
         "SELECT id, endpoint, worker_id, execution_timeout_ms FROM jobs "
-        "WHERE state = 'IN_PROGRESS' AND run_deadline < ?",
-        (now - grace,),
-    ).fetchall():
-        error = f"execution timeout of {exec_ms} ms exceeded; the service timed the job out"
-        ended.append(end_job(conn, job_id, JobState.TIMED_OUT, now, ENDED_BY_SERVICE, error=error))
-        stopped(job_id, endpoint, worker_id)
+        "WHERE state = 'IN_PROGRESS' AND run_deadline < ? LIMIT ?",
+        (now - grace, budget),
+    ).fetchall()
+    for job_id, endpoint, worker_id, exec_ms in overdue:
+        end(job_id, endpoint, worker_id, JobState.IN_PROGRESS.value, rules.execution_timeout(exec_ms))
+    budget -= len(overdue)
 
-    # The grace lets a running job's worker report its own timeout first; a queued job has no one to wait for.
-    for job_id, endpoint, worker_id, state, ttl_ms, ttl_deadline in conn.execute(
+    # The second condition is rules.ttl_due in SQL (a running job gets the grace), so a batch never
+    # fills up with jobs it must pass over; the first keeps the partial index usable.
+    past_ttl = conn.execute(
         "SELECT id, endpoint, worker_id, state, ttl_ms, ttl_deadline FROM jobs "
-        "WHERE state IN ('IN_QUEUE', 'IN_PROGRESS') AND ttl_deadline < ?",
-        (now,),
-    ).fetchall():
-        if state == JobState.IN_PROGRESS.value and ttl_deadline >= now - grace:
-            continue
-        where = "while queued" if state == JobState.IN_QUEUE.value else "while running"
-        error = f"time to live (ttl) of {ttl_ms} ms expired {where}; the service timed the job out"
-        ended.append(end_job(conn, job_id, JobState.TIMED_OUT, now, ENDED_BY_SERVICE, error=error))
-        stopped(job_id, endpoint, worker_id)
+        "WHERE state IN ('IN_QUEUE', 'IN_PROGRESS') AND ttl_deadline < ? "
+        "AND (state = 'IN_QUEUE' OR ttl_deadline < ?) ORDER BY ttl_deadline LIMIT ?",
+        (now, now - grace, budget),
+    ).fetchall() if budget > 0 else []  # fmt: skip
+    for job_id, endpoint, worker_id, state, ttl_ms, ttl_deadline in past_ttl:
+        if rules.ttl_due(JobState(state), ttl_deadline, now, grace):
+            end(job_id, endpoint, worker_id, state, rules.ttl_expired(JobState(state), ttl_ms))
+    budget -= len(past_ttl)
 
     lost = conn.execute(
-        "SELECT id, endpoint, worker_id, attempt FROM jobs WHERE state = 'IN_PROGRESS' AND lease_until < ?",
-        (now,),
-    ).fetchall() if expire_leases else []  # fmt: skip
+        "SELECT id, endpoint, worker_id, attempt FROM jobs WHERE state = 'IN_PROGRESS' AND lease_until < ? "
+        "LIMIT ?",
+        (now, budget),
+    ).fetchall() if expire_leases and budget > 0 else []  # fmt: skip
     for job_id, endpoint, worker_id, attempt in lost:
-        if attempt >= max_attempts:
-            error = (
-                f"worker lost: the worker {worker_id} stopped renewing its lease on attempt {attempt} of "
-                f"{max_attempts}; the job is not retried again"
-            )
-            ended.append(end_job(conn, job_id, JobState.FAILED, now, ENDED_BY_SERVICE, error=error))
-        else:
-            requeue(conn, job_id, attempt_delta=0)
-            bump_retried(conn, endpoint)
-            requeued.append(job_id)
-            notes.append(queue_channel(endpoint))
-        stopped(job_id, endpoint, worker_id)
+        outcome = rules.lease_expired(attempt, max_attempts, worker_id)
+        if not outcome.requeue:
+            end(job_id, endpoint, worker_id, JobState.IN_PROGRESS.value, outcome)
+            continue
+        requeue(conn, job_id, attempt_delta=0)
+        bump_retried(conn, endpoint)
+        requeued.append(job_id)
+        notes.extend(rules.stopped(endpoint, job_id, worker_id, True))
+        notes.extend(rules.claimable(endpoint, job_id))
+    budget -= len(lost)
 
     deleted = conn.execute(
         "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE expires_at <= ? LIMIT ?) RETURNING id",
-        (now, SWEEP_DELETE_LIMIT),
+        (now, max(budget, 0)),
     ).fetchall()
-    notes += [job_channel(job_id) for (job_id,) in deleted]
-    conn.execute("DELETE FROM workers WHERE seen_at < ?", (now - WORKER_FORGET_S,))
-    return ended, requeued, len(deleted)
+    for (job_id,) in deleted:
+        notes.extend(rules.changed(job_id))
+    budget -= len(deleted)
+    conn.execute("DELETE FROM workers WHERE seen_at < ?", (now - rules.WORKER_FORGET_S,))
+    return ended, requeued, len(deleted), budget <= 0
