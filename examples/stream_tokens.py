@@ -1,8 +1,9 @@
 """Token streaming from an async generator: every `yield` is a stream chunk.
 
-Clients read the chunks as they are produced with /stream (or Server-Sent Events);
-`return_aggregate_stream=True` also makes the job's final output the list of all chunks,
-so /run + /status and /runsync see the whole text too.
+Clients read the chunks as they are produced with /stream (or Server-Sent Events); the job's
+final output is also the list of all chunks, so /run + /status and /runsync see the whole text
+too. `return_aggregate_stream=True` insists on that list (a stream over the result limit fails
+the job rather than complete without it).
 
     python examples/stream_tokens.py --test-input '{"input": {"prompt": "the quick brown fox"}}'
 """

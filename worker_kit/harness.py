@@ -15,16 +15,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import inspect
 import ipaddress
-import json
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, ServiceError, StorageError
+from .harness_input import (
+    FROM_FILE,
+    TEST_INPUT_FILE,
+    UsageError,
+    find_test_input_file,
+    load_test_input,
+    parse_test_input,
+    read_text_file,
+)
 from .job import JobState
 from .protocol import dumps_json
 from .testing import LOCAL_ENDPOINT, LocalStack, local_stack
@@ -34,18 +42,10 @@ if TYPE_CHECKING:
     from .worker.loop import Worker
     from .worker.registry import Handler
 
-TEST_INPUT_FILE = "test_input.json"
-#: Keys a test input may hold; "id" is accepted for files written for the hosted SDK (ids are
-#: assigned by the service, so it is ignored).
-TEST_INPUT_KEYS = frozenset({"input", "policy", "webhook", "id"})
 EXIT_USAGE = 2
-#: `--test-input` given without a value: read test_input.json.
-FROM_FILE = "\0file"
 #: How long Ctrl-C lets running jobs finish in --serve before handing them back.
 SERVE_GRACE_S = 5.0
 
-class UsageError(Exception):
-    """Bad flags or test input: one line for stderr, exit code 2."""
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -163,71 +163,6 @@ def _out(line: str) -> None:
         os.close(devnull)
 
 
-# --- test input ---------------------------------------------------------------------------------
-
-
-def load_test_input(value: str | None, handler: Handler | None = None) -> dict[str, Any]:
-    """The test request from the flag (JSON or @file), else test_input.json in the current
-    directory, else beside the handler's file. Raises UsageError saying how to fix it."""
-    if value is not None and value != FROM_FILE:
-        if value.startswith("@"):
-            return _parse_test_input(_read(Path(value[1:])), value[1:])
-        return _parse_test_input(value, "--test-input")
-    candidates = [Path.cwd() / TEST_INPUT_FILE]
-    source = _handler_file(handler)
-    if source is not None:
-        candidates.append(source.parent / TEST_INPUT_FILE)
-    for path in candidates:
-        if path.is_file():
-            return _parse_test_input(_read(path), str(path))
-    raise UsageError(
-        f"no test input: pass --test-input '{{\"input\": ...}}' or create {TEST_INPUT_FILE} "
-        "in the current directory or beside the handler file"
-    )
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read test input {str(path)!r}: {exc.strerror or exc}") from None
-
-
-def _parse_test_input(text: str, source: str) -> dict[str, Any]:
-    try:
-        request = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"{source} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-            'expected an object like {"input": {...}}'
-        ) from None
-    if not isinstance(request, dict):
-        raise UsageError(
-            f'{source} must be a JSON object like {{"input": {{...}}}}, not {type(request).__name__}'
-        )
-    if "input" not in request:
-        raise UsageError(
-            f'{source} has no "input" key; wrap the job input: {{"input": {dumps_json(request)}}}'
-        )
-    unknown = sorted(set(request) - TEST_INPUT_KEYS)
-    if unknown:
-        raise UsageError(f"{source} has unknown keys {unknown}; allowed: input, policy, webhook")
-    return request
-
-
-def _handler_file(handler: Handler | None) -> Path | None:
-    fn = getattr(handler, "fn", None)
-    for obj in (fn, getattr(fn, "func", None)):  # functools.partial keeps the function in .func
-        if obj is None:
-            continue
-        with contextlib.suppress(TypeError, OSError):
-            source = inspect.getsourcefile(obj) or inspect.getfile(obj)
-            if source:
-                return Path(source).resolve()
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    return Path(main_file).resolve() if main_file else None
-
-
 # --- one test job -------------------------------------------------------------------------------
 
 
@@ -332,7 +267,7 @@ async def serve(handler: Handler, opts: argparse.Namespace, concurrency: Any) ->
         raise UsageError(f"cannot open storage {redacted(opts.storage)!r}: {exc}") from None
     except OSError as exc:
         raise UsageError(
-            f"cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc}; pass another --port"
+            f"cannot listen on {opts.host}:{opts.port}: {_os_reason(exc)}; pass another --port"
         ) from None
     cutter: asyncio.Task[None] | None = None
     try:
@@ -365,6 +300,12 @@ async def serve(handler: Handler, opts: argparse.Namespace, concurrency: Any) ->
     return code
 
 
+def _os_reason(exc: OSError) -> str:
+    """"address already in use", not aiohttp's "error while attempting to bind on address
+    ('127.0.0.1', 8000): address already in use", which would repeat the address."""
+    return os.strerror(exc.errno).lower() if exc.errno else str(exc)
+
+
 async def _cut_on(stop: asyncio.Event, worker: Worker) -> None:
     await stop.wait()
     _note("stopping now: running jobs go back to the queue")
@@ -385,5 +326,30 @@ def _banner(stack: LocalStack, handler: Handler, concurrency: Any) -> None:
     shown = concurrency if isinstance(concurrency, int) else "adaptive"
     _out(f"worker_kit dev server: handler {_name(handler)!r}, concurrency {shown}, pid {os.getpid()}")
     _out(f"  endpoint: {url}")
-    _out(f"  try:      curl -s {url}/runsync -H 'Content-Type: application/json' -d '{{\"input\": {{}}}}'")
+    body, source = _banner_body(handler)
+    _out(f"  try:      curl -s {url}/runsync -H 'Content-Type: application/json' -d {body}")
+    if source is None:
+        _out(f"            (an empty input: write your handler's to {TEST_INPUT_FILE} and this line uses it)")
     _out("Press Ctrl-C to stop.")
+
+
+def _banner_body(handler: Handler) -> tuple[str, Path | None]:
+    """The curl `-d` argument of the banner: the handler's own test input when there is one,
+    since an empty input fails most handlers; else an empty one."""
+    path = find_test_input_file(handler)
+    if path is None:
+        return shlex.quote('{"input": {}}'), None
+    try:
+        request = parse_test_input(read_text_file(path), str(path))
+    except UsageError:
+        return shlex.quote("@" + _shown_path(path)), path  # curl reads it; the user sees curl's answer
+    text = dumps_json(request)
+    if len(text) > 200:
+        return shlex.quote("@" + _shown_path(path)), path
+    return shlex.quote(text), path
+
+
+def _shown_path(path: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)

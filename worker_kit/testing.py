@@ -70,7 +70,7 @@ class LocalStack:
 
 @contextlib.asynccontextmanager
 async def local_stack(
-    handler: Handler,
+    handler: Any = None,
     *,
     concurrency: Any = 1,
     host: str = "127.0.0.1",
@@ -83,20 +83,22 @@ async def local_stack(
 ) -> AsyncIterator[LocalStack]:
     """Start the service (port 0 = a free port) and a worker for `handler`; stop both on exit.
 
-    `service_options` are ServiceConfig fields (lease_ms, insecure, ...); `worker_options` are
-    extra Worker keyword arguments.
+    `handler` is what `local_endpoint` takes: a decorated or plain function, a registered name, a
+    `Handler`, or None for the only registered one. `service_options` are ServiceConfig fields
+    (lease_ms, insecure, ...); `worker_options` are extra Worker keyword arguments.
     """
     from .service.config import ServiceConfig
     from .service.runner import run_service
     from .service.webhook_guard import LOOPBACK_ALLOW
     from .worker.loop import Worker
 
+    resolved = resolve_handler(handler)  # before anything starts: a bad handler fails at once
     # The local harness delivers webhooks to receivers on this machine (webhook_guard.py).
     service_options.setdefault("webhook_allow", LOOPBACK_ALLOW)
     config = ServiceConfig(host=host, port=port, storage=storage, **service_options)
     async with run_service(config) as svc:
         url = svc.endpoint_url(endpoint_id)
-        worker = Worker(handler, url, concurrency=concurrency, **(worker_options or {}))
+        worker = Worker(resolved, url, concurrency=concurrency, **(worker_options or {}))
         task = asyncio.create_task(worker.run(), name="worker_kit.local.worker")
         try:
             yield LocalStack(service=svc, worker=worker, worker_task=task, url=url, endpoint_id=endpoint_id)

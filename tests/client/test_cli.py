@@ -154,7 +154,7 @@ async def test_error_exit_codes(service_factory: Any, env: dict[str, str]) -> No
     code, _, err = await run_cli("health", env=env)
     assert code == 2 and "no service URL" in err
     code, _, err = await run_cli("health", "--url", "http://127.0.0.1:1", env=env)
-    assert code == 2 and "endpoint" in err
+    assert code == 2 and "--endpoint ID" in err and "endpoint_id" not in err
     code, _, err = await run_cli("submit", "@/nonexistent/file.json", *authed, env=env)
     assert code == 2 and "cannot read" in err
 
@@ -265,3 +265,27 @@ async def test_stdout_closed_early_ends_quietly(
     worker.gate("pipe").set()
     _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 141 and err == b"", err
+
+
+async def test_the_client_key_has_its_own_variable(service_factory: Any, env: dict[str, str]) -> None:
+    keys = EndpointConfig(client_keys=("client-key",), worker_keys=("worker-key",))
+    svc = await service_factory(default=keys)
+    # A shell set up for a worker: its URL serves the client too, its key is the worker's.
+    worker_shell = {**env, "WORKER_KIT_URL": svc.endpoint_url("keys"), "WORKER_KIT_API_KEY": "worker-key"}
+    code, _, err = await run_cli("health", env=worker_shell)
+    assert code == 6 and "403" in err and "WORKER_KIT_CLIENT_API_KEY" in err, err
+    assert "note: no WORKER_KIT_CLIENT_API_KEY; sending $WORKER_KIT_API_KEY" in err, err
+    client_too = {**worker_shell, "WORKER_KIT_CLIENT_API_KEY": "client-key"}
+    code, out, err = await run_cli("health", "--json", env=client_too)
+    assert code == 0 and "inQueue" in json.loads(out)["jobs"] and err == "", err
+    # The old spelling still works for a client shell that set it to the client key, and says so.
+    legacy = {**env, "WORKER_KIT_CLIENT_URL": svc.endpoint_url("keys"), "WORKER_KIT_API_KEY": "client-key"}
+    code, _, err = await run_cli("health", env=legacy)
+    assert code == 0 and "WORKER_KIT_CLIENT_API_KEY" in err, err
+
+
+async def test_help_says_which_key_is_which(env: dict[str, str]) -> None:
+    code, out, _ = await run_cli("run", "--help", env=env)
+    assert code == 0 and "WORKER_KIT_CLIENT_API_KEY" in out and "not its worker key" in out
+    code, out, _ = await run_cli("work", "--help", env=env)
+    assert code == 0 and "WORKER_KIT_URL" in out

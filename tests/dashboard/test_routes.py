@@ -3,7 +3,10 @@ details, and the bounded memory behind them (#11)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import sys
 from typing import Any
 
 import aiohttp
@@ -155,3 +158,25 @@ async def test_job_details_follow_a_run_progress_then_output(service: Any, sessi
     status, detail = await ep.call("GET", f"/dashboard/jobs/{job_id}")
     assert status == 200 and detail["status"] == "COMPLETED" and detail["output"] == {"text": "done"}
     assert detail["completedAt"] >= detail["startedAt"]
+
+
+async def test_an_open_feed_ends_cleanly_when_the_service_stops(session: Any, tmp_path: Any) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker_kit", "serve", "--port", "0", "--storage", "sqlite://:memory:",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        url = line.rsplit(" ", 1)[1].strip()
+        async with session.get(url + "/v2/ep/dashboard/feed") as resp:
+            [(event, _)] = await read_events(resp, 1)
+            assert event == "snapshot"
+            proc.send_signal(signal.SIGTERM)
+            rest = await asyncio.wait_for(resp.content.read(), 30)  # the stream ends, it does not hang
+            assert b"event: error" not in rest
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

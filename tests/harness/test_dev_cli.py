@@ -122,5 +122,57 @@ def test_dev_port_in_use_is_one_line(py, dev_servers, write_handler) -> None:
     port = first.url.split(":")[2].split("/")[0]
     proc = py("-m", "worker_kit", "dev", path, "--port", port, timeout=30)
     assert proc.returncode == 2, proc.stderr
-    assert f"cannot listen on 127.0.0.1:{port}" in _one_error_line(proc.stderr)
+    line = _one_error_line(proc.stderr)
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use; pass another --port" in line
+    assert line.count(port) == 1, line  # the address is said once, not repeated by aiohttp's message
     assert first.interrupt() == 0
+
+
+README_LIKE = """
+    import worker_kit
+
+    @worker_kit.handler
+    def greet(job):
+        for word in job.input["prompt"].split():
+            yield word + " "
+"""
+
+
+def _banner_try_lines(server) -> list[str]:
+    """The banner lines after `endpoint:`, up to "Press Ctrl-C"."""
+    lines = []
+    while True:
+        line = server.proc.stdout.readline().rstrip("\n")
+        if line.startswith("Press Ctrl-C") or not line:
+            return lines
+        lines.append(line)
+
+
+def test_the_banners_curl_uses_the_handlers_test_input(dev_servers, write_handler) -> None:
+    import subprocess
+
+    path = write_handler(README_LIKE)
+    (path.parent / "test_input.json").write_text('{"input": {"prompt": "hi there"}}')
+    server = dev_servers(["-m", "worker_kit", "dev", str(path), "--port", "0"], cwd=path.parent)
+    (try_line,) = _banner_try_lines(server)
+    command = try_line.split("try:", 1)[1].strip()
+    assert command.startswith("curl -s ") and "prompt" in command, command
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30)
+    answer = json.loads(done.stdout)
+    assert answer["status"] == "COMPLETED" and answer["output"] == ["hi ", "there "], answer
+    assert server.interrupt() == 0, server.stderr()
+
+
+def test_without_a_test_input_the_banner_says_where_to_put_one(dev_servers, write_handler) -> None:
+    path = write_handler(README_LIKE)
+    server = dev_servers(["-m", "worker_kit", "dev", str(path), "--port", "0"], cwd=path.parent)
+    try_line, hint = _banner_try_lines(server)
+    assert try_line.endswith("""-d '{"input": {}}'"""), try_line
+    assert "test_input.json" in hint, hint
+    assert server.interrupt() == 0, server.stderr()
+
+
+def test_work_takes_the_file_from_worker_kit_handler_or_says_how(py) -> None:
+    proc = py("-m", "worker_kit", "work")
+    assert proc.returncode == 2
+    assert "pass HANDLER_FILE or set WORKER_KIT_HANDLER" in _one_error_line(proc.stderr)

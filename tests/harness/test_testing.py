@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from worker_kit.errors import JobFailed
-from worker_kit.testing import endpoint_fixture, local_endpoint, local_endpoint_sync
+from worker_kit.errors import ConfigError, JobFailed
+from worker_kit.testing import endpoint_fixture, local_endpoint, local_endpoint_sync, local_stack
 from worker_kit.validation import Field
 
 
@@ -48,6 +48,29 @@ async def test_fixture_factory(shout_endpoint) -> None:
 async def test_named_fixture_and_streaming(streaming) -> None:
     job = await streaming.run("a b c")
     assert [chunk async for chunk in job.stream()] == ["a", "b", "c"]
+    assert await job.output(timeout=30) == ["a", "b", "c"]  # a stream's answer is its chunks
+    assert await streaming.run_sync("d e", timeout=30) == ["d", "e"]
+
+
+async def test_local_stack_takes_what_local_endpoint_takes() -> None:
+    import aiohttp
+
+    import worker_kit
+    from worker_kit.worker.registry import get_handler
+
+    worker_kit.handler(name="shout_registered")(shout)
+    for handler in (shout, "shout_registered", get_handler("shout_registered")):
+        async with local_stack(handler) as stack, aiohttp.ClientSession() as http:
+            async with http.post(stack.url + "/runsync", json={"input": "raw"}) as resp:
+                body = await resp.json()
+            assert body["status"] == "COMPLETED" and body["output"] == "RAW", body
+            assert stack.endpoint_id == "local" and stack.worker_task.done() is False
+
+
+async def test_local_stack_refuses_a_bad_handler_before_starting() -> None:
+    with pytest.raises(ConfigError, match="no handler named 'nope'"):
+        async with local_stack("nope"):
+            pass
 
 
 async def test_failures_surface_as_typed_errors() -> None:

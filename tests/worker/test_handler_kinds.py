@@ -143,7 +143,7 @@ async def test_streaming_handlers(kind: str, service: Any, start_worker: Any, ap
     job_id = await api.run(url, {"n": 5})
     status = await api.wait(url, job_id)
     assert status["status"] == "COMPLETED", status
-    assert "output" not in status  # no aggregate unless asked for
+    assert status["output"] == [f"s{i}" for i in range(5)]  # the stream's list, by default
     assert await api.chunks(url, job_id) == [f"s{i}" for i in range(5)]
 
 

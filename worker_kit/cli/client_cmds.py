@@ -48,8 +48,13 @@ exit codes:
   8  request too large (413)                     9  rate limited (429) after retries
   10 --timeout passed, job still running        11 other service error (400, 409, 5xx)
   130 interrupted (Ctrl-C)                       141 stdout closed early (e.g. piped into head)
-environment:
-  WORKER_KIT_CLIENT_URL (else WORKER_KIT_URL), WORKER_KIT_ENDPOINT, WORKER_KIT_API_KEY"""
+environment (the client's own; a worker's WORKER_KIT_URL and WORKER_KIT_API_KEY are its, not yours):
+  WORKER_KIT_CLIENT_URL      endpoint URL (else WORKER_KIT_URL, which is the same URL)
+  WORKER_KIT_CLIENT_API_KEY  the endpoint's client key (else, deprecated, WORKER_KIT_API_KEY)
+  WORKER_KIT_ENDPOINT        endpoint id, when the URL has no /v2/ENDPOINT"""
+
+#: The client's key variable, and the worker's, which the CLI once read for both.
+CLIENT_KEY_ENV, WORKER_KEY_ENV = "WORKER_KIT_CLIENT_API_KEY", "WORKER_KIT_API_KEY"
 
 
 class UsageError(Exception):
@@ -68,7 +73,10 @@ def _common() -> argparse.ArgumentParser:
     group.add_argument(
         "--endpoint", help="endpoint id when --url has no /v2/ENDPOINT (default: $WORKER_KIT_ENDPOINT)"
     )
-    group.add_argument("--api-key", help="client API key (default: $WORKER_KIT_API_KEY)")
+    group.add_argument(
+        "--api-key", metavar="KEY",
+        help="the endpoint's client key, not its worker key (default: $WORKER_KIT_CLIENT_API_KEY)",
+    )
     group.add_argument(
         "--retries", type=int, default=3,
         help="retries of requests safe to repeat, after 5xx/429/network errors (default 3)",
@@ -205,7 +213,8 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, ServiceUnavailable):
         return EXIT_UNREACHABLE, str(exc)
     if isinstance(exc, AuthError):
-        hint = "" if exc.status == 403 else "; pass --api-key or set WORKER_KIT_API_KEY"
+        hint = (f"; --api-key (or ${CLIENT_KEY_ENV}) must be one of the endpoint's client keys"
+                if exc.status == 403 else f"; pass --api-key or set {CLIENT_KEY_ENV}")
         return EXIT_AUTH, f"authentication refused ({exc.status}): {exc.message}{hint}"
     if isinstance(exc, NotFound):
         return EXIT_NOT_FOUND, f"not found (404): {exc.message}"
@@ -233,8 +242,31 @@ def _endpoint(args: argparse.Namespace) -> Any:
     endpoint = args.endpoint
     if endpoint is None and "/v2/" not in url:
         endpoint = os.environ.get("WORKER_KIT_ENDPOINT")
-    api_key = args.api_key or os.environ.get("WORKER_KIT_API_KEY") or None
-    return AsyncEndpoint(url, endpoint, api_key=api_key, retries=max(0, args.retries))
+        if not endpoint:
+            raise UsageError(
+                f"no endpoint id in {url!r}: pass a URL ending in /v2/ENDPOINT, or --endpoint ID "
+                "(or set WORKER_KIT_ENDPOINT)"
+            )
+    return AsyncEndpoint(url, endpoint, api_key=_client_key(args), retries=max(0, args.retries))
+
+
+def _client_key(args: argparse.Namespace) -> str | None:
+    """--api-key, else $WORKER_KIT_CLIENT_API_KEY, else (said on stderr) $WORKER_KIT_API_KEY.
+
+    The last is the worker's variable, read here before the client had its own; in a shell set
+    up for a worker it holds a worker key, which client routes refuse (403) where keys are set.
+    """
+    key = args.api_key or os.environ.get(CLIENT_KEY_ENV)
+    if key:
+        return key
+    legacy = os.environ.get(WORKER_KEY_ENV)
+    if legacy:
+        print(
+            f"worker-kit: note: no {CLIENT_KEY_ENV}; sending ${WORKER_KEY_ENV} (the worker's key variable) "
+            f"as the client key. Set {CLIENT_KEY_ENV} to the client key; this fallback will go away.",
+            file=sys.stderr,
+        )
+    return legacy or None
 
 
 def _read_input(raw: str | None) -> Any:

@@ -3,11 +3,14 @@
 The file runs as __main__ (runpy) with the flags in sys.argv, exactly as
 `python handler.py [flags]` would, so a file that calls worker_kit.start() works as is.
 A file that only registers a handler with @worker_kit.handler is started afterwards.
+Without HANDLER_FILE, $WORKER_KIT_HANDLER names it (the worker image sets it from its HANDLER
+build argument, since an exec-form ENTRYPOINT cannot expand a variable).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,10 +24,14 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "work",
         help="run a handler file as a worker",
-        description="Run HANDLER_FILE as a worker: it claims jobs from the queue service at WORKER_KIT_URL. "
+        description="Run HANDLER_FILE as a worker: it claims jobs from the queue service at WORKER_KIT_URL "
+        "(with the endpoint's worker key in WORKER_KIT_API_KEY, not its client key). "
         "Flags after the file go to the worker; `worker-kit work handler.py --help` lists them.",
     )
-    p.add_argument("file", metavar="HANDLER_FILE", help="a Python file with a @worker_kit.handler function")
+    p.add_argument(
+        "file", metavar="HANDLER_FILE", nargs="?",
+        help="a Python file with a @worker_kit.handler function (default: $WORKER_KIT_HANDLER)",
+    )
     p.add_argument("args", nargs=argparse.REMAINDER, help="worker flags (--url, --concurrency, ...)")
     p.set_defaults(func=run)
 
@@ -32,9 +39,12 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..worker import entrypoint
 
-    path = Path(args.file)
+    file = args.file or os.environ.get("WORKER_KIT_HANDLER")
+    if not file:
+        return fail(PROG, "no handler file: pass HANDLER_FILE or set WORKER_KIT_HANDLER")
+    path = Path(file)
     if not path.is_file():
-        return fail(PROG, f"{args.file}: no such file; pass the path of a handler file")
+        return fail(PROG, f"{file}: no such file; pass the path of a handler file")
     code = run_file(path, list(args.args), PROG)
     if code is not None:
         return code

@@ -138,7 +138,7 @@ async def feed(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         try:
             await _push(request, resp, state, endpoint, cfg, states)
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:
             pass  # the page went away
         return resp
 

@@ -10,7 +10,7 @@ socket; the worker keeps the connection to the service, the leases and the repor
 Messages are msgpack maps, `t` naming the kind (see isolation.py for the worker's side):
 worker -> child: init {spec}, run {id, input, attempt, policy, webhook}, stop;
 child -> worker: ready {pid} or error {message}, item {kind, data}, result {state, output,
-error, detail, settled}, settled (when the handler's code ended after its result).
+error, detail, settled, optional}, settled (when the handler's code ended after its result).
 The socket closing means the worker is gone or done with this process: it exits at once.
 """
 
@@ -163,7 +163,8 @@ class ChildServer:
                 outcome.error_detail = {"type": "SerializationError", "message": error}
         settled = run.settled.done()  # usually: then one message says both
         self.channel.send({"t": "result", "state": outcome.state, "output": output, "error": outcome.error,
-                           "detail": outcome.error_detail, "settled": settled})
+                           "detail": outcome.error_detail, "settled": settled,
+                           "optional": outcome.output_optional})
         await run.settled
         self.run = None
         if not settled:

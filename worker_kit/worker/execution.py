@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import functools
 import inspect
+import logging
 import queue
 import threading
 import traceback
@@ -29,6 +30,11 @@ from .reporting import pack_chunk
 
 #: A producer thread checks for backpressure after handing over this many bytes.
 SYNC_BYTES = 1024 * 1024
+#: A stream's list is kept for the output, when not asked for, up to this many packed bytes (the
+#: default result limit); a longer stream would fail the job as "result too large".
+AGGREGATE_AUTO_MAX_BYTES = 20 * 1024 * 1024
+
+log = logging.getLogger("worker_kit.worker")
 
 
 
@@ -138,6 +144,9 @@ class Outcome:
     output: Any = None
     error: str | None = None
     error_detail: dict[str, Any] | None = None
+    #: The output is the stream's list by default (not asked for): the worker leaves it out,
+    #: rather than fail the job, when it is over the result limit.
+    output_optional: bool = False
 
 
 def failure(exc: BaseException) -> Outcome:
@@ -234,7 +243,8 @@ class Run:
         self._unsynced = 0  # bytes a producer thread handed over since it last waited for room
         self._progress_slot: list[bytes] | None = None  # a thread's progress not yet on the loop
         self._progress_lock = threading.Lock()
-        self.aggregate: list[Any] | None = [] if handler.return_aggregate_stream else None
+        self.aggregate: list[Any] | None = [] if handler.return_aggregate_stream is not False else None
+        self._aggregate_bytes = 0
         job._progress = self._progress
 
     def start(self) -> None:
@@ -289,20 +299,36 @@ class Run:
         for packed in pieces:
             self.sink.add("chunk", packed)
 
-    def _keep(self, item: Any) -> None:
-        if self.aggregate is not None:
-            self.aggregate.append(item)
+    def _keep(self, item: Any, pieces: list[bytes]) -> None:
+        if self.aggregate is None:
+            return
+        self.aggregate.append(item)
+        self._aggregate_bytes += sum(len(p) for p in pieces)
+        if self.handler.return_aggregate_stream is None and self._aggregate_bytes > AGGREGATE_AUTO_MAX_BYTES:
+            # Not asked for and already over any default result limit: stop holding the stream
+            # in memory; the output is left empty and the chunks stay readable on /stream.
+            self.aggregate = None
+            log.warning(
+                "job %s: its stream is over %d MB, so its output is left empty (read it from /stream; "
+                "return_aggregate_stream=False skips the list)", self.job.id,
+                AGGREGATE_AUTO_MAX_BYTES // 1048576, extra={"job_id": self.job.id},
+            )
+
+    def _streamed(self) -> Outcome:
+        optional = self.handler.return_aggregate_stream is None
+        return Outcome(JobState.COMPLETED, output=self.aggregate, output_optional=optional)
 
     async def _emit(self, item: Any) -> None:
-        self._add_pieces(pack_chunk(item))
-        self._keep(item)
+        pieces = pack_chunk(item)
+        self._add_pieces(pieces)
+        self._keep(item, pieces)
         await self.sink.wait_room()  # backpressure: the sink holds a bounded backlog
 
     def _emit_from_thread(self, item: Any) -> None:
         pieces = pack_chunk(item)  # encoding happens in the handler's thread, off the loop
         self._seal_progress()
         self._call_soon(self._add_pieces, pieces)
-        self._keep(item)
+        self._keep(item, pieces)
         self._unsynced += sum(len(p) for p in pieces)
         if self._unsynced >= SYNC_BYTES:
             # Wait on the loop, behind the adds scheduled so far, until the backlog has room:
@@ -347,7 +373,7 @@ class Run:
         else:
             streamed, returned = await self._in_thread(lambda: self._call_sync(fn))
             if streamed:
-                return Outcome(JobState.COMPLETED, output=self.aggregate)
+                return self._streamed()
         for _ in range(4):  # an awaitable may resolve to a generator or another awaitable
             if not inspect.isawaitable(returned):
                 break
@@ -355,11 +381,11 @@ class Run:
         if inspect.isasyncgen(returned) or isinstance(returned, AsyncIterator):
             async for item in returned:
                 await self._emit(item)
-            return Outcome(JobState.COMPLETED, output=self.aggregate)
+            return self._streamed()
         if inspect.isgenerator(returned):
             gen = returned
             await self._in_thread(lambda: self._iterate(gen))
-            return Outcome(JobState.COMPLETED, output=self.aggregate)
+            return self._streamed()
         return value_outcome(returned)
 
     def _call_sync(self, fn: Callable[..., Any]) -> tuple[bool, Any]:

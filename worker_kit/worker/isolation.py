@@ -267,7 +267,8 @@ class IsolatedRun:
             elif kind == "result":
                 output = message.get("output")
                 self._set(Outcome(_state(message["state"]), output=None if output is None else unpack(output),
-                                  error=message.get("error"), error_detail=message.get("detail")))
+                                  error=message.get("error"), error_detail=message.get("detail"),
+                                  output_optional=bool(message.get("optional"))))
                 if message.get("settled"):
                     return
             elif kind == "settled":

@@ -32,7 +32,7 @@ from .pool import ChildPool
 from .registry import Concurrency, Handler
 from .reporting import JobReporter, final_report, release
 from .settings import EXIT_CONFIG, EXIT_MEMORY, EXIT_OK, EXIT_REFUSED, EXIT_STUCK
-from .transport import ClaimedJob, NativeTransport, Transport
+from .transport import ClaimedJob, Final, NativeTransport, Transport
 
 log = logging.getLogger("worker_kit.worker")
 
@@ -366,6 +366,20 @@ class Worker:
         # 413 refuses them and the job fails saying so.
         return max(DEFAULT_RESULT_LIMIT, claimed.result_limit or 0)
 
+    def _final_report(self, outcome: Outcome, claimed: ClaimedJob) -> Final:
+        limit = self._result_limit_for(claimed)
+        if not outcome.output_optional:
+            return final_report(outcome.state, outcome.output, outcome.error, outcome.error_detail, limit)
+        # A stream's list the handler did not ask for must fit the service's own limit too, or
+        # it is left out: the job completed, and its chunks are on /stream.
+        limit = min(limit, claimed.result_limit or limit)
+        final = final_report(outcome.state, outcome.output, outcome.error, outcome.error_detail, limit)
+        if final.state == JobState.FAILED:
+            log.warning("job %s: %s; its output is left empty (the chunks are on /stream)", claimed.id,
+                        final.error, extra={"job_id": claimed.id})
+            final = Final(JobState.COMPLETED)
+        return final
+
     def _prepare(self, claimed: ClaimedJob) -> _Active:
         loop = asyncio.get_running_loop()
         job_id = claimed.id
@@ -418,8 +432,7 @@ class Worker:
                 error = f"execution timeout: the job ran longer than {timeout_s:.6g} s"
                 outcome = Outcome(JobState.TIMED_OUT, error=error)
             active.finishing = True
-            final = final_report(outcome.state, outcome.output, outcome.error, outcome.error_detail,
-                                 self._result_limit_for(claimed))
+            final = self._final_report(outcome, claimed)
             delivered = await reporter.finish(final)
             elapsed = loop.time() - active.started
             state, error = final.state, final.error

@@ -30,8 +30,10 @@ class Handler:
     concurrency: Concurrency | None = None
     #: Checked by `worker_kit.validation.validate` before the handler runs.
     input_schema: Any = None
-    #: Also put every streamed item, as a list, into the final output.
-    return_aggregate_stream: bool = False
+    #: A streaming handler's final output is the list of every item it yielded. None (the
+    #: default): yes, unless that list is over the result limit, then the output is left empty;
+    #: True: always (a list over the limit fails the job); False: never (chunks only on /stream).
+    return_aggregate_stream: bool | None = None
     #: "process": run in a supervised child process (the worker's WORKER_KIT_ISOLATION wins).
     isolation: str | None = None
 
@@ -45,8 +47,8 @@ class Handler:
         c = self.concurrency
         if c is not None and not callable(c) and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
             raise ConfigError(f"handler {self.name!r}: concurrency must be an int >= 1 or a callable")
-        if not isinstance(self.return_aggregate_stream, bool):
-            raise ConfigError(f"handler {self.name!r}: return_aggregate_stream must be True or False")
+        if self.return_aggregate_stream is not None and not isinstance(self.return_aggregate_stream, bool):
+            raise ConfigError(f"handler {self.name!r}: return_aggregate_stream must be True, False or None")
         if self.isolation not in (None, "thread", "process"):
             raise ConfigError(f"handler {self.name!r}: isolation must be 'thread' or 'process', "
                               f"got {self.isolation!r}")
@@ -139,7 +141,7 @@ def handler(
     timeout: float | None = None,
     concurrency: Concurrency | None = None,
     input_schema: Any = None,
-    return_aggregate_stream: bool = False,
+    return_aggregate_stream: bool | None = None,
     isolation: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
 
@@ -152,16 +154,16 @@ def handler(
     timeout: float | None = None,
     concurrency: Concurrency | None = None,
     input_schema: Any = None,
-    return_aggregate_stream: bool = False,
+    return_aggregate_stream: bool | None = None,
     isolation: str | None = None,
 ) -> Any:
     """Register a job handler: `@handler` or `@handler(name=..., timeout=30, ...)`.
 
     The handler receives a `worker_kit.Job` and may be a plain function, a coroutine
-    function, a generator or an async generator (each yielded item is streamed).
-    `timeout` is in seconds. `isolation="process"` runs it in a supervised child process that
-    is replaced when it crashes, hangs or grows too big (docs/worker.md). The function is
-    returned unchanged.
+    function, a generator or an async generator (each yielded item is streamed, and the list of
+    them is the job's output; see `Handler.return_aggregate_stream`). `timeout` is in seconds.
+    `isolation="process"` runs it in a supervised child process that is replaced when it
+    crashes, hangs or grows too big (docs/worker.md). The function is returned unchanged.
     """
 
     schema = input_schema

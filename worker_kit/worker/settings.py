@@ -37,7 +37,8 @@ environment (a flag, when given, wins over its variable):
   RUNPOD_WEBHOOK_GET_JOB  without WORKER_KIT_URL: speak the hosted service's worker protocol,
                           with RUNPOD_WEBHOOK_POST_OUTPUT, _POST_STREAM, _PING, RUNPOD_AI_API_KEY,
                           RUNPOD_POD_ID and RUNPOD_PING_INTERVAL as that service sets them
-  WORKER_KIT_API_KEY      worker key sent as 'Authorization: Bearer <key>'
+  WORKER_KIT_API_KEY      the endpoint's worker key, sent as 'Authorization: Bearer <key>'
+                          (not a client key: the client's is WORKER_KIT_CLIENT_API_KEY)
   WORKER_KIT_CONCURRENCY  jobs run at once (default: the handler's, else 1)
   WORKER_KIT_TIMEOUT      execution timeout in seconds when neither the job's policy nor
                           the handler's timeout= sets one (default 600)
@@ -107,7 +108,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--url", metavar="URL", help="endpoint base URL (WORKER_KIT_URL)")
-    p.add_argument("--api-key", metavar="KEY", help="worker key (WORKER_KIT_API_KEY)")
+    p.add_argument("--api-key", metavar="KEY", help="the endpoint's worker key, not its client key "
+                   "(WORKER_KIT_API_KEY)")
     p.add_argument("--concurrency", metavar="N", help="jobs at once (WORKER_KIT_CONCURRENCY)")
     p.add_argument("--timeout", metavar="S", help="default execution timeout, s (WORKER_KIT_TIMEOUT)")
     p.add_argument("--grace", metavar="S", help="drain grace after SIGTERM, s (WORKER_KIT_GRACE)")
