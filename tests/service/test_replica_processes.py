@@ -357,7 +357,7 @@ async def test_requests_get_503_while_redis_is_down_and_resume_after(tmp_path: P
             async with session.get(f"{a}/status/{job_id}") as resp:
                 assert resp.status == 503
                 assert resp.headers["Retry-After"].isdigit()
-                assert "the job store is" in (await resp.json())["error"]
+                assert "the job store is unreachable" in (await resp.json())["error"]
             server = _redis_server(port, data)
             for _ in range(100):
                 async with session.get(f"{a}/status/{job_id}") as resp:

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
-from ...errors import JobNotFound, MissingDependency, SequenceGap, StorageError
+from ...errors import JobNotFound, MissingDependency, SequenceGap, StorageError, StoreUnavailable
 from ...job import WORKER_FINAL_STATES, JobRecord, JobState, OutputItem, Policy, new_job_id
 from ...protocol import pack, unpack
 from .. import rules
@@ -29,10 +29,12 @@ from .wakeups import Wakeups
 
 try:
     import redis.asyncio as aioredis
+    from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import RedisError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError:  # pragma: no cover - the extra is installed in the test environment
     aioredis = None  # type: ignore[assignment]
-    RedisError = Exception  # type: ignore[assignment,misc]
+    RedisError = RedisConnectionError = RedisTimeoutError = Exception  # type: ignore[assignment,misc]
 
 _SCRIPTS = ("SUBMIT", "CLAIM", "HEARTBEAT", "APPEND", "FINISH", "CANCEL", "RETRY", "RELEASE", "PURGE",
             "SET_RETENTION", "READ_STREAM", "SWEEP_COLLECT", "SWEEP_APPLY", "SWEEP_EXPIRE",
@@ -127,6 +129,9 @@ class RedisStorage(RedisSharedState, Storage):
         except RedisError as exc:
             if task is not None and task.cancelling() > cancels:
                 raise asyncio.CancelledError from exc
+            if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+                # Unreachable, not broken: the service answers 503 saying so, and retries later.
+                raise StoreUnavailable(f"Redis unreachable during {what}: {exc}") from exc
             raise StorageError(f"Redis {what} failed: {exc}") from exc
         if task is not None and task.cancelling() > cancels:
             raise asyncio.CancelledError
