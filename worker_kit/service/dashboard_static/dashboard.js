@@ -9,7 +9,7 @@ const STATES_LIVE = ["IN_QUEUE", "IN_PROGRESS"];
 const STATES_RETRY = ["FAILED", "TIMED_OUT"];
 const HISTORY_MS = 10 * 60 * 1000;
 
-const app = { endpoint: "", key: "", filter: "", conn: null, history: [], jobId: null, job: null };
+const app = { endpoint: "", key: "", filter: "", conn: null, history: [], jobId: null, job: null, series: null };
 
 // -- small helpers -----------------------------------------------------------------------------
 function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
@@ -208,6 +208,7 @@ function renderSnapshot(snap) {
   text($("#t-workers"), load.workersBusy + " / " + load.workersLive);
   text($("#t-desired"), load.desiredWorkers + " of " + load.workersMax);
   const s = snap.series;
+  app.series = s;
   const last = s.completed.length - 1;
   text($("#t-completed"), s.completed[last]);
   text($("#t-failed"), s.failed[last]);
