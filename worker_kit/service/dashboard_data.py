@@ -16,6 +16,7 @@ from typing import Any
 
 from ..job import JobRecord, JobState
 from .config import EndpointConfig
+from .query_api import request_entry
 from .scaling import read_load, scaling_document
 from .state import ServiceState
 
@@ -32,20 +33,9 @@ def _ms(t: float | None) -> int | None:
 
 
 def job_summary(job: JobRecord) -> dict[str, Any]:
-    """A job as the request list shows it: no input or output."""
-    return {
-        "id": job.id,
-        "status": job.state.value,
-        "createdAt": _ms(job.created_at),
-        "startedAt": _ms(job.started_at),
-        "completedAt": _ms(job.finished_at),
-        "delayTime": job.delay_ms,
-        "executionTime": job.execution_ms,
-        "workerId": job.worker_id,
-        "attempt": job.attempt,
-        "retries": job.retries,
-        "error": job.error,
-    }
+    """A job as the request list shows it: /requests' entry without input or output, with
+    `error` always present (null when none) for the page's table."""
+    return {**request_entry(job, set()), "error": job.error}
 
 
 async def snapshot(
