@@ -1,4 +1,4 @@
-"""The Redis backend: job state in Redis, every change one Lua script (scripts.py).
+"""The Redis backend: job state in Redis, every change one Lua script (scripts/, by concern).
 
 `RedisStorage.from_url("redis://127.0.0.1:6379/0?prefix=wk")`. Several service processes
 share one Redis; their waiters are woken across processes by pub/sub (wakeups.py).
