@@ -69,6 +69,15 @@ class Notifier:
             if not fut.done():
                 fut.set_result(None)
 
+    def wake_all(self) -> None:
+        """Wake every waiter on a job's or an endpoint's channel, so each re-reads storage.
+
+        For when notifications may have been lost (a replica's Redis subscription dropped).
+        Targeted channels (waiting claims) are left alone: they re-read on their own every
+        few seconds, and a wake there is handed on to another waiter when unused."""
+        for channel in [name for name in self._waiters if not targeted(name)]:
+            self.publish(channel)
+
     def waiting(self, channel: str) -> int:
         """How many waiters the channel has in this process (for tests and diagnostics)."""
         return len(self._waiters.get(channel, ()))
