@@ -10,7 +10,10 @@ synchronous=FULL), not N.
 Reads: a small thread pool, each thread with its own connection. In WAL mode a reader
 sees the last committed state and never waits for the writer. A caller's write has
 committed before its future resolves, so a read issued afterwards sees it
-(read-your-writes).
+(read-your-writes). A short read (a job by its primary key) runs on the caller's own
+thread instead (`read_inline`): it costs a few microseconds there, where a hop to the pool
+and back costs tens, in thread wake-ups and GIL hand-overs. Its connection never waits for
+a lock (busy timeout 0): when SQLite says busy, the read goes to the pool after all.
 
 An in-memory database cannot be shared between connections in WAL mode, so there the
 writer and the readers share one connection under a lock, and reads wait for the
@@ -45,6 +48,8 @@ T = TypeVar("T")
 WriteOp = Callable[[sqlite3.Connection, list[str]], T]
 ReadOp = Callable[[sqlite3.Connection], T]
 
+#: What `read_inline` returns when it could not read on the calling thread (use `read`).
+NOT_INLINE: Any = object()
 #: Upper bound on operations per transaction, so one commit never holds back a caller for long.
 MAX_BATCH = 512
 BUSY_TIMEOUT_S = 10.0
@@ -75,6 +80,9 @@ class SQLiteEngine:
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_local = threading.local()
         self._reader_lock = threading.Lock()
+        #: The connection of `read_inline`, and the lock that keeps two threads off it at once.
+        self._inline: sqlite3.Connection | None = None
+        self._inline_lock = threading.Lock()
         #: Committed transactions and operations, for tests and the benchmark.
         self.transactions = 0
         self.operations = 0
@@ -110,6 +118,10 @@ class SQLiteEngine:
         for conn in self._reader_conns:
             conn.close()
         self._reader_conns.clear()
+        with self._inline_lock:
+            if self._inline is not None:
+                self._inline.close()
+                self._inline = None
         if self._shared is not None:
             self._shared.close()
             self._shared = None
@@ -131,12 +143,43 @@ class SQLiteEngine:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._run_read, op)
 
+    def read_inline(self, op: ReadOp[T]) -> T:
+        """Run a short read `op` on the calling thread, or return NOT_INLINE when it cannot run
+        at once (the database or its connection is busy): the caller then uses `read`.
+
+        Only for reads bounded to a few microseconds (a primary-key lookup whose payloads are
+        capped): the event loop does nothing else meanwhile."""
+        if self._closed or self._readers is None:
+            raise StorageError("SQLite storage is not open")
+        if not self._inline_lock.acquire(blocking=False):
+            return NOT_INLINE  # another thread is using it
+        try:
+            if self._shared is not None:  # in-memory: the writer's connection, if it is free
+                if not self._shared_lock.acquire(blocking=False):
+                    return NOT_INLINE
+                try:
+                    return op(self._shared)
+                finally:
+                    self._shared_lock.release()
+            if self._inline is None:
+                self._inline = self._connect(timeout=0.0)
+                self._inline.execute("PRAGMA query_only=ON")
+            return op(self._inline)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return NOT_INLINE
+            raise StorageError(f"SQLite read failed: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite read failed: {exc}") from exc
+        finally:
+            self._inline_lock.release()
+
     # -- connections --------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/SAVEPOINT/COMMIT ourselves.
         conn = sqlite3.connect(
             self.url.path or ":memory:",
-            timeout=BUSY_TIMEOUT_S,
+            timeout=timeout,
             isolation_level=None,
             check_same_thread=False,
         )
