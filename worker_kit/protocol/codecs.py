@@ -1,8 +1,5 @@
-"""Wire constants and body codecs shared by the service, the worker runtime and the client.
-
-The native worker API is specified in docs/protocol.md; this module holds what both
-sides must agree on byte for byte.
-"""
+"""Body codecs shared by the service, the worker runtime and the client: msgpack, and strict
+JSON for anything a msgpack body may hold (docs/protocol.md, Basics)."""
 
 from __future__ import annotations
 
@@ -13,33 +10,10 @@ from typing import Any
 
 import msgpack
 
-from .packed import Packed
+from ..packed import Packed
 
 MSGPACK = "application/msgpack"
 JSON = "application/json"
-
-API_PREFIX = "/v2/{endpoint_id}"
-# Native worker routes, relative to the endpoint's base URL (…/v2/{endpoint_id}).
-WORKER_CLAIM = "/worker/claim"
-WORKER_HEARTBEAT = "/worker/heartbeat"
-WORKER_OUTPUT = "/worker/jobs/{job_id}/output"
-WORKER_FINISH = "/worker/jobs/{job_id}/finish"
-WORKER_RELEASE = "/worker/jobs/{job_id}/release"
-#: Protocol 2: finishes and the next claim in one request (docs/protocol.md).
-WORKER_EXCHANGE = "/worker/exchange"
-#: The native protocol's version, stated in /worker/exchange answers. 1: claim, heartbeat,
-#: output, finish, release. 2 adds /worker/exchange, stop entries that name their token, and
-#: no stop entry for a job its own token already finished.
-PROTOCOL_VERSION = 2
-
-#: The longest a claim or heartbeat long-poll is held by the service.
-MAX_POLL_MS = 60_000
-DEFAULT_CLAIM_WAIT_MS = 30_000
-DEFAULT_LEASE_MS = 30_000
-#: Stop reasons sent on the control channel (heartbeat replies).
-STOP_CANCELLED = "CANCELLED"
-STOP_TIMED_OUT = "TIMED_OUT"
-STOP_LOST = "LOST"  # the lease is gone (expired and requeued, or unknown job)
 
 
 def _json_default(value: Any) -> Any:
