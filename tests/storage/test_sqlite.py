@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from worker_kit.errors import ConfigError, JobConflict, SequenceGap, StorageError
-from worker_kit.job import JobState, OutputItem, Policy
+from worker_kit.job import JobState, Policy
+from worker_kit.protocol import OutputItem
 from worker_kit.storage import open_storage
 from worker_kit.storage.sqlite import ops
 from worker_kit.storage.sqlite.backend import SQLiteStorage

@@ -6,8 +6,8 @@ from typing import Any
 
 import msgpack
 
-from ...job import JobRecord, JobState, OutputItem, Policy
-from ...protocol import pack, unpack
+from ...job import JobRecord, JobState, Policy
+from ...protocol import OutputItem, pack, unpack
 
 
 def unpack_reply(packed: bytes) -> Any:
