@@ -122,12 +122,17 @@ class Transport(ABC):
         """Hand the job back to the queue."""
 
 
+#: The constant parts of an output item's msgpack map, made once: a token stream packs one
+#: item per token, so what is packed per item is only its seq.
+_ITEM_HEAD = b"\x83" + protocol.pack("seq")
+_ITEM_KIND = {kind: b"\xa4kind" + protocol.pack(kind) + b"\xa4data" for kind in ("chunk", "progress")}
+
+
 def pack_item(seq: int, kind: str, packed_data: bytes) -> bytes:
     """One output item {"seq", "kind", "data"} with `data` packed beforehand (once, by the
     thread that produced it) so that retries and batching never re-encode it."""
-    return b"\x83" + protocol.pack("seq") + protocol.pack(seq) + b"\xa4kind" + protocol.pack(kind) + (
-        b"\xa4data" + packed_data
-    )
+    packed_seq = bytes((seq,)) if 0 <= seq < 128 else protocol.pack(seq)  # a positive fixint
+    return b"".join((_ITEM_HEAD, packed_seq, _ITEM_KIND[kind], packed_data))
 
 
 def _map(fields: list[tuple[str, bytes]]) -> bytes:
