@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "handler": "worker_kit.worker.registry",
     "start": "worker_kit.worker.entrypoint",
-    "Job": "worker_kit.worker.execution",
+    "Job": "worker_kit.worker.handler_job",
     "JobState": "worker_kit.job",
     "Endpoint": "worker_kit.client",
     "AsyncEndpoint": "worker_kit.client",
@@ -68,5 +68,5 @@ if TYPE_CHECKING:
     from .job import JobState
     from .validation import Field
     from .worker.entrypoint import start
-    from .worker.execution import Job
+    from .worker.handler_job import Job
     from .worker.registry import handler

@@ -7,8 +7,9 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio as aioredis
 
-from tests.redis_support import redis_prefix_url
+from tests.redis_support import REDIS_URL, redis_prefix_url
 from worker_kit.errors import StaleLease
 from worker_kit.job import JobState, Policy
 from worker_kit.storage.base import job_channel, queue_channel
@@ -124,3 +125,39 @@ async def test_a_change_on_one_replica_wakes_waiters_on_the_other(
     await asyncio.sleep(0.05)
     await b.claim(EP, "w1", 1, LEASE_MS)
     assert await job_waiter
+
+
+async def test_a_replica_whose_subscription_dropped_wakes_its_job_waiters(
+    pair: tuple[RedisStorage, RedisStorage],
+) -> None:
+    """Pub/sub is at most once: what b publishes while a's subscription is down never reaches a.
+    Once a has subscribed again, its job waiters look again instead of sleeping out their wait."""
+    a, b = pair
+    (job_id,) = await _submit(a, 1)
+    waiter = asyncio.create_task(a.wait(job_channel(job_id), 30.0))
+    await asyncio.sleep(0.05)
+    admin = aioredis.from_url(REDIS_URL)
+    try:
+        subscribers = await admin.client_list(_type="pubsub")
+        ours = [c["id"] for c in subscribers if c.get("name") == f"worker-kit:{a.url.prefix}"]
+        assert len(ours) == 2  # a's and b's, named after their prefix
+        for client_id in ours:
+            await admin.execute_command("CLIENT", "KILL", "ID", client_id)
+    finally:
+        await admin.aclose()
+    await b.cancel(EP, job_id)  # published while nobody listens
+    assert await asyncio.wait_for(waiter, 10.0)
+
+
+async def test_job_waiters_look_again_periodically_but_waiting_claims_do_not(clock: FakeClock) -> None:
+    async with redis_prefix_url() as url:
+        storage = RedisStorage.from_url(url, clock=clock)
+        storage.safety_wake_s = 0.2
+        await storage.open()
+        try:
+            job_waiter = asyncio.create_task(storage.wait(job_channel("some-job"), 30.0))
+            claim_waiter = asyncio.create_task(storage.wait(queue_channel(EP), 1.0))
+            assert await asyncio.wait_for(job_waiter, 10.0)  # woken with nothing published
+            assert not await claim_waiter  # a claim re-reads on its own; its wait ran out
+        finally:
+            await storage.close()

@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 from ..job import JobState
-from .client_cmds import EXIT_CODES_HELP, EXIT_COMPLETED, UsageError, _common, _endpoint, _print_json, _sync
+from .client_args import UsageError, common_args, open_endpoint, print_json
+from .exits import EXIT_CODES_HELP, EXIT_COMPLETED, run_command
 
 _STATES = tuple(state.value for state in JobState)
 
@@ -16,7 +17,7 @@ _STATES = tuple(state.value for state in JobState)
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "requests",
-        parents=[_common()],
+        parents=[common_args()],
         help="list the endpoint's recent jobs",
         description=(
             "List the endpoint's jobs, newest first (GET /requests): id, state, when created, time\n"
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--include", metavar="input,output", default="", help="also fetch the jobs' input and/or output"
     )
-    p.set_defaults(func=_sync(cmd_requests))
+    p.set_defaults(func=run_command(cmd_requests))
 
 
 def _check(args: argparse.Namespace) -> tuple[list[str] | None, list[str]]:
@@ -56,14 +57,14 @@ def _check(args: argparse.Namespace) -> tuple[list[str] | None, list[str]]:
 
 async def cmd_requests(args: argparse.Namespace) -> int:
     states, include = _check(args)
-    async with _endpoint(args) as ep:
+    async with open_endpoint(args) as ep:
         if args.all:
             count = 0
             rows = []
             async for entry in ep.iter_requests(status=states, include=include, page_size=args.limit):
                 count += 1
                 if args.json:
-                    _print_json(entry, compact=True)
+                    print_json(entry, compact=True)
                 else:
                     rows.append(entry)
             if not args.json:
@@ -72,7 +73,7 @@ async def cmd_requests(args: argparse.Namespace) -> int:
             return EXIT_COMPLETED
         page = await ep.requests(limit=args.limit, status=states, cursor=args.cursor, include=include)
     if args.json:
-        _print_json(page, compact=True)
+        print_json(page, compact=True)
         return EXIT_COMPLETED
     _print_table(page["requests"], include)
     shown = len(page["requests"])

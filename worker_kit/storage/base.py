@@ -19,7 +19,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..job import JobRecord, JobState, OutputItem, Policy
+from ..job import JobRecord, JobState, Policy
+from ..protocol import OutputItem, StopSignal
 from . import rules
 from .channels import job_channel, queue_channel, worker_channel
 from .coordination import SharedState
@@ -68,6 +69,15 @@ class Notifier:
             if not fut.done():
                 fut.set_result(None)
 
+    def wake_all(self) -> None:
+        """Wake every waiter on a job's or an endpoint's channel, so each re-reads storage.
+
+        For when notifications may have been lost (a replica's Redis subscription dropped).
+        Targeted channels (waiting claims) are left alone: they re-read on their own every
+        few seconds, and a wake there is handed on to another waiter when unused."""
+        for channel in [name for name in self._waiters if not targeted(name)]:
+            self.publish(channel)
+
     def waiting(self, channel: str) -> int:
         """How many waiters the channel has in this process (for tests and diagnostics)."""
         return len(self._waiters.get(channel, ()))
@@ -87,12 +97,6 @@ class Notifier:
                 waiters.pop(fut, None)
                 if not waiters:
                     del self._waiters[channel]
-
-
-@dataclass(slots=True)
-class StopSignal:
-    job_id: str
-    reason: str  # protocol.STOP_CANCELLED | STOP_TIMED_OUT | STOP_LOST
 
 
 @dataclass(slots=True)

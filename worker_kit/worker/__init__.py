@@ -3,8 +3,10 @@
 - `registry`: the `@worker_kit.handler` decorator and the handler's declared settings;
 - `settings`: the worker's settings from `WORKER_KIT_*` variables and flags, and its exit codes;
 - `entrypoint`: `worker_kit.start()`, which reads the settings and runs the loop;
-- `loop`: the `Worker`: claims jobs, runs them, drains on SIGTERM;
-- `execution`: one job's run: the handler-facing `Job`, timeouts, cancels, generators;
+- `loop`: the `Worker`: claims jobs, drains on SIGTERM;
+- `jobs`: each claimed job's life here: start, timeout, stop signals, result delivered;
+- `handler_job`: the `Job` a handler receives, and `JobInterrupted`;
+- `execution`: one job's run of the handler: its kinds, cancels, generators (`threads`: sync ones);
 - `reporting`: a job's output, progress and result on their way to the service;
 - `leases`: the heartbeat loop that renews leases and carries stop signals;
 - `transport`: the native worker protocol over HTTP.
@@ -20,8 +22,8 @@ from typing import Any
 
 _EXPORTS = {
     "Worker": "worker_kit.worker.loop",
-    "Job": "worker_kit.worker.execution",
-    "JobInterrupted": "worker_kit.worker.execution",
+    "Job": "worker_kit.worker.handler_job",
+    "JobInterrupted": "worker_kit.worker.handler_job",
     "get_handler": "worker_kit.worker.registry",
 }
 __all__ = sorted(_EXPORTS)

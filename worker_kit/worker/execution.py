@@ -1,22 +1,20 @@
-"""Running one job's handler: the `Job` a handler receives, and `Run`, which calls the
-handler, recognises what it returned, streams what it yields and can stop it.
+"""Running one job's handler: `Run` calls the handler, recognises what it returned,
+streams what it yields and can stop it.
 
 A handler's kind is read from what it RETURNS, not from how it is defined, so callable
 objects, functools.partial and decorated wrappers work: a coroutine is awaited, an async
 generator iterated on the loop, a generator iterated in a thread, anything else is the
-result. Plain functions run in a thread of their own so the event loop (heartbeats,
+result. Plain functions run in a pooled thread (threads.py) so the event loop (heartbeats,
 claims, cancels) stays live; such a thread can be interrupted at its next Python bytecode.
+The handler-facing `Job` is in handler_job.py (re-exported here).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import functools
 import inspect
 import logging
-import queue
 import threading
 import traceback
 from collections.abc import AsyncIterator, Callable
@@ -24,9 +22,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..job import JobState
-from ..protocol import dumps_json, pack
+from ..protocol import dumps_json
+from .handler_job import Job, JobInterrupted
 from .registry import Handler
 from .reporting import pack_chunk
+from .threads import raise_in_thread, threads
+
+__all__ = ["Job", "JobInterrupted", "Outcome", "Run", "Sink", "failure", "value_outcome"]
 
 #: A producer thread checks for backpressure after handing over this many bytes.
 SYNC_BYTES = 1024 * 1024
@@ -37,14 +39,6 @@ AGGREGATE_AUTO_MAX_BYTES = 20 * 1024 * 1024
 log = logging.getLogger("worker_kit.worker")
 
 
-
-class JobInterrupted(BaseException):
-    """Raised inside a handler that was cancelled, timed out, or stopped by a shutdown.
-
-    A BaseException so that a handler's `except Exception:` does not swallow it.
-    """
-
-
 class Sink(Protocol):
     """Where a running job's output items go (worker_kit.worker.reporting.JobReporter)."""
 
@@ -53,87 +47,6 @@ class Sink(Protocol):
     def add(self, kind: str, packed_data: bytes) -> None: ...
 
     async def wait_room(self) -> None: ...
-
-
-class Job:
-    """What a handler receives: `job.id`, `job.input`, `job.progress(value)`,
-    `job.cancelled` / `job.check_cancelled()`, `job.openai_route` / `job.openai_input` for
-    requests made through /openai/*; `job["input"]` and `job["id"]` also work, as in the
-    hosted service's SDK."""
-
-    __slots__ = ("_progress", "_stop", "attempt", "id", "input", "policy", "webhook")
-
-    def __init__(
-        self,
-        id: str,
-        input: Any,
-        *,
-        attempt: int = 1,
-        policy: dict[str, Any] | None = None,
-        webhook: str | None = None,
-    ) -> None:
-        self.id = id
-        self.input = input
-        self.attempt = attempt
-        self.policy = policy or {}
-        self.webhook = webhook
-        self._stop = threading.Event()
-        self._progress: Callable[[Any], None] | None = None
-
-    @property
-    def cancelled(self) -> bool:
-        """True once the job was cancelled, timed out or must stop for a shutdown."""
-        return self._stop.is_set()
-
-    def check_cancelled(self) -> None:
-        """Raise JobInterrupted if the job must stop; call it between steps of long work."""
-        if self._stop.is_set():
-            raise JobInterrupted(f"job {self.id} was stopped")
-
-    @property
-    def openai_route(self) -> str | None:
-        """The OpenAI path (e.g. "/v1/chat/completions") of a request made through the service's
-        /openai/* routes; None for an ordinary job."""
-        value = self.input.get("openai_route") if isinstance(self.input, dict) else None
-        return value if isinstance(value, str) else None
-
-    @property
-    def openai_input(self) -> dict[str, Any] | None:
-        """The JSON body of an /openai/* request (None for a GET such as /v1/models, and for an
-        ordinary job)."""
-        if self.openai_route is None:
-            return None
-        value = self.input.get("openai_input")
-        return value if isinstance(value, dict) else None
-
-    def progress(self, value: Any) -> None:
-        """Publish a progress update (shown as `output` by /status while the job runs).
-
-        Safe from any thread; ordered with streamed chunks. Raises TypeError if `value`
-        cannot be serialised.
-        """
-        packed = pack(value)
-        if self._progress is not None:
-            self._progress(packed)
-
-    def _as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "input": self.input, "attempt": self.attempt, "policy": self.policy,
-                "webhook": self.webhook}
-
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return self._as_dict()[key]
-        except KeyError:
-            raise KeyError(key) from None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._as_dict().get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._as_dict()
-
-    def __repr__(self) -> str:
-        return f"Job(id={self.id!r}, attempt={self.attempt})"
 
 
 @dataclass(slots=True)
@@ -183,40 +96,6 @@ def _is_async_callable(fn: Any) -> bool:
     return inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
 
 
-def _raise_in_thread(ident: int, exc_type: type[BaseException] | None) -> None:
-    """Raise `exc_type` in thread `ident` at its next bytecode; None clears a pending one."""
-    exc = ctypes.py_object(exc_type) if exc_type is not None else None
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), exc)
-
-
-class _ThreadPool:
-    """Threads reused across sync jobs: starting a thread per job costs more than a small
-    job. Each thread runs one job at a time; a thread stuck in a job is simply not reused."""
-
-    def __init__(self) -> None:
-        self._idle: list[queue.SimpleQueue[Callable[[], None]]] = []
-        self._lock = threading.Lock()
-
-    def submit(self, fn: Callable[[], None]) -> None:
-        with self._lock:
-            inbox = self._idle.pop() if self._idle else None
-        if inbox is None:
-            inbox = queue.SimpleQueue()
-            threading.Thread(target=self._serve, args=(inbox,), name="worker_kit-job", daemon=True).start()
-        inbox.put(fn)
-
-    def _serve(self, inbox: queue.SimpleQueue[Callable[[], None]]) -> None:
-        while True:
-            fn = inbox.get()
-            with contextlib.suppress(BaseException):  # fn reports its own outcome
-                fn()
-            with self._lock:
-                self._idle.append(inbox)
-
-
-_threads = _ThreadPool()
-
-
 class Run:
     """One execution of a handler for one job.
 
@@ -256,7 +135,7 @@ class Run:
             self._task.cancel()
         with self._lock:
             if self._in_user_code and self._thread_ident is not None:
-                _raise_in_thread(self._thread_ident, JobInterrupted)
+                raise_in_thread(self._thread_ident, JobInterrupted)
 
     # -- emission (any thread) ------------------------------------------------------------
     def _progress(self, packed: bytes) -> None:
@@ -427,7 +306,7 @@ class Run:
             # hit this pooled thread's next job.
             while True:
                 try:
-                    _raise_in_thread(threading.get_ident(), None)
+                    raise_in_thread(threading.get_ident(), None)
                     break
                 except BaseException:  # the pending interrupt fired just now: clear again
                     continue
@@ -436,7 +315,7 @@ class Run:
             except RuntimeError:
                 pass  # the loop is closed: nobody waits for this result any more
 
-        _threads.submit(main)
+        threads.submit(main)
         return fut
 
     def _thread_done(self, fut: asyncio.Future[Any], res: tuple[bool, Any]) -> None:

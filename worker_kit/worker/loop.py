@@ -2,7 +2,7 @@
 
 Three kinds of task share one event loop: one claim loop (a long-poll for as many jobs
 as there are free slots, sent again as soon as a slot frees), one heartbeat loop
-(renews leases and receives cancels and timeouts), and one task per job (runs the
+(renews leases and receives cancels and timeouts), and one task per job (jobs.py: runs the
 handler through `execution.Run` and delivers its result through `reporting.JobReporter`).
 
 `Worker` never installs signal handlers; `worker_kit.start()` and the CLI do.
@@ -17,27 +17,20 @@ import math
 import os
 import socket
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
-from .. import protocol
 from ..errors import AuthError, RateLimited, ServiceError, ServiceUnavailable
-from ..job import DEFAULT_EXECUTION_TIMEOUT_MS, JobState
 from ..retrying import Backoff
-from .execution import Job, Outcome, Run
-from .isolation import IsolatedRun
+from .jobs import RELEASE, Jobs, JobSettings
 from .leases import Leases
 from .memory import MB, over_cap
 from .pool import ChildPool
 from .registry import Concurrency, Handler
-from .reporting import JobReporter, final_report, release
 from .settings import EXIT_CONFIG, EXIT_MEMORY, EXIT_OK, EXIT_REFUSED, EXIT_STUCK
-from .transport import ClaimedJob, Final, NativeTransport, Transport
+from .transport import NativeTransport, Transport
 
 log = logging.getLogger("worker_kit.worker")
 
-RELEASE = "RELEASE"  # a stop reason of our own: shutting down, hand the job back
-DEFAULT_RESULT_LIMIT = 20 * 1024 * 1024
 MAX_CLAIM = 100
 #: Exit code when the worker's own claim or heartbeat loop failed (a bug: see the log).
 EXIT_INTERNAL = 1
@@ -45,16 +38,6 @@ EXIT_INTERNAL = 1
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-@dataclass(slots=True, eq=False)
-class _Active:
-    claimed: ClaimedJob
-    run: Run | IsolatedRun
-    reporter: JobReporter
-    stopped: asyncio.Future[str]
-    started: float
-    finishing: bool = False
 
 
 class Worker:
@@ -109,15 +92,15 @@ class Worker:
         self.kill_rss_mb = kill_rss_mb
         self._pool: ChildPool | None = None
         self.exit_code = EXIT_OK
-        self._validate = None
+        settings = JobSettings(handler, timeout, result_limit, stuck_grace_s)
         if handler.input_schema is not None:
             from ..validation import validate
 
-            self._validate = validate
-        self._leases = Leases(self.transport, self._on_stop, lambda: (self._capacity_now, self._occupied))
-        self._occupied = 0
-        self._active: dict[str, _Active] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+            settings.validate = validate
+        self._leases = Leases(self.transport, lambda *stop: self._jobs.on_stop(*stop),
+                              lambda: (self._capacity_now, self._jobs.occupied))
+        self._jobs = Jobs(settings, self.transport, self._leases, None, self._on_freed, self._poison)
+        self.stats = self._jobs.stats
         self._slot_freed = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._cut = asyncio.Event()
@@ -125,7 +108,6 @@ class Worker:
         self._grace = grace_s
         self._run_began = False
         self._failed_loops: set[asyncio.Task[None]] = set()
-        self.stats = {"completed": 0, "failed": 0, "timed_out": 0, "stopped": 0, "released": 0}
 
     # -- public ---------------------------------------------------------------------------
     async def run(self) -> int:
@@ -167,10 +149,8 @@ class Worker:
             self._check_loop("claim", claim)
             await self._drain()
         finally:
-            for active in self._active.values():  # only if run() itself was cancelled
-                active.reporter.abandon(RELEASE)
-                active.run.interrupt()
-            leftover = [*self._tasks, claim, heartbeat, stop_waiter]
+            self._jobs.abandon_all()  # only if run() itself was cancelled
+            leftover = [*self._jobs.tasks, claim, heartbeat, stop_waiter]
             for task in leftover:
                 task.cancel()
             await asyncio.gather(*leftover, return_exceptions=True)
@@ -185,6 +165,7 @@ class Worker:
         self._pool = ChildPool(self.handler, max_rss_mb=self.max_rss_mb, kill_rss_mb=self.kill_rss_mb)
         error = await self._pool.start_unless(self._capacity_now, self._stop_requested)
         if error is None:
+            self._jobs.pool = self._pool
             return True
         log.error("%s", error)
         self.exit_code = EXIT_CONFIG
@@ -219,13 +200,14 @@ class Worker:
 
     @property
     def running(self) -> int:
-        return self._occupied
+        return self._jobs.occupied
 
     # -- stopping -------------------------------------------------------------------------
     def _request_stop(self, grace_s: float) -> None:
         if not self._stop_requested.is_set():
             self._grace = grace_s
             self._stop_requested.set()
+            self._jobs.stopping = True
             self._slot_freed.set()  # a claim loop waiting for a free slot sees the stop
         elif grace_s < self._grace:
             self._grace = grace_s
@@ -233,26 +215,27 @@ class Worker:
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._tasks:
-            log.info("draining: %d job(s) running; waiting up to %.6g s", len(self._tasks), self._grace)
+        tasks = self._jobs.tasks
+        if tasks:
+            log.info("draining: %d job(s) running; waiting up to %.6g s", len(tasks), self._grace)
         began = loop.time()
         cut = loop.create_task(self._cut.wait())
         try:
-            while self._tasks:
+            while tasks:
                 left = began + self._grace - loop.time()  # a second stop() may shorten the grace
                 if left <= 0:
                     break
                 if cut.done():
                     self._cut.clear()
                     cut = loop.create_task(self._cut.wait())
-                await asyncio.wait({*self._tasks, cut}, timeout=None if math.isinf(left) else left,
+                await asyncio.wait({*tasks, cut}, timeout=None if math.isinf(left) else left,
                                    return_when=asyncio.FIRST_COMPLETED)
         finally:
             cut.cancel()
-        for job_id in list(self._active):
-            self._on_stop(job_id, RELEASE)
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=self.stuck_grace_s + 5)
+        for job_id in list(self._jobs.active):
+            self._jobs.on_stop(job_id, RELEASE)
+        if tasks:
+            await asyncio.wait(set(tasks), timeout=self.stuck_grace_s + 5)
 
     def _poison(self, job_id: str) -> None:
         log.error("job %s: its handler did not stop within %.6g s (stuck in native code?); the worker "
@@ -272,7 +255,7 @@ class Worker:
             return
         log.warning("memory guard: this worker uses %.0f MB, over WORKER_KIT_MAX_RSS_MB=%.6g; it takes no "
                     "more jobs and is replaced once its %d running job(s) end", rss / MB, self.max_rss_mb,
-                    self._occupied)
+                    self._jobs.occupied)
         self.exit_code = EXIT_MEMORY
         self._request_stop(float("inf"))
 
@@ -293,7 +276,7 @@ class Worker:
         backoff = Backoff()
         while not self._stop_requested.is_set():
             capacity = self._capacity()
-            free = min(capacity - self._occupied, MAX_CLAIM)
+            free = min(capacity - self._jobs.occupied, MAX_CLAIM)
             if self._pool is not None and free > 0:  # only as many jobs as ready handler processes
                 if not await self._pool.ready_unless(stop_waiter):
                     continue
@@ -305,9 +288,8 @@ class Worker:
                     async with asyncio.timeout(1.0 if callable(self._concurrency) else None):
                         await self._slot_freed.wait()
                 continue
-            req = asyncio.create_task(
-                self.transport.claim(free, self.claim_wait_ms, concurrency=capacity, running=self._occupied)
-            )
+            req = asyncio.create_task(self.transport.claim(
+                free, self.claim_wait_ms, concurrency=capacity, running=self._jobs.occupied))
             await asyncio.wait({req, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
             if not req.done():
                 req.cancel()  # jobs the service may still hand this request come back by lease
@@ -332,176 +314,9 @@ class Worker:
             backoff.reset()
             self._leases.set_lease(lease_ms)
             for claimed in jobs:
-                self._launch(claimed)
+                self._jobs.launch(claimed)
 
-    def _launch(self, claimed: ClaimedJob) -> None:
-        # Synchronous up to the task: the slot is taken before the claim loop asks again.
-        if self._stop_requested.is_set():
-            coro = self._release(claimed)  # claimed as we began to stop: never started
-        else:
-            coro = self._process(self._prepare(claimed))
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # -- one job --------------------------------------------------------------------------
-    def _timeout_for(self, claimed: ClaimedJob) -> float:
-        # The service sends executionTimeout only when the client chose it; then the
-        # handler's timeout, then the worker's, then the default.
-        job_ms = claimed.policy.get("executionTimeout")
-        if isinstance(job_ms, int | float) and not isinstance(job_ms, bool) and job_ms > 0:
-            seconds = job_ms / 1000
-        else:
-            seconds = self.handler.timeout or self.timeout_s or DEFAULT_EXECUTION_TIMEOUT_MS / 1000
-        if claimed.deadline_ms is not None:  # the service's own deadline (TTL included)
-            deadline_s = max(0.0, claimed.deadline_ms / 1000)
-            if deadline_s < seconds - 0.05:  # not just the same deadline, rounded
-                seconds = deadline_s
-        return seconds
-
-    def _result_limit_for(self, claimed: ClaimedJob) -> int:
-        if self.result_limit is not None:
-            return self.result_limit
-        # An endpoint configured above the default takes larger results; below it, the service's
-        # 413 refuses them and the job fails saying so.
-        return max(DEFAULT_RESULT_LIMIT, claimed.result_limit or 0)
-
-    def _final_report(self, outcome: Outcome, claimed: ClaimedJob) -> Final:
-        limit = self._result_limit_for(claimed)
-        if not outcome.output_optional:
-            return final_report(outcome.state, outcome.output, outcome.error, outcome.error_detail, limit)
-        # A stream's list the handler did not ask for must fit the service's own limit too, or
-        # it is left out: the job completed, and its chunks are on /stream.
-        limit = min(limit, claimed.result_limit or limit)
-        final = final_report(outcome.state, outcome.output, outcome.error, outcome.error_detail, limit)
-        if final.state == JobState.FAILED:
-            log.warning("job %s: %s; its output is left empty (the chunks are on /stream)", claimed.id,
-                        final.error, extra={"job_id": claimed.id})
-            final = Final(JobState.COMPLETED)
-        return final
-
-    def _prepare(self, claimed: ClaimedJob) -> _Active:
-        loop = asyncio.get_running_loop()
-        job_id = claimed.id
-        if job_id in self._active:
-            # The service gave this job out again (its lease expired, say while heartbeats could
-            # not get through), and to us: the earlier attempt here has lost its lease.
-            log.warning("job %s claimed again (attempt %d) while its earlier attempt still runs here; "
-                        "stopping that one", job_id, claimed.attempt, extra={"job_id": job_id})
-            self._on_stop(job_id, protocol.STOP_LOST)
-        job = Job(job_id, claimed.input, attempt=claimed.attempt, policy=claimed.policy,
-                  webhook=claimed.webhook)
-        reporter = JobReporter(self.transport, job_id, claimed.token,
-                               on_lost=lambda: self._on_stop(job_id, protocol.STOP_LOST, claimed.token))
-        run: Run | IsolatedRun
-        if self._pool is not None:
-            run = self._pool.new_run(job, reporter)
-        else:
-            run = Run(self.handler, job, reporter, self._validate)
-        active = _Active(claimed, run, reporter, loop.create_future(), loop.time())
-        self._active[job_id] = active
-        self._leases.hold(job_id, claimed.token)
-        self._occupied += 1
-        run.settled.add_done_callback(self._on_settled)
-        return active
-
-    async def _process(self, active: _Active) -> None:
-        loop = asyncio.get_running_loop()
-        claimed, run, reporter = active.claimed, active.run, active.reporter
-        job_id = claimed.id
-        active.started = loop.time()
-        timeout_s = self._timeout_for(claimed)
-        ids = {"job_id": job_id}
-        log.info("job %s started (attempt %d, timeout %.6g s)", job_id, claimed.attempt, timeout_s, extra=ids)
-        run.start()
-        try:
-            await asyncio.wait({run.result, active.stopped}, timeout=timeout_s,
-                               return_when=asyncio.FIRST_COMPLETED)
-            # A result that is already there when the drain's grace runs out (same loop step)
-            # is delivered: handing the job back would run it again although it ended.
-            if active.stopped.done() and not (active.stopped.result() == RELEASE and run.result.done()):
-                await self._stopped(active, active.stopped.result())
-                return
-            if run.result.done():
-                outcome = run.result.result()
-                if outcome.state is None:  # the handler raised JobInterrupted on its own
-                    error = "JobInterrupted: the handler raised JobInterrupted"
-                    outcome = Outcome(JobState.FAILED, error=error)
-            else:
-                run.interrupt()
-                error = f"execution timeout: the job ran longer than {timeout_s:.6g} s"
-                outcome = Outcome(JobState.TIMED_OUT, error=error)
-            active.finishing = True
-            final = self._final_report(outcome, claimed)
-            delivered = await reporter.finish(final)
-            elapsed = loop.time() - active.started
-            state, error = final.state, final.error
-            if delivered:
-                self.stats[state.lower()] = self.stats.get(state.lower(), 0) + 1
-                level = logging.INFO if state is JobState.COMPLETED else logging.WARNING
-                log.log(level, "job %s %s in %.3f s%s", job_id, state, elapsed, f": {error}" if error else "",
-                        extra={**ids, "state": state, "duration_ms": int(elapsed * 1000)})
-            if state is JobState.TIMED_OUT:
-                await self._watch(active)
-        except asyncio.CancelledError:
-            if active.finishing:  # run() ended (cancelled, or the drain's last wait ran out)
-                log.error("job %s: the worker stopped before its result was delivered; the job runs "
-                          "again once its lease expires", job_id, extra=ids)
-            raise
-        except Exception:  # a bug or a reply nothing expected: say so; the lease brings the job back
-            log.exception("job %s: reporting failed; the job runs again once its lease expires", job_id,
-                          extra=ids)
-            active.reporter.abandon(JobState.FAILED)
-            run.interrupt()
-        finally:
-            # Only this attempt's entries: a later attempt of the same job may run here now.
-            if self._active.get(job_id) is active:
-                del self._active[job_id]
-            self._leases.unhold(job_id, claimed.token)
-
-    async def _stopped(self, active: _Active, reason: str) -> None:
-        job_id = active.claimed.id
-        active.reporter.abandon(reason)
-        active.run.interrupt()
-        elapsed = asyncio.get_running_loop().time() - active.started
-        if reason == RELEASE:
-            await self._release(active.claimed)
-        else:
-            self.stats["stopped"] += 1
-            log.warning("job %s stopped by the service (%s) after %.3f s", job_id, reason, elapsed,
-                        extra={"job_id": job_id, "state": reason, "duration_ms": int(elapsed * 1000)})
-        await self._watch(active)
-
-    async def _watch(self, active: _Active) -> None:
-        """Wait for an interrupted handler to end; if it will not, the worker is stuck."""
-        if active.run.settled.done():
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(active.run.settled), self.stuck_grace_s)
-        except TimeoutError:
-            if isinstance(active.run, IsolatedRun):  # its process is replaced; the worker goes on
-                await active.run.kill(f"its handler did not stop within {self.stuck_grace_s:.6g} s")
-            else:
-                self._poison(active.claimed.id)
-
-    async def _release(self, claimed: ClaimedJob) -> None:
-        if await release(self.transport, claimed.id, claimed.token):
-            self.stats["released"] += 1
-
-    def _on_settled(self, _: asyncio.Future[None]) -> None:
-        self._occupied -= 1
+    def _on_freed(self) -> None:
         self._slot_freed.set()
         if self.max_rss_mb is not None and self._pool is None:  # a pool checks each child
             self._check_memory()
-
-    def _on_stop(self, job_id: str, reason: str, token: str | None = None) -> None:
-        active = self._active.get(job_id)
-        if active is None or (token is not None and active.claimed.token != token):
-            return
-        if reason == RELEASE and (active.finishing or active.run.result.done()):
-            return  # its result exists: it is delivered, not handed back (the drain waits for it)
-        if not active.stopped.done():
-            active.stopped.set_result(reason)
-        if active.finishing:
-            active.reporter.abandon(reason)  # cancelled, lost or shutting down while delivering
-        self._leases.unhold(job_id, active.claimed.token)

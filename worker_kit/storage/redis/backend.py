@@ -1,4 +1,4 @@
-"""The Redis backend: job state in Redis, every change one Lua script (scripts.py).
+"""The Redis backend: job state in Redis, every change one Lua script (scripts/, by concern).
 
 `RedisStorage.from_url("redis://127.0.0.1:6379/0?prefix=wk")`. Several service processes
 share one Redis; their waiters are woken across processes by pub/sub (wakeups.py).
@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 from ...errors import JobNotFound, MissingDependency, SequenceGap, StorageError, StoreUnavailable
-from ...job import WORKER_FINAL_STATES, JobRecord, JobState, OutputItem, Policy, new_job_id
-from ...protocol import pack, unpack
+from ...job import WORKER_FINAL_STATES, JobRecord, JobState, Policy, new_job_id
+from ...protocol import OutputItem, pack, unpack
 from .. import rules
 from ..base import MAX_PAGE, JobPage, StopSignal, Storage, SweepResult, WorkerInfo
 from ..rules import Clock
@@ -25,7 +25,7 @@ from .keys import Keys, RedisURL
 from .records import item_args, record_from_hash
 from .shared import RedisSharedState
 from .sweep import sweep_endpoint
-from .wakeups import Wakeups
+from .wakeups import SAFETY_WAKE_S, Wakeups
 
 try:
     import redis.asyncio as aioredis
@@ -67,6 +67,8 @@ class RedisStorage(RedisSharedState, Storage):
         self._scripts: dict[str, Any] = {}
         self._known: set[str] = set()
         self._wakeups: Wakeups | None = None
+        #: How often job waiters re-read storage in case a cross-replica wake-up was lost.
+        self.safety_wake_s = SAFETY_WAKE_S
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> RedisStorage:
@@ -78,7 +80,9 @@ class RedisStorage(RedisSharedState, Storage):
     async def open(self) -> None:
         # A blocking pool: a burst of requests waits for a free connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
-            self.url.connect_url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_S
+            self.url.connect_url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_S,
+            # CLIENT LIST then tells which prefix (deployment) each connection serves.
+            client_name=f"worker-kit:{self.url.prefix}",
         )
         self._client = aioredis.Redis(connection_pool=pool, decode_responses=False)
         try:
@@ -92,7 +96,7 @@ class RedisStorage(RedisSharedState, Storage):
         }
         for name in _PLAIN_SCRIPTS:
             self._scripts[name] = self._client.register_script(getattr(scripts, name))
-        self._wakeups = Wakeups(self._client, self.keys.wakeups, self.notifier)
+        self._wakeups = Wakeups(self._client, self.keys.wakeups, self.notifier, self.safety_wake_s)
         await self._wakeups.start()
 
     async def close(self) -> None:

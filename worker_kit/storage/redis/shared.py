@@ -5,7 +5,7 @@
   entries when it deletes the job's record.
 - The webhook outbox: per endpoint, a sorted set `PREFIX:{E}:outbox` of delivery ids by due time
   and a hash per delivery `PREFIX:{E}:hook:ID`. The script that ends a job adds its delivery
-  (scripts.py, `outbox_add`), so an ending is never stored without its webhook. Taking a delivery
+  (scripts/prelude.py, `outbox_add`), so an ending is never stored without its webhook. Taking a delivery
   moves its due time to the end of the taker's lease.
 - Leader leases: `PREFIX:lead:NAME`, a string holding the owner, with a Redis expiry.
 """

@@ -5,8 +5,11 @@ Names published in the same event-loop turn go out together in one PUBLISH, and 
 another replica listens: each replica counts the channel's subscribers once a second (PUBSUB
 NUMSUB), so a single replica spends no Redis work on wake-ups; a replica that starts says so
 on the channel at once, so the others publish for it from then on. A notification carries no
-data (waiters re-read storage), so one lost (Redis unreachable, a replica just starting) costs
-latency, never correctness: every waiter also has a timeout.
+data (waiters re-read storage), so one lost costs latency, never correctness. Pub/sub is at most
+once: a message published while a replica's subscription is down never reaches it. So after
+re-subscribing, and every SAFETY_WAKE_S in any case, a replica wakes all its local waiters on job
+channels to re-read storage: a lost notification delays a `/runsync`, `/status-sync` or SSE
+reader by at most that long, instead of its whole wait (an SSE stream has none).
 """
 
 from __future__ import annotations
@@ -21,9 +24,14 @@ from ..base import Notifier
 
 log = logging.getLogger("worker_kit.storage.redis")
 
+#: Longer than the SSE keep-alive period (15 s), so an idle stream's keep-alives still go out.
+SAFETY_WAKE_S = 20.0
+
 
 class Wakeups:
-    def __init__(self, client: Any, channel: str, notifier: Notifier) -> None:
+    def __init__(
+        self, client: Any, channel: str, notifier: Notifier, safety_wake_s: float = SAFETY_WAKE_S
+    ) -> None:
         self._client = client
         self._channel = channel
         self._notifier = notifier
@@ -35,17 +43,20 @@ class Wakeups:
         #: Other replicas listening, as last counted (assume some until counted).
         self._others = 1
         self._counter: asyncio.Task[None] | None = None
+        self._safety: asyncio.Task[None] | None = None
+        self._safety_wake_s = safety_wake_s
 
     async def start(self) -> None:
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(self._channel)
         self._task = asyncio.create_task(self._listen(pubsub), name="worker-kit-redis-wakeups")
         self._counter = asyncio.create_task(self._count_others(), name="worker-kit-redis-replicas")
+        self._safety = asyncio.create_task(self._wake_periodically(), name="worker-kit-redis-safety-wake")
         await self._publish(self._origin + b" ")  # a hello: the others start publishing for us
 
     async def close(self) -> None:
         self._closing = True  # also ends the loops should redis-py swallow their cancellation
-        for task in (self._task, self._counter):
+        for task in (self._task, self._counter, self._safety):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -64,6 +75,11 @@ class Wakeups:
             except Exception:
                 self._others = 1  # unknown: keep publishing
             await asyncio.sleep(1.0)
+
+    async def _wake_periodically(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self._safety_wake_s)
+            self._notifier.wake_all()
 
     def send(self, channel: str, count: int = 1) -> None:
         """Tell the other replicas; `count` is how many waiters a targeted channel wakes."""
@@ -98,6 +114,8 @@ class Wakeups:
                     await asyncio.sleep(1.0)
                     with contextlib.suppress(Exception):
                         await pubsub.subscribe(self._channel)
+                    # What the others published meanwhile is lost: let every waiter look again.
+                    self._notifier.wake_all()
                     continue
                 if message is None or message.get("type") != "message":
                     continue
