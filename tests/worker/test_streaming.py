@@ -179,13 +179,14 @@ class AckedTransport(NativeTransport):
 
 
 async def test_a_generator_that_never_awaits_still_streams_while_it_runs(
-    service: Any, start_worker: Any, api: Any
+    service: Any, start_worker: Any, api_at: Any
 ) -> None:
     # An async generator in a tight loop (nothing awaited but its yields) would hold the event
     # loop: its output would leave only when the backlog filled (8 MB, some 400 000 small items)
     # or at the end. The runtime lets the loop run as it goes, so the service (in this very
     # loop) stores chunks while the generator still produces; it stops once it sees that.
     url = service.endpoint_url("stream")
+    api = api_at(url)
     transport = AckedTransport(url, worker_id="acked")
     cap = 200_000
 
@@ -197,9 +198,9 @@ async def test_a_generator_that_never_awaits_still_streams_while_it_runs(
             yield i
 
     await start_worker(tight, url, transport=transport, worker_id="acked")
-    job_id = await api.run(url, None)
-    assert (await api.wait(url, job_id, timeout=60))["status"] == "COMPLETED"
-    chunks = await api.chunks(url, job_id)
+    job_id = await api.run(None)
+    assert (await api.wait(job_id, timeout=60))["status"] == "COMPLETED"
+    chunks = await api.chunks(job_id)
     assert chunks[-1] == "seen" and len(chunks) < cap
     assert chunks[:-1] == list(range(len(chunks) - 1))
 
