@@ -46,20 +46,24 @@ def _with_json_keys(value: Any) -> Any:
     return value
 
 
+# Made once: json.dumps and json.loads build a new encoder or decoder on every call that
+# passes options, which costs more than encoding or decoding a small body.
+_STRICT_JSON = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=_json_default, allow_nan=False
+)
+_LENIENT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
 def dumps_json(value: Any) -> str:
     """Strict JSON for anything msgpack bodies decode to: bytes (as values or map keys) become
     base64, and NaN/Infinity (which workers may report) become null, as JavaScript's
     JSON.stringify writes them, so every answer parses with a strict JSON parser."""
     try:
-        return json.dumps(
-            value, ensure_ascii=False, separators=(",", ":"), default=_json_default, allow_nan=False
-        )
+        return _STRICT_JSON.encode(value)
     except (TypeError, ValueError):
         # Rare: a map key JSON cannot hold, or a non-finite number. Convert, and fail again
         # only on a value that has no JSON form at all.
-        return json.dumps(
-            _with_json_keys(value), ensure_ascii=False, separators=(",", ":"), default=_json_default
-        )
+        return _LENIENT_JSON.encode(_with_json_keys(value))
 
 
 def pack(value: Any) -> bytes:
@@ -94,7 +98,10 @@ def decode(data: bytes, content_type: str | None) -> Any:
     if not data:
         raise ValueError("body is empty; a JSON object was expected")
     try:
-        return json.loads(data, parse_int=_json_int)
+        if not isinstance(data, bytes | bytearray):
+            return json.loads(data, parse_int=_json_int)
+        # What json.loads does with bytes, with a decoder made once.
+        return _JSON_DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     except RecursionError:
         raise ValueError("body is not valid JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and _json_int's refusals
@@ -111,3 +118,6 @@ def _json_int(text: str) -> int:
     if not _INT_MIN <= value <= _INT_MAX:
         raise ValueError(f"the integer {text[:24]}{'...' if len(text) > 24 else ''} does not fit in 64 bits")
     return value
+
+
+_JSON_DECODER = json.JSONDecoder(parse_int=_json_int)

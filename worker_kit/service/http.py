@@ -70,8 +70,11 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
         return cached
     timeout_s = request.app.get(BODY_TIMEOUT_S)
     try:
-        async with asyncio.timeout(timeout_s):
+        if request.content.is_eof():  # all of it has arrived (the common case): no wait to bound
             raw = await _read_body(request, limit, what)
+        else:
+            async with asyncio.timeout(timeout_s):
+                raw = await _read_body(request, limit, what)
     except TimeoutError:
         raise ApiError(
             408,
