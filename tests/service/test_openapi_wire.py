@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.api import Api
 from worker_kit.job import JobState
 from worker_kit.protocol import (
     MSGPACK,
@@ -26,8 +27,6 @@ from worker_kit.protocol import (
     pack_item,
     unpack,
 )
-
-from .conftest import Api
 
 jsonschema_rs = pytest.importorskip("jsonschema_rs")
 
