@@ -68,10 +68,16 @@ class OutputItem:
         }
 
 
+#: The constant tail of an output item's msgpack map after its seq, by kind, made once: a
+#: token stream packs one item per token.
+_ITEM_KIND = {kind: b"\xa4kind" + pack(kind) + b"\xa4data" for kind in ITEM_KINDS}
+
+
 def pack_item(seq: int, kind: str, packed_data: bytes) -> bytes:
     """One output item {"seq", "kind", "data"} with `data` packed beforehand (once, by the
     thread that produced it) so that retries and batching never re-encode it."""
-    return b"\x83\xa3seq" + pack(seq) + b"\xa4kind" + pack(kind) + b"\xa4data" + packed_data
+    packed_seq = bytes((seq,)) if 0 <= seq < 128 else pack(seq)  # small seqs: a positive fixint
+    return b"".join((b"\x83\xa3seq", packed_seq, _ITEM_KIND[kind], packed_data))
 
 
 def pack_map(fields: list[tuple[str, bytes]]) -> bytes:
