@@ -130,13 +130,27 @@ def pack_item(seq: int, kind: str, packed_data: bytes) -> bytes:
     )
 
 
+#: Packed field names: the same few names go in every request (filled on first use).
+_KEYS: dict[str, bytes] = {}
+
+
 def _map(fields: list[tuple[str, bytes]]) -> bytes:
-    packer = msgpack.Packer(use_bin_type=True)
-    return packer.pack_map_header(len(fields)) + b"".join(packer.pack(k) + v for k, v in fields)
+    n = len(fields)
+    header = bytes((0x80 | n,)) if n < 16 else msgpack.Packer().pack_map_header(n)
+    parts = [header]
+    for key, value in fields:
+        packed = _KEYS.get(key)
+        if packed is None:
+            packed = _KEYS[key] = protocol.pack(key)
+        parts.append(packed)
+        parts.append(value)
+    return b"".join(parts)
 
 
 def _array(items: list[bytes]) -> bytes:
-    return msgpack.Packer(use_bin_type=True).pack_array_header(len(items)) + b"".join(items)
+    n = len(items)
+    header = bytes((0x90 | n,)) if n < 16 else msgpack.Packer().pack_array_header(n)
+    return header + b"".join(items)
 
 
 class NativeTransport(Transport):
@@ -150,6 +164,7 @@ class NativeTransport(Transport):
         self._session: Any = None
         self._outbox = FinishOutbox(self._send_reports)
         self._legacy = False  # the service speaks protocol 1 only (no /worker/exchange)
+        self._timeouts: dict[float, Any] = {}  # ClientTimeout by seconds: a handful of values, reused
 
     async def open(self) -> None:
         import aiohttp
@@ -168,10 +183,13 @@ class NativeTransport(Transport):
 
     async def _post(self, path: str, body: bytes, timeout_s: float) -> Any:
         aiohttp = self._aiohttp
+        timeout = self._timeouts.get(timeout_s)
+        if timeout is None:
+            if len(self._timeouts) > 16:
+                self._timeouts.clear()
+            timeout = self._timeouts[timeout_s] = aiohttp.ClientTimeout(total=timeout_s)
         try:
-            async with self._session.post(
-                self.url + path, data=body, timeout=aiohttp.ClientTimeout(total=timeout_s)
-            ) as resp:
+            async with self._session.post(self.url + path, data=body, timeout=timeout) as resp:
                 raw = await resp.read()
                 status, ctype = resp.status, resp.content_type
                 retry_after = resp.headers.get("Retry-After")
@@ -200,6 +218,8 @@ class NativeTransport(Transport):
             return _claimed_jobs(await self._claim_v1(max_jobs, wait_ms, concurrency))
         with self._outbox.claiming():
             for _ in range(GATHER_TURNS):
+                if self._outbox.queued:
+                    break
                 await asyncio.sleep(0)  # a job that just freed this slot queues its finish now
             batch = self._outbox.take()
             hold = 0 if batch else wait_ms  # the service never holds a request that carries finishes
@@ -252,7 +272,8 @@ class NativeTransport(Transport):
                 report.future.set_exception(refusal(code, answer, None))
             else:
                 report.future.set_result(None)
-        fail(batch, ServiceError(200, "the service answered no result for this finish"))
+        if any(not report.future.done() for report in batch):
+            fail(batch, ServiceError(200, "the service answered no result for this finish"))
         return reply
 
     async def _finish_v1(self, report: Report) -> None:
