@@ -289,6 +289,18 @@ def cold_start(work: Path, sizes: dict[str, int], ours_first: bool) -> Sample:
     return Sample(*got)
 
 
+# -- idle workers ---------------------------------------------------------------------------------
+def idle_workers(work: Path, sizes: dict[str, int], ours_first: bool) -> Sample:
+    """The one figure measured against the service itself, as issue #16 defines it: service CPU
+    per job with 100 real workers waiting in long-polls, against 1 (bench/bench_idle_workers.py)."""
+    from .bench_idle_workers import measure
+
+    n = sizes["paced_jobs"]
+    order = [100, 1] if ours_first else [1, 100]
+    got = {k: measure(work, k, n, rate=200.0) for k in order}
+    return Sample(got[100], got[1])
+
+
 SCENARIOS = [
     Scenario("jobs_c1", "no-op jobs/s end to end, concurrency 1", "jobs/s", True, "≥ 1.0x", jobs_per_s(1)),
     Scenario("jobs_c16", "no-op jobs/s end to end, concurrency 16", "jobs/s", True, "≥ 1.5x", jobs_per_s(16)),
@@ -299,9 +311,12 @@ SCENARIOS = [
     Scenario("sse_tokens", "SSE tokens/s, first yield to reader", "tokens/s", True, "≥ 0.8x", sse_tokens),
     Scenario("idle_sse", "service CPU, idle SSE streams open", "% of a core", False, "~0 %", idle_sse_cpu),
     Scenario("cold_start", "cold start: process start to first request", "ms", False, "≤ 150 ms", cold_start),
+    Scenario("idle_workers", "service CPU per job, 100 idle workers (baseline: 1 worker)", "µs", False,
+             "≤ 1.1x", idle_workers),
 ]
 
 SIZES = {
-    "quick": {"jobs": 1000, "requests": 2000, "tokens": 5000, "streams": 200, "idle_s": 3},
-    "full": {"jobs": 5000, "requests": 10000, "tokens": 50000, "streams": 1000, "idle_s": 10},
+    "quick": {"jobs": 1000, "requests": 2000, "tokens": 5000, "streams": 200, "idle_s": 3, "paced_jobs": 600},
+    "full": {"jobs": 5000, "requests": 10000, "tokens": 50000, "streams": 1000, "idle_s": 10,
+             "paced_jobs": 3000},
 }

@@ -1,6 +1,7 @@
 import pytest
 
-from worker_kit.job import TERMINAL_STATES, JobRecord, JobState, OutputItem
+from worker_kit.job import TERMINAL_STATES, JobRecord, JobState
+from worker_kit.protocol import OutputItem
 
 
 def test_terminal_states_are_exactly_the_four_ends():

@@ -230,6 +230,55 @@ async def test_interrupted_run_names_the_job_that_goes_on(
     worker.gate("ctrl-c").set()
 
 
+@pytest.mark.parametrize("command", ["run", "submit"])
+async def test_ctrl_c_while_the_submit_is_answered_still_names_the_job(
+    endpoint_url: str, env: dict[str, str], command: str
+) -> None:
+    """The service may hold the job before the client has its answer: a proxy in front of the real
+    service forwards the /run but holds its answer until the CLI has been interrupted."""
+    import signal
+    import sys
+
+    from aiohttp import ClientSession, web
+
+    forwarded, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_run(request: web.Request) -> web.Response:
+        async with ClientSession() as session:
+            async with session.post(f"{endpoint_url}/run", data=await request.read(),
+                                    headers={"Content-Type": request.content_type}) as answer:
+                body, status = await answer.read(), answer.status
+        forwarded.set()
+        await release.wait()
+        return web.Response(body=body, status=status, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v2/held/run", hold_run)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "worker_kit", command, '{"gate": "never"}',
+            "--url", f"http://127.0.0.1:{port}/v2/held",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )
+        await asyncio.wait_for(forwarded.wait(), 30)
+        proc.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.3)  # the CLI is interrupted while its request is unanswered
+        release.set()
+        _, err = await asyncio.wait_for(proc.communicate(), 10)
+    finally:
+        release.set()
+        await runner.cleanup()
+    assert proc.returncode == 130
+    async with AsyncEndpoint(endpoint_url) as ep:
+        page = await ep.requests()
+    (job_id,) = [entry["id"] for entry in page["requests"]]
+    assert f"job {job_id} goes on" in err.decode() and f"worker-kit cancel {job_id}" in err.decode()
+
+
 async def test_waiting_out_a_rate_limit_is_announced(service_factory: Any, env: dict[str, str]) -> None:
     # A window longer than a CLI process takes to start on a loaded machine, so the third call is refused.
     svc = await service_factory(default=EndpointConfig(rate_limits={"status": RateLimit(1, 4.0, None)}))

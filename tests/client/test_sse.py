@@ -14,6 +14,7 @@ import pytest
 import worker_kit.service.sse as sse_module
 from worker_kit.client import AsyncEndpoint
 from worker_kit.client.events import SSEEvent, iter_sse
+from worker_kit.protocol import dumps_json
 
 from .conftest import CuttableProxy, ScriptedWorker
 
@@ -48,6 +49,21 @@ async def test_wire_format_and_resume_after_the_job_ended(endpoint_url: str, wor
     assert [json.loads(e.data)["output"] for e in resumed if e.event == "chunk"] == ["b\nc", {"n": 3}]
     by_query = await _events(url, cursor="3")
     assert [e.event for e in by_query] == ["status"]
+
+
+async def test_text_chunks_arrive_as_json_writes_them(endpoint_url: str, worker: ScriptedWorker) -> None:
+    # Text chunks take a fast path to their event (the C string escaper, no dict per chunk):
+    # quotes, backslashes, line breaks, control and non-ASCII characters arrive intact, each
+    # event's data being what the service's JSON writer makes of {"output": chunk}.
+    texts = ['say "hi"', "back\\slash", "two\nlines\r\n", "\x00\x1f\x7f", "é€😀", "\u2028\u2029", "", " "]
+    async with AsyncEndpoint(endpoint_url) as ep:
+        handle = await ep.run({"chunks": [*texts, 7, None], "output": None})
+        await handle.output(timeout=10)
+    events = await _events(f"{endpoint_url}/stream/{handle.id}")
+    chunks = [e for e in events if e.event == "chunk"]
+    assert [json.loads(e.data)["output"] for e in chunks] == [*texts, 7, None]
+    assert [e.data for e in chunks] == [dumps_json({"output": c}) for c in [*texts, 7, None]]
+    assert [e.id for e in chunks] == [str(i) for i in range(1, len(texts) + 3)]
 
 
 async def test_live_updates_then_chunks_in_order(endpoint_url: str, worker: ScriptedWorker) -> None:

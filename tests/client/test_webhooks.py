@@ -19,7 +19,7 @@ from .conftest import ScriptedWorker, WebhookReceiver, free_port
 SECRET = "s3cret-for-tests"
 
 
-async def _stats_when(ep: AsyncEndpoint, predicate: Any, timeout: float = 10.0) -> dict[str, int]:
+async def _stats_when(ep: AsyncEndpoint, predicate: Any, timeout: float = 30.0) -> dict[str, int]:
     """The webhook stats of /health once `predicate` holds for them."""
     deadline = time.monotonic() + timeout
     while True:

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from worker_kit.errors import JobConflict, JobNotFound, SequenceGap, StaleLease
-from worker_kit.job import JobRecord, JobState, OutputItem, Policy
+from worker_kit.job import JobRecord, JobState, Policy
 from worker_kit.packed import Packed
-from worker_kit.protocol import STOP_CANCELLED, STOP_LOST, pack
+from worker_kit.protocol import STOP_CANCELLED, STOP_LOST, OutputItem, pack
 from worker_kit.storage import Storage
 from worker_kit.storage.rules import PURGED_ERROR
 

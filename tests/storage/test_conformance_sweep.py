@@ -11,8 +11,8 @@ import asyncio
 import pytest
 
 from worker_kit.errors import StaleLease
-from worker_kit.job import JobRecord, JobState, OutputItem, Policy
-from worker_kit.protocol import STOP_LOST, STOP_TIMED_OUT
+from worker_kit.job import JobRecord, JobState, Policy
+from worker_kit.protocol import STOP_LOST, STOP_TIMED_OUT, OutputItem
 from worker_kit.storage import Storage
 from worker_kit.storage.base import job_channel, queue_channel, worker_channel
 from worker_kit.storage.rules import FakeClock

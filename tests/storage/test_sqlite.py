@@ -9,13 +9,16 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
 from worker_kit.errors import ConfigError, JobConflict, SequenceGap, StorageError
-from worker_kit.job import JobState, OutputItem, Policy
+from worker_kit.job import JobState, Policy
+from worker_kit.protocol import OutputItem
 from worker_kit.storage import open_storage
+from worker_kit.storage.sqlite import ops
 from worker_kit.storage.sqlite.backend import SQLiteStorage
 from worker_kit.storage.sqlite.schema import SQLiteURL
 
@@ -282,6 +285,51 @@ async def test_reads_do_not_wait_for_the_writer(tmp_path: Path) -> None:
             lock.release()
         second = await pending
         assert await storage.get(EP, second.id) is not None  # read-your-writes once acknowledged
+    finally:
+        await storage.close()
+
+
+async def test_a_large_record_is_read_whole_off_the_event_loop(tmp_path: Path) -> None:
+    storage = await opened(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        small = await storage.submit(EP, {"x": 1}, policy=Policy(), retention_ms=1000)
+        big_input = {"pad": b"x" * (ops.SMALL_PAYLOADS + 1)}
+        big = await storage.submit(EP, big_input, policy=Policy(), retention_ms=1000)
+        assert storage._engine.read_inline(lambda conn: ops.read_small_record(conn, EP, big.id, 0.0)) is (
+            ops.TOO_LARGE
+        )
+        got = await storage.get(EP, big.id)
+        assert got is not None and got.input == big_input
+        got = await storage.get(EP, small.id)
+        assert got is not None and got.input == {"x": 1}
+        assert await storage.get("other-endpoint", small.id) is None
+    finally:
+        await storage.close()
+
+
+async def test_a_read_that_cannot_run_at_once_waits_on_the_pool() -> None:
+    # In memory, reads share the writer's connection: while a batch holds it, a read on the
+    # event loop cannot run, and waits on the pool instead of failing or blocking the loop.
+    storage = await opened("sqlite://:memory:")
+    try:
+        job = await storage.submit(EP, "x", policy=Policy(), retention_ms=1000)
+        holding, release = threading.Event(), threading.Event()
+
+        def slow_write(conn: sqlite3.Connection, notes: list[str]) -> None:
+            holding.set()
+            release.wait(10)
+
+        write = asyncio.ensure_future(storage._engine.write(slow_write))
+        try:
+            assert await asyncio.to_thread(holding.wait, 10)
+            read = asyncio.ensure_future(storage.get(EP, job.id))
+            await asyncio.sleep(0.2)
+            assert not read.done()  # the loop was free meanwhile: this sleep ran
+        finally:
+            release.set()
+        got = await asyncio.wait_for(read, 10)
+        assert got is not None and got.input == "x"
+        await write
     finally:
         await storage.close()
 

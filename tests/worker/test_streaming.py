@@ -12,7 +12,7 @@ import pytest
 from worker_kit.job import MAX_CHUNK_BYTES
 from worker_kit.protocol import pack
 from worker_kit.worker.execution import Job
-from worker_kit.worker.reporting import PIECE_BYTES, split_chunk
+from worker_kit.worker.reporting import PIECE_BYTES, pack_text, split_chunk
 from worker_kit.worker.transport import NativeTransport
 
 from .conftest import until
@@ -158,6 +158,54 @@ async def test_chunks_delivered_while_job_runs(service: Any, start_worker: Any, 
     seen.set()
     assert (await api.wait(url, job_id))["status"] == "COMPLETED"
     assert await api.chunks(url, job_id) == ["first", "second"]
+
+
+class AckedTransport(NativeTransport):
+    """The real transport, noting each output request the service has answered."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acked: list[int] = []
+
+    async def output(self, job_id: str, token: str, items: list[bytes]) -> int:
+        next_seq = await super().output(job_id, token, items)
+        self.acked.append(next_seq)
+        return next_seq
+
+
+async def test_a_generator_that_never_awaits_still_streams_while_it_runs(
+    service: Any, start_worker: Any, api: Any
+) -> None:
+    # An async generator in a tight loop (nothing awaited but its yields) would hold the event
+    # loop: its output would leave only when the backlog filled (8 MB, some 400 000 small items)
+    # or at the end. The runtime lets the loop run as it goes, so the service (in this very
+    # loop) stores chunks while the generator still produces; it stops once it sees that.
+    url = service.endpoint_url("stream")
+    transport = AckedTransport(url, worker_id="acked")
+    cap = 200_000
+
+    async def tight(job: Job) -> Any:
+        for i in range(cap):
+            if transport.acked:
+                yield "seen"
+                return
+            yield i
+
+    await start_worker(tight, url, transport=transport, worker_id="acked")
+    job_id = await api.run(url, None)
+    assert (await api.wait(url, job_id, timeout=60))["status"] == "COMPLETED"
+    chunks = await api.chunks(url, job_id)
+    assert chunks[-1] == "seen" and len(chunks) < cap
+    assert chunks[:-1] == list(range(len(chunks) - 1))
+
+
+def test_pack_text_is_msgpack() -> None:
+    for size in (0, 1, 31, 32, 255, 256, 65535, 65536, 70000):
+        for char in ("a", "é", "€", "😀"):
+            text = char * size
+            assert pack_text(text) == pack(text), (size, char)
+    with pytest.raises(UnicodeEncodeError):
+        pack_text("\ud800")
 
 
 class SizeRecordingTransport(NativeTransport):

@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..job import JobState
 from .client_args import (
@@ -25,6 +25,12 @@ from .client_args import (
     read_input,
 )
 from .exits import EXIT_CODES_HELP, EXIT_COMPLETED, EXIT_SERVICE_ERROR, STATE_EXIT, run_command
+
+if TYPE_CHECKING:  # the client is imported when a command runs, not for `--help`
+    from ..client import AsyncEndpoint, AsyncJobHandle
+
+#: How long a Ctrl-C during a submit still waits for the service's answer (the job's id).
+SUBMIT_ANSWER_WAIT_S = 5.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -102,7 +108,7 @@ def _finish(status: dict[str, Any], args: argparse.Namespace, *, print_output: b
 async def cmd_submit(args: argparse.Namespace) -> int:
     job_input = read_input(args.input)
     async with open_endpoint(args) as ep:
-        handle = await ep.run(job_input, webhook=args.webhook, policy=policy_of(args))
+        handle = await _submit_through_ctrl_c(ep, args, job_input)
     if args.json:
         print_json(handle.last_status or {"id": handle.id}, compact=True)
     else:
@@ -110,10 +116,33 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_COMPLETED
 
 
+async def _submit_through_ctrl_c(
+    ep: AsyncEndpoint, args: argparse.Namespace, job_input: Any
+) -> AsyncJobHandle:
+    """Submit; a Ctrl-C during the request still waits (briefly) for the answer, since the
+    service may hold the job already: the user is told its id rather than left with a job
+    running that they cannot name."""
+    submit = asyncio.ensure_future(ep.run(job_input, webhook=args.webhook, policy=policy_of(args)))
+    try:
+        return await asyncio.shield(submit)
+    except asyncio.CancelledError:
+        try:
+            handle = await asyncio.wait_for(submit, SUBMIT_ANSWER_WAIT_S)
+        except Exception:
+            raise asyncio.CancelledError from None  # no answer: nothing to name
+        _say_it_goes_on(args, handle)
+        raise
+
+
+def _say_it_goes_on(args: argparse.Namespace, handle: AsyncJobHandle) -> None:
+    print(f"worker-kit {args.command}: job {handle.id} goes on in the service; stop it with: "
+          f"worker-kit cancel {handle.id}", file=sys.stderr)
+
+
 async def cmd_run(args: argparse.Namespace) -> int:
     job_input = read_input(args.input)
     async with open_endpoint(args) as ep:
-        handle = await ep.run(job_input, webhook=args.webhook, policy=policy_of(args))
+        handle = await _submit_through_ctrl_c(ep, args, job_input)
         try:
             if args.stream:
                 return await _follow_stream(handle, args, cursor=0, timeout=args.timeout)
@@ -122,8 +151,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 async for status in handle.watch(timeout=args.timeout):
                     live.update(status)
         except asyncio.CancelledError:  # Ctrl-C: stop waiting, but say the job itself goes on
-            print(f"worker-kit run: job {handle.id} goes on in the service; stop it with: "
-                  f"worker-kit cancel {handle.id}", file=sys.stderr)
+            _say_it_goes_on(args, handle)
             raise
         return _finish(status, args)
 

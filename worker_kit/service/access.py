@@ -10,7 +10,7 @@ import hmac
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -65,6 +65,7 @@ def check_key(request: web.Request, cfg: EndpointConfig, kind: str) -> None:
     raise ApiError(403, f"the API key is not a valid {kind} key for this endpoint")
 
 
+_UNLIMITED = nullcontext()
 #: Above this many (endpoint, operation) buckets, idle ones are dropped.
 MAX_BUCKETS = 10_000
 #: A bucket untouched for its whole window is full again, so dropping it changes nothing.
@@ -110,12 +111,14 @@ class RateLimiter:
         for key in [key for key, b in self._buckets.items() if b.carries_nothing(now)]:
             del self._buckets[key]
 
-    @contextmanager
-    def slot(self, endpoint: str, op: str, limit: RateLimit | None) -> Iterator[None]:
+    def slot(self, endpoint: str, op: str, limit: RateLimit | None) -> AbstractContextManager[None]:
         """Hold one request slot, or raise 429 with Retry-After."""
         if limit is None or (limit.requests is None and limit.concurrent is None):
-            yield
-            return
+            return _UNLIMITED  # nothing to count: no generator to make and run
+        return self._limited(endpoint, op, limit)
+
+    @contextmanager
+    def _limited(self, endpoint: str, op: str, limit: RateLimit) -> Iterator[None]:
         key = (endpoint, op)
         bucket = self._buckets.get(key)
         now = time.monotonic()

@@ -88,12 +88,17 @@ def _store_failed(request: web.Request, exc: Exception) -> web.Response:
 
 
 @web.middleware
-async def error_middleware(
+async def service_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Every failure answers `{"error": ...}`: our ApiErrors, aiohttp's own 404/405/413, and crashes."""
+    """Every failure answers `{"error": ...}`: our ApiErrors, aiohttp's own 404/405/413, and
+    crashes; paths with dot segments are refused; every answer is counted in the metrics.
+
+    One middleware, not one per concern: each layer costs every request a coroutine."""
     started = time.monotonic()
     try:
+        if _has_dot_segment(request.raw_path):
+            raise ApiError(400, "path segments '.' and '..' are not allowed")
         response = await handler(request)
     except ApiError as exc:
         response = respond(request, exc.body(), status=exc.status, headers=exc.headers)
@@ -113,10 +118,12 @@ async def error_middleware(
             )
     state = request.app[STATE]
     route = _route_name(request)
-    if response.status < 300 and "endpoint_id" in request.match_info and _changes(request.method, route):
-        # Something of the endpoint changed: wake this process's dashboard feeds (cheap: a dict
-        # lookup when none is open).
-        state.storage.notifier.publish(activity_channel(request.match_info["endpoint_id"]))
+    if response.status < 300 and _changes(request.method, route):
+        endpoint = request.match_info.get("endpoint_id")
+        if endpoint is not None:
+            # Something of the endpoint changed: wake this process's dashboard feeds (cheap: a
+            # dict lookup when none is open).
+            state.storage.notifier.publish(activity_channel(endpoint))
     state.metrics.request(route, request.method, response.status, time.monotonic() - started)
     if access_log.isEnabledFor(logging.DEBUG):
         access_log.debug(
@@ -133,16 +140,13 @@ async def error_middleware(
 _DOT_SEGMENTS = frozenset({".", "..", "%2e", "%2e%2e", ".%2e", "%2e."})
 
 
-@web.middleware
-async def dot_segment_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Refuse `.` and `..` path segments (raw or percent-encoded) instead of resolving them:
-    `/v2/../health` must not quietly be `/health`, nor `/v2/./status/x` an endpoint called `.`."""
-    path = request.raw_path.split("?", 1)[0]
-    if any(segment.lower() in _DOT_SEGMENTS for segment in path.split("/")):
-        raise ApiError(400, "path segments '.' and '..' are not allowed")
-    return await handler(request)
+def _has_dot_segment(raw_path: str) -> bool:
+    """Whether the path has a `.` or `..` segment (raw or percent-encoded): `/v2/../health`
+    must not quietly be `/health`, nor `/v2/./status/x` an endpoint called `.`."""
+    path = raw_path.split("?", 1)[0]
+    if "." not in path and "%" not in path:
+        return False  # nearly every path: no segment to look at
+    return any(segment.lower() in _DOT_SEGMENTS for segment in path.split("/"))
 
 
 # -- service-level routes -------------------------------------------------------------------------
@@ -222,7 +226,7 @@ def create_app(config: ServiceConfig, storage: Storage | None = None) -> web.App
         max(c.runsync_body_limit, c.run_body_limit, c.result_limit) for _, c in config.all_endpoint_configs()
     )
     app = web.Application(
-        middlewares=[error_middleware, dot_segment_middleware],
+        middlewares=[service_middleware],
         client_max_size=biggest + worker_api._OUTPUT_OVERHEAD,
     )
     app[STATE] = ServiceState(config=config, storage=store)

@@ -17,7 +17,10 @@ from aiohttp import web
 
 from ..ids import JOB_ID_RULE, valid_job_id
 from ..portable import problem
-from ..protocol import JSON, MSGPACK, decode, encode
+from ..protocol import JSON, MSGPACK, encode
+from ..protocol.fields import integral as integral  # re-exported: client_api reads it from here
+from ..protocol.refusals import ApiError as ApiError  # one class for every refusal (protocol/refusals.py)
+from ..protocol.reports import decode_body
 from ..storage.base import Storage, targeted
 from .departures import client_gone as client_gone  # re-exported: routes import it from here
 from .departures import watch
@@ -32,22 +35,6 @@ _BODY = web.RequestKey("worker_kit_body", bytes)
 SUPPORTED_ENCODINGS = ("", "identity", "gzip", "deflate")
 #: Bodies are read from the socket in pieces of this size while the limit is enforced.
 _READ_PIECE = 256 * 1024
-
-
-class ApiError(Exception):
-    """An answer other than 2xx: `{"error": message, **fields}` with `status`."""
-
-    def __init__(
-        self, http_status: int, message: str, *, headers: dict[str, str] | None = None, **fields: Any
-    ) -> None:
-        super().__init__(message)
-        self.status = http_status
-        self.message = message
-        self.headers = headers or {}
-        self.fields = fields
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.message, **self.fields}
 
 
 def wants_msgpack(request: web.Request) -> bool:
@@ -83,8 +70,11 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
         return cached
     timeout_s = request.app.get(BODY_TIMEOUT_S)
     try:
-        async with asyncio.timeout(timeout_s):
+        if request.content.is_eof():  # all of it has arrived (the common case): no wait to bound
             raw = await _read_body(request, limit, what)
+        else:
+            async with asyncio.timeout(timeout_s):
+                raw = await _read_body(request, limit, what)
     except TimeoutError:
         raise ApiError(
             408,
@@ -131,12 +121,7 @@ def decode_object(raw: bytes, content_type: str | None, what: str, *, finite: bo
     refused with 400 if it does not parse, is not an object, or holds something that could not
     be answered in every format the service speaks. `finite=False` (worker reports) lets NaN
     and Infinity through."""
-    try:
-        value = decode(raw, content_type)
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-    if not isinstance(value, dict):
-        raise ApiError(400, f"{what} body must be an object, not {type(value).__name__}")
+    value = decode_body(raw, content_type, what)
     bad = problem(value, finite=finite)
     if bad is not None:
         raise ApiError(400, f"{what}: {bad}")
@@ -172,57 +157,6 @@ def query_int(
     value = int(raw)
     if not (minimum <= value <= maximum):
         raise ApiError(400, f"query parameter {name} must be between {minimum} and {maximum}, not {value}")
-    return value
-
-
-def integral(value: Any) -> Any:
-    """`value`, with a float that holds a whole number (`1000.0`) as an int: JSON Schema counts
-    it an integer, and JSON encoders in some languages write every number that way."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
-        return int(value)
-    return value
-
-
-def field_int(
-    body: dict[str, Any],
-    name: str,
-    *,
-    default: int | None,
-    minimum: int,
-    maximum: int | None = None,
-    cap: int | None = None,
-) -> int | None:
-    """An integer body field; values above `cap` are lowered to it, above `maximum` refused."""
-    value = integral(body.get(name, default))
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, f"{name} must be an integer, not {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise ApiError(400, f"{name} must be {bound}, not {value}")
-    return min(value, cap) if cap is not None else value
-
-
-#: The longest worker id or lease token a body may carry.
-MAX_FIELD_CHARS = 256
-
-
-def field_str(
-    body: dict[str, Any], name: str, *, required: bool, max_len: int = MAX_FIELD_CHARS
-) -> str | None:
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise ApiError(400, f"{name} is required")
-        return None
-    if not isinstance(value, str) or not value:
-        raise ApiError(400, f"{name} must be a non-empty string")
-    if len(value) > max_len:
-        raise ApiError(400, f"{name} is longer than {max_len} characters")
-    bad = problem(value, where=name)
-    if bad is not None:
-        raise ApiError(400, bad)
     return value
 
 

@@ -15,8 +15,9 @@ Clients choose endpoint ids, so the `endpoint` label is bounded by `EndpointLabe
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -72,6 +73,27 @@ class EndpointLabels:
     def tracked(self) -> list[str]:
         """Every endpoint with its own label, configured ones first."""
         return sorted(self.configured) + sorted(self._extra - self.configured)
+
+
+#: Labelled children kept per metric for the hot paths (a `.labels()` lookup costs more than
+#: the update itself); past this many, children are looked up each time instead.
+MAX_CACHED_CHILDREN = 4096
+
+
+class _Children:
+    """`metric.labels(*key)`, remembered: one dict lookup per update on a hot path."""
+
+    def __init__(self, make: Callable[..., Any]) -> None:
+        self._make = make
+        self._cache: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(self, *key: Any) -> Any:
+        child = self._cache.get(key)
+        if child is None:
+            child = self._make(*key)
+            if len(self._cache) < MAX_CACHED_CHILDREN:  # methods and routes come from clients
+                self._cache[key] = child
+        return child
 
 
 class Metrics:
@@ -147,6 +169,14 @@ class Metrics:
         info.labels(version=__version__).set(1)
         started = Gauge("worker_kit_start_time_seconds", "When this service process started.", registry=r)
         started.set(time.time())
+        self._request_children = _Children(
+            lambda route, method, status: (
+                self.requests.labels(route, method, str(status)),
+                self.request_seconds.labels(route, method),
+            )
+        )
+        self._storage_children = _Children(self.storage_seconds.labels)
+        self._submitted_children = _Children(self.submitted.labels)
         self.store = StoreCollector()
         r.register(self.store)
         ProcessCollector(registry=r)
@@ -154,11 +184,12 @@ class Metrics:
 
     # -- events ------------------------------------------------------------------------------------
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.request_seconds.labels(route, method).observe(seconds)
+        count, duration = self._request_children(route, method, status)
+        count.inc()
+        duration.observe(seconds)
 
     def job_submitted(self, endpoint: str) -> None:
-        self.submitted.labels(self.endpoint(endpoint)).inc()
+        self._submitted_children(self.endpoint(endpoint)).inc()
 
     def job_ended(self, job: JobRecord) -> None:
         label = self.endpoint(job.endpoint)
@@ -171,7 +202,7 @@ class Metrics:
         self.refusals.labels(self.endpoint(endpoint), operation, reason).inc()
 
     def storage_call(self, operation: str, seconds: float, failed: bool) -> None:
-        self.storage_seconds.labels(operation).observe(seconds)
+        self._storage_children(operation).observe(seconds)
         if failed:
             self.storage_errors.labels(operation).inc()
 

@@ -1,6 +1,8 @@
-"""The OpenAPI 3.1 description served at GET /openapi.json, written by hand.
+"""The OpenAPI 3.1 description served at GET /openapi.json.
 
-tests/service/test_openapi.py checks that every registered route appears here.
+The worker routes' bodies and answers are generated from the message types of worker_kit.protocol
+(openapi_schemas.py), the ones the routes decode with; the client routes' are written here.
+tests/service/test_openapi_fuzz.py holds the document to what the service does.
 """
 
 from __future__ import annotations
@@ -10,12 +12,21 @@ from typing import Any
 
 from .. import __version__
 from ..ids import ENDPOINT_ID_PATTERN, JOB_ID_PATTERN
-from ..protocol import MAX_POLL_MS
+from ..protocol import (
+    API_PREFIX,
+    MAX_POLL_MS,
+    WORKER_CLAIM,
+    WORKER_EXCHANGE,
+    WORKER_FINISH,
+    WORKER_HEARTBEAT,
+    WORKER_OUTPUT,
+    WORKER_RELEASE,
+)
 from .client_api import MAX_POLICY_MS, RUNSYNC_MAX_WAIT_MS
 from .openapi_dashboard import dashboard_paths
 from .openapi_finish import REQUEST_SCHEMAS, finish_paths, with_portable_extras
 from .openapi_hosted import hosted_paths
-from .openapi_schemas import _ID_TEXT, SCHEMAS, csv_pattern
+from .openapi_schemas import SCHEMAS, csv_pattern
 from .sse import MAX_CURSOR
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -120,8 +131,6 @@ def _paths() -> dict[str, Any]:
         ],
         errors=(400, 401, 403, 404, 429, 501),
     )
-    stale = (400, 401, 403, 404, 409, 413)
-    worker = {"tag": "worker", "security": "workerKey"}
     return {
         "/health": {
             "get": _op("Liveness of the service", {"type": "object"}, errors=(), tag="service", security=None)
@@ -184,105 +193,39 @@ def _paths() -> dict[str, Any]:
         },
         **dashboard_paths(_op, _ref, ep, job),
         **_query_paths(status_op),
-        "/v2/{endpoint_id}/worker/claim": {
-            "post": _op(
-                "Long-poll claim of up to max jobs",
-                {
-                    "type": "object",
-                    "properties": {
-                        "jobs": {"type": "array", "items": _ref("ClaimedJob")},
-                        "lease_ms": {"type": "integer"},
-                        "result_limit": {"type": "integer", "description": "max bytes of a packed result"},
-                    },
-                },
-                params=ep,
-                body=_ref("ClaimRequest"),
-                errors=(400, 401, 403, 404),
-                **worker,
-            )
-        },
-        "/v2/{endpoint_id}/worker/exchange": {
-            "post": _op(
-                "Protocol 2: finish jobs and claim the next ones in one request",
-                {
-                    "type": "object",
-                    "properties": {
-                        "finished": {
-                            "type": "array",
-                            "description": "one answer per finish, in order: {id, status}, or "
-                            "{id, code, error, ...} when that report was refused",
-                            "items": {"type": "object"},
-                        },
-                        "jobs": {"type": "array", "items": _ref("ClaimedJob")},
-                        "lease_ms": {"type": "integer"},
-                        "result_limit": {"type": "integer"},
-                        "protocol": {"type": "integer"},
-                    },
-                },
-                params=ep,
-                body=_ref("ExchangeRequest"),
-                errors=(400, 401, 403, 404, 413),
-                **worker,
-            )
-        },
-        "/v2/{endpoint_id}/worker/heartbeat": {
-            "post": _op(
-                "Renew leases; long-poll for stop signals",
-                {
-                    "type": "object",
-                    "properties": {
-                        "stop": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "id": {"type": "string"},
-                                    "reason": {"enum": ["CANCELLED", "TIMED_OUT", "LOST"]},
-                                    "token": {"type": "string", "description": "the stopped token"},
-                                },
-                            },
-                        },
-                        "lease_ms": {"type": "integer"},
-                    },
-                },
-                params=ep,
-                body=_ref("HeartbeatRequest"),
-                errors=(400, 401, 403, 404),
-                **worker,
-            )
-        },
-        "/v2/{endpoint_id}/worker/jobs/{job_id}/output": {
-            "post": _op(
-                "Ordered, idempotent stream chunks and progress",
-                {"type": "object", "properties": {"next_seq": {"type": "integer"}}},
-                params=job,
-                body=_ref("OutputRequest"),
-                errors=stale,
-                **worker,
-            )
-        },
-        "/v2/{endpoint_id}/worker/jobs/{job_id}/finish": {
-            "post": _op(
-                "End a job with its result",
-                {"type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}}},
-                params=job,
-                body=_ref("FinishRequest"),
-                errors=stale,
-                **worker,
-            )
-        },
-        "/v2/{endpoint_id}/worker/jobs/{job_id}/release": {
-            "post": _op(
-                "Hand a running job back to the queue",
-                _ref("Submitted"),
-                params=job,
-                body={"type": "object", "required": ["token"], "properties": {"token": _ID_TEXT}},
-                errors=(400, 401, 403, 404, 409),
-                **worker,
-            )
-        },
+        **_worker_paths(),
         **hosted_paths(_op, _q, _ref, _ENDPOINT, _JOB_ID),
     }
+
+
+def _worker_paths() -> dict[str, Any]:
+    """The native worker routes; their bodies are the message types of worker_kit.protocol."""
+    ep, job = [_ENDPOINT], [_ENDPOINT, _JOB_ID]
+    stale = (400, 401, 403, 404, 409, 413)
+    routes = [  # (route, summary, answer, request, params, errors)
+        (WORKER_CLAIM, "Long-poll claim of up to max jobs", "ClaimAnswer", "ClaimRequest", ep,
+         (400, 401, 403, 404)),
+        (WORKER_EXCHANGE, "Protocol 2: finish jobs and claim the next ones in one request", "ExchangeAnswer",
+         "ExchangeRequest", ep, (400, 401, 403, 404, 413)),
+        (WORKER_HEARTBEAT, "Renew leases; long-poll for stop signals", "HeartbeatAnswer", "HeartbeatRequest",
+         ep, (400, 401, 403, 404)),
+        (WORKER_OUTPUT, "Ordered, idempotent stream chunks and progress", _NEXT_SEQ, "OutputRequest", job,
+         stale),
+        (WORKER_FINISH, "End a job with its result", _JOB_STATE, "FinishRequest", job, stale),
+        (WORKER_RELEASE, "Hand a running job back to the queue", "Submitted", "ReleaseRequest", job,
+         (400, 401, 403, 404, 409)),
+    ]  # fmt: skip
+    return {
+        API_PREFIX + route: {
+            "post": _op(summary, _ref(answer) if isinstance(answer, str) else answer, params=params,
+                        body=_ref(request), errors=errors, tag="worker", security="workerKey")
+        }
+        for route, summary, answer, request, params, errors in routes
+    }  # fmt: skip
+
+
+_NEXT_SEQ = {"type": "object", "properties": {"next_seq": {"type": "integer"}}}
+_JOB_STATE = {"type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}}}
 
 
 def _query_paths(status_op: dict[str, Any]) -> dict[str, Any]:

@@ -4,26 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..job import MAX_SEQ
-from ..protocol import MAX_POLL_MS
+from ..protocol import (
+    MAX_WIRE_INT,
+    ClaimAnswer,
+    ClaimedJob,
+    ClaimRequest,
+    ExchangeRequest,
+    FinishReport,
+    HeartbeatAnswer,
+    HeartbeatRequest,
+    OutputItem,
+    OutputRequest,
+    ReleaseRequest,
+)
+from ..protocol.fields import PORTABLE_REF, object_schema
 from .client_api import MAX_POLICY_MS
-from .http import MAX_FIELD_CHARS
-from .worker_api import MAX_CLAIM, MAX_SLOTS
-
-#: The widest integer a body may carry (msgpack's unsigned 64 bits; protocol._json_int).
-MAX_WIRE_INT = 2**64 - 1
-_ID_TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": MAX_FIELD_CHARS}
-#: A value the service accepts inside a body (worker_kit.portable): JSON with integers of at most
-#: 64 bits. Nesting (at most 128 levels) and lone surrogates are beyond what a schema says well.
-PORTABLE_REF = {"$ref": "#/components/schemas/Value"}
-
-
-def _opt_int(maximum: int, description: str | None = None, minimum: int = 0) -> dict[str, Any]:
-    """An optional integer field; null means absent, as the routes read it (http.field_int)."""
-    schema: dict[str, Any] = {"type": ["integer", "null"], "minimum": minimum, "maximum": maximum}
-    if description:
-        schema["description"] = description
-    return schema
 
 
 def _ms(description: str) -> dict[str, Any]:
@@ -258,90 +253,16 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "input"],
         "properties": {"id": {"type": "string"}, "input": {}, "webhook": {"type": "string"}},
     },
-    "OutputItem": {
-        "type": "object",
-        "required": ["seq", "kind"],
-        "properties": {
-            "seq": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
-            "kind": {"enum": ["chunk", "progress"]},
-            "data": PORTABLE_REF,
-        },
-    },
-    "ClaimRequest": {
-        "type": "object",
-        "required": ["worker_id"],
-        "properties": {
-            "worker_id": _ID_TEXT,
-            "max": _opt_int(MAX_CLAIM, minimum=1),
-            "wait_ms": _opt_int(MAX_WIRE_INT, f"capped at {MAX_POLL_MS}"),
-            "concurrency": _opt_int(MAX_SLOTS),
-        },
-    },
-    "ClaimedJob": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "input": {},
-            "token": _ID_TEXT,
-            "attempt": {"type": "integer"},
-            "policy": {"$ref": "#/components/schemas/Policy"},
-            "deadline_ms": {"type": "integer"},
-            "webhook": {"type": "string"},
-        },
-    },
-    "ExchangeRequest": {
-        "type": "object",
-        "required": ["worker_id"],
-        "properties": {
-            "worker_id": _ID_TEXT,
-            "finish": {
-                "type": "array",
-                "maxItems": 100,
-                # Each entry is a FinishRequest with the job's "id"; an entry that is not is refused
-                # in its own answer ({"id", "code", "error"}), not by the request's status.
-                "items": {
-                    **PORTABLE_REF,
-                    "description": "FinishRequest with the job's id; a malformed entry gets its own refusal",
-                },
-            },
-            "max": _opt_int(MAX_CLAIM),
-            "wait_ms": _opt_int(MAX_WIRE_INT, f"capped at {MAX_POLL_MS}; 0 with finishes"),
-            "concurrency": _opt_int(MAX_SLOTS),
-        },
-    },
-    "HeartbeatRequest": {
-        "type": "object",
-        "required": ["worker_id"],
-        "properties": {
-            "worker_id": _ID_TEXT,
-            "jobs": {
-                "type": "object",
-                "additionalProperties": {"type": "string"},
-                "description": "job id → token",
-            },
-            "wait_ms": _opt_int(MAX_WIRE_INT, f"capped at {MAX_POLL_MS}"),
-            "concurrency": _opt_int(MAX_SLOTS),
-            "running": _opt_int(MAX_SLOTS),
-        },
-    },
-    "OutputRequest": {
-        "type": "object",
-        "required": ["token", "items"],
-        "properties": {
-            "token": _ID_TEXT,
-            "items": {"type": ["array", "null"], "items": {"$ref": "#/components/schemas/OutputItem"}},
-        },
-    },
-    "FinishRequest": {
-        "type": "object",
-        "required": ["token", "state"],
-        "properties": {
-            "token": _ID_TEXT,
-            "state": {"enum": ["COMPLETED", "FAILED", "TIMED_OUT"]},
-            "output": PORTABLE_REF,
-            "error": {"type": ["string", "null"]},
-            "error_detail": {"type": ["object", "null"], "additionalProperties": PORTABLE_REF},
-            "items": {"type": ["array", "null"], "items": {"$ref": "#/components/schemas/OutputItem"}},
-        },
-    },
+    # The worker wire: generated from the message types the routes decode with (worker_kit.protocol).
+    "OutputItem": OutputItem.schema(),
+    "ClaimRequest": object_schema(ClaimRequest.FIELDS),
+    "ClaimedJob": ClaimedJob.schema(),
+    "ClaimAnswer": ClaimAnswer.schema(),
+    "ExchangeRequest": object_schema(ExchangeRequest.FIELDS),
+    "ExchangeAnswer": ClaimAnswer.schema(exchange=True),
+    "HeartbeatRequest": object_schema(HeartbeatRequest.FIELDS),
+    "HeartbeatAnswer": HeartbeatAnswer.schema(),
+    "OutputRequest": object_schema(OutputRequest.FIELDS),
+    "FinishRequest": FinishReport.schema(),
+    "ReleaseRequest": object_schema(ReleaseRequest.FIELDS),
 }

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from json.encoder import encode_basestring as _json_str  # the C escaper when available
 from typing import Any
 
 from aiohttp import web
@@ -70,6 +71,20 @@ def _flag(request: web.Request, name: str, default: bool) -> bool:
 def _event(event: str, data: Any, event_id: int | None = None) -> bytes:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {dumps_json(data)}\n\n".encode()
+
+
+def chunk_events(chunks: list[Any], cursor: int) -> bytes:
+    """The chunk events of `chunks`, the first one's id being cursor + 1, as one buffer.
+
+    A token stream sends one event per token, so this is the service's per-token cost: a str
+    chunk (the common case) is escaped by the json module's C encoder alone, as dumps_json
+    would write it (ensure_ascii off), with no dict and no encoder object per chunk."""
+    parts = []
+    for chunk in chunks:
+        cursor += 1
+        data = _json_str(chunk) if type(chunk) is str else dumps_json(chunk)
+        parts.append(f'id: {cursor}\nevent: chunk\ndata: {{"output":{data}}}\n\n')
+    return "".join(parts).encode()
 
 
 async def stream_sse(
@@ -147,11 +162,9 @@ async def _pump(
                         await _write(request, response, _event("error", {"error": gone}))
                         return
                     if chunks:
-                        out = bytearray()
-                        for chunk in chunks:
-                            cursor += 1
-                            out += _event("chunk", {"output": chunk}, cursor)
-                        await _write(request, response, bytes(out))
+                        events = chunk_events(chunks, cursor)
+                        cursor += len(chunks)
+                        await _write(request, response, events)
                     # More chunks are stored than this bounded read returned: send them before
                     # the final status, and read again at once rather than wait for a change.
                     more = with_chunks and cursor < job.stream_len

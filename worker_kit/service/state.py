@@ -148,4 +148,5 @@ def authorized(request: web.Request, kind: str) -> tuple[ServiceState, str, Endp
 
 
 def job_log(job: JobRecord, message: str, *args: Any) -> None:
-    log.info(message, *args, extra={"job_id": job.id, "endpoint": job.endpoint, "state": job.state.value})
+    if log.isEnabledFor(logging.INFO):  # else not even its `extra` is worth making
+        log.info(message, *args, extra={"job_id": job.id, "endpoint": job.endpoint, "state": job.state.value})

@@ -1,8 +1,10 @@
-"""The native worker routes (docs/protocol.md): claim, heartbeat, output, finish, release.
+"""The native worker routes (docs/protocol.md): claim, heartbeat, output and release; finish and
+exchange are in worker_finish.py. Bodies are read and checked by the message types of
+worker_kit.protocol, the same ones the worker runtime builds them with.
 
 Bodies are msgpack or JSON; answers are msgpack when the worker asks for it. Every report
 carries the job's fencing token; storage refuses stale ones and this module turns that into
-`409 {"error", "state", "stale": true}`.
+`409 {"error", "state", "stale": true}` (protocol.stale).
 """
 
 from __future__ import annotations
@@ -16,24 +18,32 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import JobNotFound, SequenceGap, StaleLease
-from ..job import MAX_CHUNK_BYTES, JobRecord, JobState, OutputItem
-from ..packed import SLICE_FROM_BYTES, Packed, Payloads, unpack_keeping_payloads
+from ..job import JobRecord, JobState
 from ..portable import problem
 from ..protocol import (
     API_PREFIX,
-    DEFAULT_CLAIM_WAIT_MS,
     JSON,
-    MAX_POLL_MS,
+    MAX_CLAIM,
+    MAX_SLOTS,
     MSGPACK,
+    REPORT_OVERHEAD,
     WORKER_CLAIM,
     WORKER_HEARTBEAT,
     WORKER_OUTPUT,
     WORKER_RELEASE,
-    decode,
+    ClaimAnswer,
+    ClaimedJob,
+    ClaimRequest,
+    HeartbeatAnswer,
+    HeartbeatRequest,
+    OutputRequest,
+    ReleaseRequest,
+    StopSignal,
+    decode_report,
     encode,
-    pack,
+    stale,
 )
-from ..storage.base import StopSignal, queue_channel, worker_channel
+from ..storage.base import queue_channel, worker_channel
 from .config import EndpointConfig
 from .expect import expect_within
 from .http import (
@@ -41,8 +51,6 @@ from .http import (
     ApiError,
     body_content_type,
     client_gone,
-    field_int,
-    field_str,
     job_id_of,
     read_body,
     read_object,
@@ -53,18 +61,22 @@ from .http import (
 from .state import ServiceState, authorized, job_log
 from .unsendable import sendable
 
+__all__ = ["MAX_CLAIM", "MAX_SLOTS", "claim_jobs", "claim_reply", "report_limit", "routes", "worker_op"]
+
 routes = web.RouteTableDef()
 log = logging.getLogger("worker_kit.service")
 
 PREFIX = API_PREFIX
-MAX_CLAIM = 100
-#: Bounds a worker's stated concurrency and running counts (storage keeps them as 64-bit integers).
-MAX_SLOTS = 1_000_000
 #: Claim and heartbeat bodies are small; output and finish bodies are bounded by the result limit.
 _CONTROL_BODY = 1024 * 1024
-_OUTPUT_OVERHEAD = 4 * 1024 * 1024
+_OUTPUT_OVERHEAD = REPORT_OVERHEAD  # app.py sizes aiohttp's client_max_size with it
 
 Handler = Callable[[web.Request, ServiceState, str, EndpointConfig], Awaitable[web.Response]]
+
+
+def report_limit(cfg: EndpointConfig) -> int:
+    """The most bytes an output, finish or exchange body may have."""
+    return cfg.result_limit + REPORT_OVERHEAD
 
 
 def worker_op(fn: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -74,39 +86,6 @@ def worker_op(fn: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         return await fn(request, state, endpoint, cfg)
 
     return handle
-
-
-def stale(exc: StaleLease | JobNotFound, job_id: str) -> ApiError:
-    if isinstance(exc, JobNotFound):
-        return ApiError(
-            409,
-            f"job {job_id} no longer exists (purged or past its retention); drop it",
-            state=None,
-            stale=True,
-        )
-    return ApiError(
-        409, str(exc) or f"the lease token of job {job_id} is not current", state=exc.state, stale=True
-    )
-
-
-def job_wire(job: JobRecord, now: float) -> dict[str, Any]:
-    started = job.started_at or now
-    deadline = min(
-        started + job.policy.execution_timeout_ms / 1000, job.created_at + job.policy.ttl_ms / 1000
-    )
-    # deadline_ms caps the run whether or not the policy names an executionTimeout.
-    policy = job.policy.to_wire()
-    wire: dict[str, Any] = {
-        "id": job.id,
-        "input": job.input,
-        "token": job.token,
-        "attempt": job.attempt,
-        "policy": policy,
-        "deadline_ms": max(0, int((deadline - now) * 1000)),
-    }
-    if job.webhook:
-        wire["webhook"] = job.webhook
-    return wire
 
 
 async def claim_jobs(
@@ -162,15 +141,16 @@ async def claim_jobs(
 async def claim_reply(
     request: web.Request, state: ServiceState, endpoint: str, jobs: list[JobRecord], reply: dict[str, Any]
 ) -> web.Response:
-    """`reply` with the claimed `jobs` as "jobs", encoded for the worker."""
+    """`reply` (ClaimAnswer.encode) with the claimed `jobs` as "jobs", encoded for the worker."""
     now = time.time()
     content_type = MSGPACK if wants_msgpack(request) else JSON
-    reply["jobs"] = [job_wire(job, now) for job in jobs]
+    wire = ClaimedJob.encode_record
+    reply["jobs"] = [wire(job, now) for job in jobs]
     try:
         payload = encode(reply, content_type)
     except Exception:  # a job stored before values were checked at the door: see unsendable.py
         reply["jobs"] = await sendable(
-            state, endpoint, jobs, lambda job: job_wire(job, now), lambda form: encode(form, content_type)
+            state, endpoint, jobs, lambda job: wire(job, now), lambda form: encode(form, content_type)
         )
         payload = encode(reply, content_type)
     return web.Response(body=payload, content_type=content_type)
@@ -181,16 +161,10 @@ async def claim_reply(
 async def claim(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
-    body = await read_object(request, _CONTROL_BODY, "claim", finite=False)
-    worker_id = field_str(body, "worker_id", required=True)
-    assert worker_id is not None
-    max_jobs = field_int(body, "max", default=1, minimum=1, maximum=MAX_CLAIM)
-    wait_ms = field_int(body, "wait_ms", default=DEFAULT_CLAIM_WAIT_MS, minimum=0, cap=MAX_POLL_MS)
-    concurrency = field_int(body, "concurrency", default=None, minimum=0, maximum=MAX_SLOTS)
-    assert max_jobs is not None and wait_ms is not None
-    jobs = await claim_jobs(request, state, endpoint, worker_id, max_jobs, wait_ms, concurrency)
-    reply = {"lease_ms": state.config.lease_ms, "result_limit": cfg.result_limit}
-    return await claim_reply(request, state, endpoint, jobs, reply)
+    ask = ClaimRequest.decode(await read_object(request, _CONTROL_BODY, "claim", finite=False))
+    jobs = await claim_jobs(request, state, endpoint, ask.worker_id, ask.max, ask.wait_ms, ask.concurrency)
+    return await claim_reply(request, state, endpoint, jobs, ClaimAnswer.encode(state.config.lease_ms,
+                                                                               cfg.result_limit))
 
 
 @routes.post(PREFIX + WORKER_HEARTBEAT)
@@ -198,33 +172,22 @@ async def claim(
 async def heartbeat(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
-    body = await read_object(request, _CONTROL_BODY, "heartbeat", finite=False)
-    worker_id = field_str(body, "worker_id", required=True)
-    assert worker_id is not None
-    leases = body.get("jobs", {})
-    if not isinstance(leases, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in leases.items()
-    ):
-        raise ApiError(400, "jobs must be an object mapping job id to lease token (both strings)")
-    wait_ms = field_int(body, "wait_ms", default=0, minimum=0, cap=MAX_POLL_MS)
-    concurrency = field_int(body, "concurrency", default=None, minimum=0, maximum=MAX_SLOTS)
-    running = field_int(body, "running", default=None, minimum=0, maximum=MAX_SLOTS)
-    assert wait_ms is not None
+    beat = HeartbeatRequest.decode(await read_object(request, _CONTROL_BODY, "heartbeat", finite=False))
     lease_ms = state.config.lease_ms
 
     async def stops() -> list[StopSignal] | None:
         if client_gone(request):
             return []  # the worker left: renew nothing for it
         found = await state.storage.heartbeat(
-            endpoint, worker_id, leases, lease_ms, concurrency=concurrency, running=running
+            endpoint, beat.worker_id, beat.jobs, lease_ms, concurrency=beat.concurrency, running=beat.running
         )
         return found or None
 
     found = (
         await wait_until(
             state.storage,
-            worker_channel(endpoint, worker_id),
-            wait_ms / 1000,
+            worker_channel(endpoint, beat.worker_id),
+            beat.wait_ms / 1000,
             stops,
             state.shutdown,
             gone=lambda: client_gone(request),
@@ -232,94 +195,25 @@ async def heartbeat(
         )
         or []
     )
-    # Each stop names the token it is about, so a worker that (briefly) runs two attempts of one
-    # job knows which attempt must stop (docs/protocol.md).
-    stops = [{"id": s.job_id, "reason": s.reason, "token": leases.get(s.job_id)} for s in found]
-    return respond(request, {"stop": stops, "lease_ms": lease_ms})
+    return respond(request, HeartbeatAnswer.encode(found, beat.jobs, lease_ms))
 
 
-def decode_report(raw: bytes, content_type: str | None, what: str) -> tuple[dict[str, Any], Payloads]:
-    """A worker report's body as an object, not yet checked for portability (a finish's result
-    is checked by the route, which fails the job rather than refuse the report), with the
-    packed bytes of its payloads when the body is large enough for that to pay (see packed.py)."""
-    if content_type == MSGPACK and len(raw) >= SLICE_FROM_BYTES:
-        try:
-            body, payloads = unpack_keeping_payloads(raw)
-        except Exception:  # malformed: the plain decode below says why
-            pass
-        else:
-            if isinstance(body, dict):
-                return body, payloads
-    try:
-        body = decode(raw, content_type)
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-    if not isinstance(body, dict):
-        raise ApiError(400, f"{what} body must be an object, not {type(body).__name__}")
-    return body, Payloads()
-
-
-def packed_payload(holder: dict[str, Any], key: str, payloads: Payloads | None) -> Packed | None:
-    """The msgpack form of holder[key], packed once here unless the body already had it."""
-    value = holder.get(key)
-    if value is None:
-        return None
-    found = payloads.get(holder, key) if payloads is not None else None
-    return found if found is not None else Packed(pack(value))
-
-
-def parse_items(raw: Any, payloads: Payloads | None = None) -> list[OutputItem]:
-    """Output items with each `data` in its packed form (measured once, stored as it is)."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise ApiError(400, "items must be a list of {seq, kind, data}")
-    try:
-        items = [OutputItem.from_wire(item) for item in raw]
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-    packed = []
-    for item, holder in zip(items, raw, strict=True):
-        data = packed_payload(holder, "data", payloads)
-        item = OutputItem(item.seq, item.kind, data if data is not None else Packed(pack(None)))
-        packed.append(item)
-        if item.kind == "chunk":
-            size = len(item.data)
-            if size > MAX_CHUNK_BYTES:
-                raise ApiError(
-                    413,
-                    f"stream chunk seq {item.seq} is {size} bytes, over the limit of "
-                    f"{MAX_CHUNK_BYTES}; split it into smaller chunks",
-                    limit=MAX_CHUNK_BYTES,
-                )
-    return packed
-
-
-def token_of(body: dict[str, Any]) -> str:
-    token = field_str(body, "token", required=True)
-    assert token is not None
-    return token
-
-
-@routes.post(
-    PREFIX + WORKER_OUTPUT, expect_handler=expect_within(lambda cfg: cfg.result_limit + _OUTPUT_OVERHEAD)
-)
+@routes.post(PREFIX + WORKER_OUTPUT, expect_handler=expect_within(report_limit))
 @worker_op
 async def output(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
     job_id = job_id_of(request)
-    raw = await read_body(request, cfg.result_limit + _OUTPUT_OVERHEAD, "output")
+    raw = await read_body(request, report_limit(cfg), "output")
     body, payloads = decode_report(raw, body_content_type(request), "output")
     bad = problem(body, finite=False)
     if bad is not None:
         raise ApiError(400, f"output: {bad}")
-    token = token_of(body)
-    items = parse_items(body.get("items"), payloads)
+    report = OutputRequest.decode(body, payloads)
     try:
-        next_seq = await state.storage.append_output(endpoint, job_id, token, items)
+        next_seq = await state.storage.append_output(endpoint, job_id, report.token, report.items)
     except (StaleLease, JobNotFound) as exc:
-        raise stale(exc, job_id) from None
+        raise stale(job_id, exc) from None
     except SequenceGap as exc:
         raise ApiError(
             409, str(exc) or f"output items must continue from seq {exc.expected}", expected=exc.expected
@@ -333,19 +227,14 @@ async def release(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
     job_id = job_id_of(request)
-    body = await read_object(request, _CONTROL_BODY, "release", finite=False)
-    token = token_of(body)
+    token = ReleaseRequest.decode(await read_object(request, _CONTROL_BODY, "release", finite=False)).token
     try:
         released = await state.storage.release(endpoint, job_id, token)
     except JobNotFound as exc:
-        raise stale(exc, job_id) from None
+        raise stale(job_id, exc) from None
     if not released:
         job = await state.storage.get(endpoint, job_id)
-        raise ApiError(
-            409,
-            f"the lease token of job {job_id} is not current; nothing to release",
-            state=job.state.value if job else None,
-            stale=True,
-        )
+        raise stale(job_id, f"the lease token of job {job_id} is not current; nothing to release",
+                    job.state.value if job else None)  # fmt: skip
     log.info("job %s released back to the queue", job_id, extra={"job_id": job_id, "endpoint": endpoint})
     return respond(request, {"id": job_id, "status": JobState.IN_QUEUE.value})

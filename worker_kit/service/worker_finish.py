@@ -18,76 +18,37 @@ from aiohttp import web
 
 from ..errors import JobNotFound, SequenceGap, StaleLease
 from ..ids import JOB_ID_RULE, valid_job_id
-from ..job import WORKER_FINAL_STATES, JobState
+from ..job import JobState
 from ..packed import Payloads
-from ..portable import problem
 from ..protocol import (
-    DEFAULT_CLAIM_WAIT_MS,
-    MAX_POLL_MS,
-    PROTOCOL_VERSION,
     WORKER_EXCHANGE,
     WORKER_FINISH,
+    ClaimAnswer,
+    ExchangeRequest,
+    FinishReport,
+    decode_report,
+    stale,
 )
 from .config import EndpointConfig
 from .expect import expect_within
-from .http import ApiError, body_content_type, field_int, field_str, job_id_of, read_body, respond
+from .http import ApiError, body_content_type, job_id_of, read_body, respond
 from .state import ServiceState
-from .worker_api import (
-    _OUTPUT_OVERHEAD,
-    MAX_CLAIM,
-    MAX_SLOTS,
-    PREFIX,
-    claim_jobs,
-    claim_reply,
-    decode_report,
-    packed_payload,
-    parse_items,
-    routes,
-    stale,
-    token_of,
-    worker_op,
-)
-
-#: Finishes one exchange may carry (as many as a claim may return).
-MAX_FINISHES = MAX_CLAIM
+from .worker_api import PREFIX, claim_jobs, claim_reply, report_limit, routes, worker_op
 
 
 async def finish_one(
-    state: ServiceState,
-    endpoint: str,
-    cfg: EndpointConfig,
-    job_id: str,
-    body: dict[str, Any],
-    payloads: Payloads | None = None,
+    state: ServiceState, endpoint: str, cfg: EndpointConfig, job_id: str, report: FinishReport
 ) -> dict[str, Any]:
-    """Apply one finish report `{token, state, output?, error?, error_detail?, items?}`; its answer.
+    """Apply one finish report; its answer `{"id", "status"}`.
 
-    Raises ApiError for a report that is malformed, too large, stale or out of sequence.
+    Raises ApiError for a report that is too large, stale or out of sequence.
     Shared by /worker/jobs/{id}/finish and /worker/exchange."""
-    token = token_of(body)
-    try:
-        final = JobState(body.get("state"))
-    except ValueError:
-        final = None
-    if final not in WORKER_FINAL_STATES:
-        raise ApiError(400, f"state must be COMPLETED, FAILED or TIMED_OUT, not {body.get('state')!r}")
-    error = body.get("error")
-    if error is not None and not isinstance(error, str):
-        raise ApiError(400, "error must be a string (a one-line reason); put details in error_detail")
-    detail = body.get("error_detail")
-    if detail is not None and not isinstance(detail, dict):
-        raise ApiError(400, "error_detail must be an object {type, message, traceback}")
-    if final is not JobState.COMPLETED and not error:
-        error = f"the worker reported {final.value} without an error message"
-    unstorable = problem(body, finite=False)
-    if unstorable is not None:
+    final = report.final
+    if report.unstorable is not None:
         # The report is well formed but its result can never be answered: the job cannot
         # complete, so it ends FAILED saying why, rather than wait for its lease to run out.
-        return await _fail_unstorable(state, endpoint, job_id, token, f"finish: {unstorable}")
-    items = parse_items(body.get("items"), payloads)
-    # Packed once (or not at all, when the body brought it packed): measured and stored as is.
-    result = packed_payload(body, "output", payloads)
-    size = len(result) if result is not None else 0
+        return await _fail_unstorable(state, endpoint, job_id, report.token, f"finish: {report.unstorable}")
+    size = len(final.output) if final.output is not None else 0
     if size > cfg.result_limit:
         raise ApiError(
             413,
@@ -96,36 +57,32 @@ async def finish_one(
         )
     try:
         job = await state.storage.finish(
-            endpoint, job_id, token, final, output=result, error=error, error_detail=detail, items=items
-        )
+            endpoint, job_id, report.token, final.state, output=final.output, error=final.error,
+            error_detail=final.error_detail, items=report.items,
+        )  # fmt: skip
     except (StaleLease, JobNotFound) as exc:
-        raise stale(exc, job_id) from None
+        raise stale(job_id, exc) from None
     except SequenceGap as exc:
         raise ApiError(
             409, str(exc) or f"trailing items must continue from seq {exc.expected}", expected=exc.expected
         ) from None
-    if job.state is not final:  # this token already ended the job another way; the first report stands
-        raise ApiError(
-            409,
-            f"job {job_id} already ended as {job.state.value}; this {final.value} report is ignored",
-            state=job.state.value,
-            stale=True,
-        )
+    if job.state is not final.state:  # this token already ended the job another way; the first report stands
+        raise stale(job_id, f"job {job_id} already ended as {job.state.value}; this {final.state.value} "
+                    "report is ignored", job.state.value)  # fmt: skip
     state.job_ended(job, f"reported by worker {job.worker_id}")
     return {"id": job.id, "status": job.state.value}
 
 
-@routes.post(
-    PREFIX + WORKER_FINISH, expect_handler=expect_within(lambda cfg: cfg.result_limit + _OUTPUT_OVERHEAD)
-)
+@routes.post(PREFIX + WORKER_FINISH, expect_handler=expect_within(report_limit))
 @worker_op
 async def finish(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
     job_id = job_id_of(request)
-    raw = await read_body(request, cfg.result_limit + _OUTPUT_OVERHEAD, "finish")
+    raw = await read_body(request, report_limit(cfg), "finish")
     body, payloads = decode_report(raw, body_content_type(request), "finish")
-    return respond(request, await finish_one(state, endpoint, cfg, job_id, body, payloads))
+    report = FinishReport.decode(body, payloads)
+    return respond(request, await finish_one(state, endpoint, cfg, job_id, report))
 
 
 async def _fail_unstorable(
@@ -138,7 +95,7 @@ async def _fail_unstorable(
             error_detail={"type": "UnstorableResult", "message": error},
         )  # fmt: skip
     except (StaleLease, JobNotFound) as exc:
-        raise stale(exc, job_id) from None
+        raise stale(job_id, exc) from None
     except SequenceGap as exc:  # not reachable without items; kept for a clear answer
         raise ApiError(409, str(exc), expected=exc.expected) from None
     state.job_ended(job, "its worker's result could not be stored")
@@ -157,40 +114,27 @@ async def _finish_entry(
             raise ApiError(400, "each finish needs an id (the job id, a non-empty string)")
         if not valid_job_id(job_id):
             raise ApiError(404, f"no such job: {JOB_ID_RULE}")
-        return await finish_one(state, endpoint, cfg, job_id, entry, payloads)
+        return await finish_one(state, endpoint, cfg, job_id, FinishReport.decode(entry, payloads))
     except ApiError as exc:
         return {"id": job_id, "code": exc.status, **exc.body()}
 
 
-@routes.post(
-    PREFIX + WORKER_EXCHANGE, expect_handler=expect_within(lambda cfg: cfg.result_limit + _OUTPUT_OVERHEAD)
-)
+@routes.post(PREFIX + WORKER_EXCHANGE, expect_handler=expect_within(report_limit))
 @worker_op
 async def exchange(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig
 ) -> web.Response:
-    raw = await read_body(request, cfg.result_limit + _OUTPUT_OVERHEAD, "exchange")
+    raw = await read_body(request, report_limit(cfg), "exchange")
     body, payloads = decode_report(raw, body_content_type(request), "exchange")
-    worker_id = field_str(body, "worker_id", required=True)
-    assert worker_id is not None
-    finishes = body.get("finish", [])
-    if not isinstance(finishes, list):
-        raise ApiError(400, "finish must be a list of {id, token, state, ...}")
-    if len(finishes) > MAX_FINISHES:
-        raise ApiError(400, f"finish carries {len(finishes)} reports; at most {MAX_FINISHES} per request")
-    max_jobs = field_int(body, "max", default=0, minimum=0, maximum=MAX_CLAIM)
-    wait_ms = field_int(body, "wait_ms", default=DEFAULT_CLAIM_WAIT_MS, minimum=0, cap=MAX_POLL_MS)
-    concurrency = field_int(body, "concurrency", default=None, minimum=0, maximum=MAX_SLOTS)
-    assert max_jobs is not None and wait_ms is not None
+    ask = ExchangeRequest.decode(body)
     # Finishes of different jobs are independent: applied together, so that an embedded store
     # commits them in one transaction.
     finished = list(
-        await asyncio.gather(*(_finish_entry(state, endpoint, cfg, e, payloads) for e in finishes))
+        await asyncio.gather(*(_finish_entry(state, endpoint, cfg, e, payloads) for e in ask.finish))
     )
     jobs = []
-    if max_jobs > 0:
-        hold = 0 if finishes else wait_ms
-        jobs = await claim_jobs(request, state, endpoint, worker_id, max_jobs, hold, concurrency)
-    reply = {"finished": finished, "lease_ms": state.config.lease_ms, "result_limit": cfg.result_limit,
-             "protocol": PROTOCOL_VERSION}
+    if ask.max > 0:
+        hold = 0 if ask.finish else ask.wait_ms
+        jobs = await claim_jobs(request, state, endpoint, ask.worker_id, ask.max, hold, ask.concurrency)
+    reply = ClaimAnswer.encode(state.config.lease_ms, cfg.result_limit, finished)
     return await claim_reply(request, state, endpoint, jobs, reply)

@@ -19,7 +19,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..job import JobRecord, JobState, OutputItem, Policy
+from ..job import JobRecord, JobState, Policy
+from ..protocol import OutputItem, StopSignal
 from . import rules
 from .channels import job_channel, queue_channel, worker_channel
 from .coordination import SharedState
@@ -96,12 +97,6 @@ class Notifier:
                 waiters.pop(fut, None)
                 if not waiters:
                     del self._waiters[channel]
-
-
-@dataclass(slots=True)
-class StopSignal:
-    job_id: str
-    reason: str  # protocol.STOP_CANCELLED | STOP_TIMED_OUT | STOP_LOST
 
 
 @dataclass(slots=True)

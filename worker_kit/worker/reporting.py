@@ -50,8 +50,24 @@ def split_chunk(item: Any) -> list[Any]:
     return [item]
 
 
+def pack_text(text: str) -> bytes:
+    """msgpack of a str, as msgpack.packb makes it, without building a Packer per call: a
+    token stream packs one short str per token."""
+    data = text.encode("utf-8")  # UnicodeEncodeError for a lone surrogate, as packb raises
+    size = len(data)
+    if size < 32:
+        return bytes((0xA0 | size,)) + data
+    if size < 256:
+        return bytes((0xD9, size)) + data
+    if size < 65536:
+        return b"\xda" + size.to_bytes(2, "big") + data
+    return b"\xdb" + size.to_bytes(4, "big") + data
+
+
 def pack_chunk(item: Any) -> list[bytes]:
     """The packed pieces of one yielded item; raises for unserialisable or oversized items."""
+    if type(item) is str and len(item) * 4 <= PIECE_BYTES:  # the common case: one short piece
+        return [pack_text(item)]
     out = []
     for piece in split_chunk(item):
         packed = pack(piece)
@@ -79,6 +95,11 @@ class JobReporter:
     #: A request carrying nothing but a progress update waits until this long after the
     #: previous request began (newer updates replace it meanwhile); chunks never wait.
     PROGRESS_INTERVAL_S = 0.1
+    #: A handler that yields chunks without ever awaiting anything else would hold the event
+    #: loop until it ends, and its whole stream would leave at the end. `wait_room` lets the
+    #: loop run when the sender could send, and at least this often while a request is out
+    #: (so its answer is read), so output leaves while the handler is still producing.
+    YIELD_EVERY_S = 0.0005
 
     def __init__(self, transport: Transport, job_id: str, token: str, on_lost: Callable[[], None]) -> None:
         self.transport, self.job_id, self.token = transport, job_id, token
@@ -97,6 +118,8 @@ class JobReporter:
         self._more = asyncio.Event()  # a chunk was queued, or the job ended: a throttled send goes now
         self._last_send = float("-inf")
         self._sender: asyncio.Task[None] | None = None
+        self._sender_busy = False  # the sender awaits a request or a backoff, not the loop
+        self._yield_at = 0.0  # loop time by which wait_room lets the loop run again
         self._closed = False  # no more items accepted (finished or abandoned)
         self._abandoned: str | None = None  # why nothing more is sent at all
         #: Set when the service refused output (413 or 4xx); the job then finishes FAILED.
@@ -131,7 +154,16 @@ class JobReporter:
             self._sender = asyncio.get_running_loop().create_task(self._send_loop())
 
     async def wait_room(self) -> None:
-        await self._room.wait()
+        if not self._room.is_set():
+            await self._room.wait()
+            return
+        if self._sender is None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if not self._sender_busy or now >= self._yield_at:
+            self._yield_at = now + self.YIELD_EVERY_S
+            await asyncio.sleep(0)
 
     # -- delivery -------------------------------------------------------------------------
     def _acked(self, next_seq: int) -> None:
@@ -180,6 +212,7 @@ class JobReporter:
                 size += len(item)
             self._tried_upto = max(self._tried_upto, batch[-1][0])
             self._last_send = asyncio.get_running_loop().time()
+            self._sender_busy = True
             try:
                 next_seq = await self.transport.output(self.job_id, self.token, [b for _, b in batch])
             except SequenceGap as exc:
@@ -195,6 +228,8 @@ class JobReporter:
                 self.rejected = f"the service refused stream output: {exc.message}"
                 log.error("job %s: %s", self.job_id, self.rejected)
                 next_seq = batch[-1][0] + 1
+            finally:
+                self._sender_busy = False
             backoff.reset()
             self._acked(next_seq)
 

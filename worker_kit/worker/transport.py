@@ -14,22 +14,29 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-
 from .. import protocol
-from ..errors import (
-    SequenceGap,
-    ServiceError,
-    ServiceUnavailable,
-    StaleLease,
-    error_for_status,
+from ..errors import ServiceError, ServiceUnavailable
+from ..protocol import (
+    ClaimAnswer,
+    ClaimedJob,
+    ClaimRequest,
+    ExchangeRequest,
+    Final,
+    FinishReport,
+    HeartbeatAnswer,
+    HeartbeatRequest,
+    OutputRequest,
+    ReleaseRequest,
+    pack_item,
+    refusal,
 )
-from ..job import JobState
-from ..retrying import retry_after_seconds
 from .outbox import GATHER_TURNS, FinishOutbox, Report, fail
+
+# The messages live in worker_kit.protocol; the runtime's modules import them from here.
+__all__ = ["MAX_BATCH_BYTES", "MAX_BATCH_ITEMS", "ClaimedJob", "Final", "Link", "NativeTransport",
+           "Transport", "pack_item", "refusal"]  # fmt: skip
 
 log = logging.getLogger("worker_kit.worker")
 
@@ -37,34 +44,6 @@ log = logging.getLogger("worker_kit.worker")
 #: its result limit + 4 MB, so items stay under 4 MB whatever an endpoint's result limit is.
 MAX_BATCH_BYTES = 3 * 1024 * 1024
 MAX_BATCH_ITEMS = 5000
-#: Longest Retry-After the worker honours: a longer one is a misconfigured proxy, not a plan.
-MAX_RETRY_AFTER_S = 300.0
-
-
-@dataclass(slots=True)
-class ClaimedJob:
-    id: str
-    token: str
-    input: Any
-    attempt: int = 1
-    policy: dict[str, Any] = field(default_factory=dict)
-    #: ms from the claim until the service times the job out itself.
-    deadline_ms: int | None = None
-    webhook: str | None = None
-    #: The endpoint's result limit in bytes, as the service states it (None: not stated).
-    result_limit: int | None = None
-
-
-@dataclass(slots=True)
-class Final:
-    """A job's final report; `output` is already packed (msgpack)."""
-
-    state: JobState  # COMPLETED | FAILED | TIMED_OUT
-    output: bytes | None = None
-    error: str | None = None
-    error_detail: dict[str, Any] | None = None
-
-
 class Link:
     """Logs one line when the service goes away and one when it is back, not one per attempt."""
 
@@ -120,37 +99,6 @@ class Transport(ABC):
     @abstractmethod
     async def release(self, job_id: str, token: str) -> None:
         """Hand the job back to the queue."""
-
-
-def pack_item(seq: int, kind: str, packed_data: bytes) -> bytes:
-    """One output item {"seq", "kind", "data"} with `data` packed beforehand (once, by the
-    thread that produced it) so that retries and batching never re-encode it."""
-    return b"\x83" + protocol.pack("seq") + protocol.pack(seq) + b"\xa4kind" + protocol.pack(kind) + (
-        b"\xa4data" + packed_data
-    )
-
-
-#: Packed field names: the same few names go in every request (filled on first use).
-_KEYS: dict[str, bytes] = {}
-
-
-def _map(fields: list[tuple[str, bytes]]) -> bytes:
-    n = len(fields)
-    header = bytes((0x80 | n,)) if n < 16 else msgpack.Packer().pack_map_header(n)
-    parts = [header]
-    for key, value in fields:
-        packed = _KEYS.get(key)
-        if packed is None:
-            packed = _KEYS[key] = protocol.pack(key)
-        parts.append(packed)
-        parts.append(value)
-    return b"".join(parts)
-
-
-def _array(items: list[bytes]) -> bytes:
-    n = len(items)
-    header = bytes((0x90 | n,)) if n < 16 else msgpack.Packer().pack_array_header(n)
-    return header + b"".join(items)
 
 
 class NativeTransport(Transport):
@@ -215,7 +163,8 @@ class NativeTransport(Transport):
         self, max_jobs: int, wait_ms: int, *, concurrency: int, running: int
     ) -> tuple[list[ClaimedJob], int | None]:
         if self._legacy:
-            return _claimed_jobs(await self._claim_v1(max_jobs, wait_ms, concurrency))
+            answer = await self._claim_v1(max_jobs, wait_ms, concurrency)
+            return answer.jobs, answer.lease_ms
         with self._outbox.claiming():
             for _ in range(GATHER_TURNS):
                 if self._outbox.queued:
@@ -225,31 +174,26 @@ class NativeTransport(Transport):
             hold = 0 if batch else wait_ms  # the service never holds a request that carries finishes
             if hold:
                 self._outbox.holding()
-            reply = await self._exchange(batch, max_jobs, hold, concurrency)
-        if reply is None:  # the service speaks protocol 1 only
-            return _claimed_jobs(await self._claim_v1(max_jobs, wait_ms, concurrency))
-        return _claimed_jobs(reply)
+            answer = await self._exchange(batch, max_jobs, hold, concurrency)
+        if answer is None:  # the service speaks protocol 1 only
+            answer = await self._claim_v1(max_jobs, wait_ms, concurrency)
+        return answer.jobs, answer.lease_ms
 
-    async def _claim_v1(self, max_jobs: int, wait_ms: int, concurrency: int) -> Any:
-        body = protocol.pack(
-            {"worker_id": self.worker_id, "max": max_jobs, "wait_ms": wait_ms, "concurrency": concurrency}
-        )
-        return await self._post(protocol.WORKER_CLAIM, body, wait_ms / 1000 + 10)
+    async def _claim_v1(self, max_jobs: int, wait_ms: int, concurrency: int) -> ClaimAnswer:
+        body = ClaimRequest(self.worker_id, max_jobs, wait_ms, concurrency).pack()
+        return ClaimAnswer.decode(await self._post(protocol.WORKER_CLAIM, body, wait_ms / 1000 + 10))
 
     async def _exchange(
         self, batch: list[Report], max_jobs: int, wait_ms: int, concurrency: int | None
-    ) -> Any:
+    ) -> ClaimAnswer | None:
         """One /worker/exchange: deliver `batch` (answering each report's future) and claim.
 
-        Returns the reply, or None when the service has no such route (protocol 1): the
+        Returns the answer, or None when the service has no such route (protocol 1): the
         batch is then delivered by the protocol-1 finish route, and the worker keeps to it."""
-        fields = [("worker_id", protocol.pack(self.worker_id)), ("finish", _array([r.body for r in batch])),
-                  ("max", protocol.pack(max_jobs)), ("wait_ms", protocol.pack(wait_ms))]
-        if concurrency is not None:
-            fields.append(("concurrency", protocol.pack(concurrency)))
+        body = ExchangeRequest(self.worker_id, [r.body for r in batch], max_jobs, wait_ms, concurrency).pack()
         timeout_s = wait_ms / 1000 + 10 if not batch else 300
         try:
-            reply = await self._post(protocol.WORKER_EXCHANGE, _map(fields), timeout_s)
+            reply = await self._post(protocol.WORKER_EXCHANGE, body, timeout_s)
         except ServiceError as exc:
             if exc.status not in (404, 405) or self._legacy:
                 fail(batch, exc)
@@ -262,9 +206,8 @@ class NativeTransport(Transport):
         except BaseException as exc:
             fail(batch, exc if isinstance(exc, Exception) else ServiceUnavailable("request interrupted"))
             raise
-        answers = reply.get("finished")
-        answers = answers if isinstance(answers, list) else []
-        for report, answer in zip(batch, answers, strict=False):
+        answers = ClaimAnswer.decode(reply)
+        for report, answer in zip(batch, answers.finished, strict=False):
             if report.future.done():
                 continue
             code = answer.get("code") if isinstance(answer, dict) else None
@@ -274,7 +217,7 @@ class NativeTransport(Transport):
                 report.future.set_result(None)
         if any(not report.future.done() for report in batch):
             fail(batch, ServiceError(200, "the service answered no result for this finish"))
-        return reply
+        return answers
 
     async def _finish_v1(self, report: Report) -> None:
         try:
@@ -288,40 +231,18 @@ class NativeTransport(Transport):
     async def heartbeat(
         self, leases: dict[str, str], wait_ms: int, *, concurrency: int, running: int
     ) -> tuple[list[tuple[str, str]], int | None]:
-        body = protocol.pack(
-            {
-                "worker_id": self.worker_id,
-                "jobs": leases,
-                "wait_ms": wait_ms,
-                "concurrency": concurrency,
-                "running": running,
-            }
-        )
+        body = HeartbeatRequest(self.worker_id, leases, wait_ms, concurrency, running).pack()
         reply = await self._post(protocol.WORKER_HEARTBEAT, body, wait_ms / 1000 + 10)
-        stops = [
-            (str(s.get("id")), str(s.get("reason")))
-            for s in reply.get("stop") or []
-            if isinstance(s, dict) and s.get("id")
-        ]
-        return stops, reply.get("lease_ms")
+        stops, lease_ms = HeartbeatAnswer.decode(reply)
+        return [(s.job_id, s.reason) for s in stops], lease_ms
 
     async def output(self, job_id: str, token: str, items: list[bytes]) -> int:
-        body = _map([("token", protocol.pack(token)), ("items", _array(items))])
+        body = OutputRequest(token, items).pack()
         reply = await self._post(protocol.WORKER_OUTPUT.format(job_id=job_id), body, 120)
         return int(reply.get("next_seq", 0))
 
     async def finish(self, job_id: str, token: str, final: Final, items: list[bytes]) -> None:
-        fields = [("id", protocol.pack(job_id)), ("token", protocol.pack(token)),
-                  ("state", protocol.pack(final.state))]
-        if final.output is not None:
-            fields.append(("output", final.output))
-        if final.error is not None:
-            fields.append(("error", protocol.pack(final.error)))
-        if final.error_detail is not None:
-            fields.append(("error_detail", protocol.pack(final.error_detail)))
-        if items:
-            fields.append(("items", _array(items)))
-        body = _map(fields)
+        body = FinishReport(token, final, items, id=job_id).pack()
         if self._legacy:
             report = Report(job_id, body, asyncio.get_running_loop().create_future())
             await self._finish_v1(report)
@@ -336,50 +257,6 @@ class NativeTransport(Transport):
             await self._exchange(batch, 0, 0, None)
 
     async def release(self, job_id: str, token: str) -> None:
-        body = protocol.pack({"token": token})
+        body = ReleaseRequest(token).pack()
         await self._post(protocol.WORKER_RELEASE.format(job_id=job_id), body, 30)
 
-
-def _claimed_jobs(reply: Any) -> tuple[list[ClaimedJob], int | None]:
-    limit = reply.get("result_limit")
-    limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
-    jobs = []
-    for raw in reply.get("jobs") or []:
-        job = _claimed(raw)
-        if job is not None:
-            job.result_limit = limit
-            jobs.append(job)
-    return jobs, reply.get("lease_ms")
-
-
-def refusal(status: int, payload: Any, retry_after: str | None) -> Exception:
-    """The worker_kit.errors exception for a non-2xx answer (or a refused report in an exchange)."""
-    body_info = payload if isinstance(payload, dict) else {}
-    message = str(body_info.get("error") or f"HTTP {status}")
-    if status >= 500:
-        return ServiceUnavailable(f"HTTP {status}: {message}")
-    if status == 409 and body_info.get("stale"):
-        return StaleLease(message, state=body_info.get("state"))
-    if status == 409 and isinstance(body_info.get("expected"), int):
-        return SequenceGap(message, expected=body_info["expected"])
-    return error_for_status(
-        status, message, payload, retry_after=retry_after_seconds(retry_after, MAX_RETRY_AFTER_S)
-    )
-
-
-def _claimed(raw: Any) -> ClaimedJob | None:
-    if not (isinstance(raw, dict) and isinstance(raw.get("id"), str) and isinstance(raw.get("token"), str)):
-        # Without an id and token the job cannot be run or handed back; its lease brings it back.
-        log.error("claim answered a malformed job (needs id and token), skipped: %.200r", raw)
-        return None
-    policy = raw.get("policy") if isinstance(raw.get("policy"), dict) else {}
-    deadline = raw.get("deadline_ms")
-    return ClaimedJob(
-        id=raw["id"],
-        token=raw["token"],
-        input=raw.get("input"),
-        attempt=raw["attempt"] if isinstance(raw.get("attempt"), int) else 1,
-        policy=policy,
-        deadline_ms=deadline if isinstance(deadline, int | float) else None,
-        webhook=raw.get("webhook"),
-    )

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 from ...errors import JobNotFound, MissingDependency, SequenceGap, StorageError, StoreUnavailable
-from ...job import WORKER_FINAL_STATES, JobRecord, JobState, OutputItem, Policy, new_job_id
-from ...protocol import pack, unpack
+from ...job import WORKER_FINAL_STATES, JobRecord, JobState, Policy, new_job_id
+from ...protocol import OutputItem, pack, unpack
 from .. import rules
 from ..base import MAX_PAGE, JobPage, StopSignal, Storage, SweepResult, WorkerInfo
 from ..rules import Clock

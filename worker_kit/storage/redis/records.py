@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...job import JobRecord, JobState, OutputItem, Policy
-from ...protocol import pack, unpack
+from ...job import JobRecord, JobState, Policy
+from ...protocol import OutputItem, pack, unpack
 
 
 def _flat(reply: Any) -> dict[bytes, bytes]:

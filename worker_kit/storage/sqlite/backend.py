@@ -17,14 +17,14 @@ from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from ...errors import JobNotFound
-from ...job import WORKER_FINAL_STATES, JobRecord, JobState, OutputItem, Policy, new_job_id
-from ...protocol import pack, unpack
+from ...job import WORKER_FINAL_STATES, JobRecord, JobState, Policy, new_job_id
+from ...protocol import OutputItem, pack, unpack
 from .. import rules
 from ..base import MAX_PAGE, JobPage, StopSignal, Storage, SweepResult, WorkerInfo
 from ..rules import Clock
 from . import listing, ops
 from . import sweep as sqlite_sweep
-from .engine import SQLiteEngine
+from .engine import NOT_INLINE, SQLiteEngine
 from .schema import SQLiteURL, record_from_row
 from .shared import SQLiteSharedState
 
@@ -104,7 +104,10 @@ class SQLiteStorage(SQLiteSharedState, Storage):
 
     async def get(self, endpoint: str, job_id: str) -> JobRecord | None:
         now = self.clock()
-        row = await self._engine.read(lambda conn: ops.read_record(conn, endpoint, job_id, now))
+        # A small record is read on this thread; a large one, or a busy database, on the pool.
+        row = self._engine.read_inline(lambda conn: ops.read_small_record(conn, endpoint, job_id, now))
+        if row is NOT_INLINE or row is ops.TOO_LARGE:
+            row = await self._engine.read(lambda conn: ops.read_record(conn, endpoint, job_id, now))
         return None if row is None else record_from_row(row)
 
     async def set_retention(self, endpoint: str, job_id: str, ttl_ms: int) -> JobRecord | None:

@@ -2,15 +2,26 @@
 
 Writes: a single writer thread owns the write connection. Callers queue operations
 (plain functions of a connection); the thread takes every operation waiting at that
-moment, runs them in ONE transaction, each inside its own SAVEPOINT so that a failing
-operation is rolled back alone, COMMITs once, and only then resolves each caller's
+moment, runs them in ONE transaction, COMMITs once, and only then resolves each caller's
 future. N concurrent submits therefore cost one commit (one fsync with
-synchronous=FULL), not N.
+synchronous=FULL), not N. The operations one event-loop iteration queues reach the thread
+together, in one hand-over (one thread wake-up), not one each.
+
+A failing operation is rolled back alone. Nearly all of them fail before they write (a
+stale token, a job in another state), and those need nothing undone; so operations run
+bare, and only when one fails after writing is the batch rolled back and run again with
+each operation inside its own SAVEPOINT (a savepoint per operation costs more than the
+operation's own statement, and grows quadratically over long operations with temp files
+in memory). An operation must therefore be safe to run again: a plain function of the
+connection and its arguments, with no effect outside the database.
 
 Reads: a small thread pool, each thread with its own connection. In WAL mode a reader
 sees the last committed state and never waits for the writer. A caller's write has
 committed before its future resolves, so a read issued afterwards sees it
-(read-your-writes).
+(read-your-writes). A short read (a job by its primary key) runs on the caller's own
+thread instead (`read_inline`): it costs a few microseconds there, where a hop to the pool
+and back costs tens, in thread wake-ups and GIL hand-overs. Its connection never waits for
+a lock (busy timeout 0): when SQLite says busy, the read goes to the pool after all.
 
 An in-memory database cannot be shared between connections in WAL mode, so there the
 writer and the readers share one connection under a lock, and reads wait for the
@@ -23,7 +34,6 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import itertools
 import logging
 import os
 import queue
@@ -45,6 +55,8 @@ T = TypeVar("T")
 WriteOp = Callable[[sqlite3.Connection, list[str]], T]
 ReadOp = Callable[[sqlite3.Connection], T]
 
+#: What `read_inline` returns when it could not read on the calling thread (use `read`).
+NOT_INLINE: Any = object()
 #: Upper bound on operations per transaction, so one commit never holds back a caller for long.
 MAX_BATCH = 512
 BUSY_TIMEOUT_S = 10.0
@@ -65,9 +77,12 @@ class SQLiteEngine:
     def __init__(self, url: SQLiteURL, publish: Callable[[str, int], None]) -> None:
         self.url = url
         self._publish = publish
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Pending] | None] = queue.SimpleQueue()
+        #: Operations queued in this event-loop iteration, per loop, not yet handed over.
+        self._outboxes: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
         self._writer: threading.Thread | None = None
         self._closed = False
+        self._stopping = False
         # In-memory: one connection shared by writer and readers, serialised by this lock.
         self._shared: sqlite3.Connection | None = None
         self._shared_lock = threading.Lock()
@@ -75,6 +90,9 @@ class SQLiteEngine:
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_local = threading.local()
         self._reader_lock = threading.Lock()
+        #: The connection of `read_inline`, and the lock that keeps two threads off it at once.
+        self._inline: sqlite3.Connection | None = None
+        self._inline_lock = threading.Lock()
         #: Committed transactions and operations, for tests and the benchmark.
         self.transactions = 0
         self.operations = 0
@@ -102,6 +120,8 @@ class SQLiteEngine:
         if self._closed:
             return
         self._closed = True
+        self._hand_over(asyncio.get_running_loop())  # queued before close: they still run
+        self._stopping = True
         if self._writer is not None:
             self._queue.put(None)  # operations queued before this still run and commit
             await asyncio.to_thread(self._writer.join)
@@ -110,6 +130,10 @@ class SQLiteEngine:
         for conn in self._reader_conns:
             conn.close()
         self._reader_conns.clear()
+        with self._inline_lock:
+            if self._inline is not None:
+                self._inline.close()
+                self._inline = None
         if self._shared is not None:
             self._shared.close()
             self._shared = None
@@ -121,8 +145,24 @@ class SQLiteEngine:
             raise StorageError("SQLite storage is not open")
         loop = asyncio.get_running_loop()
         pending = _Pending(op, loop, loop.create_future())
-        self._queue.put(pending)
+        outbox = self._outboxes.get(loop)
+        if outbox is None:
+            outbox = self._outboxes[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        outbox.append(pending)
         return await pending.future  # type: ignore[no-any-return]
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Give the writer every operation `loop` queued since the last hand-over."""
+        batch = self._outboxes.pop(loop, None)
+        if not batch:
+            return
+        if self._stopping:  # the writer has been told to stop: nothing would run these
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(StorageError("SQLite storage is not open"))
+            return
+        self._queue.put(batch)
 
     async def read(self, op: ReadOp[T]) -> T:
         """Run `op` on a reader connection (autocommit: each statement sees the latest commit)."""
@@ -131,12 +171,43 @@ class SQLiteEngine:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._run_read, op)
 
+    def read_inline(self, op: ReadOp[T]) -> T:
+        """Run a short read `op` on the calling thread, or return NOT_INLINE when it cannot run
+        at once (the database or its connection is busy): the caller then uses `read`.
+
+        Only for reads bounded to a few microseconds (a primary-key lookup whose payloads are
+        capped): the event loop does nothing else meanwhile."""
+        if self._closed or self._readers is None:
+            raise StorageError("SQLite storage is not open")
+        if not self._inline_lock.acquire(blocking=False):
+            return NOT_INLINE  # another thread is using it
+        try:
+            if self._shared is not None:  # in-memory: the writer's connection, if it is free
+                if not self._shared_lock.acquire(blocking=False):
+                    return NOT_INLINE
+                try:
+                    return op(self._shared)
+                finally:
+                    self._shared_lock.release()
+            if self._inline is None:
+                self._inline = self._connect(timeout=0.0)
+                self._inline.execute("PRAGMA query_only=ON")
+            return op(self._inline)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return NOT_INLINE
+            raise StorageError(f"SQLite read failed: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite read failed: {exc}") from exc
+        finally:
+            self._inline_lock.release()
+
     # -- connections --------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/SAVEPOINT/COMMIT ourselves.
         conn = sqlite3.connect(
             self.url.path or ":memory:",
-            timeout=BUSY_TIMEOUT_S,
+            timeout=timeout,
             isolation_level=None,
             check_same_thread=False,
         )
@@ -211,22 +282,8 @@ class SQLiteEngine:
         if self.url.path is None:
             self._shared = conn
         ready.set_result(None)
-        stopping = False
         try:
-            while not stopping:
-                first = self._queue.get()
-                if first is None:
-                    break
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stopping = True
-                        break
-                    batch.append(item)
+            for batch in self._batches():
                 lock = self._shared_lock if self._shared is not None else contextlib.nullcontext()
                 try:
                     with lock:
@@ -243,6 +300,29 @@ class SQLiteEngine:
             if self._shared is None:
                 conn.close()
 
+    def _batches(self) -> Iterator[list[_Pending]]:
+        """Batches of at most MAX_BATCH operations: everything waiting when the last one
+        ended; until close, then what was queued before it."""
+        waiting: list[_Pending] = []
+        stopping = False
+        while waiting or not stopping:
+            if not waiting:
+                item = self._queue.get()
+                if item is None:
+                    return
+                waiting = item
+            while len(waiting) < MAX_BATCH and not stopping:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                else:
+                    waiting += item
+            batch, waiting = waiting[:MAX_BATCH], waiting[MAX_BATCH:]
+            yield batch
+
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -250,19 +330,12 @@ class SQLiteEngine:
             self._fail_all(batch, StorageError(f"SQLite could not start a write transaction: {exc}"))
             return
         try:
-            for n, pending in zip(itertools.count(), batch, strict=False):
-                savepoint = f"op{n}"
-                conn.execute(f"SAVEPOINT {savepoint}")
-                try:
-                    pending.value = pending.op(conn, pending.notes)
-                    pending.ok = True
-                except Exception as exc:
-                    conn.execute(f"ROLLBACK TO {savepoint}")
-                    pending.ok, pending.notes = False, []
-                    pending.value = (
-                        StorageError(f"SQLite write failed: {exc}") if isinstance(exc, sqlite3.Error) else exc
-                    )
-                conn.execute(f"RELEASE {savepoint}")
+            if not self._run_ops(conn, batch, savepoints=False):
+                # One failed after writing: undo them all, and run them again, each inside its own
+                # savepoint this time, so that one alone is rolled back.
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                self._run_ops(conn, batch, savepoints=True)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             log.error("SQLite transaction of %d operations failed: %s", len(batch), exc)
@@ -272,6 +345,33 @@ class SQLiteEngine:
             return
         self.transactions += 1
         self.operations += len(batch)
+
+    @staticmethod
+    def _run_ops(conn: sqlite3.Connection, batch: list[_Pending], *, savepoints: bool) -> bool:
+        """Run each operation of the batch; False (without running the rest) when one failed
+        after writing something and there is no savepoint to undo it alone."""
+        for n, pending in enumerate(batch):
+            pending.notes = []
+            if savepoints:
+                conn.execute(f"SAVEPOINT op{n}")
+            changes = conn.total_changes
+            try:
+                pending.value = pending.op(conn, pending.notes)
+                pending.ok = True
+            except Exception as exc:
+                if not conn.in_transaction:
+                    raise  # SQLite rolled the whole transaction back (a full disk...): all fail
+                if savepoints:
+                    conn.execute(f"ROLLBACK TO op{n}")
+                elif conn.total_changes != changes:
+                    return False
+                pending.ok, pending.notes = False, []
+                pending.value = (
+                    StorageError(f"SQLite write failed: {exc}") if isinstance(exc, sqlite3.Error) else exc
+                )
+            if savepoints:
+                conn.execute(f"RELEASE op{n}")
+        return True
 
     @staticmethod
     def _fail_all(batch: list[_Pending], exc: Exception) -> None:

@@ -1,8 +1,5 @@
-"""Wire constants and body codecs shared by the service, the worker runtime and the client.
-
-The native worker API is specified in docs/protocol.md; this module holds what both
-sides must agree on byte for byte.
-"""
+"""Body codecs shared by the service, the worker runtime and the client: msgpack, and strict
+JSON for anything a msgpack body may hold (docs/protocol.md, Basics)."""
 
 from __future__ import annotations
 
@@ -13,33 +10,10 @@ from typing import Any
 
 import msgpack
 
-from .packed import Packed
+from ..packed import Packed
 
 MSGPACK = "application/msgpack"
 JSON = "application/json"
-
-API_PREFIX = "/v2/{endpoint_id}"
-# Native worker routes, relative to the endpoint's base URL (…/v2/{endpoint_id}).
-WORKER_CLAIM = "/worker/claim"
-WORKER_HEARTBEAT = "/worker/heartbeat"
-WORKER_OUTPUT = "/worker/jobs/{job_id}/output"
-WORKER_FINISH = "/worker/jobs/{job_id}/finish"
-WORKER_RELEASE = "/worker/jobs/{job_id}/release"
-#: Protocol 2: finishes and the next claim in one request (docs/protocol.md).
-WORKER_EXCHANGE = "/worker/exchange"
-#: The native protocol's version, stated in /worker/exchange answers. 1: claim, heartbeat,
-#: output, finish, release. 2 adds /worker/exchange, stop entries that name their token, and
-#: no stop entry for a job its own token already finished.
-PROTOCOL_VERSION = 2
-
-#: The longest a claim or heartbeat long-poll is held by the service.
-MAX_POLL_MS = 60_000
-DEFAULT_CLAIM_WAIT_MS = 30_000
-DEFAULT_LEASE_MS = 30_000
-#: Stop reasons sent on the control channel (heartbeat replies).
-STOP_CANCELLED = "CANCELLED"
-STOP_TIMED_OUT = "TIMED_OUT"
-STOP_LOST = "LOST"  # the lease is gone (expired and requeued, or unknown job)
 
 
 def _json_default(value: Any) -> Any:
@@ -72,20 +46,24 @@ def _with_json_keys(value: Any) -> Any:
     return value
 
 
+# Made once: json.dumps and json.loads build a new encoder or decoder on every call that
+# passes options, which costs more than encoding or decoding a small body.
+_STRICT_JSON = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=_json_default, allow_nan=False
+)
+_LENIENT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
 def dumps_json(value: Any) -> str:
     """Strict JSON for anything msgpack bodies decode to: bytes (as values or map keys) become
     base64, and NaN/Infinity (which workers may report) become null, as JavaScript's
     JSON.stringify writes them, so every answer parses with a strict JSON parser."""
     try:
-        return json.dumps(
-            value, ensure_ascii=False, separators=(",", ":"), default=_json_default, allow_nan=False
-        )
+        return _STRICT_JSON.encode(value)
     except (TypeError, ValueError):
         # Rare: a map key JSON cannot hold, or a non-finite number. Convert, and fail again
         # only on a value that has no JSON form at all.
-        return json.dumps(
-            _with_json_keys(value), ensure_ascii=False, separators=(",", ":"), default=_json_default
-        )
+        return _LENIENT_JSON.encode(_with_json_keys(value))
 
 
 def pack(value: Any) -> bytes:
@@ -120,7 +98,10 @@ def decode(data: bytes, content_type: str | None) -> Any:
     if not data:
         raise ValueError("body is empty; a JSON object was expected")
     try:
-        return json.loads(data, parse_int=_json_int)
+        if not isinstance(data, bytes | bytearray):
+            return json.loads(data, parse_int=_json_int)
+        # What json.loads does with bytes, with a decoder made once.
+        return _JSON_DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     except RecursionError:
         raise ValueError("body is not valid JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and _json_int's refusals
@@ -137,3 +118,6 @@ def _json_int(text: str) -> int:
     if not _INT_MIN <= value <= _INT_MAX:
         raise ValueError(f"the integer {text[:24]}{'...' if len(text) > 24 else ''} does not fit in 64 bits")
     return value
+
+
+_JSON_DECODER = json.JSONDecoder(parse_int=_json_int)

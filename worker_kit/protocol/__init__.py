@@ -1,0 +1,66 @@
+"""The one definition of the worker wire (docs/protocol.md), shared by the service, the worker
+runtime and the client:
+
+- `constants`: routes, the protocol version, limits, stop reasons;
+- `codecs`: msgpack and strict JSON bodies;
+- `fields`: typed body fields, each reading itself with the service's 400 reasons and stating
+  its JSON Schema (/openapi.json is generated from them);
+- `claims`: claim and exchange requests, the claimed job, their answer;
+- `control`: heartbeats and stop signals;
+- `reports`: output items, finishes, releases;
+- `refusals`: the 4xx answers, as the service raises them and as a worker reads them.
+
+Each message is one slots dataclass with its decoder (service side: validates, raises ApiError
+with the reason) and its encoder (worker side: packs once, splicing payloads packed earlier).
+"""
+
+from __future__ import annotations
+
+from ..packed import Packed
+from .claims import ClaimAnswer, ClaimedJob, ClaimRequest, ExchangeRequest
+from .codecs import JSON, MSGPACK, decode, dumps_json, encode, pack, unpack
+from .constants import (
+    API_PREFIX,
+    DEFAULT_CLAIM_WAIT_MS,
+    DEFAULT_LEASE_MS,
+    MAX_CLAIM,
+    MAX_FIELD_CHARS,
+    MAX_FINISHES,
+    MAX_POLL_MS,
+    MAX_SLOTS,
+    MAX_WIRE_INT,
+    PROTOCOL_VERSION,
+    REPORT_OVERHEAD,
+    STOP_CANCELLED,
+    STOP_LOST,
+    STOP_REASONS,
+    STOP_TIMED_OUT,
+    WORKER_CLAIM,
+    WORKER_EXCHANGE,
+    WORKER_FINISH,
+    WORKER_HEARTBEAT,
+    WORKER_OUTPUT,
+    WORKER_RELEASE,
+)
+from .control import HeartbeatAnswer, HeartbeatRequest, StopSignal
+from .refusals import ApiError, check_chunk, refusal, stale
+from .reports import (
+    Final,
+    FinishReport,
+    OutputItem,
+    OutputRequest,
+    ReleaseRequest,
+    decode_report,
+    pack_item,
+)
+
+__all__ = [
+    "API_PREFIX", "DEFAULT_CLAIM_WAIT_MS", "DEFAULT_LEASE_MS", "JSON", "MAX_CLAIM", "MAX_FIELD_CHARS",
+    "MAX_FINISHES", "MAX_POLL_MS", "MAX_SLOTS", "MAX_WIRE_INT", "MSGPACK", "PROTOCOL_VERSION",
+    "REPORT_OVERHEAD", "STOP_CANCELLED", "STOP_LOST", "STOP_REASONS", "STOP_TIMED_OUT", "WORKER_CLAIM",
+    "WORKER_EXCHANGE", "WORKER_FINISH", "WORKER_HEARTBEAT", "WORKER_OUTPUT", "WORKER_RELEASE",
+    "ApiError", "ClaimAnswer", "ClaimRequest", "ClaimedJob", "ExchangeRequest", "Final", "FinishReport",
+    "HeartbeatAnswer", "HeartbeatRequest", "OutputItem", "OutputRequest", "Packed", "ReleaseRequest",
+    "StopSignal", "check_chunk", "decode", "decode_report", "dumps_json", "encode", "pack", "pack_item",
+    "refusal", "stale", "unpack",
+]  # fmt: skip
