@@ -1,42 +1,87 @@
-"""Bounded maintenance, by hand: `python bench/bench_sweep.py [--jobs 20000] [--full]`.
+"""Bounded maintenance, end to end: `python -m bench.bench_sweep [--jobs N] [--full] [--only KIND ...]`.
 
-1. The suspected cause of quadratic maintenance on SQLite (issue #16): one long UPDATE loop in a
-   single SAVEPOINT with `PRAGMA temp_store=MEMORY`. Times the claim-style UPDATE ... RETURNING
-   loop over 5k/10k/20k rows in one transaction, with and without each of the two, on the real
-   schema.
-2. A mass expiry through the storage API: N queued jobs past their TTL at once (a FakeClock moved
-   past it), swept by `sweep()` calls until none is left, while submits run beside it; on SQLite
-   and on Redis (its own redis-server). Prints the sweep's total time, its cost per job, and the
-   p50/p99 latency of the concurrent submits against submits with no sweep running.
+A real service process (`worker-kit serve`) on SQLite and on Redis (its own redis-server) meets
+mass maintenance, while a client keeps submitting to another endpoint (4 loops of `POST /run`,
+one request at a time each); the figure is the latency of those submits while the maintenance
+runs (p50/p99/max), against the same service idle just before.
 
---full uses 100 000 jobs.
+- expiry:  N queued jobs whose TTL has passed, found at once by the sweep;
+- timeout: N running jobs past their execution timeout, found at once by the sweep;
+- purge:   `POST /purge-queue` of N queued jobs.
+
+The jobs are written straight into the store before the service starts, by the storage API with
+a clock an hour in the past: so they are all overdue together, however long writing them took.
+Quick size 5 000 jobs; --full 100 000 (issue #16's sizes). Also printed: how long the
+maintenance took, the service's CPU per job, and its peak RSS. `python -m bench` runs the
+mass expiry as its `sweep_sqlite` and `sweep_redis` keys.
+
+--update-loop also times the cause of quadratic maintenance found on SQLite (issue #16): one
+claim-style UPDATE ... RETURNING loop over 5k/10k/20k rows in one transaction, with and without
+a SAVEPOINT and `PRAGMA temp_store=MEMORY`, on the real schema.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import secrets
-import shutil
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_redis import start_redis
+import aiohttp
 
 from worker_kit.job import Policy
+from worker_kit.storage.base import Storage
 from worker_kit.storage.redis import RedisStorage
-from worker_kit.storage.rules import BATCH, FakeClock
 from worker_kit.storage.sqlite.backend import SQLiteStorage
 from worker_kit.storage.sqlite.schema import DDL, RECORD_COLUMNS
 
+from . import procs
+from .bench_redis import start_redis
 
+KINDS = ("expiry", "timeout", "purge")
+#: Submitting loops beside the maintenance, and the pause each takes between its requests.
+LOOPS, PAUSE_S = 4, 0.005
+#: Idle time measured first, for the baseline.
+IDLE_S = 1.5
+EP, LIVE = "mass", "live"
+
+
+@dataclass(slots=True)
+class Result:
+    kind: str
+    jobs: int
+    seconds: float  # how long the maintenance took
+    during: list[float]  # /run latencies while it ran, seconds
+    idle: list[float]
+    cpu_s: float  # service CPU spent over the maintenance
+    peak_rss_mb: float
+
+    def p(self, q: float, idle: bool = False) -> float:
+        """The q-quantile (0..1) of /run latency in ms (during the maintenance, or idle)."""
+        samples = sorted(self.idle if idle else self.during)
+        if not samples:
+            return float("nan")
+        return samples[min(len(samples) - 1, int(q * len(samples)))] * 1000
+
+    def line(self) -> str:
+        return (f"{self.kind:>7} {self.jobs:>7}: {self.seconds:6.2f} s "
+                f"({self.cpu_s / self.jobs * 1e6:5.0f} µs CPU/job, peak RSS {self.peak_rss_mb:4.0f} MB); "
+                f"/run beside it p50 {self.p(0.5):5.1f} ms, p99 {self.p(0.99):6.1f} ms, "
+                f"max {max(self.during, default=0) * 1000:6.1f} ms, n={len(self.during)} "
+                f"(idle p50 {self.p(0.5, True):4.1f}, p99 {self.p(0.99, True):5.1f})")
+
+
+# -- the UPDATE loop (--update-loop) ---------------------------------------------------------------
 def update_loop(work: Path, n: int, savepoint: bool, temp_memory: bool) -> float:
     path = work / f"loop-{n}-{savepoint}-{temp_memory}.db"
     conn = sqlite3.connect(path, isolation_level=None)
@@ -70,86 +115,164 @@ def update_loop(work: Path, n: int, savepoint: bool, temp_memory: bool) -> float
     return elapsed
 
 
-async def submit_latencies(storage: object, stop: asyncio.Event, out: list[float]) -> None:
-    while not stop.is_set():
-        start = time.perf_counter()
-        await storage.submit("live", 1, policy=Policy(), retention_ms=60_000)  # type: ignore[attr-defined]
-        out.append(time.perf_counter() - start)
-        await asyncio.sleep(0.002)
+
+# -- filling the store ------------------------------------------------------------------------------
+def _past() -> float:
+    return time.time() - 3600.0
 
 
-def pct(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
-
-
-async def mass_expiry(storage: SQLiteStorage | RedisStorage, clock: FakeClock, n: int) -> str:
+async def fill(storage: Storage, kind: str, n: int) -> None:
+    """N jobs of endpoint EP, overdue (expiry, timeout) or queued (purge), by the storage API."""
     await storage.open()
     try:
-        sem = asyncio.Semaphore(64)
+        policy = {"expiry": Policy(ttl_ms=1000), "timeout": Policy(execution_timeout_ms=1000),
+                  "purge": Policy()}[kind]
+        sem = asyncio.Semaphore(256)
 
-        async def fill(i: int) -> None:
+        async def one(i: int) -> None:
             async with sem:
-                await storage.submit("ep", i, policy=Policy(ttl_ms=1000), retention_ms=60_000)
+                await storage.submit(EP, i, policy=policy, retention_ms=600_000)
 
-        await asyncio.gather(*(fill(i) for i in range(n)))
-        idle: list[float] = []
-        stop = asyncio.Event()
-        task = asyncio.create_task(submit_latencies(storage, stop, idle))
-        await asyncio.sleep(1.0)
-        stop.set()
-        await task
-        clock.advance(5.0)
-        during: list[float] = []
-        stop = asyncio.Event()
-        task = asyncio.create_task(submit_latencies(storage, stop, during))
-        start, ended, calls = time.perf_counter(), 0, 0
-        while True:
-            result = await storage.sweep(3, 500)
-            ended, calls = ended + len(result.ended), calls + 1
-            if not result.more:
-                break
-        elapsed = time.perf_counter() - start
-        stop.set()
-        await task
-        assert ended == n, (ended, n)
-        return (f"{elapsed:6.2f} s ({elapsed / n * 1e6:5.0f} µs/job, {calls} sweep() calls); submits "
-                f"beside it p50 {pct(during, 0.5):5.1f} ms, p99 {pct(during, 0.99):6.1f} ms, "
-                f"max {max(during) * 1000:6.1f} ms (idle: p50 {pct(idle, 0.5):4.1f} ms, "
-                f"p99 {pct(idle, 0.99):5.1f} ms)")
+        for start in range(0, n, 5000):
+            await asyncio.gather(*(one(i) for i in range(start, min(n, start + 5000))))
+        if kind == "timeout":
+            left = n
+            while left > 0:
+                left -= len(await storage.claim(EP, "gone-worker", min(500, left), 1000))
     finally:
         await storage.close()
+
+
+# -- the service and its clients --------------------------------------------------------------------
+@contextlib.contextmanager
+def service(work: Path, storage_url: str) -> Iterator[tuple[str, int]]:
+    config = work / "bench.toml"
+    config.write_text(procs.CONFIG)
+
+    def args(port: int) -> list[str]:
+        return [procs.PY, "-m", "worker_kit", "serve", "--port", str(port), "--storage", storage_url,
+                "--config", str(config), "--log-level", "warning"]
+
+    with procs._server(args, "/health") as (url, proc):
+        yield url, proc.pid
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _submit_loop(session: aiohttp.ClientSession, url: str, stop: asyncio.Event,
+                       out: list[tuple[float, float]]) -> None:
+    while not stop.is_set():
+        start = time.perf_counter()
+        async with session.post(url, json={"input": 1}) as resp:
+            await resp.read()
+            assert resp.status == 200, resp.status
+        out.append((start, time.perf_counter() - start))
+        await asyncio.sleep(PAUSE_S)
+
+
+async def _left(session: aiohttp.ClientSession, base: str) -> int:
+    async with session.get(f"{base}/v2/{EP}/health") as resp:
+        jobs = (await resp.json())["jobs"]
+    return int(jobs["inQueue"]) + int(jobs["inProgress"])
+
+
+async def measure(base: str, pid: int, kind: str, n: int, timeout: float) -> Result:
+    samples: list[tuple[float, float]] = []
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        loops = [asyncio.create_task(_submit_loop(session, f"{base}/v2/{LIVE}/run", stop, samples))
+                 for _ in range(LOOPS)]
+        try:
+            if kind == "purge":
+                await asyncio.sleep(IDLE_S)
+                cpu0, began = procs.cpu_seconds(pid), time.perf_counter()
+                async with session.post(f"{base}/v2/{EP}/purge-queue", json={}) as resp:
+                    removed = (await resp.json())["removed"]
+                assert removed == n, (removed, n)
+            else:
+                # The sweep begins at its first round after start: the first sign of it is the
+                # first job it ended. Until then the service is idle.
+                while await _left(session, base) == n:  # noqa: ASYNC110 - another process's state
+                    await asyncio.sleep(0.01)
+                cpu0, began = procs.cpu_seconds(pid), time.perf_counter()
+                deadline = began + timeout
+                while await _left(session, base) > 0:
+                    if time.perf_counter() > deadline:
+                        raise RuntimeError(f"{kind}: the sweep did not end {n} jobs within {timeout} s")
+                    await asyncio.sleep(0.02)
+            ended = time.perf_counter()
+            cpu = procs.cpu_seconds(pid) - cpu0
+        finally:
+            stop.set()
+            await asyncio.gather(*loops)
+    during = [lat for start, lat in samples if began <= start < ended or began <= start + lat <= ended]
+    idle = [lat for start, lat in samples if start + lat < began]
+    return Result(kind, n, ended - began, during, idle, cpu, peak_rss_mb(pid))
+
+
+def run_one(work: Path, backend: str, kind: str, n: int, redis_port: int | None = None) -> Result:
+    """One maintenance on a fresh store (SQLite file, or a fresh Redis prefix)."""
+    clock = None if kind == "purge" else _past  # purge: queued now, with a long TTL
+    if backend == "sqlite":
+        url = f"sqlite:///{work / f'sweep-{kind}-{time.monotonic_ns()}.db'}"
+        storage: Storage = SQLiteStorage.from_url(url, clock=clock)
+    else:
+        url = f"redis://127.0.0.1:{redis_port}/0?prefix=sweep{time.monotonic_ns()}"
+        storage = RedisStorage.from_url(url, clock=clock)
+    asyncio.run(fill(storage, kind, n))
+    with service(work, url) as (base, pid):
+        return asyncio.run(measure(base, pid, kind, n, timeout=max(120.0, n / 100)))
+
+
+@contextlib.contextmanager
+def redis_server(work: Path) -> Iterator[int]:
+    proc, port = start_redis(work)
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--full", action="store_true", help="100 000 jobs")
+    parser.add_argument("--only", nargs="*", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--backend", nargs="*", choices=("sqlite", "redis"), default=["sqlite", "redis"])
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--update-loop", action="store_true", help="also time the UPDATE loop variants")
     args = parser.parse_args()
     n = 100_000 if args.full else args.jobs
-    work = Path(tempfile.mkdtemp(prefix="wk-bench-sweep-"))
-    print(f"{platform.node()} · {os.cpu_count()} CPUs · Python {platform.python_version()} · SQLite "
-          f"{sqlite3.sqlite_version} · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print("\n1. one UPDATE ... RETURNING loop in one transaction, seconds "
-          "(savepoint+temp_store=MEMORY, savepoint only, temp_store=MEMORY only, neither):")
-    for rows in (5000, 10_000, 20_000):
-        cells = [update_loop(work, rows, sp, mem) for sp, mem in ((1, 1), (1, 0), (0, 1), (0, 0))]
-        print(f"   {rows:>6} rows: " + "  ".join(f"{c:6.2f}" for c in cells))
-    print(f"\n2. {n} queued jobs past their TTL at once, swept in batches of {BATCH}:")
-    clock = FakeClock()
-    print("   SQLite: " + asyncio.run(mass_expiry(SQLiteStorage.from_url(f"sqlite:///{work / 'sweep.db'}",
-                                                                       clock=clock), clock, n)))
-    proc, port = start_redis(work)
-    try:
-        clock = FakeClock()
-        storage = RedisStorage.from_url(f"redis://127.0.0.1:{port}/0?prefix=sweep", clock=clock)
-        print("   Redis:  " + asyncio.run(mass_expiry(storage, clock, n)))
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(work, ignore_errors=True)
+    print(f"{platform.node()} · {os.cpu_count()} CPUs · Python {platform.python_version()} · load "
+          f"{os.getloadavg()[0]:.1f} · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    with tempfile.TemporaryDirectory(prefix="wk-bench-sweep-") as tmp:
+        work = Path(tmp)
+        if args.update_loop:
+            print("one UPDATE ... RETURNING loop in one transaction, seconds "
+                  "(savepoint+temp_store=MEMORY, savepoint only, temp_store=MEMORY only, neither):")
+            for rows in (5000, 10_000, 20_000):
+                cells = [update_loop(work, rows, sp, mem) for sp, mem in ((1, 1), (1, 0), (0, 1), (0, 0))]
+                print(f"   {rows:>6} rows: " + "  ".join(f"{c:6.2f}" for c in cells), flush=True)
+        with redis_server(work) if "redis" in args.backend else contextlib.nullcontext() as port:
+            for backend in args.backend:
+                for kind in args.only:
+                    p99s = []
+                    for _ in range(args.rounds):
+                        result = run_one(work, backend, kind, n, port)
+                        p99s.append(result.p(0.99))
+                        print(f"{backend:>6} {result.line()}", flush=True)
+                    if args.rounds > 1:
+                        median = statistics.median(p99s)
+                        print(f"{backend:>6} {kind:>7}: median p99 {median:.1f} ms", flush=True)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}", file=sys.stderr)
 
 
 if __name__ == "__main__":

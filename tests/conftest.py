@@ -6,6 +6,10 @@
     async def test_y(service_factory):
         svc = await service_factory(lease_ms=500, max_attempts=2)
 
+    async def test_z(api, api_at):                  # the public API as raw HTTP (tests/support/api.py)
+        job_id = await api.run({"x": 1})            # on endpoint "ep" of `service`
+        other = api_at(svc.endpoint_url("ep"))      # on any endpoint of any service
+
 The service runs in the test's event loop on a free port, with a SQLite file in tmp_path,
 short leases and a fast sweep, and stops at teardown.
 
@@ -23,8 +27,10 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from tests.support.api import Api
 from worker_kit.service.config import EndpointConfig, ServiceConfig
 from worker_kit.service.runner import RunningService, run_service
 
@@ -81,4 +87,23 @@ async def service(service_factory: ServiceFactory) -> RunningService:
     return await service_factory()
 
 
-__all__ = ["TEST_DEFAULTS", "EndpointConfig", "ServiceFactory", "service", "service_factory"]
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+        yield s
+
+
+@pytest.fixture
+def api_at(session: aiohttp.ClientSession) -> Callable[[str], Api]:
+    """`api_at(endpoint_url)` -> an Api on that endpoint, on the test's one session."""
+    return lambda url: Api(session, url)
+
+
+@pytest.fixture
+def api(service: RunningService, api_at: Callable[[str], Api]) -> Api:
+    """The Api of endpoint "ep" of `service`."""
+    return api_at(service.endpoint_url("ep"))
+
+
+__all__ = ["TEST_DEFAULTS", "Api", "EndpointConfig", "ServiceFactory", "api", "api_at", "service",
+           "service_factory", "session"]

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.api import Api
 from worker_kit.protocol import MSGPACK, pack
 
-from .conftest import Api, MiniWorker
+from .conftest import MiniWorker
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 

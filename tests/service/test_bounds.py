@@ -10,10 +10,11 @@ from typing import Any
 
 import aiohttp
 
+from tests.support.api import Api
 from worker_kit.client import AsyncEndpoint
 from worker_kit.storage.base import worker_channel
 
-from .conftest import Api, MiniWorker
+from .conftest import MiniWorker
 
 #: 1000-character strings are stored as 1003 msgpack bytes: a bound of 2500 fits two.
 TEXT = "x" * 1000

@@ -8,9 +8,9 @@ from typing import Any
 
 import aiohttp
 
+from tests.support.api import Api
 from worker_kit.service.config import EndpointConfig
 
-from .conftest import Api
 from .test_jobs import wait_for_status
 
 # What the SDK sends on result and stream POSTs: JSON labelled as a form, plus a bogus header.

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from tests.support.api import Api
 from worker_kit.protocol import MSGPACK, unpack
 
-from .conftest import Api, MiniWorker
+from .conftest import MiniWorker
 
 
 async def wait_for_status(api: Api, job_id: str, wanted: str, timeout: float = 10.0) -> dict[str, Any]:

@@ -9,9 +9,10 @@ from typing import Any
 
 import aiohttp
 
+from tests.support.api import Api
 from worker_kit.service.config import DEFAULT_RATE_LIMITS, EndpointConfig, RateLimit
 
-from .conftest import Api, MiniWorker
+from .conftest import MiniWorker
 
 MB = 1024 * 1024
 

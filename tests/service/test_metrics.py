@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from tests.support.api import Api
 from worker_kit.service import access
 from worker_kit.service import state as state_module
 from worker_kit.service.config import EndpointConfig, RateLimit, ServiceConfig
@@ -20,7 +21,7 @@ from worker_kit.service.state import STATE
 from worker_kit.storage import open_storage
 
 from ..conftest import TEST_DEFAULTS
-from .conftest import Api, MiniWorker
+from .conftest import MiniWorker
 
 Families = dict[str, tuple[str, list[Sample]]]
 

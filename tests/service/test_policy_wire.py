@@ -7,10 +7,11 @@ from typing import Any
 
 import aiohttp
 
+from tests.support.api import Api
 from worker_kit.job import Policy
 from worker_kit.service.config import EndpointConfig
 
-from .conftest import Api, MiniWorker
+from .conftest import MiniWorker
 
 
 async def claim_for(api: Api, policy: dict[str, Any] | None) -> dict[str, Any]:

@@ -15,11 +15,12 @@ from typing import Any
 import aiohttp
 import msgpack
 
+from tests.support.api import Api
 from worker_kit.job import Policy
 from worker_kit.portable import MAX_DEPTH
 from worker_kit.protocol import MSGPACK, pack
 
-from .conftest import Api, MiniWorker
+from .conftest import MiniWorker
 from .test_hosted import SdkWorker
 from .test_jobs import wait_for_status
 

@@ -181,7 +181,7 @@ async def test_a_job_claimed_while_a_heartbeat_waits_is_covered_by_the_next_hear
 
 async def test_two_attempts_of_one_job_held_by_one_worker(service_factory: Any, session: Any) -> None:
     svc = await service_factory(lease_ms=300)
-    from .conftest import Api
+    from tests.support.api import Api
 
     api = Api(session, svc.endpoint_url("ep"))
     w = await jworker(api, session)

@@ -13,9 +13,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.api import Api
 from worker_kit.service import sse as sse_module
 
-from .conftest import Api, MiniWorker
+from .conftest import MiniWorker
 
 
 def count_reads(storage: Any, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.api import Api
 from worker_kit.service.config import EndpointConfig, ServiceConfig
 from worker_kit.service.runner import RunningService, run_service
 from worker_kit.service.state import STATE
@@ -25,7 +26,6 @@ from worker_kit.storage import Storage, open_storage
 
 from ..client.conftest import WebhookReceiver
 from ..conftest import TEST_DEFAULTS
-from .conftest import Api
 from .test_hosted import SdkWorker
 
 EP = "replicated"

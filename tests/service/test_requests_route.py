@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.api import Api
 from worker_kit.job import Policy
 from worker_kit.service.config import EndpointConfig, RateLimit
 
-from .conftest import Api, MiniWorker
+from .conftest import MiniWorker
 
 
 async def _page_all(api: Api, query: str, between: Any = None) -> list[dict[str, Any]]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.support.api import Api
 from worker_kit.protocol import MSGPACK, pack
 from worker_kit.service.config import EndpointConfig
 
-from .conftest import Api, MiniWorker
+from .conftest import MiniWorker
 
 CLIENT_KEY = "client-key-123"
 WORKER_KEY = "worker-key-123"

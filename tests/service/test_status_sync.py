@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.api import Api
 from worker_kit.service import http as service_http
 from worker_kit.service.config import EndpointConfig, RateLimit
 
-from .conftest import Api, MiniWorker
+from .conftest import MiniWorker
 
 
 async def test_a_long_wait_returns_as_soon_as_the_job_ends(

@@ -7,14 +7,18 @@ import dataclasses
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
+from tests.support.api import Api
+from worker_kit.service import sweeper
 from worker_kit.service.config import EndpointConfig, ServiceConfig
 from worker_kit.service.runner import run_service
 
 from ..conftest import TEST_DEFAULTS
-from .conftest import Api, MiniWorker
+from .conftest import MiniWorker
 from .test_jobs import wait_for_gone, wait_for_status
+from .test_metrics import scrape, value
 
 
 async def make_api(service_factory: Any, session: aiohttp.ClientSession, **overrides: Any) -> Api:
@@ -199,6 +203,40 @@ async def test_webhooks_fire_on_finish_cancel_and_sweep(service_factory: Any, se
         assert receiver.bodies == []  # one delivery per ending, never a duplicate
         _, health = await api.get("/health")
         assert health["webhooks"]["delivered"] == 3
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_mass_expiry_is_swept_in_batches_and_each_job_reported_once(
+    service_factory: Any, session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # More overdue jobs than one sweep() call ends, reported in slices with requests served in
+    # between: every job ends TIMED_OUT once, is counted once and gets one webhook delivery.
+    monkeypatch.setattr(sweeper, "REPORT_SLICE", 7)
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    hook = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    try:
+        svc = await service_factory(default=EndpointConfig(webhook_interval_s=0.1))
+        svc.storage.batch_size, svc.storage.sweep_batches = 10, 2  # 20 jobs per sweep() call
+        api = Api(session, svc.endpoint_url("ep"))
+        ids = set(await asyncio.gather(*(api.run(i, webhook=hook, policy={"ttl": 300}) for i in range(55))))
+        async with asyncio.timeout(30):
+            while (await api.get("/health"))[1]["jobs"]["timedOut"] < len(ids):
+                assert (await api.get("/health"))[0] == 200  # answered while the sweep goes on
+                await asyncio.sleep(0.05)
+        families = await scrape(session, svc.url)
+        ended = value(families, "worker_kit_jobs_ended", "worker_kit_jobs_ended_total", endpoint="ep",
+                      state="TIMED_OUT")
+        assert ended == len(ids)
+        bodies = [await receiver.next() for _ in ids]
+        assert {b["id"] for b in bodies} == ids and {b["status"] for b in bodies} == {"TIMED_OUT"}
+        await asyncio.sleep(0.3)
+        assert receiver.bodies == []  # one delivery per ending
     finally:
         await runner.cleanup()
 

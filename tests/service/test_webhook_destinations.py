@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.support.api import Api
 from worker_kit.errors import ConfigError
 from worker_kit.service.config import EndpointConfig, ServiceConfig
 from worker_kit.service.webhook_guard import WebhookGuard
 
-from .conftest import Api, MiniWorker
+from .conftest import MiniWorker
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ Time limits, notifications and concurrency are in test_conformance_sweep.py.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -448,6 +449,39 @@ async def test_read_stream_consumes_without_cursor_and_not_with_one(storage: Sto
     assert (await storage.read_stream(EP, job.id, 7))[1] == []
     await storage.append_output(EP, job.id, token, [chunk(4, "d")])
     assert (await storage.read_stream(EP, job.id))[1] == ["d"]
+
+
+async def test_read_stream_from_every_cursor_across_batches(storage: Storage) -> None:
+    # Chunks arrive in batches of several sizes, with progress between them and a retried
+    # (partly duplicate) batch; a read from any cursor, bounded or not, gets exactly the chunks
+    # from there on, in order, and a bounded read pages through without a gap or a repeat.
+    await submit(storage, 1)
+    job = await claim_one(storage)
+    token = job.token or ""
+    values: list[Any] = []
+    seq = 0
+    for size in (1, 3, 1, 5, 2):
+        batch = []
+        for _ in range(size):
+            values.append({"n": len(values)} if len(values) % 4 == 3 else f"c{len(values)}")
+            batch.append(chunk(seq, values[-1]))
+            seq += 1
+        await storage.append_output(EP, job.id, token, batch)
+        # A retry of the batch's tail, then a progress update.
+        await storage.append_output(EP, job.id, token, [*batch[-2:], progress(seq, seq)])
+        seq += 1
+    for cursor in range(len(values) + 2):
+        record, chunks, next_cursor = await storage.read_stream(EP, job.id, cursor)
+        assert chunks == values[cursor:] and next_cursor == max(cursor, len(values))
+        assert record.stream_len == len(values) == 12
+        paged, at = [], cursor
+        while True:
+            _, chunks, at = await storage.read_stream(EP, job.id, at, max_bytes=8)
+            if not chunks:
+                break
+            assert len(chunks) <= 2  # each packed chunk is 3..5 bytes: at most two fit in 8
+            paged += chunks
+        assert paged == values[cursor:]
 
 
 async def test_read_stream_unknown_job(storage: Storage) -> None:

@@ -15,7 +15,7 @@ from worker_kit.job import JobRecord, JobState, Policy
 from worker_kit.protocol import STOP_LOST, STOP_TIMED_OUT, OutputItem
 from worker_kit.storage import Storage
 from worker_kit.storage.base import job_channel, queue_channel, worker_channel
-from worker_kit.storage.rules import FakeClock
+from worker_kit.storage.rules import PURGED_ERROR, FakeClock
 
 EP = "ep"
 LEASE_MS = 30_000
@@ -293,3 +293,31 @@ async def test_sweep_passes_over_running_jobs_within_the_grace(storage: Storage,
     assert result.ended == [] and not result.more
     clock.advance(60)
     assert len((await storage.sweep(3, 0)).ended) == 2
+
+
+async def test_swept_and_purged_records_carry_what_the_service_reports(
+    storage: Storage, clock: FakeClock
+) -> None:
+    # The sweep and the purge answer a whole batch of records at once (on Redis, packed into one
+    # reply): each record must still hold what the service logs, counts and sends a webhook for.
+    running = await submit(storage, b"\xff\x00 bytes", webhook="http://hooks.example/r",
+                           policy=Policy(execution_timeout_ms=int(SHORT_S * 1000)))
+    assert [j.id for j in await storage.claim(EP, "wörker-1", 1, LEASE_MS)] == [running.id]
+    queued = await submit(storage, {"text": "naïve ü"}, webhook="http://hooks.example/q",
+                          policy=Policy(ttl_ms=int(SHORT_S * 1000)))
+    clock.advance(PAST_S)
+    by_id = {r.id: r for r in (await storage.sweep(3, 0)).ended}
+    assert set(by_id) == {running.id, queued.id}
+    ran, waited = by_id[running.id], by_id[queued.id]
+    assert ran.state is JobState.TIMED_OUT and ran.error and "timeout" in ran.error
+    assert waited.state is JobState.TIMED_OUT and waited.error and "ttl" in waited.error
+    assert (ran.webhook, waited.webhook) == ("http://hooks.example/r", "http://hooks.example/q")
+    assert ran.worker_id == "wörker-1" and ran.started_at is not None and waited.started_at is None
+    assert ran.endpoint == waited.endpoint == EP and ran.retries == waited.retries == 0
+    assert all(r.finished_at is not None and r.expires_at is not None for r in (ran, waited))
+
+    purgeable = await submit(storage, "p", webhook="http://hooks.example/p")
+    [purged] = await storage.purge(EP)
+    assert purged.id == purgeable.id and purged.state is JobState.CANCELLED
+    assert purged.webhook == "http://hooks.example/p" and purged.error == PURGED_ERROR
+    assert purged.finished_at is not None and purged.expires_at is not None

@@ -16,11 +16,11 @@ import pytest
 
 from worker_kit.errors import ConfigError, JobConflict, SequenceGap, StorageError
 from worker_kit.job import JobState, Policy
-from worker_kit.protocol import OutputItem
+from worker_kit.protocol import OutputItem, pack
 from worker_kit.storage import open_storage
 from worker_kit.storage.sqlite import ops
 from worker_kit.storage.sqlite.backend import SQLiteStorage
-from worker_kit.storage.sqlite.schema import SQLiteURL
+from worker_kit.storage.sqlite.schema import SCHEMA_VERSION, SQLiteURL
 
 EP = "ep"
 
@@ -95,6 +95,56 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     storage = open_storage(f"sqlite:///{path}")
     with pytest.raises(StorageError, match="newer"):
         await storage.open()
+
+
+async def test_chunks_are_stored_as_one_run_per_request(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    storage = await opened(f"sqlite:///{path}")
+    try:
+        await storage.submit(EP, "r", policy=Policy(), retention_ms=60_000)
+        [job] = await storage.claim(EP, "w1", 1, 30_000)
+        token = job.token or ""
+        await storage.append_output(EP, job.id, token, [OutputItem(i, "chunk", f"t{i}") for i in range(100)])
+        await storage.append_output(EP, job.id, token, [OutputItem(100, "chunk", b"\x00")])
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT idx FROM chunks WHERE job_id = ? ORDER BY idx", (job.id,)).fetchall()
+        assert rows == [(0,), (100,)]
+        _, chunks, cursor = await storage.read_stream(EP, job.id, 99)
+        assert chunks == ["t99", b"\x00"] and cursor == 101
+    finally:
+        await storage.close()
+
+
+async def test_a_schema_1_stream_of_one_chunk_per_row_reads_on(tmp_path: Path) -> None:
+    # Schema 1 stored one chunk per row: such a file opens as it is (becoming schema 2), its
+    # chunks read from any cursor, and the stream goes on with runs after them.
+    path = tmp_path / "jobs.db"
+    storage = await opened(f"sqlite:///{path}")
+    await storage.submit(EP, "r", policy=Policy(), retention_ms=60_000)
+    [job] = await storage.claim(EP, "w1", 1, 30_000)
+    token = job.token or ""
+    await storage.close()
+    with sqlite3.connect(path) as conn:  # as a schema-1 build wrote three chunks
+        conn.executemany(
+            "INSERT INTO chunks (job_id, idx, data) VALUES (?, ?, ?)",
+            [(job.id, i, pack(f"old{i}")) for i in range(3)],
+        )
+        conn.execute("UPDATE jobs SET next_seq = 3, stream_len = 3 WHERE id = ?", (job.id,))
+        conn.execute("PRAGMA user_version = 1")
+    storage = await opened(f"sqlite:///{path}")
+    try:
+        items = [OutputItem(3, "chunk", "new3"), OutputItem(4, "chunk", "new4")]
+        await storage.append_output(EP, job.id, token, items)
+        everything = ["old0", "old1", "old2", "new3", "new4"]
+        for cursor in range(6):
+            assert (await storage.read_stream(EP, job.id, cursor))[1] == everything[cursor:]
+        _, chunks, cursor = await storage.read_stream(EP, job.id, 1, max_bytes=10)
+        assert chunks == ["old1", "old2"] and cursor == 3
+        assert (await storage.read_stream(EP, job.id))[1:] == (everything, 5)  # consuming
+    finally:
+        await storage.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
 
 
 async def test_a_schema_1_database_without_later_columns_is_upgraded(tmp_path: Path) -> None:

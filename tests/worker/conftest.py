@@ -1,12 +1,14 @@
 """Fixtures for the worker runtime tests: real worker processes (or in-process Workers)
-against the real in-process service from tests/conftest.py, and a tiny HTTP client of the
-public API (plain aiohttp, so these tests depend on no other part than the service).
+against the real in-process service from tests/conftest.py, whose `api_at` fixture is the
+client (tests/support/api.py: the public API as raw HTTP, so these tests depend on no other
+part than the service).
 
-    async def test_x(service, spawn_worker, api):
+    async def test_x(service, spawn_worker, api_at):
         url = service.endpoint_url("ep")
         w = await spawn_worker("echo.py", url)
-        job_id = await api.run(url, {"x": 1})
-        status = await api.wait(url, job_id)
+        api = api_at(url)
+        job_id = await api.run({"x": 1})
+        status = await api.wait(job_id)
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 HANDLERS = Path(__file__).parent / "handlers"
@@ -36,63 +37,6 @@ async def until(check: Callable[[], Any], timeout: float = 10.0) -> None:
             if result:
                 return
             await asyncio.sleep(0.02)
-TERMINAL = {"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"}
-
-
-class Api:
-    """The public client API, as raw HTTP."""
-
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self.session = session
-
-    async def call(self, method: str, url: str, body: Any = None) -> tuple[int, Any]:
-        async with self.session.request(method, url, json=body) as resp:
-            return resp.status, await resp.json(content_type=None)
-
-    async def run(self, url: str, input: Any, policy: dict[str, Any] | None = None) -> str:
-        body: dict[str, Any] = {"input": input}
-        if policy:
-            body["policy"] = policy
-        status, reply = await self.call("POST", url + "/run", body)
-        assert status == 200, reply
-        return reply["id"]
-
-    async def status(self, url: str, job_id: str) -> dict[str, Any]:
-        status, reply = await self.call("GET", f"{url}/status/{job_id}")
-        assert status == 200, reply
-        return reply
-
-    async def wait(self, url: str, job_id: str, timeout: float = 20.0, states: set[str] = TERMINAL) -> dict:
-        async with asyncio.timeout(timeout):
-            while True:
-                st = await self.status(url, job_id)
-                if st["status"] in states:
-                    return st
-                await asyncio.sleep(0.02)
-
-    async def cancel(self, url: str, job_id: str) -> dict[str, Any]:
-        status, reply = await self.call("POST", f"{url}/cancel/{job_id}")
-        assert status == 200, reply
-        return reply
-
-    async def chunks(self, url: str, job_id: str) -> list[Any]:
-        """Every stream chunk of the job so far, read with the non-consuming cursor (one
-        answer holds a bounded number of bytes: follow the cursor until a page is empty)."""
-        out: list[Any] = []
-        cursor = 0
-        while True:
-            status, reply = await self.call("GET", f"{url}/stream/{job_id}?cursor={cursor}")
-            assert status == 200, reply
-            if not reply["stream"]:
-                return out
-            out.extend(c["output"] for c in reply["stream"])
-            cursor = reply["cursor"]
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[Api]:
-    async with aiohttp.ClientSession() as session:
-        yield Api(session)
 
 
 class WorkerProcess:

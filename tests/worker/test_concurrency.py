@@ -23,7 +23,7 @@ class ClaimCountingTransport(NativeTransport):
         return jobs, lease
 
 
-async def test_sync_jobs_overlap(service: Any, start_worker: Any, api: Any) -> None:
+async def test_sync_jobs_overlap(service: Any, start_worker: Any, api_at: Any) -> None:
     # Four sync handlers meet at a barrier: only possible if all four run at once.
     barrier = threading.Barrier(4, timeout=10)
 
@@ -31,14 +31,15 @@ async def test_sync_jobs_overlap(service: Any, start_worker: Any, api: Any) -> N
         return barrier.wait()
 
     url = service.endpoint_url("conc")
+    api = api_at(url)
     await start_worker(meet, url, concurrency=4)
-    ids = [await api.run(url, i) for i in range(4)]
-    results = [await api.wait(url, job_id) for job_id in ids]
+    ids = [await api.run(i) for i in range(4)]
+    results = [await api.wait(job_id) for job_id in ids]
     assert [r["status"] for r in results] == ["COMPLETED"] * 4
     assert sorted(r["output"] for r in results) == [0, 1, 2, 3]
 
 
-async def test_concurrency_is_a_limit(service: Any, start_worker: Any, api: Any) -> None:
+async def test_concurrency_is_a_limit(service: Any, start_worker: Any, api_at: Any) -> None:
     active, peak = 0, 0
     lock = threading.Lock()
 
@@ -52,24 +53,26 @@ async def test_concurrency_is_a_limit(service: Any, start_worker: Any, api: Any)
             active -= 1
 
     url = service.endpoint_url("conc")
+    api = api_at(url)
     await start_worker(work, url, concurrency=3)
-    ids = [await api.run(url, i) for i in range(12)]
+    ids = [await api.run(i) for i in range(12)]
     for job_id in ids:
-        assert (await api.wait(url, job_id))["status"] == "COMPLETED"
+        assert (await api.wait(job_id))["status"] == "COMPLETED"
     assert peak == 3
 
 
-async def test_several_jobs_in_one_claim(service: Any, start_worker: Any, api: Any) -> None:
+async def test_several_jobs_in_one_claim(service: Any, start_worker: Any, api_at: Any) -> None:
     url = service.endpoint_url("conc")
-    ids = [await api.run(url, i) for i in range(5)]
+    api = api_at(url)
+    ids = [await api.run(i) for i in range(5)]
     transport = ClaimCountingTransport(url, worker_id="counting")
     await start_worker(lambda job: job.input, url, concurrency=8, transport=transport, worker_id="counting")
     for job_id in ids:
-        assert (await api.wait(url, job_id))["status"] == "COMPLETED"
+        assert (await api.wait(job_id))["status"] == "COMPLETED"
     assert transport.claims[0] == (8, 5)
 
 
-async def test_async_handlers_overlap_on_one_loop(service: Any, start_worker: Any, api: Any) -> None:
+async def test_async_handlers_overlap_on_one_loop(service: Any, start_worker: Any, api_at: Any) -> None:
     barrier = asyncio.Barrier(5)
 
     async def meet(job: Job) -> Any:
@@ -77,13 +80,14 @@ async def test_async_handlers_overlap_on_one_loop(service: Any, start_worker: An
             return await barrier.wait()
 
     url = service.endpoint_url("conc")
+    api = api_at(url)
     await start_worker(meet, url, concurrency=5)
-    ids = [await api.run(url, i) for i in range(5)]
-    assert [(await api.wait(url, j))["status"] for j in ids] == ["COMPLETED"] * 5
+    ids = [await api.run(i) for i in range(5)]
+    assert [(await api.wait(j))["status"] for j in ids] == ["COMPLETED"] * 5
 
 
 async def test_dynamic_concurrency_changes_without_draining(
-    service: Any, start_worker: Any, api: Any
+    service: Any, start_worker: Any, api_at: Any
 ) -> None:
     limit = {"value": 1}
     release_first = threading.Event()
@@ -96,22 +100,23 @@ async def test_dynamic_concurrency_changes_without_draining(
         return job.input
 
     url = service.endpoint_url("conc")
+    api = api_at(url)
     await start_worker(work, url, concurrency=lambda current: limit["value"])
-    first = await api.run(url, "first")
-    await api.wait(url, first, states={"IN_PROGRESS"})
-    others = [await api.run(url, f"other{i}") for i in range(2)]
+    first = await api.run("first")
+    await api.wait(first, states={"IN_PROGRESS"})
+    others = [await api.run(f"other{i}") for i in range(2)]
     await asyncio.sleep(0.3)
     assert started == ["first"]  # the limit of 1 holds
     limit["value"] = 3  # raised while "first" still runs
     for job_id in others:
-        assert (await api.wait(url, job_id))["status"] == "COMPLETED"
-    assert (await api.status(url, first))["status"] == "IN_PROGRESS"  # no drain was needed
+        assert (await api.wait(job_id))["status"] == "COMPLETED"
+    assert (await api.status(first))["status"] == "IN_PROGRESS"  # no drain was needed
     release_first.set()
-    assert (await api.wait(url, first))["status"] == "COMPLETED"
+    assert (await api.wait(first))["status"] == "COMPLETED"
 
 
 async def test_sync_handler_does_not_block_heartbeats(
-    service_factory: Any, start_worker: Any, api: Any
+    service_factory: Any, start_worker: Any, api_at: Any
 ) -> None:
     # A CPU-bound sync job longer than the lease: heartbeats go on from the loop, so the
     # lease never expires and the job completes on its first attempt.
@@ -125,9 +130,10 @@ async def test_sync_handler_does_not_block_heartbeats(
         return "done"
 
     url = service.endpoint_url("conc")
+    api = api_at(url)
     await start_worker(crunch, url)
-    job_id = await api.run(url, None)
-    status = await api.wait(url, job_id)
+    job_id = await api.run(None)
+    status = await api.wait(job_id)
     assert status["status"] == "COMPLETED" and status["output"] == "done"
     record = await service.storage.get("conc", job_id)
     assert record.attempt == 1

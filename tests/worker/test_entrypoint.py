@@ -135,30 +135,34 @@ def test_decorator_validates_options() -> None:
 # -- processes against the service ----------------------------------------------------------
 
 
-async def test_json_logs(service: Any, spawn_worker: Any, api: Any) -> None:
+async def test_json_logs(service: Any, spawn_worker: Any, api_at: Any) -> None:
     url = service.endpoint_url("entry")
+    api = api_at(url)
     worker = await spawn_worker("echo.py", url, log_format="json")
-    job_id = await api.run(url, 1)
-    assert (await api.wait(url, job_id))["status"] == "COMPLETED"
+    job_id = await api.run(1)
+    assert (await api.wait(job_id))["status"] == "COMPLETED"
     await worker.wait_log("COMPLETED in")
     lines = [json.loads(line) for line in worker.logs().splitlines() if line.strip()]
     done = [entry for entry in lines if entry.get("state") == "COMPLETED"]
     assert done and done[0]["job_id"] == job_id and done[0]["level"] == "info" and "duration_ms" in done[0]
 
 
-async def test_work_command_runs_a_file_that_only_registers(service: Any, tmp_path: Path, api: Any) -> None:
+async def test_work_command_runs_a_file_that_only_registers(
+    service: Any, tmp_path: Path, api_at: Any
+) -> None:
     handler_file = tmp_path / "only_registers.py"
     handler_file.write_text(
         "import worker_kit\n\n@worker_kit.handler\ndef double(job):\n    return job.input * 2\n"
     )
     url = service.endpoint_url("entry")
+    api = api_at(url)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "worker_kit", "work", str(handler_file), "--url", url, "--concurrency", "2",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        job_id = await api.run(url, 21)
-        status = await api.wait(url, job_id)
+        job_id = await api.run(21)
+        status = await api.wait(job_id)
         assert status["status"] == "COMPLETED" and status["output"] == 42
         proc.terminate()
         async with asyncio.timeout(10):
@@ -172,14 +176,15 @@ async def test_work_command_runs_a_file_that_only_registers(service: Any, tmp_pa
             await proc.wait()
 
 
-async def test_work_command_runs_a_file_that_calls_start(service: Any, api: Any) -> None:
+async def test_work_command_runs_a_file_that_calls_start(service: Any, api_at: Any) -> None:
     url = service.endpoint_url("entry")
+    api = api_at(url)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "worker_kit", "work", str(HANDLERS / "echo.py"), "--url", url,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        status = await api.wait(url, await api.run(url, "hi"))
+        status = await api.wait(await api.run("hi"))
         assert status["output"]["echo"] == "hi"
     finally:
         proc.terminate()
@@ -187,14 +192,15 @@ async def test_work_command_runs_a_file_that_calls_start(service: Any, api: Any)
             assert await proc.wait() == 0
 
 
-async def test_refused_worker_key_exits_4(service_factory: Any, spawn_worker: Any, api: Any) -> None:
+async def test_refused_worker_key_exits_4(service_factory: Any, spawn_worker: Any, api_at: Any) -> None:
     service = await service_factory(default=EndpointConfig(worker_keys=("right-key",)))
     url = service.endpoint_url("entry")
+    api = api_at(url)
     bad = await spawn_worker("echo.py", url, api_key="wrong-key")
     assert await bad.wait(10) == EXIT_REFUSED
     assert "check WORKER_KIT_API_KEY" in bad.logs()
     await spawn_worker("echo.py", url, api_key="right-key")
-    status = await api.wait(url, await api.run(url, 5))
+    status = await api.wait(await api.run(5))
     assert status["status"] == "COMPLETED"
 
 
@@ -212,11 +218,12 @@ def test_test_input_file_used_without_url(tmp_path: Path) -> None:
     assert json.loads(proc.stdout.strip().splitlines()[-1])["output"]["echo"] == "from file"
 
 
-async def test_worker_installs_no_signal_handlers(service: Any, start_worker: Any, api: Any) -> None:
+async def test_worker_installs_no_signal_handlers(service: Any, start_worker: Any, api_at: Any) -> None:
     import signal
 
     before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
     url = service.endpoint_url("entry")
+    api = api_at(url)
     await start_worker(lambda job: job.input, url)
-    assert (await api.wait(url, await api.run(url, 1)))["status"] == "COMPLETED"
+    assert (await api.wait(await api.run(1)))["status"] == "COMPLETED"
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.support.api import Api
 from worker_kit import protocol
 from worker_kit.worker.execution import Job
 from worker_kit.worker.transport import NativeTransport
@@ -32,21 +33,22 @@ class RecordingTransport(NativeTransport):
         return [path.rsplit("/", 1)[-1] if "/jobs/" in path else path for path, _ in self.sent]
 
 
-async def submit_all(api: Any, url: str, n: int) -> list[str]:
-    return [await api.run(url, {"i": i}) for i in range(n)]
+async def submit_all(api: Api, n: int) -> list[str]:
+    return [await api.run({"i": i}) for i in range(n)]
 
 
 async def test_at_concurrency_1_each_finish_rides_with_the_next_claim(
-    service: Any, start_worker: Any, api: Any
+    service: Any, start_worker: Any, api_at: Any
 ) -> None:
     url = service.endpoint_url("hot")
+    api = api_at(url)
     n = 12
-    ids = await submit_all(api, url, n)  # queued before the worker starts: it never waits
+    ids = await submit_all(api, n)  # queued before the worker starts: it never waits
     transport = RecordingTransport(url, worker_id="hot-1")
     await start_worker(lambda job: job.input["i"] * 2, url, transport=transport, worker_id="hot-1",
                        concurrency=1)
     for i, job_id in enumerate(ids):
-        status = await api.wait(url, job_id)
+        status = await api.wait(job_id)
         assert status["status"] == "COMPLETED" and status["output"] == i * 2
     # Jobs 1..n-1 each came back in the request that finished the one before: one round trip
     # per job. The last finish may have gone alone (nothing was left to claim).
@@ -58,15 +60,16 @@ async def test_at_concurrency_1_each_finish_rides_with_the_next_claim(
 
 
 async def test_at_concurrency_4_finishes_of_several_jobs_share_a_request(
-    service: Any, start_worker: Any, api: Any
+    service: Any, start_worker: Any, api_at: Any
 ) -> None:
     url = service.endpoint_url("hot")
+    api = api_at(url)
     n = 40
-    ids = await submit_all(api, url, n)
+    ids = await submit_all(api, n)
     transport = RecordingTransport(url, worker_id="hot-4")
     await start_worker(lambda job: job.input["i"], url, transport=transport, worker_id="hot-4", concurrency=4)
     for i, job_id in enumerate(ids):
-        assert (await api.wait(url, job_id))["output"] == i
+        assert (await api.wait(job_id))["output"] == i
     exchanges = [body for path, body in transport.sent if path == protocol.WORKER_EXCHANGE]
     finished = [report["id"] for body in exchanges for report in body["finish"]]
     assert sorted(finished) == sorted(ids)  # each job reported once
@@ -75,11 +78,12 @@ async def test_at_concurrency_4_finishes_of_several_jobs_share_a_request(
 
 
 async def test_a_finish_while_the_claim_long_polls_goes_on_its_own(
-    service: Any, start_worker: Any, api: Any
+    service: Any, start_worker: Any, api_at: Any
 ) -> None:
     # Concurrency 2: one job runs while the worker's other slot holds a long-poll on an empty
     # queue. The finish must not wait for that long-poll to end.
     url = service.endpoint_url("hot")
+    api = api_at(url)
     release = asyncio.Event()
 
     async def handler(job: Job) -> Any:
@@ -88,17 +92,17 @@ async def test_a_finish_while_the_claim_long_polls_goes_on_its_own(
 
     transport = RecordingTransport(url, worker_id="hold")
     await start_worker(handler, url, transport=transport, worker_id="hold", concurrency=2, claim_wait_s=20)
-    job_id = await api.run(url, None)
-    await api.wait(url, job_id, states={"IN_PROGRESS"})
+    job_id = await api.run(None)
+    await api.wait(job_id, states={"IN_PROGRESS"})
     release.set()
-    status = await api.wait(url, job_id, timeout=5)  # far less than the 20 s long-poll
+    status = await api.wait(job_id, timeout=5)  # far less than the 20 s long-poll
     assert status["status"] == "COMPLETED" and status["output"] == "done"
     alone = [body for path, body in transport.sent if path == protocol.WORKER_EXCHANGE and body["finish"]]
     assert alone and alone[0]["finish"][0]["id"] == job_id
 
 
 async def test_a_refused_finish_in_an_exchange_fails_only_its_own_job(
-    service_factory: Any, start_worker: Any, api: Any
+    service_factory: Any, start_worker: Any, api_at: Any
 ) -> None:
     # A result over the endpoint's limit is refused (413) inside the exchange; the worker then
     # reports that job FAILED saying why, and the other jobs of the same requests complete.
@@ -106,13 +110,14 @@ async def test_a_refused_finish_in_an_exchange_fails_only_its_own_job(
 
     svc = await service_factory(default=EndpointConfig(result_limit=1000))
     url = svc.endpoint_url("limits")
+    api = api_at(url)
 
     def handler(job: Job) -> Any:
         return "x" * 5000 if job.input["i"] == 1 else job.input["i"]
 
-    ids = await submit_all(api, url, 4)
+    ids = await submit_all(api, 4)
     await start_worker(handler, url, concurrency=4, result_limit=1_000_000)
-    states = [(await api.wait(url, job_id)) for job_id in ids]
+    states = [(await api.wait(job_id)) for job_id in ids]
     assert [s["status"] for s in states] == ["COMPLETED", "FAILED", "COMPLETED", "COMPLETED"]
     assert "too large" in states[1]["error"]
 
@@ -146,16 +151,17 @@ async def protocol_1_proxy(service: Any) -> AsyncIterator[str]:
 
 
 async def test_against_a_protocol_1_service_the_worker_uses_claim_and_finish(
-    service: Any, protocol_1_proxy: str, start_worker: Any, api: Any
+    service: Any, protocol_1_proxy: str, start_worker: Any, api_at: Any
 ) -> None:
     url = service.endpoint_url("old")
+    api = api_at(url)
     proxied = protocol_1_proxy + url[len(service.url):]
-    ids = await submit_all(api, url, 5)
+    ids = await submit_all(api, 5)
     transport = RecordingTransport(proxied, worker_id="v1")
     await start_worker(lambda job: job.input["i"] + 100, proxied, transport=transport, worker_id="v1",
                        concurrency=2)
     for i, job_id in enumerate(ids):
-        assert (await api.wait(url, job_id))["output"] == i + 100
+        assert (await api.wait(job_id))["output"] == i + 100
     routes = transport.routes()
     assert routes.count(protocol.WORKER_EXCHANGE) == 1, routes  # tried once, then protocol 1
     assert routes.count("finish") == 5 and protocol.WORKER_CLAIM in routes

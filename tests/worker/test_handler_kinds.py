@@ -67,12 +67,13 @@ VALUE_HANDLERS = {
 
 
 @pytest.mark.parametrize("kind", list(VALUE_HANDLERS))
-async def test_value_handlers(kind: str, service: Any, start_worker: Any, api: Any) -> None:
+async def test_value_handlers(kind: str, service: Any, start_worker: Any, api_at: Any) -> None:
     fn, expected = VALUE_HANDLERS[kind]
     url = service.endpoint_url("kinds")
+    api = api_at(url)
     await start_worker(fn, url)
-    job_id = await api.run(url, {"x": 7})
-    status = await api.wait(url, job_id)
+    job_id = await api.run({"x": 7})
+    status = await api.wait(job_id)
     assert status["status"] == "COMPLETED", status
     assert status["output"] == expected
 
@@ -137,28 +138,30 @@ STREAM_HANDLERS = {
 
 
 @pytest.mark.parametrize("kind", list(STREAM_HANDLERS))
-async def test_streaming_handlers(kind: str, service: Any, start_worker: Any, api: Any) -> None:
+async def test_streaming_handlers(kind: str, service: Any, start_worker: Any, api_at: Any) -> None:
     url = service.endpoint_url("kinds")
+    api = api_at(url)
     await start_worker(STREAM_HANDLERS[kind], url)
-    job_id = await api.run(url, {"n": 5})
-    status = await api.wait(url, job_id)
+    job_id = await api.run({"n": 5})
+    status = await api.wait(job_id)
     assert status["status"] == "COMPLETED", status
     assert status["output"] == [f"s{i}" for i in range(5)]  # the stream's list, by default
-    assert await api.chunks(url, job_id) == [f"s{i}" for i in range(5)]
+    assert await api.chunks(job_id) == [f"s{i}" for i in range(5)]
 
 
 @pytest.mark.parametrize("fn", [sync_gen, async_gen], ids=["generator", "async-generator"])
-async def test_return_aggregate_stream(fn: Any, service: Any, start_worker: Any, api: Any) -> None:
+async def test_return_aggregate_stream(fn: Any, service: Any, start_worker: Any, api_at: Any) -> None:
     url = service.endpoint_url("kinds")
+    api = api_at(url)
     await start_worker(make_handler(fn, return_aggregate_stream=True), url)
-    job_id = await api.run(url, {"n": 4})
-    status = await api.wait(url, job_id)
+    job_id = await api.run({"n": 4})
+    status = await api.wait(job_id)
     assert status["status"] == "COMPLETED", status
     assert status["output"] == ["s0", "s1", "s2", "s3"]
-    assert await api.chunks(url, job_id) == ["s0", "s1", "s2", "s3"]
+    assert await api.chunks(job_id) == ["s0", "s1", "s2", "s3"]
 
 
-async def test_job_object(service: Any, start_worker: Any, api: Any) -> None:
+async def test_job_object(service: Any, start_worker: Any, api_at: Any) -> None:
     def inspect_job(job: Job) -> Any:
         return {
             "id_matches": job.id == job["id"],
@@ -171,9 +174,10 @@ async def test_job_object(service: Any, start_worker: Any, api: Any) -> None:
         }
 
     url = service.endpoint_url("kinds")
+    api = api_at(url)
     await start_worker(inspect_job, url)
-    job_id = await api.run(url, [1, 2])
-    status = await api.wait(url, job_id)
+    job_id = await api.run([1, 2])
+    status = await api.wait(job_id)
     assert status["output"] == {
         "id_matches": True, "input": [1, 2], "get": [1, 2], "missing": "default",
         "attempt": 1, "cancelled": False, "has_input": True,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import HANDLERS, Api, WorkerProcess, until
+from .conftest import HANDLERS, WorkerProcess, until
 
 ERRORING = '''
 import worker_kit
@@ -68,12 +68,13 @@ async def spawn_hosted(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 
 
 async def test_a_handler_file_runs_unchanged_on_the_hosted_protocol(
-    service: Any, api: Api, spawn_hosted: Any
+    service: Any, api_at: Any, spawn_hosted: Any
 ) -> None:
     url = service.endpoint_url("hosted")
+    api = api_at(url)
     worker = await spawn_hosted(HANDLERS / "echo.py", url)
-    job_id = await api.run(url, {"x": 1})
-    status = await api.wait(url, job_id)
+    job_id = await api.run({"x": 1})
+    status = await api.wait(job_id)
     assert status["status"] == "COMPLETED", status
     assert status["output"] == {"echo": {"x": 1}, "id": job_id}
     assert status["workerId"] == "pod-1"
@@ -83,53 +84,59 @@ async def test_a_handler_file_runs_unchanged_on_the_hosted_protocol(
 
 
 async def test_chunks_stream_in_order_and_the_job_ends_completed(
-    service: Any, api: Api, spawn_hosted: Any
+    service: Any, api_at: Any, spawn_hosted: Any
 ) -> None:
     url = service.endpoint_url("hosted")
+    api = api_at(url)
     await spawn_hosted(HANDLERS / "ticker.py", url)
-    job_id = await api.run(url, {"n": 5, "every": 0.01})
-    status = await api.wait(url, job_id)
+    job_id = await api.run({"n": 5, "every": 0.01})
+    status = await api.wait(job_id)
     assert status["status"] == "COMPLETED", status
-    assert await api.chunks(url, job_id) == [0, 1, 2, 3, 4]
+    assert await api.chunks(job_id) == [0, 1, 2, 3, 4]
 
 
 async def test_a_raising_handler_ends_failed_with_its_message(
-    service: Any, api: Api, spawn_hosted: Any, tmp_path: Path
+    service: Any, api_at: Any, spawn_hosted: Any, tmp_path: Path
 ) -> None:
     handler = tmp_path / "boom.py"
     handler.write_text(ERRORING)
     url = service.endpoint_url("hosted")
+    api = api_at(url)
     await spawn_hosted(handler, url)
-    job_id = await api.run(url, {"model": "nope"})
-    status = await api.wait(url, job_id)
+    job_id = await api.run({"model": "nope"})
+    status = await api.wait(job_id)
     assert status["status"] == "FAILED"
     assert "no such model: nope" in status["error"]
 
 
 async def test_a_cancel_reaches_the_running_handler_and_the_worker_goes_on(
-    service: Any, api: Api, spawn_hosted: Any
+    service: Any, api_at: Any, spawn_hosted: Any
 ) -> None:
     url = service.endpoint_url("hosted")
+    api = api_at(url)
     await spawn_hosted(HANDLERS / "slow.py", url)
-    job_id = await api.run(url, {"sleep": 60})
-    await api.wait(url, job_id, states={"IN_PROGRESS"})
-    await api.cancel(url, job_id)
+    job_id = await api.run({"sleep": 60})
+    await api.wait(job_id, states={"IN_PROGRESS"})
+    await api.cancel(job_id)
     # The stop arrives on job-stop and interrupts the handler: the next job runs at once,
     # not after the cancelled one's 60 s.
-    next_id = await api.run(url, {"sleep": 0})
-    status = await api.wait(url, next_id, timeout=20)
+    next_id = await api.run({"sleep": 0})
+    status = await api.wait(next_id, timeout=20)
     assert status["status"] == "COMPLETED", status
-    assert (await api.status(url, job_id))["status"] == "CANCELLED"
+    assert (await api.status(job_id))["status"] == "CANCELLED"
 
 
-async def test_sigterm_drains_a_running_job_then_exits_0(service: Any, api: Api, spawn_hosted: Any) -> None:
+async def test_sigterm_drains_a_running_job_then_exits_0(
+    service: Any, api_at: Any, spawn_hosted: Any
+) -> None:
     url = service.endpoint_url("hosted")
+    api = api_at(url)
     worker = await spawn_hosted(HANDLERS / "slow.py", url, WORKER_KIT_GRACE="20")
-    job_id = await api.run(url, {"sleep": 1})
-    await api.wait(url, job_id, states={"IN_PROGRESS"})
+    job_id = await api.run({"sleep": 1})
+    await api.wait(job_id, states={"IN_PROGRESS"})
     worker.signal(signal.SIGTERM)
     assert await worker.wait(30) == 0
-    status = await api.status(url, job_id)
+    status = await api.status(job_id)
     assert status["status"] == "COMPLETED" and status["output"]["slept"] == 1
 
 
@@ -149,47 +156,50 @@ if __name__ == "__main__":
 
 
 async def test_progress_is_shown_while_the_job_runs(
-    service: Any, api: Api, spawn_hosted: Any, tmp_path: Path
+    service: Any, api_at: Any, spawn_hosted: Any, tmp_path: Path
 ) -> None:
     handler = tmp_path / "steps.py"
     handler.write_text(PROGRESS)
     url = service.endpoint_url("hosted")
+    api = api_at(url)
     await spawn_hosted(handler, url)
-    job_id = await api.run(url, {"hold": 3})
+    job_id = await api.run({"hold": 3})
     async with asyncio.timeout(20):
-        while (status := await api.status(url, job_id)).get("output") != {"step": 1}:
+        while (status := await api.status(job_id)).get("output") != {"step": 1}:
             assert status["status"] in ("IN_QUEUE", "IN_PROGRESS"), status
             await asyncio.sleep(0.05)
-    final = await api.wait(url, job_id)
+    final = await api.wait(job_id)
     assert final["status"] == "COMPLETED" and final["output"] == "done"
 
 
 async def test_the_execution_timeout_is_enforced_and_the_next_job_served(
-    service: Any, api: Api, spawn_hosted: Any
+    service: Any, api_at: Any, spawn_hosted: Any
 ) -> None:
     url = service.endpoint_url("hosted")
+    api = api_at(url)
     await spawn_hosted(HANDLERS / "slow.py", url)
-    job_id = await api.run(url, {"sleep": 60}, policy={"executionTimeout": 1000})
-    status = await api.wait(url, job_id, timeout=20)
+    job_id = await api.run({"sleep": 60}, policy={"executionTimeout": 1000})
+    status = await api.wait(job_id, timeout=20)
     # The hosted wire has no TIMED_OUT report: the worker reports an error, unless the service's
     # own deadline fired first; either way the job ends, saying why.
     assert status["status"] in ("FAILED", "TIMED_OUT"), status
     assert "timeout" in status["error"]
-    next_id = await api.run(url, {"sleep": 0})
-    assert (await api.wait(url, next_id, timeout=20))["status"] == "COMPLETED"
+    next_id = await api.run({"sleep": 0})
+    assert (await api.wait(next_id, timeout=20))["status"] == "COMPLETED"
 
 
-async def test_free_slots_are_filled_with_batch_takes(service: Any, api: Api, spawn_hosted: Any) -> None:
+async def test_free_slots_are_filled_with_batch_takes(service: Any, api_at: Any, spawn_hosted: Any) -> None:
     url = service.endpoint_url("hosted")
-    ids = [await api.run(url, {"sleep": 3}) for _ in range(3)]
+    api = api_at(url)
+    ids = [await api.run({"sleep": 3}) for _ in range(3)]
     await spawn_hosted(HANDLERS / "slow.py", url, WORKER_KIT_CONCURRENCY="3")
 
     async def all_running() -> bool:
-        return [(await api.status(url, i))["status"] for i in ids] == ["IN_PROGRESS"] * 3
+        return [(await api.status(i))["status"] for i in ids] == ["IN_PROGRESS"] * 3
 
     await until(all_running, timeout=20)
     for job_id in ids:
-        assert (await api.wait(url, job_id))["status"] == "COMPLETED"
+        assert (await api.wait(job_id))["status"] == "COMPLETED"
 
 
 def test_the_hosted_environment_is_read_only_without_worker_kit_url() -> None:

@@ -17,7 +17,9 @@ from .conftest import until
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-async def test_progress_visible_while_running(kind: str, service: Any, start_worker: Any, api: Any) -> None:
+async def test_progress_visible_while_running(
+    kind: str, service: Any, start_worker: Any, api_at: Any
+) -> None:
     go_on = threading.Event()
 
     def sync_handler(job: Job) -> Any:
@@ -31,21 +33,22 @@ async def test_progress_visible_while_running(kind: str, service: Any, start_wor
         return {"done": True}
 
     url = service.endpoint_url("progress")
+    api = api_at(url)
     await start_worker(sync_handler if kind == "sync" else async_handler, url)
-    job_id = await api.run(url, None)
+    job_id = await api.run(None)
     async def shows_progress() -> bool:
-        status = await api.status(url, job_id)
+        status = await api.status(job_id)
         return status["status"] == "IN_PROGRESS" and status.get("output") == {"pct": 50}
 
     await until(shows_progress)
     go_on.set()
-    final = await api.wait(url, job_id)
+    final = await api.wait(job_id)
     assert final["status"] == "COMPLETED" and final["output"] == {"done": True}
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_progress_never_lands_after_the_result(
-    kind: str, service: Any, start_worker: Any, api: Any
+    kind: str, service: Any, start_worker: Any, api_at: Any
 ) -> None:
     # The hosted SDK's bug: a last progress update arriving after the result left the job
     # IN_PROGRESS showing the progress value. Here the last update rides in the finish request.
@@ -60,18 +63,19 @@ async def test_progress_never_lands_after_the_result(
         return "result"
 
     url = service.endpoint_url("progress")
+    api = api_at(url)
     await start_worker(sync_handler if kind == "sync" else async_handler, url, concurrency=4)
-    ids = [await api.run(url, None) for _ in range(12)]
+    ids = [await api.run(None) for _ in range(12)]
     for job_id in ids:
-        status = await api.wait(url, job_id)
+        status = await api.wait(job_id)
         assert status["status"] == "COMPLETED" and status["output"] == "result", status
     await asyncio.sleep(0.3)  # nothing late may change a finished job
     for job_id in ids:
-        status = await api.status(url, job_id)
+        status = await api.status(job_id)
         assert status["status"] == "COMPLETED" and status["output"] == "result", status
 
 
-async def test_progress_and_chunks_share_one_sequence(service: Any, start_worker: Any, api: Any) -> None:
+async def test_progress_and_chunks_share_one_sequence(service: Any, start_worker: Any, api_at: Any) -> None:
     def handler(job: Job) -> Any:
         job.progress("p0")
         yield "c0"
@@ -80,22 +84,24 @@ async def test_progress_and_chunks_share_one_sequence(service: Any, start_worker
         job.progress("p2")
 
     url = service.endpoint_url("progress")
+    api = api_at(url)
     await start_worker(handler, url)
-    job_id = await api.run(url, None)
-    assert (await api.wait(url, job_id))["status"] == "COMPLETED"
-    assert await api.chunks(url, job_id) == ["c0", "c1"]
+    job_id = await api.run(None)
+    assert (await api.wait(job_id))["status"] == "COMPLETED"
+    assert await api.chunks(job_id) == ["c0", "c1"]
     record = await service.storage.get("progress", job_id)
     assert record.next_seq == 5  # 3 progress updates + 2 chunks, numbered together
 
 
-async def test_progress_rejects_unserialisable_values(service: Any, start_worker: Any, api: Any) -> None:
+async def test_progress_rejects_unserialisable_values(service: Any, start_worker: Any, api_at: Any) -> None:
     def handler(job: Job) -> Any:
         job.progress(object())
         return "unreachable"
 
     url = service.endpoint_url("progress")
+    api = api_at(url)
     await start_worker(handler, url)
-    status = await api.wait(url, await api.run(url, None))
+    status = await api.wait(await api.run(None))
     assert status["status"] == "FAILED" and status["error"].startswith("TypeError")
 
 
@@ -119,7 +125,9 @@ class ItemRecordingTransport(NativeTransport):
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-async def test_tight_progress_loop_is_coalesced(kind: str, service: Any, start_worker: Any, api: Any) -> None:
+async def test_tight_progress_loop_is_coalesced(
+    kind: str, service: Any, start_worker: Any, api_at: Any
+) -> None:
     n = 10_000
     go_on = threading.Event()
 
@@ -136,13 +144,14 @@ async def test_tight_progress_loop_is_coalesced(kind: str, service: Any, start_w
         return "done"
 
     url = service.endpoint_url("progress")
+    api = api_at(url)
     transport = ItemRecordingTransport(url, worker_id="coalesce")
     await start_worker(sync_handler if kind == "sync" else async_handler, url, transport=transport,
                        worker_id="coalesce")
-    job_id = await api.run(url, None)
+    job_id = await api.run(None)
 
     async def shows_last() -> bool:
-        status = await api.status(url, job_id)
+        status = await api.status(job_id)
         assert status["status"] in ("IN_QUEUE", "IN_PROGRESS"), status
         return status["status"] == "IN_PROGRESS" and status.get("output") == n - 1
 
@@ -151,7 +160,7 @@ async def test_tight_progress_loop_is_coalesced(kind: str, service: Any, start_w
     assert len(sent) < n // 10, len(sent)  # far fewer than one request item per call
     assert sent == sorted(sent) and sent[-1] == n - 1
     go_on.set()
-    final = await api.wait(url, job_id)
+    final = await api.wait(job_id)
     assert final["status"] == "COMPLETED" and final["output"] == "done"
     record = await service.storage.get("progress", job_id)
     assert record.next_seq == len(transport.items)  # coalesced items kept one seq, no gaps
@@ -159,7 +168,7 @@ async def test_tight_progress_loop_is_coalesced(kind: str, service: Any, start_w
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_coalesced_progress_keeps_its_place_among_chunks(
-    kind: str, service: Any, start_worker: Any, api: Any
+    kind: str, service: Any, start_worker: Any, api_at: Any
 ) -> None:
     rounds, per_round = 30, 300
 
@@ -176,12 +185,13 @@ async def test_coalesced_progress_keeps_its_place_among_chunks(
             yield f"c{r}"
 
     url = service.endpoint_url("progress")
+    api = api_at(url)
     transport = ItemRecordingTransport(url, worker_id="order")
     await start_worker(sync_handler if kind == "sync" else async_handler, url, transport=transport,
                        worker_id="order")
-    job_id = await api.run(url, None)
-    assert (await api.wait(url, job_id))["status"] == "COMPLETED"
-    assert await api.chunks(url, job_id) == [f"c{r}" for r in range(rounds)]
+    job_id = await api.run(None)
+    assert (await api.wait(job_id))["status"] == "COMPLETED"
+    assert await api.chunks(job_id) == [f"c{r}" for r in range(rounds)]
     items = transport.items
     assert [item["seq"] for item in items] == list(range(len(items)))
     assert len(items) < rounds * (per_round + 1) // 10
@@ -200,7 +210,7 @@ async def test_coalesced_progress_keeps_its_place_among_chunks(
     assert r == rounds and not group
 
 
-async def test_progress_only_requests_are_throttled(service: Any, start_worker: Any, api: Any) -> None:
+async def test_progress_only_requests_are_throttled(service: Any, start_worker: Any, api_at: Any) -> None:
     # A handler publishing progress continuously (yielding to the loop between calls, so the
     # sender could go again after every reply) sends at most one progress-only request per
     # PROGRESS_INTERVAL_S, however fast the service answers.
@@ -218,10 +228,11 @@ async def test_progress_only_requests_are_throttled(service: Any, start_worker: 
         return i - 1
 
     url = service.endpoint_url("progress")
+    api = api_at(url)
     transport = ItemRecordingTransport(url, worker_id="throttle")
     await start_worker(handler, url, transport=transport, worker_id="throttle")
-    job_id = await api.run(url, None)
-    status = await api.wait(url, job_id)
+    job_id = await api.run(None)
+    status = await api.wait(job_id)
     assert status["status"] == "COMPLETED", status
     sent = [item["data"] for item in transport.items]
     assert sent[-1] == status["output"]  # the last update still rides in the finish request

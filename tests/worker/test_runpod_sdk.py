@@ -79,50 +79,53 @@ async def sdk_worker(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             await proc.wait()
 
 
-async def test_an_sdk_worker_runs_jobs(service: Any, api: Any, sdk_worker: Any) -> None:
+async def test_an_sdk_worker_runs_jobs(service: Any, api_at: Any, sdk_worker: Any) -> None:
     url = service.endpoint_url("sdk")
+    api = api_at(url)
     await sdk_worker(url)
-    job_id = await api.run(url, {"sleep": 0})
-    status = await api.wait(url, job_id, timeout=60)
+    job_id = await api.run({"sleep": 0})
+    status = await api.wait(job_id, timeout=60)
     assert status["status"] == "COMPLETED" and status["output"] == {"slept": 0}, status
 
 
 @pytest.mark.parametrize("round_", range(3))
 async def test_a_cancel_right_after_the_take_still_stops_the_job(
-    service: Any, api: Any, sdk_worker: Any, round_: int
+    service: Any, api_at: Any, sdk_worker: Any, round_: int
 ) -> None:
     # The SDK queues a taken job for a moment before its task exists; a stop that arrives then is
     # dropped by the SDK. The service repeats it while the worker still lists the job.
     url = service.endpoint_url("sdk")
+    api = api_at(url)
     await sdk_worker(url)
-    warm = await api.run(url, {"sleep": 0})
-    await api.wait(url, warm, timeout=60)
-    job_id = await api.run(url, {"sleep": 60})
-    await api.wait(url, job_id, states={"IN_PROGRESS"}, timeout=30)
-    await api.cancel(url, job_id)
-    next_id = await api.run(url, {"sleep": 0})
-    status = await api.wait(url, next_id, timeout=30)
+    warm = await api.run({"sleep": 0})
+    await api.wait(warm, timeout=60)
+    job_id = await api.run({"sleep": 60})
+    await api.wait(job_id, states={"IN_PROGRESS"}, timeout=30)
+    await api.cancel(job_id)
+    next_id = await api.run({"sleep": 0})
+    status = await api.wait(next_id, timeout=30)
     assert status["status"] == "COMPLETED", status
 
 
-async def test_sdk_chunks_progress_and_errors(service: Any, api: Any, sdk_worker: Any) -> None:
+async def test_sdk_chunks_progress_and_errors(service: Any, api_at: Any, sdk_worker: Any) -> None:
     url = service.endpoint_url("sdk-kinds")
+    api = api_at(url)
     await sdk_worker(url, "kinds-pod", SDK_KINDS)
-    streamed = await api.run(url, {"what": "stream"})
-    status = await api.wait(url, streamed, timeout=60)
+    streamed = await api.run({"what": "stream"})
+    status = await api.wait(streamed, timeout=60)
     assert status["status"] == "COMPLETED", status
-    assert await api.chunks(url, streamed) == [{"tok": 0}, {"tok": 1}, {"tok": 2}]
+    assert await api.chunks(streamed) == [{"tok": 0}, {"tok": 1}, {"tok": 2}]
     assert status["output"] == [{"tok": 0}, {"tok": 1}, {"tok": 2}]  # return_aggregate_stream
 
-    progressing = await api.run(url, {"what": "progress"})
+    progressing = await api.run({"what": "progress"})
     async with asyncio.timeout(30):
-        while (st := await api.status(url, progressing)).get("output") != {"step": 1}:
+        while (st := await api.status(progressing)).get("output") != {"step": 1}:
             assert st["status"] in ("IN_QUEUE", "IN_PROGRESS"), st
             await asyncio.sleep(0.05)
-    assert (await api.wait(url, progressing, timeout=60))["output"] == ["done"]
+    assert (await api.wait(progressing, timeout=60))["output"] == ["done"]
 
-    failing = await api.run(url, {"what": "raise"})
-    status = await api.wait(url, failing, timeout=60)
+    failing = await api.run({"what": "raise"})
+    status = await api.wait(failing, timeout=60)
     # A generator handler's exception reaches the service as the SDK's plain "handler: ..." text.
     assert status["status"] == "FAILED" and "no such model" in status["error"], status
 
@@ -141,7 +144,7 @@ print(json.dumps({"status": job.status(), "output": job.output(timeout=60)}))
 
 
 async def test_the_sdk_client_with_its_base_url_pointed_here(
-    service: Any, api: Any, spawn_worker: Any, tmp_path: Path
+    service: Any, api_at: Any, spawn_worker: Any, tmp_path: Path
 ) -> None:
     import json
 

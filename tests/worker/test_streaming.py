@@ -62,7 +62,7 @@ def test_split_bytes_and_small_items() -> None:
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_big_string_arrives_as_three_chunks(
-    kind: str, service: Any, start_worker: Any, api: Any
+    kind: str, service: Any, start_worker: Any, api_at: Any
 ) -> None:
     text = "€" * int(2.5 * MB / 3) + "tail"  # about 2.5 MB of UTF-8, 3 bytes per char
 
@@ -73,45 +73,48 @@ async def test_big_string_arrives_as_three_chunks(
         yield text
 
     url = service.endpoint_url("stream")
+    api = api_at(url)
     await start_worker(sync_gen if kind == "sync" else async_gen, url)
-    job_id = await api.run(url, None)
-    status = await api.wait(url, job_id)
+    job_id = await api.run(None)
+    status = await api.wait(job_id)
     assert status["status"] == "COMPLETED", status
-    chunks = await api.chunks(url, job_id)
+    chunks = await api.chunks(job_id)
     assert len(chunks) == 3
     assert "".join(chunks) == text
     assert all(len(c.encode()) <= MB for c in chunks)
 
 
-async def test_big_bytes_arrive_split(service: Any, start_worker: Any, api: Any) -> None:
+async def test_big_bytes_arrive_split(service: Any, start_worker: Any, api_at: Any) -> None:
     data = b"\xff\x00" * int(1.25 * MB)
 
     def gen(job: Job) -> Any:
         yield data
 
     url = service.endpoint_url("stream")
+    api = api_at(url)
     await start_worker(gen, url)
-    job_id = await api.run(url, None)
-    assert (await api.wait(url, job_id))["status"] == "COMPLETED"
-    chunks = await api.chunks(url, job_id)
+    job_id = await api.run(None)
+    assert (await api.wait(job_id))["status"] == "COMPLETED"
+    chunks = await api.chunks(job_id)
     assert len(chunks) == 3
     assert b"".join(base64.b64decode(c) for c in chunks) == data
 
 
-async def test_oversized_non_string_chunk_fails(service: Any, start_worker: Any, api: Any) -> None:
+async def test_oversized_non_string_chunk_fails(service: Any, start_worker: Any, api_at: Any) -> None:
     def gen(job: Job) -> Any:
         yield {"blob": "z" * (2 * MB)}
 
     url = service.endpoint_url("stream")
+    api = api_at(url)
     await start_worker(gen, url)
-    status = await api.wait(url, await api.run(url, None))
+    status = await api.wait(await api.run(None))
     assert status["status"] == "FAILED"
     assert "over the 1 MB chunk limit" in status["error"]
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_many_tiny_chunks_batched_in_order(
-    kind: str, service: Any, start_worker: Any, api: Any
+    kind: str, service: Any, start_worker: Any, api_at: Any
 ) -> None:
     n = 3000
 
@@ -125,19 +128,20 @@ async def test_many_tiny_chunks_batched_in_order(
                 await asyncio.sleep(0)  # let the sender run now and then, as real work would
 
     url = service.endpoint_url("stream")
+    api = api_at(url)
     worker_id = "counting-worker"
     transport = CountingTransport(url, worker_id=worker_id)
     handler = sync_gen if kind == "sync" else async_gen
     await start_worker(handler, url, transport=transport, worker_id=worker_id)
-    job_id = await api.run(url, None)
-    assert (await api.wait(url, job_id))["status"] == "COMPLETED"
-    assert await api.chunks(url, job_id) == list(range(n))
+    job_id = await api.run(None)
+    assert (await api.wait(job_id))["status"] == "COMPLETED"
+    assert await api.chunks(job_id) == list(range(n))
     requests = len(transport.output_requests) + len(transport.finish_items)
     assert requests <= n // 10, (transport.output_requests, transport.finish_items)
     assert sum(transport.output_requests) + sum(transport.finish_items) >= n
 
 
-async def test_chunks_delivered_while_job_runs(service: Any, start_worker: Any, api: Any) -> None:
+async def test_chunks_delivered_while_job_runs(service: Any, start_worker: Any, api_at: Any) -> None:
     # The handler holds after its first chunk until the client has seen it: chunks are
     # sent as they come, not kept for the end.
     seen = threading.Event()
@@ -148,16 +152,17 @@ async def test_chunks_delivered_while_job_runs(service: Any, start_worker: Any, 
         yield "second"
 
     url = service.endpoint_url("stream")
+    api = api_at(url)
     await start_worker(gen, url)
-    job_id = await api.run(url, None)
+    job_id = await api.run(None)
     async def first_seen() -> bool:
-        return await api.chunks(url, job_id) == ["first"]
+        return await api.chunks(job_id) == ["first"]
 
     await until(first_seen)
-    assert (await api.status(url, job_id))["status"] == "IN_PROGRESS"
+    assert (await api.status(job_id))["status"] == "IN_PROGRESS"
     seen.set()
-    assert (await api.wait(url, job_id))["status"] == "COMPLETED"
-    assert await api.chunks(url, job_id) == ["first", "second"]
+    assert (await api.wait(job_id))["status"] == "COMPLETED"
+    assert await api.chunks(job_id) == ["first", "second"]
 
 
 class AckedTransport(NativeTransport):
@@ -174,13 +179,14 @@ class AckedTransport(NativeTransport):
 
 
 async def test_a_generator_that_never_awaits_still_streams_while_it_runs(
-    service: Any, start_worker: Any, api: Any
+    service: Any, start_worker: Any, api_at: Any
 ) -> None:
     # An async generator in a tight loop (nothing awaited but its yields) would hold the event
     # loop: its output would leave only when the backlog filled (8 MB, some 400 000 small items)
     # or at the end. The runtime lets the loop run as it goes, so the service (in this very
     # loop) stores chunks while the generator still produces; it stops once it sees that.
     url = service.endpoint_url("stream")
+    api = api_at(url)
     transport = AckedTransport(url, worker_id="acked")
     cap = 200_000
 
@@ -192,9 +198,9 @@ async def test_a_generator_that_never_awaits_still_streams_while_it_runs(
             yield i
 
     await start_worker(tight, url, transport=transport, worker_id="acked")
-    job_id = await api.run(url, None)
-    assert (await api.wait(url, job_id, timeout=60))["status"] == "COMPLETED"
-    chunks = await api.chunks(url, job_id)
+    job_id = await api.run(None)
+    assert (await api.wait(job_id, timeout=60))["status"] == "COMPLETED"
+    chunks = await api.chunks(job_id)
     assert chunks[-1] == "seen" and len(chunks) < cap
     assert chunks[:-1] == list(range(len(chunks) - 1))
 
@@ -222,7 +228,7 @@ class SizeRecordingTransport(NativeTransport):
         await super().finish(job_id, token, final, items)
 
 
-async def test_fast_producer_of_large_chunks(service: Any, start_worker: Any, api: Any) -> None:
+async def test_fast_producer_of_large_chunks(service: Any, start_worker: Any, api_at: Any) -> None:
     # A generator far faster than the network: it is held back (bounded backlog), every
     # request stays within the service's body limit (result limit + 4 MB), nothing is lost.
     n = 48
@@ -232,11 +238,12 @@ async def test_fast_producer_of_large_chunks(service: Any, start_worker: Any, ap
             yield f"{i:04d}" + "x" * 999_996
 
     url = service.endpoint_url("stream")
+    api = api_at(url)
     transport = SizeRecordingTransport(url, worker_id="sizes")
     await start_worker(gen, url, transport=transport, worker_id="sizes")
-    job_id = await api.run(url, None)
-    status = await api.wait(url, job_id, timeout=60)
+    job_id = await api.run(None)
+    status = await api.wait(job_id, timeout=60)
     assert status["status"] == "COMPLETED", status
-    chunks = await api.chunks(url, job_id)
+    chunks = await api.chunks(job_id)
     assert [c[:4] for c in chunks] == [f"{i:04d}" for i in range(n)]
     assert 0 < transport.largest <= 4 * MB

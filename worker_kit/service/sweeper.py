@@ -18,6 +18,10 @@ from .state import STATE, ServiceState
 log = logging.getLogger("worker_kit.service.sweeper")
 
 SWEEPER_LEASE = "sweeper"
+#: Ended jobs the sweep reports (log, metrics, webhook kick) between two yields to requests:
+#: a mass expiry ends thousands per sweep() call, and reporting them all in one loop step
+#: would hold every request back for as long.
+REPORT_SLICE = 100
 
 
 def sweeper_lease_ms(state: ServiceState) -> int:
@@ -35,8 +39,10 @@ async def sweep_once(state: ServiceState, *, expire_leases: bool = True) -> bool
     state.metrics.deleted.inc(result.deleted)
     for job_id in result.requeued:
         log.info("job %s requeued: its worker's lease expired", job_id, extra={"job_id": job_id})
-    for job in result.ended:
+    for i, job in enumerate(result.ended, 1):
         state.job_ended(job, "by the service's sweep")
+        if i % REPORT_SLICE == 0:
+            await asyncio.sleep(0)
     if result.deleted:
         log.debug("deleted %d job record(s) past their retention", result.deleted)
     return result.more

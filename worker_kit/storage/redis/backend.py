@@ -22,7 +22,7 @@ from ..base import MAX_PAGE, JobPage, StopSignal, Storage, SweepResult, WorkerIn
 from ..rules import Clock
 from . import scripts
 from .keys import Keys, RedisURL
-from .records import item_args, record_from_hash
+from .records import item_args, record_from_hash, unpack_reply
 from .shared import RedisSharedState
 from .sweep import sweep_endpoint
 from .wakeups import SAFETY_WAKE_S, Wakeups
@@ -202,7 +202,7 @@ class RedisStorage(RedisSharedState, Storage):
         return record_from_hash(endpoint, reply[1])
 
     async def purge(self, endpoint: str, *, limit: int = rules.BATCH) -> list[JobRecord]:
-        reply = await self.run("PURGE", endpoint, max(1, limit), rules.PURGED_ERROR)
+        reply = unpack_reply(await self.run("PURGE", endpoint, max(1, limit), rules.PURGED_ERROR))
         records = [record_from_hash(endpoint, h) for h in reply]
         for record in records:
             self._notify(rules.changed(record.id))

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
+
 from ...job import JobRecord, JobState, Policy
 from ...protocol import OutputItem, pack, unpack
+
+
+def unpack_reply(packed: bytes) -> Any:
+    """A script's answer that it packed with cmsgpack.pack: lists of bytes, as RESP would give."""
+    return msgpack.unpackb(packed, raw=True)
 
 
 def _flat(reply: Any) -> dict[bytes, bytes]:

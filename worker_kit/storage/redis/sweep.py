@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ...job import JobState
 from .. import rules
 from ..base import SweepResult
-from .records import record_from_hash
+from .records import record_from_hash, unpack_reply
 
 if TYPE_CHECKING:
     from .backend import RedisStorage
@@ -34,7 +34,7 @@ async def _batch(
 ) -> bool:
     """One batch; True when a limit was reached (work may be left)."""
     grace_s, limit = grace_ms / 1000.0, storage.batch_size
-    collected = await storage.run("SWEEP_COLLECT", endpoint, repr(grace_s), limit, int(leases))
+    collected = unpack_reply(await storage.run("SWEEP_COLLECT", endpoint, repr(grace_s), limit, int(leases)))
     args: list[Any] = [repr(grace_s)]
     budget = limit - sum(len(jobs) for jobs in collected)
     for kind, jobs in zip(("run", "ttlq", "ttlr", "lease"), collected, strict=True):
@@ -45,7 +45,7 @@ async def _batch(
             args += [kind, job_id, token, "" if outcome.requeue else outcome.state.value,  # type: ignore[union-attr]
                      outcome.error or ""]  # fmt: skip
     if len(args) > 1:
-        for change in await storage.run("SWEEP_APPLY", endpoint, *args):
+        for change in unpack_reply(await storage.run("SWEEP_APPLY", endpoint, *args)):
             job_id, worker = change[1].decode(), change[2].decode() or None
             storage._notify(rules.stopped(endpoint, job_id, worker, worker is not None))
             if change[0] == b"R":

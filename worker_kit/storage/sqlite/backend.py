@@ -22,7 +22,7 @@ from ...protocol import OutputItem, pack, unpack
 from .. import rules
 from ..base import MAX_PAGE, JobPage, StopSignal, Storage, SweepResult, WorkerInfo
 from ..rules import Clock
-from . import listing, ops
+from . import listing, ops, stream
 from . import sweep as sqlite_sweep
 from .engine import NOT_INLINE, SQLiteEngine
 from .schema import SQLiteURL, record_from_row
@@ -130,16 +130,17 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         self, endpoint: str, job_id: str, cursor: int | None = None, *, max_bytes: int | None = None
     ) -> tuple[JobRecord, list[Any], int]:
         if cursor is None:
+            # Decoded here, not on the writer thread (the one writer is the scarce resource).
             row, blobs, next_cursor = await self._write(
                 ops.consume_stream, endpoint=endpoint, job_id=job_id, max_bytes=max_bytes
             )
-        else:
-            start, now = max(0, cursor), self.clock()
-            row, blobs = await self._engine.read(
-                lambda conn: _read_chunks(conn, endpoint, job_id, start, max_bytes, now)
-            )
-            next_cursor = start + len(blobs)
-        return record_from_row(row), [unpack(blob) for blob in blobs], next_cursor
+            return record_from_row(row), [unpack(blob) for blob in blobs], next_cursor
+        start, now = max(0, cursor), self.clock()
+        # Decoded on the reader thread, off the event loop.
+        row, chunks = await self._engine.read(
+            lambda conn: _read_chunks(conn, endpoint, job_id, start, max_bytes, now)
+        )
+        return record_from_row(row), chunks, start + len(chunks)
 
     async def counts(self, endpoint: str) -> dict[str, int]:
         return await self._engine.read(lambda conn: _counts(conn, endpoint))
@@ -255,14 +256,14 @@ class SQLiteStorage(SQLiteSharedState, Storage):
 
 def _read_chunks(
     conn: sqlite3.Connection, endpoint: str, job_id: str, start: int, max_bytes: int | None, now: float
-) -> tuple[Any, list[bytes]]:
+) -> tuple[Any, list[Any]]:
     # One read transaction, so the record and its chunks are from the same snapshot.
     conn.execute("BEGIN")
     try:
         row = ops.read_record(conn, endpoint, job_id, now)
         if row is None:
             raise JobNotFound(f"job {job_id} not found")
-        chunks = ops.chunks_from(conn, job_id, start, max_bytes)
+        chunks = stream.chunks_from(conn, job_id, start, max_bytes)
     finally:
         conn.execute("COMMIT")
     return row, chunks

@@ -24,6 +24,7 @@ from ...job import JobState
 from .. import rules
 from ..base import StopSignal
 from ..rules import ENDED_BY_SERVICE, ENDED_BY_WORKER
+from . import stream
 from .schema import RECORD_COLUMNS
 
 Row = tuple[Any, ...]
@@ -221,31 +222,6 @@ def purge(conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: s
     return rows
 
 
-def chunks_from(conn: sqlite3.Connection, job_id: str, start: int, max_bytes: int | None) -> list[bytes]:
-    """The job's chunks from index `start` on, bounded by max_bytes (at least one)."""
-    if max_bytes is None:
-        rows = conn.execute(
-            "SELECT data FROM chunks WHERE job_id = ? AND idx >= ? ORDER BY idx", (job_id, start)
-        ).fetchall()
-        return [blob for (blob,) in rows]
-    # Sizes first (length() reads no blob content), then only the chunks that fit: the
-    # answer is built without ever holding more than the bound plus one chunk.
-    sizes = conn.execute(
-        "SELECT idx, length(data) FROM chunks WHERE job_id = ? AND idx >= ? ORDER BY idx", (job_id, start)
-    )
-    try:
-        taken = rules.within(sizes, max_bytes)
-    finally:
-        sizes.close()
-    if not taken:
-        return []
-    rows = conn.execute(
-        "SELECT data FROM chunks WHERE job_id = ? AND idx >= ? AND idx <= ? ORDER BY idx",
-        (job_id, start, taken[-1]),
-    ).fetchall()
-    return [blob for (blob,) in rows]
-
-
 def consume_stream(
     conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, job_id: str,
     max_bytes: int | None = None,
@@ -254,7 +230,7 @@ def consume_stream(
     if found is None:
         raise JobNotFound(f"job {job_id} not found")
     (cursor,) = found
-    chunks = chunks_from(conn, job_id, cursor, max_bytes)
+    chunks = stream.chunks_from(conn, job_id, cursor, max_bytes, decode=False)
     if chunks:  # only what is handed out counts as read
         conn.execute("UPDATE jobs SET read_cursor = ? WHERE id = ?", (cursor + len(chunks), job_id))
     return _record(conn, job_id), chunks, cursor + len(chunks)
@@ -348,10 +324,7 @@ def _apply_items(
     chunks = [blob for _, kind, blob in fresh if kind == "chunk"]
     progress = [blob for _, kind, blob in fresh if kind == "progress"]
     if chunks:
-        conn.executemany(
-            "INSERT INTO chunks (job_id, idx, data) VALUES (?, ?, ?)",
-            [(job_id, stream_len + i, blob) for i, blob in enumerate(chunks)],
-        )
+        stream.insert_run(conn, job_id, stream_len, chunks)
     expected = next_seq + len(fresh)
     conn.execute(
         "UPDATE jobs SET next_seq = ?, stream_len = ?, progress = coalesce(?, progress) WHERE id = ?",

@@ -1,7 +1,8 @@
 """The SQLite backend's tables, indexes and row mapping, and its URL forms.
 
-One row per job in `jobs`; stream chunks in `chunks`, keyed (job_id, idx). Payloads
-(input, output, progress, chunks, error_detail) are msgpack blobs so bytes survive.
+One row per job in `jobs`; stream chunks in `chunks`, a run of consecutive chunks per row,
+keyed (job_id, idx of its first chunk) (see stream.py). Payloads (input, output, progress,
+chunks, error_detail) are msgpack blobs so bytes survive.
 Every query the service runs on a hot path has an index that makes it O(log n):
 get by id (primary key), claim (partial index on queued jobs, in queue order), and
 each sweep scan (partial indexes on the deadline, lease and expiry columns), and a
@@ -20,7 +21,9 @@ from ...errors import ConfigError
 from ...job import JobRecord, JobState, Policy
 from ...protocol import unpack
 
-SCHEMA_VERSION = 1
+#: 2: a `chunks` row holds a run of chunks (schema 1: one chunk, which reads as a run of one,
+#: so a schema-1 file opens as it is; an older build refuses a schema-2 file, not misreads it).
+SCHEMA_VERSION = 2
 
 # Small columns first, large blobs last: SQLite walks a row's overflow pages only to
 # reach columns stored after a large value, so a lookup that stops before `input`
@@ -73,7 +76,8 @@ CREATE INDEX IF NOT EXISTS jobs_recent_state ON jobs(endpoint, state, created_at
 -- workers(): how many jobs a worker runs
 CREATE INDEX IF NOT EXISTS jobs_worker ON jobs(endpoint, worker_id) WHERE state = 'IN_PROGRESS';
 
--- Chunks can be up to 1 MB each, so they live in a rowid table (WITHOUT ROWID suits small rows only).
+-- A row holds a run of chunks (one output request's), up to megabytes, so they live in a rowid
+-- table (WITHOUT ROWID suits small rows only).
 CREATE TABLE IF NOT EXISTS chunks (
     job_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
@@ -134,7 +138,7 @@ _ADDED_COLUMNS = (("jobs", "timeout_explicit", "INTEGER NOT NULL DEFAULT 0"),)
 
 
 def add_missing_columns(conn: sqlite3.Connection) -> None:
-    """Bring a database made by an earlier build of schema 1 up to date, in place."""
+    """Bring a database made by an earlier build (schema 1) up to date, in place."""
     for table, column, definition in _ADDED_COLUMNS:
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if column not in have:

@@ -1,0 +1,240 @@
+"""The worker wire's message types (worker_kit.protocol): one definition read by the service,
+built by the runtime, and described by /openapi.json.
+
+The schema of each request is generated from the fields its decoder reads, so the document cannot
+drift from what the routes accept; these tests show that it does not: the keys a decoder reads are
+exactly the schema's properties, the required ones are refused when absent, every integer bound
+the decoder enforces is the schema's, and what the runtime packs is what the service decodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from worker_kit import protocol
+from worker_kit.job import JobRecord, JobState, Policy
+from worker_kit.packed import Packed
+from worker_kit.protocol import (
+    ApiError,
+    ClaimAnswer,
+    ClaimedJob,
+    ClaimRequest,
+    ExchangeRequest,
+    Final,
+    FinishReport,
+    HeartbeatAnswer,
+    HeartbeatRequest,
+    OutputItem,
+    OutputRequest,
+    ReleaseRequest,
+    StopSignal,
+    pack_item,
+    unpack,
+)
+from worker_kit.protocol.fields import Int
+from worker_kit.service.openapi import openapi_spec
+
+SCHEMAS = openapi_spec()["components"]["schemas"]
+
+
+class Reading(dict):  # type: ignore[type-arg]
+    """A body that records which keys its reader asked for."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked: set[Any] = set()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: Any) -> Any:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.asked.add(key)
+        return super().__contains__(key)
+
+
+def _finish_body() -> dict[str, Any]:
+    return {"token": "t", "state": "FAILED", "output": None, "error": "boom",
+            "error_detail": {"type": "E"}, "items": [{"seq": 0, "kind": "chunk", "data": "x"}]}  # fmt: skip
+
+
+#: (schema name, decoder, a valid body holding every field)
+REQUESTS = [
+    ("ClaimRequest", ClaimRequest.decode, {"worker_id": "w", "max": 2, "wait_ms": 10, "concurrency": 3}),
+    ("ExchangeRequest", ExchangeRequest.decode,
+     {"worker_id": "w", "finish": [], "max": 0, "wait_ms": 0, "concurrency": 1}),
+    ("HeartbeatRequest", HeartbeatRequest.decode,
+     {"worker_id": "w", "jobs": {"j": "t"}, "wait_ms": 0, "concurrency": 1, "running": 0}),
+    ("OutputRequest", OutputRequest.decode,
+     {"token": "t", "items": [{"seq": 0, "kind": "progress", "data": 1}]}),
+    ("FinishRequest", FinishReport.decode, _finish_body()),
+    ("ReleaseRequest", ReleaseRequest.decode, {"token": "t"}),
+]  # fmt: skip
+IDS = [name for name, _, _ in REQUESTS]
+
+
+@pytest.mark.parametrize("name, decode, body", REQUESTS, ids=IDS)
+def test_a_decoder_reads_exactly_the_fields_its_schema_declares(name: str, decode: Any, body: dict) -> None:
+    reading = Reading(body)
+    decode(reading)
+    declared = set(SCHEMAS[name]["properties"])
+    assert set(body) == declared, "the test body should hold every field"
+    if name == "FinishRequest":
+        # A Reading is not a plain dict, so the finish counts it unstorable (worker_kit.portable)
+        # and stops before its payloads; that they are read shows in the decoded report.
+        assert reading.asked == declared - {"output", "items"}
+        report = decode({**body, "output": [1]})
+        assert unpack(report.final.output) == [1] and len(report.items) == 1
+    else:
+        assert reading.asked == declared, name
+
+
+@pytest.mark.parametrize("name, decode, body", REQUESTS, ids=IDS)
+def test_required_fields_are_the_ones_a_decoder_refuses_to_miss(name: str, decode: Any, body: dict) -> None:
+    required = set(SCHEMAS[name].get("required", []))
+    for key in body:
+        missing = {k: v for k, v in body.items() if k != key}
+        if key in required:
+            with pytest.raises(ApiError) as caught:
+                decode(missing)
+            assert caught.value.status == 400 and key in caught.value.message, (name, key)
+        else:
+            decode(missing)  # optional: absent is fine
+
+
+WITH_INTEGERS = [ClaimRequest, ExchangeRequest, HeartbeatRequest]
+
+
+@pytest.mark.parametrize("message", WITH_INTEGERS, ids=lambda m: m.__name__)
+def test_integer_bounds_are_the_same_in_the_decoder_and_the_schema(message: Any) -> None:
+    schema = SCHEMAS[message.__name__]
+    for field in message.FIELDS:
+        if not isinstance(field, Int):
+            continue
+        prop = schema["properties"][field.name]
+        low, high = prop["minimum"], prop["maximum"]
+        assert field.read({field.name: low}) is not None or field.default is None
+        field.read({field.name: high})  # the schema's bounds are accepted (a cap lowers, never refuses)
+        with pytest.raises(ApiError, match=field.name):
+            field.read({field.name: low - 1})
+        if high < protocol.MAX_WIRE_INT:
+            with pytest.raises(ApiError, match=field.name):
+                field.read({field.name: high + 1})
+        with pytest.raises(ApiError, match=f"{field.name} must be an integer"):
+            field.read({field.name: "1"})
+
+
+def test_the_served_document_holds_the_generated_schemas() -> None:
+    assert SCHEMAS["ClaimRequest"]["properties"]["max"]["maximum"] == protocol.MAX_CLAIM
+    assert SCHEMAS["FinishRequest"]["properties"]["state"] == {"enum": ["COMPLETED", "FAILED", "TIMED_OUT"]}
+    assert SCHEMAS["ClaimedJob"] == ClaimedJob.schema()
+    paths = openapi_spec()["paths"]
+    claim = paths["/v2/{endpoint_id}/worker/claim"]["post"]
+    assert claim["responses"]["200"]["content"]["application/msgpack"]["schema"] == {
+        "$ref": "#/components/schemas/ClaimAnswer"
+    }
+
+
+# -- what the runtime builds is what the service reads ---------------------------------------------
+
+
+def test_a_finish_the_runtime_packs_decodes_to_the_same_report() -> None:
+    items = [pack_item(4, "chunk", protocol.pack("tok")), pack_item(5, "progress", protocol.pack({"p": 1}))]
+    final = Final(JobState.FAILED, protocol.pack([1, 2]), "it broke", {"type": "ValueError"})
+    body = unpack(FinishReport("tok", final, items, id="job1").pack())
+    assert body["id"] == "job1"
+    report = FinishReport.decode(body)
+    assert report.token == "tok" and report.final.state is JobState.FAILED
+    assert unpack(report.final.output) == [1, 2] and report.final.error == "it broke"
+    assert report.final.error_detail == {"type": "ValueError"}
+    got = [(i.seq, i.kind, unpack(i.data)) for i in report.items]
+    assert got == [(4, "chunk", "tok"), (5, "progress", {"p": 1})]
+    assert all(type(i.data) is Packed for i in report.items)
+
+
+def test_a_finish_without_an_error_message_gets_one() -> None:
+    report = FinishReport.decode({"token": "t", "state": "TIMED_OUT"})
+    assert report.final.error == "the worker reported TIMED_OUT without an error message"
+
+
+def test_an_unstorable_finish_is_read_but_marked() -> None:
+    report = FinishReport.decode({"token": "t", "state": "COMPLETED", "output": "\ud800"})
+    assert report.unstorable and "surrogate" in report.unstorable
+    assert report.final.output is None and report.items == []
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        ({"token": "t", "state": "CANCELLED"}, "must be COMPLETED, FAILED or TIMED_OUT, not 'CANCELLED'"),
+        ({"token": "t", "state": "FAILED", "error": 3}, "error must be a string"),
+        ({"token": "t", "state": "FAILED", "error_detail": "x"}, "error_detail must be an object"),
+        ({"token": "t", "state": "COMPLETED", "items": {}}, "items must be a list"),
+        ({"token": "t", "state": "COMPLETED", "items": [{"seq": -1, "kind": "x"}]}, "seq must be an integer"),
+        ({"token": "", "state": "COMPLETED"}, "token must be a non-empty string"),
+    ],
+)
+def test_a_malformed_finish_is_refused_with_its_reason(body: dict, reason: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        FinishReport.decode(body)
+    assert caught.value.status == 400 and reason in caught.value.message
+
+
+def test_a_chunk_over_the_cap_is_refused_naming_its_seq() -> None:
+    big = "x" * (1024 * 1024)
+    with pytest.raises(ApiError) as caught:
+        OutputRequest.decode({"token": "t", "items": [{"seq": 7, "kind": "chunk", "data": big}]})
+    assert caught.value.status == 413 and "seq 7" in caught.value.message
+    assert caught.value.fields == {"limit": 1024 * 1024}
+    # progress is not a chunk: no cap of its own (the body's limit bounds it)
+    OutputRequest.decode({"token": "t", "items": [{"seq": 7, "kind": "progress", "data": big}]})
+
+
+def test_the_other_requests_round_trip() -> None:
+    assert ClaimRequest.decode(unpack(ClaimRequest("w", 3, 100, 4).pack())) == ClaimRequest("w", 3, 100, 4)
+    beat = HeartbeatRequest("w", {"a": "t"}, 10, 2, 1)
+    assert HeartbeatRequest.decode(unpack(beat.pack())) == beat
+    packed = [FinishReport("t", Final(JobState.COMPLETED), [], id="a").pack()]
+    exchange = ExchangeRequest.decode(unpack(ExchangeRequest("w", packed, 1, 0, 2).pack()))
+    assert exchange.worker_id == "w" and exchange.max == 1 and exchange.concurrency == 2
+    assert FinishReport.decode(exchange.finish[0]).final.state is JobState.COMPLETED
+    sent = OutputRequest("t", [pack_item(0, "chunk", protocol.pack(b"\x00"))])
+    out = OutputRequest.decode(unpack(sent.pack()))
+    assert out.items == [OutputItem(0, "chunk", protocol.pack(b"\x00"))]
+    assert ReleaseRequest.decode(unpack(ReleaseRequest("t").pack())) == ReleaseRequest("t")
+
+
+def test_wait_ms_above_the_poll_cap_is_lowered_not_refused() -> None:
+    assert ClaimRequest.decode({"worker_id": "w", "wait_ms": 10**12}).wait_ms == protocol.MAX_POLL_MS
+    assert ExchangeRequest.decode({"worker_id": "w", "max": None}).max == 0  # null means absent
+
+
+def test_a_claimed_job_goes_out_and_comes_back_the_same() -> None:
+    record = JobRecord(id="j1", endpoint="ep", input={"x": 1}, policy=Policy(execution_timeout_ms=5000),
+                       webhook="http://h/", token="tok", attempt=2, created_at=1000.0,
+                       started_at=1000.0)  # fmt: skip
+    wire = ClaimedJob.encode_record(record, now=1001.0)
+    assert set(wire) <= set(SCHEMAS["ClaimedJob"]["properties"])
+    assert set(SCHEMAS["ClaimedJob"]["required"]) <= set(wire)
+    assert wire["deadline_ms"] == 4000
+    answer = ClaimAnswer.decode({**ClaimAnswer.encode(30_000, 1234), "jobs": [wire, {"id": "no token"}]})
+    policy = {"executionTimeout": 5000, "ttl": Policy().ttl_ms}
+    assert answer.jobs == [ClaimedJob("j1", "tok", {"x": 1}, 2, policy, 4000, "http://h/", 1234)]
+    assert answer.lease_ms == 30_000
+
+
+def test_answers_hold_what_their_schema_requires() -> None:
+    claim = {**ClaimAnswer.encode(1, 2), "jobs": []}
+    exchange = {**ClaimAnswer.encode(1, 2, [{"id": "a", "status": "COMPLETED"}]), "jobs": []}
+    beat = HeartbeatAnswer.encode([StopSignal("a", protocol.STOP_CANCELLED)], {"a": "t"}, 30_000)
+    for name, body in (("ClaimAnswer", claim), ("ExchangeAnswer", exchange), ("HeartbeatAnswer", beat)):
+        schema = SCHEMAS[name]
+        assert set(schema["required"]) <= set(body) <= set(schema["properties"]), name
+    stops, lease_ms = HeartbeatAnswer.decode(beat)
+    assert stops == [StopSignal("a", "CANCELLED", "t")] and lease_ms == 30_000
