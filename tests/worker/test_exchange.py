@@ -138,7 +138,9 @@ async def protocol_1_proxy(service: Any) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(app)
+    # A claim forwarded when the worker stopped is a long-poll the service holds: end it at
+    # teardown rather than wait out its hold (aiohttp waits up to 60 s for a handler).
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ..packed import Packed
 from .claims import ClaimAnswer, ClaimedJob, ClaimRequest, ExchangeRequest
-from .codecs import JSON, MSGPACK, decode, dumps_json, encode, pack, unpack
+from .codecs import JSON, MSGPACK, decode, dumps_json, encode, pack, pack_text, unpack
 from .constants import (
     API_PREFIX,
     DEFAULT_CLAIM_WAIT_MS,
@@ -62,5 +62,5 @@ __all__ = [
     "ApiError", "ClaimAnswer", "ClaimRequest", "ClaimedJob", "ExchangeRequest", "Final", "FinishReport",
     "HeartbeatAnswer", "HeartbeatRequest", "OutputItem", "OutputRequest", "Packed", "ReleaseRequest",
     "StopSignal", "check_chunk", "decode", "decode_report", "dumps_json", "encode", "pack", "pack_item",
-    "refusal", "stale", "unpack",
+    "pack_text", "refusal", "stale", "unpack",
 ]  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import PayloadTooLarge, RateLimited, SequenceGap, ServiceError, ServiceUnavailable, StaleLease
 from ..job import MAX_CHUNK_BYTES, JobState
-from ..protocol import STOP_LOST, pack
+from ..protocol import STOP_LOST, pack, pack_text
 from ..retrying import Backoff
 from .transport import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Final, Transport, pack_item
 
@@ -48,20 +48,6 @@ def split_chunk(item: Any) -> list[Any]:
             start = end
         return pieces
     return [item]
-
-
-def pack_text(text: str) -> bytes:
-    """msgpack of a str, as msgpack.packb makes it, without building a Packer per call: a
-    token stream packs one short str per token."""
-    data = text.encode("utf-8")  # UnicodeEncodeError for a lone surrogate, as packb raises
-    size = len(data)
-    if size < 32:
-        return bytes((0xA0 | size,)) + data
-    if size < 256:
-        return bytes((0xD9, size)) + data
-    if size < 65536:
-        return b"\xda" + size.to_bytes(2, "big") + data
-    return b"\xdb" + size.to_bytes(4, "big") + data
 
 
 def pack_chunk(item: Any) -> list[bytes]:
