@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..packed import Packed
 from .claims import ClaimAnswer, ClaimedJob, ClaimRequest, ExchangeRequest
-from .codecs import JSON, MSGPACK, decode, dumps_json, encode, pack, unpack
+from .codecs import JSON, MSGPACK, decode, dumps_json, encode, pack, pack_text, unpack
 from .constants import (
     API_PREFIX,
     DEFAULT_CLAIM_WAIT_MS,
@@ -64,5 +64,5 @@ __all__ = [
     "ApiError", "ClaimAnswer", "ClaimRequest", "ClaimedJob", "ExchangeRequest", "Final", "FinishReport",
     "HeartbeatAnswer", "HeartbeatRequest", "HostedJob", "HostedReport", "OutputItem", "OutputRequest",
     "Packed", "ReleaseRequest", "StopList", "StopSignal", "check_chunk", "decode", "decode_report",
-    "dumps_json", "encode", "pack", "pack_item", "refusal", "stale", "unpack",
+    "dumps_json", "encode", "pack", "pack_item", "pack_text", "refusal", "stale", "unpack",
 ]  # fmt: skip

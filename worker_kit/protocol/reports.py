@@ -21,7 +21,7 @@ import msgpack
 from ..job import MAX_SEQ, WORKER_FINAL_STATES, JobState
 from ..packed import SLICE_FROM_BYTES, Packed, Payloads, unpack_keeping_payloads
 from ..portable import problem
-from .codecs import MSGPACK, decode, pack
+from .codecs import MSGPACK, decode, pack, pack_text
 from .fields import PORTABLE_REF, Checked, Text, Value, object_schema
 from .refusals import ApiError, check_chunk
 
@@ -132,6 +132,9 @@ _PACKED_NONE = Packed(pack(None))
 def _packed_data(holder: Any, payloads: Payloads | None) -> Packed:
     if not isinstance(holder, dict):
         return _PACKED_NONE  # from_wire refuses it
+    value = holder.get("data")
+    if type(value) is str and not payloads:  # a streamed token: the common case, packed fast
+        return Packed(pack_text(value))
     data = packed_payload(holder, "data", payloads)
     return data if data is not None else _PACKED_NONE
 

@@ -83,6 +83,8 @@ class SQLiteEngine:
         self._writer: threading.Thread | None = None
         self._closed = False
         self._stopping = False
+        #: True while the writer thread takes operations (cheaper to ask than Thread.is_alive).
+        self._writing = False
         # In-memory: one connection shared by writer and readers, serialised by this lock.
         self._shared: sqlite3.Connection | None = None
         self._shared_lock = threading.Lock()
@@ -141,7 +143,7 @@ class SQLiteEngine:
     # -- calls --------------------------------------------------------------------------------
     async def write(self, op: WriteOp[T]) -> T:
         """Run `op` in the next group-commit transaction; returns after COMMIT."""
-        if self._closed or self._writer is None or not self._writer.is_alive():
+        if self._closed or not self._writing:
             raise StorageError("SQLite storage is not open")
         loop = asyncio.get_running_loop()
         pending = _Pending(op, loop, loop.create_future())
@@ -281,6 +283,7 @@ class SQLiteEngine:
             return
         if self.url.path is None:
             self._shared = conn
+        self._writing = True
         ready.set_result(None)
         try:
             for batch in self._batches():
@@ -297,6 +300,7 @@ class SQLiteEngine:
                     self._fail_all(batch, StorageError(f"SQLite writer failed: {exc!r}"))
                 self._deliver(batch)
         finally:
+            self._writing = False
             if self._shared is None:
                 conn.close()
 
@@ -389,9 +393,12 @@ class SQLiteEngine:
     def _resolve(self, items: list[_Pending]) -> None:
         for pending in items:
             if pending.ok:
-                # A channel named n times by one operation (n jobs requeued) wakes n claims.
-                for channel, times in collections.Counter(pending.notes).items():
-                    self._publish(channel, times)
+                notes = pending.notes
+                if len(notes) == 1:  # the common case: one job changed
+                    self._publish(notes[0], 1)
+                else:  # a channel named n times by one operation (n jobs requeued) wakes n claims
+                    for channel, times in collections.Counter(notes).items():
+                        self._publish(channel, times)
                 if not pending.future.done():
                     pending.future.set_result(pending.value)
             elif not pending.future.done():
