@@ -26,9 +26,12 @@ from worker_kit.protocol import (
     FinishReport,
     HeartbeatAnswer,
     HeartbeatRequest,
+    HostedJob,
+    HostedReport,
     OutputItem,
     OutputRequest,
     ReleaseRequest,
+    StopList,
     StopSignal,
     pack_item,
     unpack,
@@ -247,3 +250,30 @@ def test_answers_hold_what_their_schema_requires() -> None:
         assert set(schema["required"]) <= set(body) <= set(schema["properties"]), name
     stops, lease_ms = HeartbeatAnswer.decode(beat)
     assert stops == [StopSignal("a", "CANCELLED", "t")] and lease_ms == 30_000
+
+
+# -- the hosted service's worker protocol ----------------------------------------------------------
+
+
+def test_a_hosted_report_reads_exactly_its_schema_fields() -> None:
+    reading = Reading({"output": 1, "error": None, "status": "IN_PROGRESS"})
+    report = HostedReport.decode(reading)
+    assert reading.asked == set(SCHEMAS["HostedReport"]["properties"])
+    assert report.is_progress and report.output == 1
+    for body in (HostedReport.chunk("c"), HostedReport.failure("e"), HostedReport.progress({"p": 1})):
+        assert set(body) <= set(SCHEMAS["HostedReport"]["properties"])
+
+
+def test_a_hosted_job_goes_out_and_comes_back_as_a_claimed_job() -> None:
+    record = JobRecord(id="j1", endpoint="ep", input=[1], webhook="http://h/")
+    wire = HostedJob.encode_record(record)
+    assert set(SCHEMAS["HostedJob"]["required"]) <= set(wire) <= set(SCHEMAS["HostedJob"]["properties"])
+    jobs = HostedJob.decode_take([wire, {"id": "no input"}])
+    assert [job.claimed() for job in jobs] == [ClaimedJob("j1", "j1", [1], webhook="http://h/")]
+    assert HostedJob.decode_take(wire)[0].id == "j1"  # job-take answers one job, not a list
+
+
+def test_a_stop_list_keeps_only_job_ids() -> None:
+    assert StopList.decode(StopList.encode(["a", "b"])) == ["a", "b"]
+    assert StopList.decode({"jobsToStop": ["a", 3, None]}) == ["a"]
+    assert StopList.decode(None) == [] and StopList.decode({"jobsToStop": "a"}) == []

@@ -7,6 +7,7 @@ runtime and the client:
   its JSON Schema (/openapi.json is generated from them);
 - `claims`: claim and exchange requests, the claimed job, their answer;
 - `control`: heartbeats and stop signals;
+- `hosted`: the hosted serverless service's worker protocol (jobs, reports, stop lists);
 - `reports`: output items, finishes, releases;
 - `refusals`: the 4xx answers, as the service raises them and as a worker reads them.
 
@@ -43,6 +44,7 @@ from .constants import (
     WORKER_RELEASE,
 )
 from .control import HeartbeatAnswer, HeartbeatRequest, StopSignal
+from .hosted import HostedJob, HostedReport, StopList
 from .refusals import ApiError, check_chunk, refusal, stale
 from .reports import (
     Final,
@@ -60,7 +62,7 @@ __all__ = [
     "REPORT_OVERHEAD", "STOP_CANCELLED", "STOP_LOST", "STOP_REASONS", "STOP_TIMED_OUT", "WORKER_CLAIM",
     "WORKER_EXCHANGE", "WORKER_FINISH", "WORKER_HEARTBEAT", "WORKER_OUTPUT", "WORKER_RELEASE",
     "ApiError", "ClaimAnswer", "ClaimRequest", "ClaimedJob", "ExchangeRequest", "Final", "FinishReport",
-    "HeartbeatAnswer", "HeartbeatRequest", "OutputItem", "OutputRequest", "Packed", "ReleaseRequest",
-    "StopSignal", "check_chunk", "decode", "decode_report", "dumps_json", "encode", "pack", "pack_item",
-    "pack_text", "refusal", "stale", "unpack",
+    "HeartbeatAnswer", "HeartbeatRequest", "HostedJob", "HostedReport", "OutputItem", "OutputRequest",
+    "Packed", "ReleaseRequest", "StopList", "StopSignal", "check_chunk", "decode", "decode_report",
+    "dumps_json", "encode", "pack", "pack_item", "pack_text", "refusal", "stale", "unpack",
 ]  # fmt: skip

@@ -13,9 +13,12 @@ from ..protocol import (
     FinishReport,
     HeartbeatAnswer,
     HeartbeatRequest,
+    HostedJob,
+    HostedReport,
     OutputItem,
     OutputRequest,
     ReleaseRequest,
+    StopList,
 )
 from ..protocol.fields import PORTABLE_REF, object_schema
 from .client_api import MAX_POLICY_MS
@@ -248,11 +251,6 @@ SCHEMAS: dict[str, Any] = {
             }
         },
     },
-    "HostedJob": {
-        "type": "object",
-        "required": ["id", "input"],
-        "properties": {"id": {"type": "string"}, "input": {}, "webhook": {"type": "string"}},
-    },
     # The worker wire: generated from the message types the routes decode with (worker_kit.protocol).
     "OutputItem": OutputItem.schema(),
     "ClaimRequest": object_schema(ClaimRequest.FIELDS),
@@ -265,4 +263,8 @@ SCHEMAS: dict[str, Any] = {
     "OutputRequest": object_schema(OutputRequest.FIELDS),
     "FinishRequest": FinishReport.schema(),
     "ReleaseRequest": object_schema(ReleaseRequest.FIELDS),
+    # The hosted service's worker protocol (hosted_api.py), likewise.
+    "HostedJob": HostedJob.schema(),
+    "HostedReport": HostedReport.schema(),
+    "StopList": StopList.schema(),
 }

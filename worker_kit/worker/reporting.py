@@ -177,6 +177,8 @@ class JobReporter:
     async def _send(self, keep: int) -> None:
         """Send batches until at most `keep` bytes are pending (the background sender stops
         early once the job finishes: its items then ride in the finish request)."""
+        if not self._pending:
+            return
         backoff = Backoff()
         while self._pending and self.buffered > keep and not self._abandoned:
             if keep == 0 and self._closed:
@@ -254,7 +256,7 @@ class JobReporter:
         await self._send(keep=MAX_BATCH_BYTES)  # a finish request carries at most one batch
         if self.rejected and final.state is JobState.COMPLETED:
             final = Final(JobState.FAILED, error=self.rejected)
-        backoff = Backoff()
+        backoff: Backoff | None = None  # made on the first retry: most results land at once
         while not self._abandoned:
             try:
                 await self.transport.finish(self.job_id, self.token, final, [b for _, b in self._pending])
@@ -276,6 +278,7 @@ class JobReporter:
                 log.error("job %s: %s", self.job_id, final.error, extra={"job_id": self.job_id})
                 self._pending.clear()
             except (ServiceUnavailable, RateLimited) as exc:
+                backoff = backoff or Backoff()
                 await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._wake, "finish")
             except ServiceError as exc:
                 log.error("job %s: result (%s) not delivered: the service refused it: %s",
