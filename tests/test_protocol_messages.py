@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from worker_kit import protocol
-from worker_kit.job import JobRecord, JobState, Policy
+from worker_kit.job import MAX_SEQ, JobRecord, JobState, Policy
 from worker_kit.packed import Packed
 from worker_kit.protocol import (
     ApiError,
@@ -148,6 +148,15 @@ def test_the_served_document_holds_the_generated_schemas() -> None:
 
 
 # -- what the runtime builds is what the service reads ---------------------------------------------
+
+
+@pytest.mark.parametrize("seq", [0, 127, 128, 255, 256, 65535, 65536, 2**32, MAX_SEQ])
+def test_a_packed_item_is_the_msgpack_of_its_map(seq: int) -> None:
+    # pack_item splices constant parts and a seq packed by hand (one item per streamed token):
+    # the bytes are exactly what msgpack makes of the map.
+    for kind, data in (("chunk", "tok"), ("progress", {"p": 1})):
+        expected = protocol.pack({"seq": seq, "kind": kind, "data": data})
+        assert pack_item(seq, kind, protocol.pack(data)) == expected
 
 
 def test_a_finish_the_runtime_packs_decodes_to_the_same_report() -> None:

@@ -76,8 +76,16 @@ _ITEM_KIND = {kind: b"\xa4kind" + pack(kind) + b"\xa4data" for kind in ITEM_KIND
 def pack_item(seq: int, kind: str, packed_data: bytes) -> bytes:
     """One output item {"seq", "kind", "data"} with `data` packed beforehand (once, by the
     thread that produced it) so that retries and batching never re-encode it."""
-    packed_seq = bytes((seq,)) if 0 <= seq < 128 else pack(seq)  # small seqs: a positive fixint
-    return b"".join((b"\x83\xa3seq", packed_seq, _ITEM_KIND[kind], packed_data))
+    return b"".join((b"\x83\xa3seq", _pack_seq(seq), _ITEM_KIND[kind], packed_data))
+
+
+def _pack_seq(seq: int) -> bytes:
+    """msgpack of a sequence number, as pack() makes it (the smallest unsigned form)."""
+    if 0 <= seq < 128:
+        return bytes((seq,))  # positive fixint
+    if 0 <= seq < 65536:
+        return b"\xcc" + seq.to_bytes(1, "big") if seq < 256 else b"\xcd" + seq.to_bytes(2, "big")
+    return pack(seq)
 
 
 def pack_map(fields: list[tuple[str, bytes]]) -> bytes:
