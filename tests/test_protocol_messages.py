@@ -23,11 +23,13 @@ from worker_kit.protocol import (
     ClaimRequest,
     ExchangeRequest,
     Final,
+    FinishAnswer,
     FinishReport,
     HeartbeatAnswer,
     HeartbeatRequest,
     HostedJob,
     HostedReport,
+    OutputAnswer,
     OutputItem,
     OutputRequest,
     ReleaseRequest,
@@ -37,6 +39,7 @@ from worker_kit.protocol import (
     unpack,
 )
 from worker_kit.protocol.fields import Int
+from worker_kit.protocol.status import StatusAnswer
 from worker_kit.service.openapi import openapi_spec
 
 SCHEMAS = openapi_spec()["components"]["schemas"]
@@ -263,11 +266,15 @@ def test_answers_hold_what_their_schema_requires() -> None:
     claim = {**ClaimAnswer.encode(1, 2), "jobs": []}
     exchange = {**ClaimAnswer.encode(1, 2, [{"id": "a", "status": "COMPLETED"}]), "jobs": []}
     beat = HeartbeatAnswer.encode([StopSignal("a", protocol.STOP_CANCELLED)], {"a": "t"}, 30_000)
-    for name, body in (("ClaimAnswer", claim), ("ExchangeAnswer", exchange), ("HeartbeatAnswer", beat)):
+    output, finish = OutputAnswer.encode(3), FinishAnswer.encode("a", JobState.FAILED, "unstorable")
+    answers = [("ClaimAnswer", claim), ("ExchangeAnswer", exchange), ("HeartbeatAnswer", beat),
+               ("OutputAnswer", output), ("FinishAnswer", finish)]  # fmt: skip
+    for name, body in answers:
         schema = SCHEMAS[name]
         assert set(schema["required"]) <= set(body) <= set(schema["properties"]), name
     stops, lease_ms = HeartbeatAnswer.decode(beat)
     assert stops == [StopSignal("a", "CANCELLED", "t")] and lease_ms == 30_000
+    assert OutputAnswer.decode(output) == 3 and OutputAnswer.decode({}) == 0
 
 
 # -- the hosted service's worker protocol ----------------------------------------------------------
@@ -295,3 +302,29 @@ def test_a_stop_list_keeps_only_job_ids() -> None:
     assert StopList.decode(StopList.encode(["a", "b"])) == ["a", "b"]
     assert StopList.decode({"jobsToStop": ["a", 3, None]}) == ["a"]
     assert StopList.decode(None) == [] and StopList.decode({"jobsToStop": "a"}) == []
+
+
+# -- the status answer -------------------------------------------------------------------------------
+
+
+def _statuses() -> list[dict[str, Any]]:
+    running = JobRecord(id="a", endpoint="ep", input=1, state=JobState.IN_PROGRESS, started_at=1.0,
+                        progress={"pct": 5}, worker_id="w", created_at=0.5)  # fmt: skip
+    failed = JobRecord(id="b", endpoint="ep", input=1, state=JobState.FAILED, started_at=1.0, finished_at=2.0,
+                       error="boom", error_detail={"type": "E", "message": "boom"}, retries=2, worker_id="w",
+                       created_at=0.5)  # fmt: skip
+    done = JobRecord(id="c", endpoint="ep", input=1, state=JobState.COMPLETED, output=[1], started_at=1.0,
+                     finished_at=2.0, created_at=0.5)  # fmt: skip
+    queued = JobRecord(id="q", endpoint="ep", input=1)
+    return [StatusAnswer.encode(job) for job in (queued, running, failed, done)]
+
+
+def test_every_status_answer_is_what_its_schema_says() -> None:
+    validator = pytest.importorskip("jsonschema_rs").Draft202012Validator(
+        {"$ref": "#/components/schemas/Status", "components": openapi_spec()["components"]}
+    )
+    seen: set[str] = set()
+    for status in _statuses():
+        assert not [str(e) for e in validator.iter_errors(status)], status
+        seen |= set(status)
+    assert seen == set(SCHEMAS["Status"]["properties"]), "every declared field is one some state answers"

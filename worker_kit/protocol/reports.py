@@ -22,7 +22,7 @@ from ..job import MAX_SEQ, WORKER_FINAL_STATES, JobState
 from ..packed import SLICE_FROM_BYTES, Packed, Payloads, unpack_keeping_payloads
 from ..portable import problem
 from .codecs import MSGPACK, decode, pack, pack_text
-from .fields import PORTABLE_REF, Checked, Text, Value, object_schema
+from .fields import PORTABLE_REF, Checked, Out, Text, Value, object_schema
 from .refusals import ApiError, check_chunk
 
 ITEM_KINDS = ("chunk", "progress")
@@ -216,6 +216,25 @@ class OutputRequest:
         return pack_map([("token", pack(self.token)), ("items", pack_array(self.items))])
 
 
+class OutputAnswer:
+    """The output route's answer: `{"next_seq"}`, the seq the service expects next."""
+
+    FIELDS: ClassVar = (Out("next_seq", {"type": "integer", "minimum": 0}, required=True),)
+
+    @staticmethod
+    def encode(next_seq: int) -> dict[str, Any]:
+        return {"next_seq": next_seq}
+
+    @staticmethod
+    def decode(reply: dict[str, Any]) -> int:
+        next_seq = reply.get("next_seq", 0)
+        return next_seq if isinstance(next_seq, int) else 0
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        return object_schema(cls.FIELDS)
+
+
 @dataclass(slots=True)
 class ReleaseRequest:
     """`POST /worker/jobs/{id}/release`: hand a running job back to the queue."""
@@ -314,6 +333,27 @@ class FinishReport:
         if self.items:
             fields.append(("items", pack_array(self.items)))
         return pack_map(fields)
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        return object_schema(cls.FIELDS)
+
+
+class FinishAnswer:
+    """A finish's answer: `{"id", "status"}`, with `error` when the service ended the job FAILED
+    itself (a result that could never be answered)."""
+
+    FIELDS: ClassVar = (
+        Out("id", {"type": "string"}, required=True),
+        Out("status", {"enum": list(_FINAL_VALUES)}, required=True),
+        Out("error", {"type": "string"}),
+    )
+
+    @staticmethod
+    def encode(job_id: str, state: JobState, error: str | None = None) -> dict[str, Any]:
+        if error is None:
+            return {"id": job_id, "status": state.value}
+        return {"id": job_id, "status": state.value, "error": error}
 
     @classmethod
     def schema(cls) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from ..protocol import (
     WORKER_OUTPUT,
     WORKER_RELEASE,
 )
+from ..protocol.status import STATES
 from .client_api import MAX_POLICY_MS, RUNSYNC_MAX_WAIT_MS
 from .openapi_dashboard import dashboard_paths
 from .openapi_finish import REQUEST_SCHEMAS, finish_paths, with_portable_extras
@@ -30,7 +31,6 @@ from .openapi_schemas import SCHEMAS, csv_pattern
 from .sse import MAX_CURSOR
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
-_STATES = ["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]
 _ENDPOINT = {
     "name": "endpoint_id",
     "in": "path",
@@ -221,23 +221,19 @@ def _worker_paths() -> dict[str, Any]:
          "ExchangeRequest", ep, (400, 401, 403, 404, 413)),
         (WORKER_HEARTBEAT, "Renew leases; long-poll for stop signals", "HeartbeatAnswer", "HeartbeatRequest",
          ep, (400, 401, 403, 404)),
-        (WORKER_OUTPUT, "Ordered, idempotent stream chunks and progress", _NEXT_SEQ, "OutputRequest", job,
-         stale),
-        (WORKER_FINISH, "End a job with its result", _JOB_STATE, "FinishRequest", job, stale),
+        (WORKER_OUTPUT, "Ordered, idempotent stream chunks and progress", "OutputAnswer", "OutputRequest",
+         job, stale),
+        (WORKER_FINISH, "End a job with its result", "FinishAnswer", "FinishRequest", job, stale),
         (WORKER_RELEASE, "Hand a running job back to the queue", "Submitted", "ReleaseRequest", job,
          (400, 401, 403, 404, 409)),
     ]  # fmt: skip
     return {
         API_PREFIX + route: {
-            "post": _op(summary, _ref(answer) if isinstance(answer, str) else answer, params=params,
-                        body=_ref(request), errors=errors, tag="worker", security="workerKey")
+            "post": _op(summary, _ref(answer), params=params, body=_ref(request), errors=errors, tag="worker",
+                        security="workerKey")
         }
         for route, summary, answer, request, params, errors in routes
     }  # fmt: skip
-
-
-_NEXT_SEQ = {"type": "object", "properties": {"next_seq": {"type": "integer"}}}
-_JOB_STATE = {"type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}}}
 
 
 def _query_paths(status_op: dict[str, Any]) -> dict[str, Any]:
@@ -258,7 +254,7 @@ def _query_paths(status_op: dict[str, Any]) -> dict[str, Any]:
             {**text, "name": "cursor", "description": "the cursor of the previous page"},
             {
                 **text,
-                "schema": {"type": "string", "pattern": csv_pattern(_STATES, any_case=True)},
+                "schema": {"type": "string", "pattern": csv_pattern(STATES, any_case=True)},
                 "description": "comma-separated states to keep, e.g. FAILED,TIMED_OUT",
             },
             {
