@@ -54,3 +54,21 @@ def test_a_malformed_body_raises_for_the_plain_decode_to_explain() -> None:
 
 def test_plain_bytes_are_never_taken_for_packed() -> None:
     assert unpack(pack(b"\x93\x01\x02\x03")) == b"\x93\x01\x02\x03"
+
+
+@pytest.mark.parametrize("count", [100, 70_000])  # array 16 and array 32 headers
+def test_many_small_entries_are_decoded_whole_and_packed_once_more(count: int) -> None:
+    # A token stream's report: thousands of tiny items. Walking each costs more than packing
+    # its few bytes again, so the list is decoded in one call and keeps no payload bytes; the
+    # route then packs each item's data once, to the same bytes pack() makes.
+    from worker_kit.protocol.reports import OutputRequest
+
+    items = [{"seq": i, "kind": "chunk", "data": f"tok{i} " if i % 3 else {"i": i}} for i in range(count)]
+    body = {"token": "t", "items": items, "pad": BIG}  # over the size from which bodies are walked
+    value, payloads = unpack_keeping_payloads(pack(body))
+    assert value == body and not payloads
+    decoded = OutputRequest.decode(value, payloads).items
+    assert [(i.seq, i.kind, bytes(i.data)) for i in decoded] == [
+        (i["seq"], "chunk", pack(i["data"])) for i in items
+    ]
+    assert all(type(i.data) is Packed for i in decoded)

@@ -108,6 +108,7 @@ class Worker:
         self._grace = grace_s
         self._run_began = False
         self._failed_loops: set[asyncio.Task[None]] = set()
+        self._claim_req: asyncio.Task[Any] | None = None
 
     # -- public ---------------------------------------------------------------------------
     async def run(self) -> int:
@@ -209,9 +210,18 @@ class Worker:
             self._stop_requested.set()
             self._jobs.stopping = True
             self._slot_freed.set()  # a claim loop waiting for a free slot sees the stop
+            if self._claim_req is not None and not self._claim_req.done():
+                # On the next turn: a claim answering in this one (the stop came from its own
+                # code, say) delivers its jobs, which are then handed back at once.
+                asyncio.get_running_loop().call_soon(self._cancel_claim, self._claim_req)
         elif grace_s < self._grace:
             self._grace = grace_s
             self._cut.set()
+
+    @staticmethod
+    def _cancel_claim(req: asyncio.Task[Any]) -> None:
+        if not req.done():
+            req.cancel()  # jobs the service may still hand this request come back by lease
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -283,21 +293,23 @@ class Worker:
                 free = min(free, self._pool.available())
             if free <= 0:
                 self._slot_freed.clear()
+                if not callable(self._concurrency):
+                    await self._slot_freed.wait()
+                    continue
                 with contextlib.suppress(TimeoutError):
                     # A dynamic concurrency is consulted again at least once a second.
-                    async with asyncio.timeout(1.0 if callable(self._concurrency) else None):
+                    async with asyncio.timeout(1.0):
                         await self._slot_freed.wait()
                 continue
-            req = asyncio.create_task(self.transport.claim(
+            # A task of its own, so that stop() can cancel a long-poll (and only the request).
+            req = self._claim_req = asyncio.get_running_loop().create_task(self.transport.claim(
                 free, self.claim_wait_ms, concurrency=capacity, running=self._jobs.occupied))
-            await asyncio.wait({req, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if not req.done():
-                req.cancel()  # jobs the service may still hand this request come back by lease
-                await asyncio.wait({req})
-            if req.cancelled():
-                return
             try:
-                jobs, lease_ms = req.result()
+                jobs, lease_ms = await req
+            except asyncio.CancelledError:
+                if req.cancelled() and self._stop_requested.is_set():
+                    return
+                raise
             except (ServiceUnavailable, RateLimited) as exc:
                 await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._stop_requested, "claim")
                 continue
