@@ -18,7 +18,7 @@ from worker_kit.errors import ConfigError, JobConflict, SequenceGap, StorageErro
 from worker_kit.job import JobState, Policy
 from worker_kit.protocol import OutputItem, pack
 from worker_kit.storage import open_storage
-from worker_kit.storage.sqlite import ops
+from worker_kit.storage.sqlite import engine, ops
 from worker_kit.storage.sqlite.backend import SQLiteStorage
 from worker_kit.storage.sqlite.schema import SCHEMA_VERSION, SQLiteURL
 
@@ -380,6 +380,26 @@ async def test_a_read_that_cannot_run_at_once_waits_on_the_pool() -> None:
         got = await asyncio.wait_for(read, 10)
         assert got is not None and got.input == "x"
         await write
+    finally:
+        await storage.close()
+
+
+async def test_commits_made_by_the_event_loop_are_checkpointed(tmp_path: Path) -> None:
+    # Small submits one at a time are committed by the event loop, whose connection never
+    # checkpoints: the writer thread must copy them into the database file regularly, or the
+    # WAL would grow for ever.
+    path = tmp_path / "jobs.db"
+    storage = await opened(f"sqlite:///{path}")
+    try:
+        empty = path.stat().st_size
+        for i in range(engine.CHECKPOINT_EVERY * 2 + 10):
+            await storage.submit(EP, {"n": i, "pad": "x" * 2000}, policy=Policy(), retention_ms=60_000)
+        assert storage._engine._on_loop.commits >= engine.CHECKPOINT_EVERY * 2  # made on the loop
+        deadline = asyncio.get_running_loop().time() + 10
+        while path.stat().st_size <= empty + 100 * 2000:
+            assert asyncio.get_running_loop().time() < deadline, "the WAL was never checkpointed"
+            await asyncio.sleep(0.05)
+        assert (await storage.counts(EP))["IN_QUEUE"] == engine.CHECKPOINT_EVERY * 2 + 10
     finally:
         await storage.close()
 

@@ -153,7 +153,9 @@ class JobReporter:
 
     # -- delivery -------------------------------------------------------------------------
     def _acked(self, next_seq: int) -> None:
-        keep = [(s, b) for s, b in self._pending if s >= next_seq]
+        # Pending seqs are consecutive (each add takes the next one), so the rest is a slice.
+        first = self._pending[0][0] if self._pending else next_seq
+        keep = self._pending[max(0, next_seq - first) :]
         if keep and keep[0][0] > next_seq:
             # The service lacks items it had acknowledged (a store that lost writes): they
             # cannot be resent, and every later item would be refused as a gap.
@@ -190,12 +192,15 @@ class JobReporter:
                         async with asyncio.timeout(wait):
                             await self._more.wait()
                     continue
-            batch, size = [], 0
-            for seq, item in self._pending:
-                if batch and (size + len(item) > MAX_BATCH_BYTES or len(batch) >= MAX_BATCH_ITEMS):
-                    break
-                batch.append((seq, item))
-                size += len(item)
+            if self.buffered <= MAX_BATCH_BYTES and len(self._pending) <= MAX_BATCH_ITEMS:
+                batch = list(self._pending)  # the common case: everything pending fits one request
+            else:
+                batch, size = [], 0
+                for seq, item in self._pending:
+                    if batch and (size + len(item) > MAX_BATCH_BYTES or len(batch) >= MAX_BATCH_ITEMS):
+                        break
+                    batch.append((seq, item))
+                    size += len(item)
             self._tried_upto = max(self._tried_upto, batch[-1][0])
             self._last_send = asyncio.get_running_loop().time()
             self._sender_busy = True

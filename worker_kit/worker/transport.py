@@ -27,6 +27,7 @@ from ..protocol import (
     FinishReport,
     HeartbeatAnswer,
     HeartbeatRequest,
+    OutputAnswer,
     OutputRequest,
     ReleaseRequest,
     pack_item,
@@ -239,7 +240,7 @@ class NativeTransport(Transport):
     async def output(self, job_id: str, token: str, items: list[bytes]) -> int:
         body = OutputRequest(token, items).pack()
         reply = await self._post(protocol.WORKER_OUTPUT.format(job_id=job_id), body, 120)
-        return int(reply.get("next_seq", 0))
+        return OutputAnswer.decode(reply)
 
     async def finish(self, job_id: str, token: str, final: Final, items: list[bytes]) -> None:
         body = FinishReport(token, final, items, id=job_id).pack()

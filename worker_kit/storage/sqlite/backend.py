@@ -31,6 +31,12 @@ from .shared import SQLiteSharedState
 T = TypeVar("T")
 
 
+#: A submit whose input packs to at most this many bytes may be committed by the event loop
+#: itself (engine.write's `small`); so may a heartbeat of at most SMALL_HEARTBEAT leases.
+SMALL_WRITE = 64 * 1024
+SMALL_HEARTBEAT = 64
+
+
 def _pack_items(items: list[OutputItem] | None) -> list[ops.PackedItem]:
     return [(item.seq, item.kind, pack(item.data)) for item in items or ()]
 
@@ -51,9 +57,10 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         with an optional `?synchronous=full` for durability across power loss."""
         return cls(SQLiteURL.parse(url), clock=clock)
 
-    async def _write(self, op: Callable[..., T], **kwargs: Any) -> T:
-        """Run an ops.py transition in the next group commit, at the clock's current time."""
-        return await self._engine.write(functools.partial(op, now=self.clock(), **kwargs))
+    async def _write(self, op: Callable[..., T], *, small: bool = False, **kwargs: Any) -> T:
+        """Run an ops.py transition in the next group commit, at the clock's current time.
+        `small`: a few statements over rows of at most SMALL_WRITE bytes (engine.write)."""
+        return await self._engine.write(functools.partial(op, now=self.clock(), **kwargs), small=small)
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({self.url.path or ':memory:'!r}, synchronous={self.url.synchronous})"
@@ -80,11 +87,13 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         queue_limit: int | None = None,
     ) -> JobRecord:
         job_id = new_job_id()
+        input_blob = pack(input)
         created_at = await self._write(
             ops.submit,
+            small=len(input_blob) <= SMALL_WRITE,
             job_id=job_id,
             endpoint=endpoint,
-            input_blob=pack(input),
+            input_blob=input_blob,
             execution_timeout_ms=policy.execution_timeout_ms,
             timeout_explicit=policy.execution_timeout_explicit,
             ttl_ms=policy.ttl_ms,
@@ -191,7 +200,8 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         running: int | None = None,
     ) -> list[StopSignal]:
         return await self._write(ops.heartbeat, endpoint=endpoint, worker_id=worker_id, leases=dict(leases),
-                                 lease_ms=lease_ms, concurrency=concurrency, running=running)  # fmt: skip
+                                 lease_ms=lease_ms, concurrency=concurrency, running=running,
+                                 small=len(leases) <= SMALL_HEARTBEAT)  # fmt: skip
 
     async def append_output(self, endpoint: str, job_id: str, token: str, items: list[OutputItem]) -> int:
         return await self._write(ops.append_output, endpoint=endpoint, job_id=job_id, token=token,
