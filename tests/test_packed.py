@@ -54,3 +54,35 @@ def test_a_malformed_body_raises_for_the_plain_decode_to_explain() -> None:
 
 def test_plain_bytes_are_never_taken_for_packed() -> None:
     assert unpack(pack(b"\x93\x01\x02\x03")) == b"\x93\x01\x02\x03"
+
+
+@pytest.mark.parametrize("count", [100, 70_000])  # array 16 and array 32 headers
+def test_many_small_entries_are_decoded_whole_and_packed_once_more(count: int) -> None:
+    # A token stream's report: thousands of tiny items. Walking each costs more than packing
+    # its few bytes again, so the list is decoded in one call and keeps no payload bytes; the
+    # route then packs each item's data once, to the same bytes pack() makes.
+    from worker_kit.protocol.reports import OutputRequest
+
+    items = [{"seq": i, "kind": "chunk", "data": f"tok{i} " if i % 3 else {"i": i}} for i in range(count)]
+    body = {"token": "t", "items": items, "pad": BIG}  # over the size from which bodies are walked
+    value, payloads = unpack_keeping_payloads(pack(body))
+    assert value == body and not payloads
+    decoded = OutputRequest.decode(value, payloads).items
+    assert [(i.seq, i.kind, bytes(i.data)) for i in decoded] == [
+        (i["seq"], "chunk", pack(i["data"])) for i in items
+    ]
+    assert all(type(i.data) is Packed for i in decoded)
+
+
+def test_a_finish_keeps_its_result_bytes_and_decodes_its_many_small_items() -> None:
+    # A streamed job's finish: its aggregate result is kept as sent, and the thousands of
+    # trailing items it carries (decoded whole) each get their data packed once.
+    from worker_kit.protocol.reports import FinishReport
+
+    items = [{"seq": i, "kind": "chunk", "data": f"tok{i} "} for i in range(5000)]
+    body = {"id": "j", "token": "t", "state": "COMPLETED", "output": [BIG], "items": items}
+    value, payloads = unpack_keeping_payloads(pack(body))
+    assert value == body and payloads.get(value, "output") == pack([BIG])
+    report = FinishReport.decode(value, payloads)
+    assert report.final.output == pack([BIG])
+    assert [(i.seq, bytes(i.data)) for i in report.items] == [(i["seq"], pack(i["data"])) for i in items]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from worker_kit import protocol
-from worker_kit.job import JobRecord, JobState, Policy
+from worker_kit.job import MAX_SEQ, JobRecord, JobState, Policy
 from worker_kit.packed import Packed
 from worker_kit.protocol import (
     ApiError,
@@ -23,17 +23,23 @@ from worker_kit.protocol import (
     ClaimRequest,
     ExchangeRequest,
     Final,
+    FinishAnswer,
     FinishReport,
     HeartbeatAnswer,
     HeartbeatRequest,
+    HostedJob,
+    HostedReport,
+    OutputAnswer,
     OutputItem,
     OutputRequest,
     ReleaseRequest,
+    StopList,
     StopSignal,
     pack_item,
     unpack,
 )
 from worker_kit.protocol.fields import Int
+from worker_kit.protocol.status import StatusAnswer
 from worker_kit.service.openapi import openapi_spec
 
 SCHEMAS = openapi_spec()["components"]["schemas"]
@@ -144,6 +150,33 @@ def test_the_served_document_holds_the_generated_schemas() -> None:
 # -- what the runtime builds is what the service reads ---------------------------------------------
 
 
+@pytest.mark.parametrize("seq", [0, 127, 128, 255, 256, 65535, 65536, 2**32, MAX_SEQ])
+def test_a_packed_item_is_the_msgpack_of_its_map(seq: int) -> None:
+    # pack_item splices constant parts and a seq packed by hand (one item per streamed token):
+    # the bytes are exactly what msgpack makes of the map.
+    for kind, data in (("chunk", "tok"), ("progress", {"p": 1})):
+        expected = protocol.pack({"seq": seq, "kind": kind, "data": data})
+        assert pack_item(seq, kind, protocol.pack(data)) == expected
+
+
+def test_output_items_decode_as_from_wire_says() -> None:
+    # Well-formed items take a tight loop (one per streamed token); the result is what
+    # from_wire makes of each, and a malformed one is refused with from_wire's reason.
+    raw = [{"seq": 0, "kind": "chunk", "data": "tok"}, {"seq": 1, "kind": "progress", "data": {"p": [1]}},
+           {"seq": 2, "kind": "chunk"}, {"seq": 3.0, "kind": "chunk", "data": b"\x00"},
+           {"seq": 4, "kind": "chunk", "data": None}, {"seq": 5, "kind": "chunk", "data": 1.5}]  # fmt: skip
+    got = OutputRequest.decode({"token": "t", "items": raw}).items
+    want = [OutputItem.from_wire(item, protocol.pack(item.get("data"))) for item in raw]
+    assert [(i.seq, i.kind, bytes(i.data)) for i in got] == [(i.seq, i.kind, bytes(i.data)) for i in want]
+    assert all(type(i.data) is Packed for i in got)
+    for bad in ({"seq": True, "kind": "chunk"}, {"seq": -1, "kind": "chunk"}, {"seq": 0, "kind": "log"}, "x"):
+        with pytest.raises(ApiError) as refused:
+            OutputRequest.decode({"token": "t", "items": [raw[0], bad]})
+        with pytest.raises(ValueError) as reason:
+            OutputItem.from_wire(bad)
+        assert refused.value.status == 400 and str(reason.value) in str(refused.value)
+
+
 def test_a_finish_the_runtime_packs_decodes_to_the_same_report() -> None:
     items = [pack_item(4, "chunk", protocol.pack("tok")), pack_item(5, "progress", protocol.pack({"p": 1}))]
     final = Final(JobState.FAILED, protocol.pack([1, 2]), "it broke", {"type": "ValueError"})
@@ -233,8 +266,65 @@ def test_answers_hold_what_their_schema_requires() -> None:
     claim = {**ClaimAnswer.encode(1, 2), "jobs": []}
     exchange = {**ClaimAnswer.encode(1, 2, [{"id": "a", "status": "COMPLETED"}]), "jobs": []}
     beat = HeartbeatAnswer.encode([StopSignal("a", protocol.STOP_CANCELLED)], {"a": "t"}, 30_000)
-    for name, body in (("ClaimAnswer", claim), ("ExchangeAnswer", exchange), ("HeartbeatAnswer", beat)):
+    output, finish = OutputAnswer.encode(3), FinishAnswer.encode("a", JobState.FAILED, "unstorable")
+    answers = [("ClaimAnswer", claim), ("ExchangeAnswer", exchange), ("HeartbeatAnswer", beat),
+               ("OutputAnswer", output), ("FinishAnswer", finish)]  # fmt: skip
+    for name, body in answers:
         schema = SCHEMAS[name]
         assert set(schema["required"]) <= set(body) <= set(schema["properties"]), name
     stops, lease_ms = HeartbeatAnswer.decode(beat)
     assert stops == [StopSignal("a", "CANCELLED", "t")] and lease_ms == 30_000
+    assert OutputAnswer.decode(output) == 3 and OutputAnswer.decode({}) == 0
+
+
+# -- the hosted service's worker protocol ----------------------------------------------------------
+
+
+def test_a_hosted_report_reads_exactly_its_schema_fields() -> None:
+    reading = Reading({"output": 1, "error": None, "status": "IN_PROGRESS"})
+    report = HostedReport.decode(reading)
+    assert reading.asked == set(SCHEMAS["HostedReport"]["properties"])
+    assert report.is_progress and report.output == 1
+    for body in (HostedReport.chunk("c"), HostedReport.failure("e"), HostedReport.progress({"p": 1})):
+        assert set(body) <= set(SCHEMAS["HostedReport"]["properties"])
+
+
+def test_a_hosted_job_goes_out_and_comes_back_as_a_claimed_job() -> None:
+    record = JobRecord(id="j1", endpoint="ep", input=[1], webhook="http://h/")
+    wire = HostedJob.encode_record(record)
+    assert set(SCHEMAS["HostedJob"]["required"]) <= set(wire) <= set(SCHEMAS["HostedJob"]["properties"])
+    jobs = HostedJob.decode_take([wire, {"id": "no input"}])
+    assert [job.claimed() for job in jobs] == [ClaimedJob("j1", "j1", [1], webhook="http://h/")]
+    assert HostedJob.decode_take(wire)[0].id == "j1"  # job-take answers one job, not a list
+
+
+def test_a_stop_list_keeps_only_job_ids() -> None:
+    assert StopList.decode(StopList.encode(["a", "b"])) == ["a", "b"]
+    assert StopList.decode({"jobsToStop": ["a", 3, None]}) == ["a"]
+    assert StopList.decode(None) == [] and StopList.decode({"jobsToStop": "a"}) == []
+
+
+# -- the status answer -------------------------------------------------------------------------------
+
+
+def _statuses() -> list[dict[str, Any]]:
+    running = JobRecord(id="a", endpoint="ep", input=1, state=JobState.IN_PROGRESS, started_at=1.0,
+                        progress={"pct": 5}, worker_id="w", created_at=0.5)  # fmt: skip
+    failed = JobRecord(id="b", endpoint="ep", input=1, state=JobState.FAILED, started_at=1.0, finished_at=2.0,
+                       error="boom", error_detail={"type": "E", "message": "boom"}, retries=2, worker_id="w",
+                       created_at=0.5)  # fmt: skip
+    done = JobRecord(id="c", endpoint="ep", input=1, state=JobState.COMPLETED, output=[1], started_at=1.0,
+                     finished_at=2.0, created_at=0.5)  # fmt: skip
+    queued = JobRecord(id="q", endpoint="ep", input=1)
+    return [StatusAnswer.encode(job) for job in (queued, running, failed, done)]
+
+
+def test_every_status_answer_is_what_its_schema_says() -> None:
+    validator = pytest.importorskip("jsonschema_rs").Draft202012Validator(
+        {"$ref": "#/components/schemas/Status", "components": openapi_spec()["components"]}
+    )
+    seen: set[str] = set()
+    for status in _statuses():
+        assert not [str(e) for e in validator.iter_errors(status)], status
+        seen |= set(status)
+    assert seen == set(SCHEMAS["Status"]["properties"]), "every declared field is one some state answers"

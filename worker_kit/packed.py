@@ -20,6 +20,8 @@ SLICE_FROM_BYTES = 64 * 1024
 PAYLOAD_KEYS = frozenset({"output", "data"})
 LIST_KEYS = frozenset({"finish", "items"})
 
+#: A list whose entries average fewer bytes than this is decoded whole, not walked.
+SMALL_ENTRY_BYTES = 1024
 #: Map lead bytes of the msgpack format: fixmap, map 16, map 32; and arrays likewise.
 _MAP = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
 _ARRAY = frozenset(range(0x90, 0xA0)) | {0xDC, 0xDD}
@@ -37,6 +39,9 @@ class Payloads:
 
     def add(self, holder: dict[str, Any], key: str, raw: bytes) -> None:
         self._by_map.setdefault(id(holder), {})[key] = Packed(raw)
+
+    def __bool__(self) -> bool:
+        return bool(self._by_map)
 
     def get(self, holder: dict[str, Any], key: str) -> Packed | None:
         return self._by_map.get(id(holder), {}).get(key)
@@ -67,8 +72,22 @@ def _value(u: msgpack.Unpacker, data: bytes, payloads: Payloads, walk: bool) -> 
                 holder[key] = u.unpack()
                 payloads.add(holder, key, data[start : u.tell()])
             elif key in LIST_KEYS and u.tell() < len(data) and data[u.tell()] in _ARRAY:
-                holder[key] = [_value(u, data, payloads, walk=True) for _ in range(u.read_array_header())]
+                if _array_len(data, u.tell()) * SMALL_ENTRY_BYTES > len(data) - u.tell():
+                    # Many small entries (a token stream's output items): one C-level decode;
+                    # packing their small payloads again costs less than walking each entry.
+                    holder[key] = u.unpack()
+                else:
+                    holder[key] = [_value(u, data, payloads, walk=True) for _ in range(u.read_array_header())]
             else:
                 holder[key] = u.unpack()
         return holder
     return u.unpack()
+
+
+def _array_len(data: bytes, pos: int) -> int:
+    """The length of the msgpack array whose header starts at data[pos] (read, not consumed)."""
+    lead = data[pos]
+    if lead <= 0x9F:
+        return lead & 0x0F
+    width = 2 if lead == 0xDC else 4
+    return int.from_bytes(data[pos + 1 : pos + 1 + width], "big")

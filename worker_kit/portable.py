@@ -18,6 +18,7 @@ The walk is iterative, so a hostile value cannot exhaust the stack here either.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from typing import Any
@@ -53,6 +54,10 @@ def problem(value: Any, *, finite: bool = True, where: str = "body") -> str | No
             kinds = set(map(type, item))
             if kinds.isdisjoint(_CHECKED):
                 continue  # only integers, booleans, nulls, bytes: nothing to look at (the common case)
+            if kinds == _MAPS and depth < MAX_DEPTH and _flat_maps_fine(item, finite):
+                continue  # maps of portable scalars, checked in bulk (a report's output items)
+            if kinds == _TEXTS and not _SURROGATE.search("".join(item)):
+                continue  # text only (a streamed result's aggregate): one search over all of it
             pairs: Any = enumerate(item)
         else:
             pairs = item.items()
@@ -71,6 +76,28 @@ def problem(value: Any, *, finite: bool = True, where: str = "body") -> str | No
 
 
 _CONTAINERS = (dict, list)
+_MAPS = frozenset({dict})
+_TEXTS = frozenset({str})
+
+
+def _flat_maps_fine(maps: list[dict[Any, Any]], finite: bool) -> bool:
+    """True when no map holds a container or anything that is not portable: a list of many
+    small maps (a worker's output items, one per streamed token) is then checked with a few
+    C-level passes instead of a look at each value. False means "look one by one" (the walk
+    finds the problem and names it, or finds a container to walk into), never "refused"."""
+    if any(_key_problem(key, finite) is not None for key in set().union(*maps)):
+        return False
+    values = list(itertools.chain.from_iterable(map(dict.values, maps)))
+    kinds = set(map(type, values))
+    if not kinds.isdisjoint(_CONTAINERS):
+        return False
+    if str in kinds:
+        text = "".join([v for v in values if type(v) is str])
+        if not text.isascii() and _SURROGATE.search(text):
+            return False
+    if float in kinds and finite and not all(math.isfinite(v) for v in values if type(v) is float):
+        return False
+    return all(kind in (str, float) or issubclass(kind, _SCALARS) for kind in kinds)
 #: Item types that need a look of their own; a list holding none of them needs no walk.
 _CHECKED = frozenset({dict, list, str, float})
 

@@ -21,6 +21,7 @@ from worker_kit.protocol import (
     Final,
     FinishReport,
     HeartbeatRequest,
+    HostedReport,
     OutputRequest,
     ReleaseRequest,
     pack,
@@ -54,6 +55,18 @@ class Wire:
         self.check(schema, answer, f"answer {template}")
         return answer
 
+    async def hosted(self, method: str, template: str, body: Any = None, **path: str) -> tuple[int, Any]:
+        """A JSON call to a hosted-protocol route, both ways checked against the document."""
+        operation = self.document["paths"]["/v2/{endpoint_id}" + template][method]
+        if body is not None:
+            self.check(operation["requestBody"]["content"]["application/json"]["schema"], body, template)
+        status, answer = await self.api.call(method.upper(), template.format(**path) + "?wait_ms=500", body)
+        assert str(status) in operation["responses"], (template, status, answer)
+        if status == 200:
+            schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+            self.check(schema, answer, f"answer {template}")
+        return status, answer
+
 
 async def test_runtime_messages_and_service_answers_match_the_document(api: Api) -> None:
     async with api.session.get(api.base.split("/v2/")[0] + "/openapi.json") as resp:
@@ -84,3 +97,21 @@ async def test_runtime_messages_and_service_answers_match_the_document(api: Api)
     assert await wire.send("/worker/jobs/{job_id}/finish", ended, last["id"]) == {
         "id": last["id"], "status": "FAILED"}  # fmt: skip
     assert (await api.status(first))["output"] == {"ok": True}
+
+
+async def test_hosted_protocol_traffic_matches_the_document(api: Api) -> None:
+    async with api.session.get(api.base.split("/v2/")[0] + "/openapi.json") as resp:
+        wire = Wire(api, await resp.json())
+    job_id = await api.run({"prompt": "hi"}, webhook="http://example.com/hook")
+    status, job = await wire.hosted("get", "/job-take/{worker_id}", worker_id="pod-1")
+    assert status == 200 and job == {"id": job_id, "input": {"prompt": "hi"}, "webhook": "http://example.com/hook"}
+    assert (await wire.hosted("get", "/job-take-batch/{worker_id}", worker_id="pod-1"))[0] == 204
+    ids = {"worker_id": "pod-1", "job_id": job_id}
+    stream, done = "/job-stream/{worker_id}/{job_id}", "/job-done/{worker_id}/{job_id}"
+    assert (await wire.hosted("post", stream, HostedReport.chunk("tok"), **ids))[0] == 200
+    assert (await wire.hosted("post", done, HostedReport.progress(0.5), **ids))[0] == 200
+    assert (await api.post(f"/cancel/{job_id}"))[0] == 200
+    status, stops = await wire.hosted("get", "/job-stop/{worker_id}", worker_id="pod-1")
+    assert status == 200 and stops == {"jobsToStop": [job_id]}
+    status, refused = await wire.hosted("post", done, HostedReport.result(1), **ids)
+    assert status == 409 and refused["stale"] is True

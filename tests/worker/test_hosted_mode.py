@@ -126,14 +126,36 @@ async def test_a_cancel_reaches_the_running_handler_and_the_worker_goes_on(
     assert (await api.status(job_id))["status"] == "CANCELLED"
 
 
+STARTS_THEN_SLEEPS = """
+import pathlib
+import time
+import worker_kit
+
+
+@worker_kit.handler
+def slow(job):
+    pathlib.Path(job.input["started"]).touch()
+    time.sleep(job.input["sleep"])
+    return {"slept": job.input["sleep"]}
+
+
+if __name__ == "__main__":
+    worker_kit.start()
+"""
+
+
 async def test_sigterm_drains_a_running_job_then_exits_0(
-    service: Any, api_at: Any, spawn_hosted: Any
+    service: Any, api_at: Any, spawn_hosted: Any, tmp_path: Path
 ) -> None:
+    handler, started = tmp_path / "starts.py", tmp_path / "started"
+    handler.write_text(STARTS_THEN_SLEEPS)
     url = service.endpoint_url("hosted")
     api = api_at(url)
-    worker = await spawn_hosted(HANDLERS / "slow.py", url, WORKER_KIT_GRACE="20")
-    job_id = await api.run({"sleep": 1})
-    await api.wait(job_id, states={"IN_PROGRESS"})
+    worker = await spawn_hosted(handler, url, WORKER_KIT_GRACE="20")
+    job_id = await api.run({"sleep": 1, "started": str(started)})
+    # The handler runs (IN_PROGRESS alone is not enough: a stop while the job-take's answer is
+    # still on its way cuts that request, and the job would come back only by lease).
+    await until(started.exists, timeout=30)
     worker.signal(signal.SIGTERM)
     assert await worker.wait(30) == 0
     status = await api.status(job_id)

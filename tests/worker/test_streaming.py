@@ -13,7 +13,7 @@ from worker_kit.job import MAX_CHUNK_BYTES
 from worker_kit.protocol import pack
 from worker_kit.worker.execution import Job
 from worker_kit.worker.reporting import PIECE_BYTES, pack_text, split_chunk
-from worker_kit.worker.transport import NativeTransport
+from worker_kit.worker.transport import MAX_BATCH_ITEMS, NativeTransport
 
 from .conftest import until
 
@@ -203,6 +203,43 @@ async def test_a_generator_that_never_awaits_still_streams_while_it_runs(
     chunks = await api.chunks(job_id)
     assert chunks[-1] == "seen" and len(chunks) < cap
     assert chunks[:-1] == list(range(len(chunks) - 1))
+
+
+class GatedTransport(CountingTransport):
+    """Holds its first output request until `gate` is set."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+
+    async def output(self, job_id: str, token: str, items: list[bytes]) -> int:
+        if not self.output_requests:
+            await self.gate.wait()
+        return await super().output(job_id, token, items)
+
+
+async def test_a_backlog_leaves_in_requests_of_at_most_max_batch_items(
+    service: Any, start_worker: Any, api_at: Any
+) -> None:
+    # 12 000 items pile up behind a held request; they then leave in requests of at most
+    # MAX_BATCH_ITEMS each, in order, none lost.
+    url = service.endpoint_url("stream")
+    api = api_at(url)
+    transport = GatedTransport(url, worker_id="gated")
+    n = 12_000
+
+    async def burst(job: Job) -> Any:
+        for i in range(n):
+            yield i
+        transport.gate.set()
+        await asyncio.sleep(0.5)  # the backlog leaves while the job still runs
+
+    await start_worker(burst, url, transport=transport, worker_id="gated")
+    job_id = await api.run(None)
+    assert (await api.wait(job_id))["status"] == "COMPLETED"
+    assert await api.chunks(job_id) == list(range(n))
+    sizes = transport.output_requests
+    assert sizes[:2] == [1, MAX_BATCH_ITEMS] and max(sizes + transport.finish_items) <= MAX_BATCH_ITEMS
 
 
 def test_pack_text_is_msgpack() -> None:

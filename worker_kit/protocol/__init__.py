@@ -7,8 +7,10 @@ runtime and the client:
   its JSON Schema (/openapi.json is generated from them);
 - `claims`: claim and exchange requests, the claimed job, their answer;
 - `control`: heartbeats and stop signals;
+- `hosted`: the hosted serverless service's worker protocol (jobs, reports, stop lists);
 - `reports`: output items, finishes, releases;
-- `refusals`: the 4xx answers, as the service raises them and as a worker reads them.
+- `refusals`: the 4xx answers, as the service raises them and as a worker reads them;
+- `status`: the status answer of the client routes (its encoder is JobRecord.to_status).
 
 Each message is one slots dataclass with its decoder (service side: validates, raises ApiError
 with the reason) and its encoder (worker side: packs once, splicing payloads packed earlier).
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from ..packed import Packed
 from .claims import ClaimAnswer, ClaimedJob, ClaimRequest, ExchangeRequest
-from .codecs import JSON, MSGPACK, decode, dumps_json, encode, pack, unpack
+from .codecs import JSON, MSGPACK, decode, dumps_json, encode, pack, pack_text, unpack
 from .constants import (
     API_PREFIX,
     DEFAULT_CLAIM_WAIT_MS,
@@ -43,24 +45,29 @@ from .constants import (
     WORKER_RELEASE,
 )
 from .control import HeartbeatAnswer, HeartbeatRequest, StopSignal
+from .hosted import HostedJob, HostedReport, StopList
 from .refusals import ApiError, check_chunk, refusal, stale
 from .reports import (
     Final,
+    FinishAnswer,
     FinishReport,
+    OutputAnswer,
     OutputItem,
     OutputRequest,
     ReleaseRequest,
     decode_report,
     pack_item,
 )
+from .status import StatusAnswer
 
 __all__ = [
     "API_PREFIX", "DEFAULT_CLAIM_WAIT_MS", "DEFAULT_LEASE_MS", "JSON", "MAX_CLAIM", "MAX_FIELD_CHARS",
     "MAX_FINISHES", "MAX_POLL_MS", "MAX_SLOTS", "MAX_WIRE_INT", "MSGPACK", "PROTOCOL_VERSION",
     "REPORT_OVERHEAD", "STOP_CANCELLED", "STOP_LOST", "STOP_REASONS", "STOP_TIMED_OUT", "WORKER_CLAIM",
     "WORKER_EXCHANGE", "WORKER_FINISH", "WORKER_HEARTBEAT", "WORKER_OUTPUT", "WORKER_RELEASE",
-    "ApiError", "ClaimAnswer", "ClaimRequest", "ClaimedJob", "ExchangeRequest", "Final", "FinishReport",
-    "HeartbeatAnswer", "HeartbeatRequest", "OutputItem", "OutputRequest", "Packed", "ReleaseRequest",
-    "StopSignal", "check_chunk", "decode", "decode_report", "dumps_json", "encode", "pack", "pack_item",
+    "ApiError", "ClaimAnswer", "ClaimRequest", "ClaimedJob", "ExchangeRequest", "Final", "FinishAnswer",
+    "FinishReport", "HeartbeatAnswer", "HeartbeatRequest", "HostedJob", "HostedReport", "OutputAnswer",
+    "OutputItem", "OutputRequest", "Packed", "ReleaseRequest", "StatusAnswer", "StopList", "StopSignal",
+    "check_chunk", "decode", "decode_report", "dumps_json", "encode", "pack", "pack_item", "pack_text",
     "refusal", "stale", "unpack",
 ]  # fmt: skip

@@ -75,6 +75,20 @@ def pack(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)
 
 
+def pack_text(text: str) -> bytes:
+    """msgpack of a str, as pack() makes it, without building a Packer per call: a token
+    stream packs one short str per token (in the worker, and again in the service)."""
+    data = text.encode("utf-8")  # UnicodeEncodeError for a lone surrogate, as packb raises
+    size = len(data)
+    if size < 32:
+        return bytes((0xA0 | size,)) + data
+    if size < 256:
+        return bytes((0xD9, size)) + data
+    if size < 65536:
+        return b"\xda" + size.to_bytes(2, "big") + data
+    return b"\xdb" + size.to_bytes(4, "big") + data
+
+
 def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 

@@ -21,8 +21,8 @@ import msgpack
 from ..job import MAX_SEQ, WORKER_FINAL_STATES, JobState
 from ..packed import SLICE_FROM_BYTES, Packed, Payloads, unpack_keeping_payloads
 from ..portable import problem
-from .codecs import MSGPACK, decode, pack
-from .fields import PORTABLE_REF, Checked, Text, Value, object_schema
+from .codecs import MSGPACK, decode, pack, pack_text
+from .fields import PORTABLE_REF, Checked, Out, Text, Value, object_schema
 from .refusals import ApiError, check_chunk
 
 ITEM_KINDS = ("chunk", "progress")
@@ -76,8 +76,16 @@ _ITEM_KIND = {kind: b"\xa4kind" + pack(kind) + b"\xa4data" for kind in ITEM_KIND
 def pack_item(seq: int, kind: str, packed_data: bytes) -> bytes:
     """One output item {"seq", "kind", "data"} with `data` packed beforehand (once, by the
     thread that produced it) so that retries and batching never re-encode it."""
-    packed_seq = bytes((seq,)) if 0 <= seq < 128 else pack(seq)  # small seqs: a positive fixint
-    return b"".join((b"\x83\xa3seq", packed_seq, _ITEM_KIND[kind], packed_data))
+    return b"".join((b"\x83\xa3seq", _pack_seq(seq), _ITEM_KIND[kind], packed_data))
+
+
+def _pack_seq(seq: int) -> bytes:
+    """msgpack of a sequence number, as pack() makes it (the smallest unsigned form)."""
+    if 0 <= seq < 128:
+        return bytes((seq,))  # positive fixint
+    if 0 <= seq < 65536:
+        return b"\xcc" + seq.to_bytes(1, "big") if seq < 256 else b"\xcd" + seq.to_bytes(2, "big")
+    return pack(seq)
 
 
 def pack_map(fields: list[tuple[str, bytes]]) -> bytes:
@@ -132,8 +140,30 @@ _PACKED_NONE = Packed(pack(None))
 def _packed_data(holder: Any, payloads: Payloads | None) -> Packed:
     if not isinstance(holder, dict):
         return _PACKED_NONE  # from_wire refuses it
+    value = holder.get("data")
+    if type(value) is str and not payloads:  # a streamed token: the common case, packed fast
+        return Packed(pack_text(value))
     data = packed_payload(holder, "data", payloads)
     return data if data is not None else _PACKED_NONE
+
+
+def _plain_items(raw: list[Any], payloads: Payloads | None) -> list[OutputItem]:
+    """The items of a body, each `data` packed here unless the body kept its bytes. A token
+    stream reports one item per token, so the well-formed ones take this one tight loop; any
+    other goes through from_wire, which says what is wrong with it."""
+    items = []
+    for holder in raw:
+        if type(holder) is dict and not (payloads and payloads.get(holder, "data") is not None):
+            seq, kind, data = holder.get("seq"), holder.get("kind"), holder.get("data")
+            if type(seq) is int and 0 <= seq <= MAX_SEQ and (kind == "chunk" or kind == "progress"):
+                if type(data) is str:
+                    packed = Packed(pack_text(data))
+                else:
+                    packed = _PACKED_NONE if data is None else Packed(pack(data))
+                items.append(OutputItem(seq, kind, packed))
+                continue
+        items.append(OutputItem.from_wire(holder, _packed_data(holder, payloads)))
+    return items
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +181,7 @@ class Items:
         if not isinstance(raw, list):
             raise ApiError(400, "items must be a list of {seq, kind, data}")
         try:
-            items = [OutputItem.from_wire(holder, _packed_data(holder, payloads)) for holder in raw]
+            items = _plain_items(raw, payloads)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         for item in items:
@@ -182,6 +212,25 @@ class OutputRequest:
 
     def pack(self) -> bytes:
         return pack_map([("token", pack(self.token)), ("items", pack_array(self.items))])
+
+
+class OutputAnswer:
+    """The output route's answer: `{"next_seq"}`, the seq the service expects next."""
+
+    FIELDS: ClassVar = (Out("next_seq", {"type": "integer", "minimum": 0}, required=True),)
+
+    @staticmethod
+    def encode(next_seq: int) -> dict[str, Any]:
+        return {"next_seq": next_seq}
+
+    @staticmethod
+    def decode(reply: dict[str, Any]) -> int:
+        next_seq = reply.get("next_seq", 0)
+        return next_seq if isinstance(next_seq, int) else 0
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        return object_schema(cls.FIELDS)
 
 
 @dataclass(slots=True)
@@ -282,6 +331,27 @@ class FinishReport:
         if self.items:
             fields.append(("items", pack_array(self.items)))
         return pack_map(fields)
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        return object_schema(cls.FIELDS)
+
+
+class FinishAnswer:
+    """A finish's answer: `{"id", "status"}`, with `error` when the service ended the job FAILED
+    itself (a result that could never be answered)."""
+
+    FIELDS: ClassVar = (
+        Out("id", {"type": "string"}, required=True),
+        Out("status", {"enum": list(_FINAL_VALUES)}, required=True),
+        Out("error", {"type": "string"}),
+    )
+
+    @staticmethod
+    def encode(job_id: str, state: JobState, error: str | None = None) -> dict[str, Any]:
+        if error is None:
+            return {"id": job_id, "status": state.value}
+        return {"id": job_id, "status": state.value, "error": error}
 
     @classmethod
     def schema(cls) -> dict[str, Any]:

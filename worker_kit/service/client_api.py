@@ -74,7 +74,9 @@ def client_op(op: str | None) -> Callable[[Handler], Callable[[web.Request], Awa
 
 
 def _body_limit(op: str, cfg: EndpointConfig) -> int:
-    return {"run": cfg.run_body_limit, "runsync": cfg.runsync_body_limit}.get(op, _SMALL_BODY)
+    if op == "run":
+        return cfg.run_body_limit
+    return cfg.runsync_body_limit if op == "runsync" else _SMALL_BODY
 
 
 def not_found(job_id: str) -> ApiError:

@@ -28,9 +28,19 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import JobNotFound, StaleLease
-from ..job import JobRecord, JobState
+from ..job import JobRecord
 from ..portable import problem
-from ..protocol import API_PREFIX, STOP_LOST, StopSignal, check_chunk, dumps_json, pack
+from ..protocol import (
+    API_PREFIX,
+    STOP_LOST,
+    HostedJob,
+    HostedReport,
+    StopList,
+    StopSignal,
+    check_chunk,
+    dumps_json,
+    pack,
+)
 from ..storage.base import queue_channel, worker_channel
 from .config import EndpointConfig
 from .hosted_reports import append, current, fail_stream, not_held, outcome, report_body
@@ -89,13 +99,6 @@ async def _take(
     return jobs
 
 
-def hosted_job(job: JobRecord) -> dict[str, Any]:
-    body: dict[str, Any] = {"id": job.id, "input": job.input}
-    if job.webhook:
-        body["webhook"] = job.webhook
-    return body
-
-
 @routes.get(PREFIX + "/job-take/{worker_id}")
 @hosted_op
 async def job_take(
@@ -123,11 +126,13 @@ async def _sendable(
 ) -> list[dict[str, Any]]:
     """The jobs' wire forms; one that cannot be encoded ends FAILED instead of failing the reply
     (see unsendable.py)."""
-    forms = [hosted_job(job) for job in jobs]
+    forms = [HostedJob.encode_record(job) for job in jobs]
     try:
         dumps_json(forms)
     except Exception:
-        forms = await sendable(state, endpoint, jobs, hosted_job, lambda form: dumps_json(form).encode())
+        forms = await sendable(
+            state, endpoint, jobs, HostedJob.encode_record, lambda form: dumps_json(form).encode()
+        )
         kept = {form["id"] for form in forms}
         await state.storage.drop_leases(endpoint, worker_id, [job.id for job in jobs if job.id not in kept])
     return forms
@@ -199,7 +204,7 @@ async def job_stop(
     for s in found:
         if s.reason != STOP_LOST:
             hosted.stops_sent[(worker_id, s.job_id)] = loop.time()
-    return json_response({"jobsToStop": [s.job_id for s in found]})
+    return json_response(StopList.encode([s.job_id for s in found]))
 
 
 # -- reports ----------------------------------------------------------------------------------------
@@ -213,22 +218,23 @@ async def job_done(
     hosted = request.app[HOSTED]
     job_id = job_id_of(request, path_part(request.match_info["job_id"]))
     body = await report_body(request, cfg, "job-done")
+    report = HostedReport.decode(body)
     async with hosted.lock(job_id):
         job, token = await current(state, endpoint, worker_id, job_id)
         unstorable = problem(body, finite=False)
-        if body.get("status") == JobState.IN_PROGRESS.value:  # a progress update
+        if report.is_progress:
             if token is None:
                 return json_response({"ignored": f"job is {job.state.value}"})  # late progress is expected
             if unstorable is not None:  # progress is transient: refuse it, the job goes on
                 raise ApiError(400, f"job-done: progress refused: {unstorable}")
             try:
-                await append(state, endpoint, job, token, "progress", body.get("output"))
+                await append(state, endpoint, job, token, "progress", report.output)
             except (StaleLease, JobNotFound):
                 return json_response({"ignored": "job ended"})
             return json_response({"status": "ok"})
         if token is None:
             raise not_held(job, worker_id)
-        final, error, detail, output = outcome(body, cfg, unstorable)
+        final, error, detail, output = outcome(report, cfg, unstorable)
         try:
             ended = await state.storage.finish(
                 endpoint, job_id, token, final, output=output, error=error, error_detail=detail
@@ -248,7 +254,7 @@ async def job_stream(
     hosted = request.app[HOSTED]
     job_id = job_id_of(request, path_part(request.match_info["job_id"]))
     body = await report_body(request, cfg, "job-stream")
-    chunk = body.get("output")
+    chunk = HostedReport.decode(body).output
     unstorable = problem(body, finite=False)
     if unstorable is not None:
         await fail_stream(request, state, endpoint, worker_id, job_id, f"job-stream: {unstorable}")

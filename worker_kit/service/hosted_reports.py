@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ..errors import JobNotFound, SequenceGap, StaleLease
 from ..job import JobRecord, JobState
-from ..protocol import REPORT_OVERHEAD, OutputItem, pack, stale
+from ..protocol import REPORT_OVERHEAD, HostedReport, OutputItem, pack, stale
 from ..protocol.reports import decode_body
 from .config import EndpointConfig
 from .hosted_state import HOSTED
@@ -80,18 +80,18 @@ def error_fields(error: Any) -> tuple[str, dict[str, Any] | None]:
 
 
 def outcome(
-    body: dict[str, Any], cfg: EndpointConfig, unstorable: str | None
+    report: HostedReport, cfg: EndpointConfig, unstorable: str | None
 ) -> tuple[JobState, str | None, dict[str, Any] | None, Any]:
     """A job-done result's (state, error, error_detail, output): FAILED saying why when the result
     can never be answered or is over the result limit, else as the worker reported it."""
-    output = body.get("output")
+    output = report.output
     if unstorable is not None:  # the result can never be answered: the job cannot complete
         return JobState.FAILED, f"the worker's result could not be stored: job-done: {unstorable}", None, None
     if output is not None and len(pack(output)) > cfg.result_limit:
         too_large = f"the result is over this endpoint's result limit of {cfg.result_limit} bytes"
         return JobState.FAILED, too_large, None, None
-    if body.get("error"):
-        error, detail = error_fields(body["error"])
+    if report.error:
+        error, detail = error_fields(report.error)
         return JobState.FAILED, error, detail, output
     return JobState.COMPLETED, None, None, output
 

@@ -65,9 +65,10 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
             f"Content-Encoding {encoding[:40]!r} is not supported; "
             "send the body as is, or with gzip or deflate",
         )
-    cached = request.get(_BODY)
-    if cached is not None:
-        return cached
+    if request.content.at_eof():  # read already (or empty): a route reading it again gets the same
+        cached = request.get(_BODY)
+        if cached is not None:
+            return cached
     timeout_s = request.app.get(BODY_TIMEOUT_S)
     try:
         if request.content.is_eof():  # all of it has arrived (the common case): no wait to bound
@@ -147,6 +148,8 @@ async def read_optional_object(request: web.Request, limit: int, what: str) -> d
 def query_int(
     request: web.Request, name: str, *, default: int | None, minimum: int, maximum: int
 ) -> int | None:
+    if not request.rel_url.raw_query_string:
+        return default  # most requests: no query to parse at all
     raw = request.query.get(name)
     if raw is None:
         return default

@@ -23,7 +23,6 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
@@ -33,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..job import JobRecord, JobState
+from .loop_metrics import LoopCounter, LoopHistogram
 
 #: The label every endpoint past the cap shares.
 OTHER_ENDPOINT = "_other"
@@ -103,60 +103,56 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.endpoint = EndpointLabels(configured, max_endpoints)
         r = self.registry
-        self.submitted = Counter(
-            "worker_kit_jobs_submitted", "Jobs submitted through /run and /runsync.", ["endpoint"], registry=r
+        # The labelled series are updated on the hot paths: lock-free ones (loop_metrics.py).
+        self.submitted = LoopCounter(
+            "worker_kit_jobs_submitted", "Jobs submitted through /run and /runsync.", ["endpoint"]
         )
-        self.ended = Counter(
+        self.ended = LoopCounter(
             "worker_kit_jobs_ended",
             "Jobs that reached a terminal state, by outcome (COMPLETED, FAILED, TIMED_OUT, CANCELLED).",
             ["endpoint", "state"],
-            registry=r,
         )
-        self.delay = Histogram(
+        self.delay = LoopHistogram(
             "worker_kit_job_delay_seconds",
             "Time jobs waited in the queue before a worker started them (observed when they end).",
             ["endpoint"],
-            buckets=JOB_SECONDS_BUCKETS,
-            registry=r,
+            JOB_SECONDS_BUCKETS,
         )
-        self.execution = Histogram(
+        self.execution = LoopHistogram(
             "worker_kit_job_execution_seconds",
             "Time from a worker starting a job to its end (observed when it ends).",
             ["endpoint", "state"],
-            buckets=JOB_SECONDS_BUCKETS,
-            registry=r,
+            JOB_SECONDS_BUCKETS,
         )
-        self.requests = Counter(
+        self.requests = LoopCounter(
             "worker_kit_http_requests",
             "HTTP requests answered, by route template, method and status.",
             ["route", "method", "status"],
-            registry=r,
         )
-        self.request_seconds = Histogram(
+        self.request_seconds = LoopHistogram(
             "worker_kit_http_request_duration_seconds",
             "Time to answer an HTTP request (long-polls and streams included), by route template.",
             ["route", "method"],
-            buckets=FAST_SECONDS_BUCKETS,
-            registry=r,
+            FAST_SECONDS_BUCKETS,
         )
-        self.refusals = Counter(
+        self.refusals = LoopCounter(
             "worker_kit_refusals",
             "Requests refused with 429: reason rate (rate limit), concurrency (too many in flight) "
             "or backpressure (queue full).",
             ["endpoint", "operation", "reason"],
-            registry=r,
         )
-        self.storage_seconds = Histogram(
+        self.storage_seconds = LoopHistogram(
             "worker_kit_storage_operation_duration_seconds",
             "Time a storage operation took, by operation.",
             ["operation"],
-            buckets=FAST_SECONDS_BUCKETS,
-            registry=r,
+            FAST_SECONDS_BUCKETS,
         )
-        self.storage_errors = Counter(
-            "worker_kit_storage_errors", "Storage operations that raised an unexpected error.",
-            ["operation"], registry=r,
-        )  # fmt: skip
+        self.storage_errors = LoopCounter(
+            "worker_kit_storage_errors", "Storage operations that raised an unexpected error.", ["operation"]
+        )
+        for collector in (self.submitted, self.ended, self.delay, self.execution, self.requests,
+                          self.request_seconds, self.refusals, self.storage_seconds, self.storage_errors):
+            r.register(collector)  # fmt: skip
         self.sweeps = Counter("worker_kit_sweeps", "Background sweeps run.", registry=r)
         self.sweep_errors = Counter("worker_kit_sweep_errors", "Background sweeps that failed.", registry=r)
         self.requeued = Counter(
@@ -175,8 +171,6 @@ class Metrics:
                 self.request_seconds.labels(route, method),
             )
         )
-        self._storage_children = _Children(self.storage_seconds.labels)
-        self._submitted_children = _Children(self.submitted.labels)
         self.store = StoreCollector()
         r.register(self.store)
         ProcessCollector(registry=r)
@@ -189,7 +183,7 @@ class Metrics:
         duration.observe(seconds)
 
     def job_submitted(self, endpoint: str) -> None:
-        self._submitted_children(self.endpoint(endpoint)).inc()
+        self.submitted.labels(self.endpoint(endpoint)).inc()
 
     def job_ended(self, job: JobRecord) -> None:
         label = self.endpoint(job.endpoint)
@@ -202,7 +196,7 @@ class Metrics:
         self.refusals.labels(self.endpoint(endpoint), operation, reason).inc()
 
     def storage_call(self, operation: str, seconds: float, failed: bool) -> None:
-        self._storage_children(operation).observe(seconds)
+        self.storage_seconds.labels(operation).observe(seconds)
         if failed:
             self.storage_errors.labels(operation).inc()
 

@@ -22,6 +22,7 @@ from ..protocol import (
     WORKER_OUTPUT,
     WORKER_RELEASE,
 )
+from ..protocol.status import STATES
 from .client_api import MAX_POLICY_MS, RUNSYNC_MAX_WAIT_MS
 from .openapi_dashboard import dashboard_paths
 from .openapi_finish import REQUEST_SCHEMAS, finish_paths, with_portable_extras
@@ -30,7 +31,6 @@ from .openapi_schemas import SCHEMAS, csv_pattern
 from .sse import MAX_CURSOR
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
-_STATES = ["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]
 _ENDPOINT = {
     "name": "endpoint_id",
     "in": "path",
@@ -120,27 +120,25 @@ def _paths() -> dict[str, Any]:
         _ref("Status"),
         params=[*job, _q("ttl", "ms to keep the result from now", MAX_POLICY_MS)],
     )
-    stream_op = _op(
-        "Stream chunks not yet read (consumed), or from ?cursor= (nothing consumed); "
-        "Server-Sent Events with Accept: text/event-stream",
-        _ref("Stream"),
-        params=[
-            *job,
-            _q("cursor", "read from this chunk index, consuming nothing", MAX_CURSOR),
-            _q("wait", "hold up to this many ms for a chunk", MAX_POLL_MS),
-        ],
-        errors=(400, 401, 403, 404, 429, 501),
-    )
+    service = {"errors": (), "tag": "service", "security": None}
     return {
-        "/health": {
-            "get": _op("Liveness of the service", {"type": "object"}, errors=(), tag="service", security=None)
-        },
-        "/metrics": {
-            "get": _op("Prometheus metrics", {}, errors=(), tag="service", security=None, text=True)
-        },
-        "/openapi.json": {
-            "get": _op("This document", {"type": "object"}, errors=(), tag="service", security=None)
-        },
+        "/health": {"get": _op("Liveness of the service", {"type": "object"}, **service)},
+        "/metrics": {"get": _op("Prometheus metrics", {}, text=True, **service)},
+        "/openapi.json": {"get": _op("This document", {"type": "object"}, **service)},
+        **_submit_paths(),
+        **_client_paths(status_op),
+        **dashboard_paths(_op, _ref, ep, job),
+        **_query_paths(status_op),
+        **_openai_paths(),
+        **_worker_paths(),
+        **hosted_paths(_op, _q, _ref, _ENDPOINT, _JOB_ID),
+    }
+
+
+def _submit_paths() -> dict[str, Any]:
+    """/run and /runsync (docs/service.md)."""
+    ep = [_ENDPOINT]
+    return {
         "/v2/{endpoint_id}/run": {
             "post": _op(
                 "Submit a job; answers at once",
@@ -159,6 +157,24 @@ def _paths() -> dict[str, Any]:
                 errors=(400, 401, 403, 404, 413, 429),
             )
         },
+    }
+
+
+def _client_paths(status_op: dict[str, Any]) -> dict[str, Any]:
+    """The client routes of DESIGN.md's table but submits (docs/service.md)."""
+    ep, job = [_ENDPOINT], [_ENDPOINT, _JOB_ID]
+    stream_op = _op(
+        "Stream chunks not yet read (consumed), or from ?cursor= (nothing consumed); "
+        "Server-Sent Events with Accept: text/event-stream",
+        _ref("Stream"),
+        params=[
+            *job,
+            _q("cursor", "read from this chunk index, consuming nothing", MAX_CURSOR),
+            _q("wait", "hold up to this many ms for a chunk", MAX_POLL_MS),
+        ],
+        errors=(400, 401, 403, 404, 429, 501),
+    )
+    return {
         "/v2/{endpoint_id}/status/{job_id}": {"get": status_op, "post": status_op},
         "/v2/{endpoint_id}/stream/{job_id}": {"get": stream_op, "post": stream_op},
         "/v2/{endpoint_id}/cancel/{job_id}": {
@@ -191,10 +207,6 @@ def _paths() -> dict[str, Any]:
                 "Job and worker counts of the endpoint", _ref("Health"), params=ep, errors=(401, 403, 404)
             )
         },
-        **dashboard_paths(_op, _ref, ep, job),
-        **_query_paths(status_op),
-        **_worker_paths(),
-        **hosted_paths(_op, _q, _ref, _ENDPOINT, _JOB_ID),
     }
 
 
@@ -209,27 +221,23 @@ def _worker_paths() -> dict[str, Any]:
          "ExchangeRequest", ep, (400, 401, 403, 404, 413)),
         (WORKER_HEARTBEAT, "Renew leases; long-poll for stop signals", "HeartbeatAnswer", "HeartbeatRequest",
          ep, (400, 401, 403, 404)),
-        (WORKER_OUTPUT, "Ordered, idempotent stream chunks and progress", _NEXT_SEQ, "OutputRequest", job,
-         stale),
-        (WORKER_FINISH, "End a job with its result", _JOB_STATE, "FinishRequest", job, stale),
+        (WORKER_OUTPUT, "Ordered, idempotent stream chunks and progress", "OutputAnswer", "OutputRequest",
+         job, stale),
+        (WORKER_FINISH, "End a job with its result", "FinishAnswer", "FinishRequest", job, stale),
         (WORKER_RELEASE, "Hand a running job back to the queue", "Submitted", "ReleaseRequest", job,
          (400, 401, 403, 404, 409)),
     ]  # fmt: skip
     return {
         API_PREFIX + route: {
-            "post": _op(summary, _ref(answer) if isinstance(answer, str) else answer, params=params,
-                        body=_ref(request), errors=errors, tag="worker", security="workerKey")
+            "post": _op(summary, _ref(answer), params=params, body=_ref(request), errors=errors, tag="worker",
+                        security="workerKey")
         }
         for route, summary, answer, request, params, errors in routes
     }  # fmt: skip
 
 
-_NEXT_SEQ = {"type": "object", "properties": {"next_seq": {"type": "integer"}}}
-_JOB_STATE = {"type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}}}
-
-
 def _query_paths(status_op: dict[str, Any]) -> dict[str, Any]:
-    """/status-sync, /requests and the OpenAI passthrough (docs/service.md)."""
+    """/status-sync and /requests (docs/service.md)."""
     ep = [_ENDPOINT]
     sync = _op(
         "Status of a job, held until it ends or ?wait= ms pass; then exactly what /status answers",
@@ -246,7 +254,7 @@ def _query_paths(status_op: dict[str, Any]) -> dict[str, Any]:
             {**text, "name": "cursor", "description": "the cursor of the previous page"},
             {
                 **text,
-                "schema": {"type": "string", "pattern": csv_pattern(_STATES, any_case=True)},
+                "schema": {"type": "string", "pattern": csv_pattern(STATES, any_case=True)},
                 "description": "comma-separated states to keep, e.g. FAILED,TIMED_OUT",
             },
             {
@@ -257,6 +265,15 @@ def _query_paths(status_op: dict[str, Any]) -> dict[str, Any]:
             },
         ],
     )
+    return {
+        "/v2/{endpoint_id}/status-sync/{job_id}": {"get": sync, "post": sync},
+        "/v2/{endpoint_id}/requests": {"get": listing},
+    }
+
+
+def _openai_paths() -> dict[str, Any]:
+    """The OpenAI-compatible passthrough (docs/openai.md)."""
+    ep = [_ENDPOINT]
     openai_params = [
         *ep,
         {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}},
@@ -284,8 +301,6 @@ def _query_paths(status_op: dict[str, Any]) -> dict[str, Any]:
         "security": [{"clientKey": []}, {}],
     }
     return {
-        "/v2/{endpoint_id}/status-sync/{job_id}": {"get": sync, "post": sync},
-        "/v2/{endpoint_id}/requests": {"get": listing},
         "/v2/{endpoint_id}/openai/{path}": {
             "get": openai,
             "post": {

@@ -36,6 +36,9 @@ def _assets(params: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+_TEXT = {"type": "string"}
+
+
 def dashboard_paths(
     op: Callable[..., dict[str, Any]],
     ref: Callable[[str], dict[str, Any]],
@@ -44,7 +47,6 @@ def dashboard_paths(
 ) -> dict[str, Any]:
     """The paths of /scaling and the dashboard; `op` and `ref` are openapi.py's builders."""
     files = ["dashboard.js", "dashboard.css", "favicon.svg"]
-    ids = {"type": "string"}
     asset = {"name": "asset", "in": "path", "required": True, "schema": {"enum": files}}
     state = {
         "name": "state",
@@ -78,7 +80,7 @@ def dashboard_paths(
         "/dashboard/endpoints": {
             "get": op(
                 "Endpoint ids the page suggests: configured ones, then those this process served",
-                {"type": "object", "properties": {"endpoints": {"type": "array", "items": ids}}},
+                {"type": "object", "properties": {"endpoints": {"type": "array", "items": _TEXT}}},
                 errors=(),
                 tag="dashboard",
                 security=None,

@@ -24,7 +24,7 @@ def with_portable_extras(schema: Any) -> Any:
 
 
 REQUEST_SCHEMAS = frozenset(
-    name for name in SCHEMAS if name.endswith("Request") or name in ("OutputItem", "Policy")
+    name for name in SCHEMAS if name.endswith("Request") or name in ("OutputItem", "Policy", "HostedReport")
 )
 
 

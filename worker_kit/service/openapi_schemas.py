@@ -10,14 +10,20 @@ from ..protocol import (
     ClaimedJob,
     ClaimRequest,
     ExchangeRequest,
+    FinishAnswer,
     FinishReport,
     HeartbeatAnswer,
     HeartbeatRequest,
+    HostedJob,
+    HostedReport,
+    OutputAnswer,
     OutputItem,
     OutputRequest,
     ReleaseRequest,
+    StopList,
 )
 from ..protocol.fields import PORTABLE_REF, object_schema
+from ..protocol.status import StatusAnswer
 from .client_api import MAX_POLICY_MS
 
 
@@ -95,29 +101,8 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "status"],
         "properties": {"id": {"type": "string"}, "status": {"const": "IN_QUEUE"}},
     },
-    "JobStatus": {
-        "type": "object",
-        "required": ["id", "status"],
-        "properties": {
-            "id": {"type": "string"},
-            "status": {"enum": ["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]},
-        },
-    },
-    "Status": {
-        "type": "object",
-        "required": ["id", "status", "delayTime", "executionTime"],
-        "properties": {
-            "id": {"type": "string"},
-            "status": {"enum": ["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]},
-            "delayTime": _ms("ms spent in the queue"),
-            "executionTime": _ms("ms spent running"),
-            "output": {"description": "the result, or the latest progress update while IN_PROGRESS"},
-            "error": {"type": "string"},
-            "errorDetail": {"type": "object"},
-            "retries": {"type": "integer"},
-            "workerId": {"type": "string"},
-        },
-    },
+    "JobStatus": StatusAnswer.short_schema(),
+    "Status": StatusAnswer.schema(),
     "Stream": {
         "type": "object",
         "required": ["status", "stream"],
@@ -248,11 +233,6 @@ SCHEMAS: dict[str, Any] = {
             }
         },
     },
-    "HostedJob": {
-        "type": "object",
-        "required": ["id", "input"],
-        "properties": {"id": {"type": "string"}, "input": {}, "webhook": {"type": "string"}},
-    },
     # The worker wire: generated from the message types the routes decode with (worker_kit.protocol).
     "OutputItem": OutputItem.schema(),
     "ClaimRequest": object_schema(ClaimRequest.FIELDS),
@@ -264,5 +244,11 @@ SCHEMAS: dict[str, Any] = {
     "HeartbeatAnswer": HeartbeatAnswer.schema(),
     "OutputRequest": object_schema(OutputRequest.FIELDS),
     "FinishRequest": FinishReport.schema(),
+    "FinishAnswer": FinishAnswer.schema(),
+    "OutputAnswer": OutputAnswer.schema(),
     "ReleaseRequest": object_schema(ReleaseRequest.FIELDS),
+    # The hosted service's worker protocol (hosted_api.py), likewise.
+    "HostedJob": HostedJob.schema(),
+    "HostedReport": HostedReport.schema(),
+    "StopList": StopList.schema(),
 }

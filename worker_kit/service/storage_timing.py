@@ -62,7 +62,7 @@ def _timed(name: str, method: Callable[..., Awaitable[Any]], observers: list[Obs
             raise
         finally:
             elapsed = time.perf_counter() - started
-            for observer in list(observers):
+            for observer in observers if len(observers) == 1 else list(observers):
                 observer(name, elapsed, failed)
 
     return call

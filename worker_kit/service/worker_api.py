@@ -36,6 +36,7 @@ from ..protocol import (
     ClaimRequest,
     HeartbeatAnswer,
     HeartbeatRequest,
+    OutputAnswer,
     OutputRequest,
     ReleaseRequest,
     StopSignal,
@@ -218,7 +219,7 @@ async def output(
         raise ApiError(
             409, str(exc) or f"output items must continue from seq {exc.expected}", expected=exc.expected
         ) from None
-    return respond(request, {"next_seq": next_seq})
+    return respond(request, OutputAnswer.encode(next_seq))
 
 
 @routes.post(PREFIX + WORKER_RELEASE)

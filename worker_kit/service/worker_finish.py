@@ -25,6 +25,7 @@ from ..protocol import (
     WORKER_FINISH,
     ClaimAnswer,
     ExchangeRequest,
+    FinishAnswer,
     FinishReport,
     decode_report,
     stale,
@@ -70,7 +71,7 @@ async def finish_one(
         raise stale(job_id, f"job {job_id} already ended as {job.state.value}; this {final.state.value} "
                     "report is ignored", job.state.value)  # fmt: skip
     state.job_ended(job, f"reported by worker {job.worker_id}")
-    return {"id": job.id, "status": job.state.value}
+    return FinishAnswer.encode(job.id, job.state)
 
 
 @routes.post(PREFIX + WORKER_FINISH, expect_handler=expect_within(report_limit))
@@ -99,7 +100,7 @@ async def _fail_unstorable(
     except SequenceGap as exc:  # not reachable without items; kept for a clear answer
         raise ApiError(409, str(exc), expected=exc.expected) from None
     state.job_ended(job, "its worker's result could not be stored")
-    return {"id": job.id, "status": job.state.value, "error": job.error}
+    return FinishAnswer.encode(job.id, job.state, job.error)
 
 
 async def _finish_entry(

@@ -130,7 +130,7 @@ class Run:
         self._task = self._loop.create_task(self._main())
 
     def interrupt(self) -> None:
-        self.job._stop.set()
+        self.job._interrupt()
         if self._task is not None and not self._task.done():
             self._task.cancel()
         with self._lock:

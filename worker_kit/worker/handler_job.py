@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +21,7 @@ class Job:
     requests made through /openai/*; `job["input"]` and `job["id"]` also work, as in the
     hosted service's SDK."""
 
-    __slots__ = ("_progress", "_stop", "attempt", "id", "input", "policy", "webhook")
+    __slots__ = ("_progress", "_stopped", "attempt", "id", "input", "policy", "webhook")
 
     def __init__(
         self,
@@ -38,17 +37,19 @@ class Job:
         self.attempt = attempt
         self.policy = policy or {}
         self.webhook = webhook
-        self._stop = threading.Event()
+        # A plain flag (set on the loop, read by the handler's thread): a threading.Event per
+        # job cost more than a no-op job's whole run, and nothing waits on it.
+        self._stopped = False
         self._progress: Callable[[Any], None] | None = None
 
     @property
     def cancelled(self) -> bool:
         """True once the job was cancelled, timed out or must stop for a shutdown."""
-        return self._stop.is_set()
+        return self._stopped
 
     def check_cancelled(self) -> None:
         """Raise JobInterrupted if the job must stop; call it between steps of long work."""
-        if self._stop.is_set():
+        if self._stopped:
             raise JobInterrupted(f"job {self.id} was stopped")
 
     @property
@@ -76,6 +77,9 @@ class Job:
         packed = pack(value)
         if self._progress is not None:
             self._progress(packed)
+
+    def _interrupt(self) -> None:
+        self._stopped = True
 
     def _as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "input": self.input, "attempt": self.attempt, "policy": self.policy,

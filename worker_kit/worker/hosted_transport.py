@@ -25,6 +25,7 @@ from typing import Any
 from .. import protocol
 from ..errors import ServiceUnavailable
 from ..job import JobState
+from ..protocol import HostedJob, HostedReport, StopList
 from .hosted_env import HostedEnv
 from .transport import ClaimedJob, Final, Link, Transport, refusal
 
@@ -121,17 +122,10 @@ class HostedTransport(Transport):
             raise
         if status == 204 or payload is None:
             return [], None
-        raw_jobs = payload if isinstance(payload, list) else [payload]
         jobs = []
-        for raw in raw_jobs:
-            if not (isinstance(raw, dict) and isinstance(raw.get("id"), str) and "input" in raw):
-                log.error("job-take answered a job without id and input, skipped: %.200r", raw)
-                continue
-            self._next_seq[raw["id"]] = 0
-            policy = raw.get("policy") if isinstance(raw.get("policy"), dict) else {}
-            # No fencing token on this wire: the job id stands in for it (module docstring).
-            jobs.append(ClaimedJob(raw["id"], raw["id"], raw["input"], policy=policy,
-                                   webhook=raw.get("webhook")))
+        for hosted in HostedJob.decode_take(payload):
+            self._next_seq[hosted.id] = 0
+            jobs.append(hosted.claimed())
         return jobs, None
 
     # -- liveness and stops -------------------------------------------------------------------------
@@ -148,9 +142,7 @@ class HostedTransport(Transport):
         status, payload = await self._request(
             "GET", f"{self._stop_url}&wait_ms={hold_ms}", None, hold_ms / 1000 + REPORT_TIMEOUT_S
         )
-        stops = payload.get("jobsToStop") if status == 200 and isinstance(payload, dict) else None
-        if not isinstance(stops, list):
-            return [], None
+        stops = StopList.decode(payload) if status == 200 else []
         # The protocol says only "stop": cancelled or timed out is the service's to record.
         return [(job_id, protocol.STOP_CANCELLED) for job_id in stops if job_id in leases], None
 
@@ -163,11 +155,10 @@ class HostedTransport(Transport):
             if seq < next_seq:
                 continue  # sent by an earlier try of this batch
             if item["kind"] == "chunk":
-                await self._report(self._stream, job_id, {"output": item["data"]}, stream=False)
+                await self._report(self._stream, job_id, HostedReport.chunk(item["data"]), stream=False)
                 self._streamed.add(job_id)
             else:
-                body = {"status": JobState.IN_PROGRESS.value, "output": item["data"]}
-                await self._report(self._done, job_id, body, stream=False)
+                await self._report(self._done, job_id, HostedReport.progress(item["data"]), stream=False)
             next_seq = self._next_seq[job_id] = seq + 1
         return next_seq
 
@@ -175,9 +166,9 @@ class HostedTransport(Transport):
         if items:
             await self.output(job_id, token, items)
         if final.state is JobState.COMPLETED:
-            body: dict[str, Any] = {"output": None if final.output is None else protocol.unpack(final.output)}
+            body = HostedReport.result(None if final.output is None else protocol.unpack(final.output))
         else:
-            body = {"error": final.error or final.state.value}
+            body = HostedReport.failure(final.error or final.state.value)
         await self._report(self._done, job_id, body, stream=job_id in self._streamed)
         self._forget(job_id)
 

@@ -204,7 +204,7 @@ class IsolatedRun:
     def interrupt(self) -> None:
         """Stop the handler as in the thread mode (JobInterrupted, cancellation); `kill()` follows
         if it will not stop."""
-        self.job._stop.set()
+        self.job._interrupt()
         if self._sent:
             assert self.child is not None
             self.child.send({"t": "stop"})

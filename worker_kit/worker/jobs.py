@@ -12,18 +12,20 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import protocol
 from ..job import DEFAULT_EXECUTION_TIMEOUT_MS, JobState
 from .execution import Outcome, Run
 from .handler_job import Job
-from .isolation import IsolatedRun
 from .leases import Leases
-from .pool import ChildPool
 from .registry import Handler
 from .reporting import JobReporter, final_report, release
 from .transport import ClaimedJob, Final, Transport
+
+if TYPE_CHECKING:  # process isolation loads only when a worker uses it (cold start)
+    from .isolation import IsolatedRun
+    from .pool import ChildPool
 
 log = logging.getLogger("worker_kit.worker")
 
@@ -88,6 +90,29 @@ def final_for(outcome: Outcome, claimed: ClaimedJob, configured_limit: int | Non
     return final
 
 
+async def _either(a: asyncio.Future[Any], b: asyncio.Future[Any], timeout_s: float) -> None:
+    """Until `a` or `b` is done or `timeout_s` pass: asyncio.wait's work for two futures
+    without its sets, on every job's path."""
+    if a.done() or b.done():
+        return
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+
+    def wake(_: object) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    a.add_done_callback(wake)
+    b.add_done_callback(wake)
+    timer = loop.call_later(timeout_s, wake, None)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        a.remove_done_callback(wake)
+        b.remove_done_callback(wake)
+
+
 class Jobs:
     """The attempts running in this worker, by job id. `on_freed()` runs each time a slot
     frees (the handler's code has ended); `on_stuck(job_id)` when a stopped handler will not
@@ -145,11 +170,12 @@ class Jobs:
         attempt.started = loop.time()
         timeout_s = timeout_for(claimed, self.settings.handler.timeout, self.settings.timeout_s)
         ids = {"job_id": job_id}
-        log.info("job %s started (attempt %d, timeout %.6g s)", job_id, claimed.attempt, timeout_s, extra=ids)
+        if log.isEnabledFor(logging.INFO):
+            log.info("job %s started (attempt %d, timeout %.6g s)", job_id, claimed.attempt, timeout_s,
+                     extra=ids)
         run.start()
         try:
-            await asyncio.wait({run.result, attempt.stopped}, timeout=timeout_s,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await _either(run.result, attempt.stopped, timeout_s)
             # A result that is already there when the drain's grace runs out (same loop step)
             # is delivered: handing the job back would run it again although it ended.
             if attempt.stopped.done() and not (attempt.stopped.result() == RELEASE and run.result.done()):
@@ -172,8 +198,10 @@ class Jobs:
             if delivered:
                 self.stats[state.lower()] = self.stats.get(state.lower(), 0) + 1
                 level = logging.INFO if state is JobState.COMPLETED else logging.WARNING
-                log.log(level, "job %s %s in %.3f s%s", job_id, state, elapsed, f": {error}" if error else "",
-                        extra={**ids, "state": state, "duration_ms": int(elapsed * 1000)})
+                if log.isEnabledFor(level):
+                    log.log(level, "job %s %s in %.3f s%s", job_id, state, elapsed,
+                            f": {error}" if error else "",
+                            extra={**ids, "state": state, "duration_ms": int(elapsed * 1000)})
             if state is JobState.TIMED_OUT:
                 await self._watch(attempt)
         except asyncio.CancelledError:
@@ -213,8 +241,8 @@ class Jobs:
         try:
             await asyncio.wait_for(asyncio.shield(attempt.run.settled), grace)
         except TimeoutError:
-            if isinstance(attempt.run, IsolatedRun):  # its process is replaced; the worker goes on
-                await attempt.run.kill(f"its handler did not stop within {grace:.6g} s")
+            if self.pool is not None:  # its process is replaced; the worker goes on
+                await cast("IsolatedRun", attempt.run).kill(f"its handler did not stop within {grace:.6g} s")
             else:
                 self._on_stuck(attempt.claimed.id)
 

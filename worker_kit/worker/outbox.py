@@ -40,6 +40,7 @@ class FinishOutbox:
         self._send = send
         self._queue: list[Report] = []
         self._claiming = False
+        self._kicked = False  # a flusher start is scheduled
         self._flusher: asyncio.Task[None] | None = None
 
     def put(self, job_id: str, body: bytes) -> asyncio.Future[None]:
@@ -76,7 +77,19 @@ class FinishOutbox:
         self._claiming = False
         self.kick()
 
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
     def kick(self) -> None:
+        # A callback first, not a task: the claim that usually follows a job's report within
+        # the loop's turn takes it, and then no flusher is needed at all.
+        if self._queue and not self._claiming and not self._kicked:
+            self._kicked = True
+            asyncio.get_running_loop().call_soon(self._start_flusher)
+
+    def _start_flusher(self) -> None:
+        self._kicked = False
         if self._queue and not self._claiming and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 

@@ -27,6 +27,7 @@ from ..protocol import (
     FinishReport,
     HeartbeatAnswer,
     HeartbeatRequest,
+    OutputAnswer,
     OutputRequest,
     ReleaseRequest,
     pack_item,
@@ -112,6 +113,7 @@ class NativeTransport(Transport):
         self._session: Any = None
         self._outbox = FinishOutbox(self._send_reports)
         self._legacy = False  # the service speaks protocol 1 only (no /worker/exchange)
+        self._timeouts: dict[float, Any] = {}  # ClientTimeout by seconds: a handful of values, reused
 
     async def open(self) -> None:
         import aiohttp
@@ -130,10 +132,13 @@ class NativeTransport(Transport):
 
     async def _post(self, path: str, body: bytes, timeout_s: float) -> Any:
         aiohttp = self._aiohttp
+        timeout = self._timeouts.get(timeout_s)
+        if timeout is None:
+            if len(self._timeouts) > 16:
+                self._timeouts.clear()
+            timeout = self._timeouts[timeout_s] = aiohttp.ClientTimeout(total=timeout_s)
         try:
-            async with self._session.post(
-                self.url + path, data=body, timeout=aiohttp.ClientTimeout(total=timeout_s)
-            ) as resp:
+            async with self._session.post(self.url + path, data=body, timeout=timeout) as resp:
                 raw = await resp.read()
                 status, ctype = resp.status, resp.content_type
                 retry_after = resp.headers.get("Retry-After")
@@ -163,6 +168,8 @@ class NativeTransport(Transport):
             return answer.jobs, answer.lease_ms
         with self._outbox.claiming():
             for _ in range(GATHER_TURNS):
+                if self._outbox.queued:
+                    break
                 await asyncio.sleep(0)  # a job that just freed this slot queues its finish now
             batch = self._outbox.take()
             hold = 0 if batch else wait_ms  # the service never holds a request that carries finishes
@@ -209,7 +216,8 @@ class NativeTransport(Transport):
                 report.future.set_exception(refusal(code, answer, None))
             else:
                 report.future.set_result(None)
-        fail(batch, ServiceError(200, "the service answered no result for this finish"))
+        if any(not report.future.done() for report in batch):
+            fail(batch, ServiceError(200, "the service answered no result for this finish"))
         return answers
 
     async def _finish_v1(self, report: Report) -> None:
@@ -232,7 +240,7 @@ class NativeTransport(Transport):
     async def output(self, job_id: str, token: str, items: list[bytes]) -> int:
         body = OutputRequest(token, items).pack()
         reply = await self._post(protocol.WORKER_OUTPUT.format(job_id=job_id), body, 120)
-        return int(reply.get("next_seq", 0))
+        return OutputAnswer.decode(reply)
 
     async def finish(self, job_id: str, token: str, final: Final, items: list[bytes]) -> None:
         body = FinishReport(token, final, items, id=job_id).pack()
