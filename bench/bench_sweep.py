@@ -11,7 +11,9 @@ runs (p50/p99/max), against the same service idle just before.
 
 The jobs are written straight into the store before the service starts, by the storage API with
 a clock an hour in the past: so they are all overdue together, however long writing them took.
-Quick size 5 000 jobs; --full 100 000 (issue #16's sizes). Also printed: how long the
+Quick size 5 000 jobs; --full 100 000 (issue #16's sizes); --background 900000 puts that many
+more jobs in the store first (queued on another endpoint, nothing due), as in issue #16's
+"1 M-job database". Also printed: how long the
 maintenance took, the service's CPU per job, and its peak RSS. `python -m bench` runs the
 mass expiry as its `sweep_sqlite` and `sweep_redis` keys.
 
@@ -121,20 +123,22 @@ def _past() -> float:
     return time.time() - 3600.0
 
 
-async def fill(storage: Storage, kind: str, n: int) -> None:
-    """N jobs of endpoint EP, overdue (expiry, timeout) or queued (purge), by the storage API."""
+async def fill(storage: Storage, kind: str, n: int, background: int = 0) -> None:
+    """N jobs of endpoint EP, overdue (expiry, timeout) or queued (purge), by the storage API;
+    first `background` queued jobs of another endpoint that nothing is due for (a large store)."""
     await storage.open()
     try:
         policy = {"expiry": Policy(ttl_ms=1000), "timeout": Policy(execution_timeout_ms=1000),
                   "purge": Policy()}[kind]
         sem = asyncio.Semaphore(256)
 
-        async def one(i: int) -> None:
+        async def one(endpoint: str, i: int, policy: Policy) -> None:
             async with sem:
-                await storage.submit(EP, i, policy=policy, retention_ms=600_000)
+                await storage.submit(endpoint, i, policy=policy, retention_ms=600_000)
 
-        for start in range(0, n, 5000):
-            await asyncio.gather(*(one(i) for i in range(start, min(n, start + 5000))))
+        for endpoint, count, how in (("rest", background, Policy(ttl_ms=7 * 86_400_000)), (EP, n, policy)):
+            for start in range(0, count, 5000):
+                await asyncio.gather(*(one(endpoint, i, how) for i in range(start, min(count, start + 5000))))
         if kind == "timeout":
             left = n
             while left > 0:
@@ -215,7 +219,9 @@ async def measure(base: str, pid: int, kind: str, n: int, timeout: float) -> Res
     return Result(kind, n, ended - began, during, idle, cpu, peak_rss_mb(pid))
 
 
-def run_one(work: Path, backend: str, kind: str, n: int, redis_port: int | None = None) -> Result:
+def run_one(
+    work: Path, backend: str, kind: str, n: int, redis_port: int | None = None, background: int = 0
+) -> Result:
     """One maintenance on a fresh store (SQLite file, or a fresh Redis prefix)."""
     clock = None if kind == "purge" else _past  # purge: queued now, with a long TTL
     if backend == "sqlite":
@@ -224,7 +230,10 @@ def run_one(work: Path, backend: str, kind: str, n: int, redis_port: int | None 
     else:
         url = f"redis://127.0.0.1:{redis_port}/0?prefix=sweep{time.monotonic_ns()}"
         storage = RedisStorage.from_url(url, clock=clock)
-    asyncio.run(fill(storage, kind, n))
+    began = time.perf_counter()
+    asyncio.run(fill(storage, kind, n, background))
+    print(f"  ({backend} {kind}: {n + background} jobs written in {time.perf_counter() - began:.0f} s)",
+          file=sys.stderr, flush=True)
     with service(work, url) as (base, pid):
         return asyncio.run(measure(base, pid, kind, n, timeout=max(120.0, n / 100)))
 
@@ -249,6 +258,8 @@ def main() -> None:
     parser.add_argument("--backend", nargs="*", choices=("sqlite", "redis"), default=["sqlite", "redis"])
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--update-loop", action="store_true", help="also time the UPDATE loop variants")
+    parser.add_argument("--background", type=int, default=0, metavar="N",
+                        help="N more jobs in the store, queued on another endpoint (e.g. 900000)")
     args = parser.parse_args()
     n = 100_000 if args.full else args.jobs
     print(f"{platform.node()} · {os.cpu_count()} CPUs · Python {platform.python_version()} · load "
@@ -266,7 +277,7 @@ def main() -> None:
                 for kind in args.only:
                     p99s = []
                     for _ in range(args.rounds):
-                        result = run_one(work, backend, kind, n, port)
+                        result = run_one(work, backend, kind, n, port, args.background)
                         p99s.append(result.p(0.99))
                         print(f"{backend:>6} {result.line()}", flush=True)
                     if args.rounds > 1:
