@@ -72,3 +72,17 @@ def test_many_small_entries_are_decoded_whole_and_packed_once_more(count: int) -
         (i["seq"], "chunk", pack(i["data"])) for i in items
     ]
     assert all(type(i.data) is Packed for i in decoded)
+
+
+def test_a_finish_keeps_its_result_bytes_and_decodes_its_many_small_items() -> None:
+    # A streamed job's finish: its aggregate result is kept as sent, and the thousands of
+    # trailing items it carries (decoded whole) each get their data packed once.
+    from worker_kit.protocol.reports import FinishReport
+
+    items = [{"seq": i, "kind": "chunk", "data": f"tok{i} "} for i in range(5000)]
+    body = {"id": "j", "token": "t", "state": "COMPLETED", "output": [BIG], "items": items}
+    value, payloads = unpack_keeping_payloads(pack(body))
+    assert value == body and payloads.get(value, "output") == pack([BIG])
+    report = FinishReport.decode(value, payloads)
+    assert report.final.output == pack([BIG])
+    assert [(i.seq, bytes(i.data)) for i in report.items] == [(i["seq"], pack(i["data"])) for i in items]

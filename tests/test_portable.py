@@ -60,3 +60,13 @@ def test_flat_maps_at_the_depth_limit() -> None:
     assert problem(value) is None  # maps at depth MAX_DEPTH
     bad = problem([value])
     assert bad is not None and f"nested deeper than {MAX_DEPTH}" in bad
+
+
+def test_a_list_of_text_is_checked_as_a_whole() -> None:
+    tokens = [f"tok{i} é" for i in range(1000)]
+    assert problem({"output": tokens}) is None
+    tokens[700] = "a\udfffb"
+    bad = problem({"output": tokens})
+    assert bad is not None and bad.startswith("body.output[700]: text holds a lone UTF-16 surrogate")
+    # Joining cannot make a surrogate pair of two halves: each half is still named.
+    assert problem(["x\ud83d", "\ude00y"]) is not None

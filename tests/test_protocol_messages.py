@@ -159,6 +159,24 @@ def test_a_packed_item_is_the_msgpack_of_its_map(seq: int) -> None:
         assert pack_item(seq, kind, protocol.pack(data)) == expected
 
 
+def test_output_items_decode_as_from_wire_says() -> None:
+    # Well-formed items take a tight loop (one per streamed token); the result is what
+    # from_wire makes of each, and a malformed one is refused with from_wire's reason.
+    raw = [{"seq": 0, "kind": "chunk", "data": "tok"}, {"seq": 1, "kind": "progress", "data": {"p": [1]}},
+           {"seq": 2, "kind": "chunk"}, {"seq": 3.0, "kind": "chunk", "data": b"\x00"},
+           {"seq": 4, "kind": "chunk", "data": None}, {"seq": 5, "kind": "chunk", "data": 1.5}]  # fmt: skip
+    got = OutputRequest.decode({"token": "t", "items": raw}).items
+    want = [OutputItem.from_wire(item, protocol.pack(item.get("data"))) for item in raw]
+    assert [(i.seq, i.kind, bytes(i.data)) for i in got] == [(i.seq, i.kind, bytes(i.data)) for i in want]
+    assert all(type(i.data) is Packed for i in got)
+    for bad in ({"seq": True, "kind": "chunk"}, {"seq": -1, "kind": "chunk"}, {"seq": 0, "kind": "log"}, "x"):
+        with pytest.raises(ApiError) as refused:
+            OutputRequest.decode({"token": "t", "items": [raw[0], bad]})
+        with pytest.raises(ValueError) as reason:
+            OutputItem.from_wire(bad)
+        assert refused.value.status == 400 and str(reason.value) in str(refused.value)
+
+
 def test_a_finish_the_runtime_packs_decodes_to_the_same_report() -> None:
     items = [pack_item(4, "chunk", protocol.pack("tok")), pack_item(5, "progress", protocol.pack({"p": 1}))]
     final = Final(JobState.FAILED, protocol.pack([1, 2]), "it broke", {"type": "ValueError"})

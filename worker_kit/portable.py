@@ -56,6 +56,8 @@ def problem(value: Any, *, finite: bool = True, where: str = "body") -> str | No
                 continue  # only integers, booleans, nulls, bytes: nothing to look at (the common case)
             if kinds == _MAPS and depth < MAX_DEPTH and _flat_maps_fine(item, finite):
                 continue  # maps of portable scalars, checked in bulk (a report's output items)
+            if kinds == _TEXTS and not _SURROGATE.search("".join(item)):
+                continue  # text only (a streamed result's aggregate): one search over all of it
             pairs: Any = enumerate(item)
         else:
             pairs = item.items()
@@ -75,6 +77,7 @@ def problem(value: Any, *, finite: bool = True, where: str = "body") -> str | No
 
 _CONTAINERS = (dict, list)
 _MAPS = frozenset({dict})
+_TEXTS = frozenset({str})
 
 
 def _flat_maps_fine(maps: list[dict[Any, Any]], finite: bool) -> bool:

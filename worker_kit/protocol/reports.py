@@ -147,6 +147,25 @@ def _packed_data(holder: Any, payloads: Payloads | None) -> Packed:
     return data if data is not None else _PACKED_NONE
 
 
+def _plain_items(raw: list[Any], payloads: Payloads | None) -> list[OutputItem]:
+    """The items of a body, each `data` packed here unless the body kept its bytes. A token
+    stream reports one item per token, so the well-formed ones take this one tight loop; any
+    other goes through from_wire, which says what is wrong with it."""
+    items = []
+    for holder in raw:
+        if type(holder) is dict and not (payloads and payloads.get(holder, "data") is not None):
+            seq, kind, data = holder.get("seq"), holder.get("kind"), holder.get("data")
+            if type(seq) is int and 0 <= seq <= MAX_SEQ and (kind == "chunk" or kind == "progress"):
+                if type(data) is str:
+                    packed = Packed(pack_text(data))
+                else:
+                    packed = _PACKED_NONE if data is None else Packed(pack(data))
+                items.append(OutputItem(seq, kind, packed))
+                continue
+        items.append(OutputItem.from_wire(holder, _packed_data(holder, payloads)))
+    return items
+
+
 @dataclass(frozen=True, slots=True)
 class Items:
     """A report's `items`: output items in order, each `data` in its packed form (measured once,
@@ -162,7 +181,7 @@ class Items:
         if not isinstance(raw, list):
             raise ApiError(400, "items must be a list of {seq, kind, data}")
         try:
-            items = [OutputItem.from_wire(holder, _packed_data(holder, payloads)) for holder in raw]
+            items = _plain_items(raw, payloads)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         for item in items:

@@ -148,6 +148,8 @@ async def read_optional_object(request: web.Request, limit: int, what: str) -> d
 def query_int(
     request: web.Request, name: str, *, default: int | None, minimum: int, maximum: int
 ) -> int | None:
+    if not request.rel_url.raw_query_string:
+        return default  # most requests: no query to parse at all
     raw = request.query.get(name)
     if raw is None:
         return default

@@ -39,6 +39,10 @@ RETRY_MS = 1000
 #: Chunk bytes read from storage at a time when the service config does not say
 #: (ServiceConfig.stream_max_bytes): a long stream is sent in pieces, never loaded whole.
 DEFAULT_PIECE_BYTES = 8 * 1024 * 1024
+#: ...and at most this much per read: a stream kept up with reads what each output request
+#: brought (a token batch, a few kilobytes), which a storage may read on the event loop's own
+#: thread; a backlog goes out in pieces of this size, one write each.
+READ_BYTES = 64 * 1024
 
 
 #: The largest cursor accepted (as for ?cursor= on plain /stream reads); storage keeps 64-bit integers.
@@ -113,7 +117,7 @@ def _piece_bytes(request: web.Request) -> int:
     from .state import STATE
 
     config = getattr(request.app.get(STATE), "config", None)
-    return getattr(config, "stream_max_bytes", None) or DEFAULT_PIECE_BYTES
+    return min(getattr(config, "stream_max_bytes", None) or DEFAULT_PIECE_BYTES, READ_BYTES)
 
 
 def _shutdown_event(request: web.Request) -> asyncio.Event | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -85,7 +86,8 @@ class JobReporter:
     #: loop until it ends, and its whole stream would leave at the end. `wait_room` lets the
     #: loop run when the sender could send, and at least this often while a request is out
     #: (so its answer is read), so output leaves while the handler is still producing.
-    YIELD_EVERY_S = 0.0005
+    #: (time.perf_counter: the loop's clock ticks in whole milliseconds under uvloop.)
+    YIELD_EVERY_S = 0.0002
 
     def __init__(self, transport: Transport, job_id: str, token: str, on_lost: Callable[[], None]) -> None:
         self.transport, self.job_id, self.token = transport, job_id, token
@@ -145,8 +147,7 @@ class JobReporter:
             return
         if self._sender is None:
             return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = time.perf_counter()
         if not self._sender_busy or now >= self._yield_at:
             self._yield_at = now + self.YIELD_EVERY_S
             await asyncio.sleep(0)

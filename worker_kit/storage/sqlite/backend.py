@@ -31,6 +31,16 @@ from .shared import SQLiteSharedState
 T = TypeVar("T")
 
 
+#: A submit whose input packs to at most this many bytes may be committed by the event loop
+#: itself (engine.write's `small`); so may a heartbeat of at most SMALL_HEARTBEAT leases.
+SMALL_WRITE = 64 * 1024
+SMALL_HEARTBEAT = 64
+#: A cursor read of stream chunks bounded to at most this many bytes is made on the event
+#: loop's thread when the database is free at once (an SSE stream reads in such pieces: what
+#: a token batch brought, a few kilobytes, without a hand-over to a reader thread and back).
+INLINE_STREAM_BYTES = 64 * 1024
+
+
 def _pack_items(items: list[OutputItem] | None) -> list[ops.PackedItem]:
     return [(item.seq, item.kind, pack(item.data)) for item in items or ()]
 
@@ -51,9 +61,10 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         with an optional `?synchronous=full` for durability across power loss."""
         return cls(SQLiteURL.parse(url), clock=clock)
 
-    async def _write(self, op: Callable[..., T], **kwargs: Any) -> T:
-        """Run an ops.py transition in the next group commit, at the clock's current time."""
-        return await self._engine.write(functools.partial(op, now=self.clock(), **kwargs))
+    async def _write(self, op: Callable[..., T], *, small: bool = False, **kwargs: Any) -> T:
+        """Run an ops.py transition in the next group commit, at the clock's current time.
+        `small`: a few statements over rows of at most SMALL_WRITE bytes (engine.write)."""
+        return await self._engine.write(functools.partial(op, now=self.clock(), **kwargs), small=small)
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({self.url.path or ':memory:'!r}, synchronous={self.url.synchronous})"
@@ -80,11 +91,13 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         queue_limit: int | None = None,
     ) -> JobRecord:
         job_id = new_job_id()
+        input_blob = pack(input)
         created_at = await self._write(
             ops.submit,
+            small=len(input_blob) <= SMALL_WRITE,
             job_id=job_id,
             endpoint=endpoint,
-            input_blob=pack(input),
+            input_blob=input_blob,
             execution_timeout_ms=policy.execution_timeout_ms,
             timeout_explicit=policy.execution_timeout_explicit,
             ttl_ms=policy.ttl_ms,
@@ -136,6 +149,13 @@ class SQLiteStorage(SQLiteSharedState, Storage):
             )
             return record_from_row(row), [unpack(blob) for blob in blobs], next_cursor
         start, now = max(0, cursor), self.clock()
+        if max_bytes is not None and max_bytes <= INLINE_STREAM_BYTES:
+            got = self._engine.read_inline(
+                lambda conn: _read_chunks(conn, endpoint, job_id, start, max_bytes, now, small=True)
+            )
+            if got is not NOT_INLINE and got is not ops.TOO_LARGE:
+                row, chunks = got
+                return record_from_row(row), chunks, start + len(chunks)
         # Decoded on the reader thread, off the event loop.
         row, chunks = await self._engine.read(
             lambda conn: _read_chunks(conn, endpoint, job_id, start, max_bytes, now)
@@ -191,11 +211,15 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         running: int | None = None,
     ) -> list[StopSignal]:
         return await self._write(ops.heartbeat, endpoint=endpoint, worker_id=worker_id, leases=dict(leases),
-                                 lease_ms=lease_ms, concurrency=concurrency, running=running)  # fmt: skip
+                                 lease_ms=lease_ms, concurrency=concurrency, running=running,
+                                 small=len(leases) <= SMALL_HEARTBEAT)  # fmt: skip
 
     async def append_output(self, endpoint: str, job_id: str, token: str, items: list[OutputItem]) -> int:
-        return await self._write(ops.append_output, endpoint=endpoint, job_id=job_id, token=token,
-                                 items=_pack_items(items))  # fmt: skip
+        packed = _pack_items(items)
+        # A token stream's batch is a few kilobytes: the event loop may commit it itself.
+        small = sum(len(blob) for _, _, blob in packed) <= SMALL_WRITE
+        return await self._write(ops.append_output, small=small, endpoint=endpoint, job_id=job_id,
+                                 token=token, items=packed)  # fmt: skip
 
     async def finish(
         self,
@@ -255,14 +279,19 @@ class SQLiteStorage(SQLiteSharedState, Storage):
 
 
 def _read_chunks(
-    conn: sqlite3.Connection, endpoint: str, job_id: str, start: int, max_bytes: int | None, now: float
-) -> tuple[Any, list[Any]]:
+    conn: sqlite3.Connection, endpoint: str, job_id: str, start: int, max_bytes: int | None, now: float,
+    *, small: bool = False,
+) -> Any:  # fmt: skip
+    """(record row, chunks); with `small` (on the event loop), ops.TOO_LARGE instead when the
+    record's payloads are large."""
     # One read transaction, so the record and its chunks are from the same snapshot.
     conn.execute("BEGIN")
     try:
-        row = ops.read_record(conn, endpoint, job_id, now)
+        row = (ops.read_small_record if small else ops.read_record)(conn, endpoint, job_id, now)
         if row is None:
             raise JobNotFound(f"job {job_id} not found")
+        if row is ops.TOO_LARGE:
+            return row
         chunks = stream.chunks_from(conn, job_id, start, max_bytes)
     finally:
         conn.execute("COMMIT")

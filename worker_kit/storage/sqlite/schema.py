@@ -149,6 +149,23 @@ def _blob(value: bytes | None) -> Any:
     return None if value is None else unpack(value)
 
 
+# A record is built on every /status: a dict lookup instead of JobState(...) (an enum call),
+# and one Policy per distinct policy (frozen, so shared) instead of one per record.
+_STATES = {state.value: state for state in JobState}
+_POLICIES: dict[tuple[int, int, bool], Policy] = {}
+_MAX_POLICIES = 1024
+
+
+def _policy(exec_ms: int, ttl_ms: int, explicit: bool) -> Policy:
+    key = (exec_ms, ttl_ms, explicit)
+    policy = _POLICIES.get(key)
+    if policy is None:
+        if len(_POLICIES) >= _MAX_POLICIES:
+            _POLICIES.clear()  # clients choose policies: keep the cache bounded
+        policy = _POLICIES[key] = Policy(exec_ms, ttl_ms, explicit)
+    return policy
+
+
 def record_from_row(row: tuple[Any, ...]) -> JobRecord:
     """Build a JobRecord from a row selected with RECORD_COLUMNS (runs off the writer thread)."""
     (job_id, endpoint, state, exec_ms, explicit, ttl_ms, retention_ms, created_at, started_at, finished_at,
@@ -158,8 +175,8 @@ def record_from_row(row: tuple[Any, ...]) -> JobRecord:
         id=job_id,
         endpoint=endpoint,
         input=_blob(input_blob),  # NULL only in a listing that left payloads out
-        state=JobState(state),
-        policy=Policy(execution_timeout_ms=exec_ms, ttl_ms=ttl_ms, execution_timeout_explicit=bool(explicit)),
+        state=_STATES[state],
+        policy=_policy(exec_ms, ttl_ms, bool(explicit)),
         webhook=webhook,
         retention_ms=retention_ms,
         created_at=created_at,

@@ -56,6 +56,10 @@ def chunks_from(
             except msgpack.OutOfData:
                 continue  # `start` is past this run's end (past the stream's end)
             pos = unpacker.tell()
+            if decode and (max_bytes is None or total + len(run) - pos <= max_bytes):
+                out += unpacker  # the rest of the run fits: decoded in one C-level pass
+                total += len(run) - pos
+                continue
             for value in unpacker:
                 end = unpacker.tell()
                 if max_bytes is not None:

@@ -1,0 +1,76 @@
+"""Opening the SQLite backend's connections: the writer's (which creates the schema) and the
+others (readers, and the event loop's own)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from ...errors import ConfigError, StorageError
+from .schema import DDL, SCHEMA_VERSION, SQLiteURL, add_missing_columns
+from .shared import SHARED_DDL
+
+BUSY_TIMEOUT_S = 10.0
+
+
+def connect(url: SQLiteURL, timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/SAVEPOINT/COMMIT ourselves.
+    return sqlite3.connect(
+        url.path or ":memory:", timeout=timeout, isolation_level=None, check_same_thread=False
+    )
+
+
+def open_writer(url: SQLiteURL) -> sqlite3.Connection:
+    """The writer's connection, in WAL mode, with the schema created or brought up to date."""
+    if url.path is not None:
+        parent = os.path.dirname(os.path.abspath(url.path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the directory for {url.path!r}: {exc}") from None
+    try:
+        conn = connect(url)
+    except sqlite3.Error as exc:  # a directory, a path without permission...
+        raise StorageError(f"cannot open SQLite database {url.path!r}: {exc}") from None
+    try:
+        if url.path is not None:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StorageError(f"cannot put {url.path!r} in WAL mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous={url.synchronous.upper()}")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{url.path!r} has schema version {version}, newer than this worker_kit "
+                f"understands ({SCHEMA_VERSION}); upgrade worker_kit"
+            )
+        conn.executescript(
+            f"BEGIN IMMEDIATE; {DDL} {SHARED_DDL} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+        )
+        add_missing_columns(conn)
+    except sqlite3.Error as exc:
+        conn.close()
+        name = url.path or ":memory:"
+        raise StorageError(f"cannot open SQLite database {name!r}: {exc}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def open_loop_writer(url: SQLiteURL) -> sqlite3.Connection:
+    """A second write connection, for the event loop's small batches: it never waits for a
+    lock (busy timeout 0) and never checkpoints (that can take milliseconds: the writer
+    thread does it)."""
+    conn = connect(url, timeout=0.0)
+    conn.execute(f"PRAGMA synchronous={url.synchronous.upper()}")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    return conn
+
+
+def busy(exc: sqlite3.Error) -> bool:
+    """Whether SQLite refused for now (another connection holds the lock), not for good."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
