@@ -241,3 +241,30 @@ async def test_a_job_purged_while_followed_ends_the_wait_cancelled(endpoint_url:
     assert [e.event for e in events] == ["update", "status"]
     final = json.loads(events[-1].data)
     assert final["status"] == "CANCELLED" and "purged" in final["error"]
+
+
+class _Blocks:
+    """Bytes arriving in the given blocks, as aiohttp's StreamReader.iter_any() hands them over."""
+
+    def __init__(self, blocks: list[bytes]) -> None:
+        self.blocks = blocks
+
+    async def iter_any(self) -> Any:
+        for block in self.blocks:
+            yield block
+
+
+async def test_the_parser_gives_the_same_events_however_the_bytes_are_cut() -> None:
+    wire = (
+        "retry: 1000\r\n\r\n: keep-alive\n\nid: 1\nevent: chunk\ndata: {\"output\":\"é€😀\"}\n\n"
+        "event: update\ndata: line one\ndata: line two\r\n\r\n"
+        "data: " + "x" * 300_000 + "\n\nid: 2\nevent: chunk\ndata: cut off"
+    ).encode()
+    expected = [
+        SSEEvent("chunk", '{"output":"é€😀"}', "1"),
+        SSEEvent("update", "line one\nline two", None),
+        SSEEvent("message", "x" * 300_000, None),
+    ]  # the last event has no blank line after it: a dropped connection, so it is not given
+    for size in (1, 2, 3, 7, 64, 4096, 65536, len(wire)):
+        blocks = [wire[i : i + size] for i in range(0, len(wire), size)]
+        assert [e async for e in iter_sse(_Blocks(blocks))] == expected, size  # type: ignore[arg-type]

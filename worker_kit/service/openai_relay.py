@@ -23,6 +23,7 @@ from ..job import JobRecord, JobState
 from ..protocol import dumps_json
 from ..storage.base import job_channel
 from .http import client_gone
+from .sse import READ_BYTES
 from .state import ServiceState
 
 log = logging.getLogger("worker_kit.service.openai")
@@ -158,7 +159,7 @@ async def relay_stream(
             await asyncio.sleep(0)  # subscribe before reading, so a change in between still wakes us
             try:
                 job, items, cursor = await state.storage.read_stream(
-                    endpoint, job_id, cursor, max_bytes=state.config.stream_max_bytes
+                    endpoint, job_id, cursor, max_bytes=min(state.config.stream_max_bytes, READ_BYTES)
                 )
             except JobNotFound:
                 await relay.close_frame()

@@ -117,7 +117,7 @@ async def _finish_entry(
             raise ApiError(404, f"no such job: {JOB_ID_RULE}")
         return await finish_one(state, endpoint, cfg, job_id, FinishReport.decode(entry, payloads))
     except ApiError as exc:
-        return {"id": job_id, "code": exc.status, **exc.body()}
+        return exc.entry(job_id)
 
 
 @routes.post(PREFIX + WORKER_EXCHANGE, expect_handler=expect_within(report_limit))
