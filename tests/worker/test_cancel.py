@@ -111,3 +111,28 @@ async def test_cancel_stops_a_stream(service: Any, start_worker: Any, api_at: An
     await asyncio.sleep(0.3)
     assert len(await api.chunks(job_id)) == count
     assert (await api.status(job_id))["status"] == "CANCELLED"
+
+
+async def test_cancel_reaches_a_job_claimed_after_another_runs(
+    service_factory: Any, start_worker: Any, api_at: Any
+) -> None:
+    # One timer checks which held jobs are due for a heartbeat: the second job, claimed before the
+    # first was due, is not due when the timer fires for the first, and must be listed in its turn
+    # (a long lease: the heartbeat in flight for the first job would not end for 20 s).
+    service = await service_factory(lease_ms=60_000)
+    slow = Sleeper(60)
+    url = service.endpoint_url("cancel")
+    api = api_at(url)
+    worker = await start_worker(slow, url, concurrency=2)
+    first = await api.run(None)
+    await asyncio.sleep(0.02)  # claimed apart, a few ms (not 250) from each other
+    second = await api.run(None)
+    await running(api, first)
+    await running(api, second)
+    await api.cancel(second)
+    await until(lambda: worker.stats["stopped"] == 1, 5)
+    assert worker.running == 1
+    assert (await api.status(first))["status"] == "IN_PROGRESS"
+    await api.cancel(first)
+    await until(lambda: worker.stats["stopped"] == 2, 5)
+    assert worker.running == 0

@@ -12,18 +12,20 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import protocol
 from ..job import DEFAULT_EXECUTION_TIMEOUT_MS, JobState
 from .execution import Outcome, Run
 from .handler_job import Job
-from .isolation import IsolatedRun
 from .leases import Leases
-from .pool import ChildPool
 from .registry import Handler
 from .reporting import JobReporter, final_report, release
 from .transport import ClaimedJob, Final, Transport
+
+if TYPE_CHECKING:  # process isolation loads only when a worker uses it (cold start)
+    from .isolation import IsolatedRun
+    from .pool import ChildPool
 
 log = logging.getLogger("worker_kit.worker")
 
@@ -239,8 +241,8 @@ class Jobs:
         try:
             await asyncio.wait_for(asyncio.shield(attempt.run.settled), grace)
         except TimeoutError:
-            if isinstance(attempt.run, IsolatedRun):  # its process is replaced; the worker goes on
-                await attempt.run.kill(f"its handler did not stop within {grace:.6g} s")
+            if self.pool is not None:  # its process is replaced; the worker goes on
+                await cast("IsolatedRun", attempt.run).kill(f"its handler did not stop within {grace:.6g} s")
             else:
                 self._on_stuck(attempt.claimed.id)
 

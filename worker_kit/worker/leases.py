@@ -33,6 +33,7 @@ class Leases:
         self._held: dict[str, tuple[str, float]] = {}  # job id -> (token, held since)
         self._wake = asyncio.Event()
         self._inflight: set[str] = set()
+        self._timer: asyncio.TimerHandle | None = None  # the next `_check_due`
 
     def set_lease(self, lease_ms: Any) -> None:
         # A lease the service states wrongly (not a positive number) is ignored, not fatal.
@@ -41,8 +42,10 @@ class Leases:
 
     def hold(self, job_id: str, token: str) -> None:
         loop = asyncio.get_running_loop()
-        self._held[job_id] = (token, loop.time())
-        loop.call_later(HEARTBEAT_DELAY_S, self._maybe_wake, job_id)
+        now = loop.time()
+        self._held[job_id] = (token, now)
+        if self._timer is None:
+            self._timer = loop.call_at(now + HEARTBEAT_DELAY_S, self._check_due)
 
     def unhold(self, job_id: str, token: str) -> None:
         """Stop renewing this lease; a newer lease of the same job (another token) stays."""
@@ -50,9 +53,23 @@ class Leases:
         if held is not None and held[0] == token:
             del self._held[job_id]
 
-    def _maybe_wake(self, job_id: str) -> None:
-        if job_id in self._held and job_id not in self._inflight:
-            self._wake.set()
+    def _check_due(self) -> None:
+        """Wake the heartbeat loop for held jobs that became due and are not in the heartbeat
+        in flight; then wait for the next one due. One timer for all jobs, not one per job:
+        short jobs end long before they are due, and then cost nothing here."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time() + 0.001  # a timer may fire up to a clock tick early
+        next_due: float | None = None
+        for job_id, (_, since) in self._held.items():
+            due = since + HEARTBEAT_DELAY_S
+            if due <= now:
+                if job_id not in self._inflight:
+                    self._wake.set()
+            elif next_due is None or due < next_due:
+                next_due = due
+        if next_due is not None:
+            self._timer = loop.call_at(next_due, self._check_due)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -16,18 +16,19 @@ import logging
 import math
 import os
 import socket
-import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AuthError, RateLimited, ServiceError, ServiceUnavailable
 from ..retrying import Backoff
 from .jobs import RELEASE, Jobs, JobSettings
 from .leases import Leases
 from .memory import MB, over_cap
-from .pool import ChildPool
 from .registry import Concurrency, Handler
 from .settings import EXIT_CONFIG, EXIT_MEMORY, EXIT_OK, EXIT_REFUSED, EXIT_STUCK
 from .transport import NativeTransport, Transport
+
+if TYPE_CHECKING:
+    from .pool import ChildPool
 
 log = logging.getLogger("worker_kit.worker")
 
@@ -37,7 +38,7 @@ EXIT_INTERNAL = 1
 
 
 def default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 class Worker:
@@ -90,7 +91,7 @@ class Worker:
         self.max_rss_mb = max_rss_mb
         self.isolation = isolation or handler.isolation or "thread"
         self.kill_rss_mb = kill_rss_mb
-        self._pool: ChildPool | None = None
+        self._pool: ChildPool | None = None  # process isolation's handler processes
         self.exit_code = EXIT_OK
         settings = JobSettings(handler, timeout, result_limit, stuck_grace_s)
         if handler.input_schema is not None:
@@ -108,7 +109,8 @@ class Worker:
         self._grace = grace_s
         self._run_began = False
         self._failed_loops: set[asyncio.Task[None]] = set()
-        self._claim_req: asyncio.Task[Any] | None = None
+        self._claim_task: asyncio.Task[None] | None = None
+        self._claiming = False  # the claim loop waits for a claim's answer
 
     # -- public ---------------------------------------------------------------------------
     async def run(self) -> int:
@@ -140,7 +142,7 @@ class Worker:
                  self.handler.name, self.url, "dynamic" if callable(self._concurrency) else self._concurrency,
                  ", each job in a handler process" if self._pool else "")
         stop_waiter = loop.create_task(self._stop_requested.wait())
-        claim = loop.create_task(self._claim_loop(stop_waiter))
+        claim = self._claim_task = loop.create_task(self._claim_loop(stop_waiter))
         heartbeat = loop.create_task(self._leases.run())
         try:
             await asyncio.wait({stop_waiter, claim, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
@@ -163,6 +165,8 @@ class Worker:
 
     async def _start_pool(self) -> bool:
         """Process isolation: start the handler processes; False (exit code 2) if they cannot."""
+        from .pool import ChildPool  # loaded only under process isolation (cold start)
+
         self._pool = ChildPool(self.handler, max_rss_mb=self.max_rss_mb, kill_rss_mb=self.kill_rss_mb)
         error = await self._pool.start_unless(self._capacity_now, self._stop_requested)
         if error is None:
@@ -210,18 +214,17 @@ class Worker:
             self._stop_requested.set()
             self._jobs.stopping = True
             self._slot_freed.set()  # a claim loop waiting for a free slot sees the stop
-            if self._claim_req is not None and not self._claim_req.done():
+            if self._claiming:
                 # On the next turn: a claim answering in this one (the stop came from its own
                 # code, say) delivers its jobs, which are then handed back at once.
-                asyncio.get_running_loop().call_soon(self._cancel_claim, self._claim_req)
+                asyncio.get_running_loop().call_soon(self._cancel_claim)
         elif grace_s < self._grace:
             self._grace = grace_s
             self._cut.set()
 
-    @staticmethod
-    def _cancel_claim(req: asyncio.Task[Any]) -> None:
-        if not req.done():
-            req.cancel()  # jobs the service may still hand this request come back by lease
+    def _cancel_claim(self) -> None:
+        if self._claiming and self._claim_task is not None:
+            self._claim_task.cancel()  # jobs the service may still hand this claim come back by lease
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -301,14 +304,11 @@ class Worker:
                     async with asyncio.timeout(1.0):
                         await self._slot_freed.wait()
                 continue
-            # A task of its own, so that stop() can cancel a long-poll (and only the request).
-            req = self._claim_req = asyncio.get_running_loop().create_task(self.transport.claim(
-                free, self.claim_wait_ms, concurrency=capacity, running=self._jobs.occupied))
             try:
-                jobs, lease_ms = await req
+                jobs, lease_ms = await self._claim(free, capacity)
             except asyncio.CancelledError:
-                if req.cancelled() and self._stop_requested.is_set():
-                    return
+                if self._stop_requested.is_set():
+                    return  # stop() cut a long-poll short
                 raise
             except (ServiceUnavailable, RateLimited) as exc:
                 await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._stop_requested, "claim")
@@ -327,6 +327,16 @@ class Worker:
             self._leases.set_lease(lease_ms)
             for claimed in jobs:
                 self._jobs.launch(claimed)
+
+    async def _claim(self, free: int, capacity: int) -> tuple[list[Any], int | None]:
+        """One claim, awaited in the claim loop's own task (no task per claim): stop() cancels
+        that task while `_claiming` says it waits here, and only then."""
+        self._claiming = True
+        try:
+            return await self.transport.claim(free, self.claim_wait_ms, concurrency=capacity,
+                                              running=self._jobs.occupied)
+        finally:
+            self._claiming = False
 
     def _on_freed(self) -> None:
         self._slot_freed.set()

@@ -4,7 +4,6 @@ Python bytecode (how a sync handler is cancelled or timed out)."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import queue
 import threading
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from collections.abc import Callable
 
 def raise_in_thread(ident: int, exc_type: type[BaseException] | None) -> None:
     """Raise `exc_type` in thread `ident` at its next bytecode; None clears a pending one."""
+    import ctypes  # here, not at import: a worker with only async handlers never needs it
     exc = ctypes.py_object(exc_type) if exc_type is not None else None
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), exc)
 
