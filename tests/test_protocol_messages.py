@@ -328,3 +328,19 @@ def test_every_status_answer_is_what_its_schema_says() -> None:
         assert not [str(e) for e in validator.iter_errors(status)], status
         seen |= set(status)
     assert seen == set(SCHEMAS["Status"]["properties"]), "every declared field is one some state answers"
+
+
+def test_the_hosted_query_parameters_are_the_ones_the_service_reads() -> None:
+    from urllib.parse import parse_qs
+
+    from worker_kit.protocol import hosted
+
+    assert parse_qs(hosted.take_query(True, 4)[1:]) == {"batch_size": ["4"], "job_in_progress": ["1"]}
+    assert parse_qs(hosted.take_query(False)[1:]) == {"job_in_progress": ["0"]}
+    ping = parse_qs(hosted.ping_query(["a", "b"])[1:])
+    assert hosted.listed_jobs(ping[hosted.JOB_IDS][0]) == ["a", "b"] and hosted.ping_query([]) == ""
+    assert parse_qs(hosted.hold_query(500)[1:]) == {hosted.WAIT_MS: ["500"]}
+    assert hosted.report_query(True) == "&isStream=true"
+    paths = openapi_spec()["paths"]
+    names = {p["name"] for op in paths.values() for m in op.values() for p in m.get("parameters", [])}
+    assert {hosted.BATCH_SIZE, hosted.JOB_IDS, hosted.WAIT_MS} <= names

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from worker_kit.errors import ConfigError, JobConflict, SequenceGap, StorageError
+from worker_kit.errors import ConfigError, JobConflict, JobNotFound, SequenceGap, StorageError
 from worker_kit.job import JobState, Policy
 from worker_kit.protocol import OutputItem, pack
 from worker_kit.storage import open_storage
@@ -111,6 +111,25 @@ async def test_chunks_are_stored_as_one_run_per_request(tmp_path: Path) -> None:
         assert rows == [(0,), (100,)]
         _, chunks, cursor = await storage.read_stream(EP, job.id, 99)
         assert chunks == ["t99", b"\x00"] and cursor == 101
+    finally:
+        await storage.close()
+
+
+@pytest.mark.parametrize("input_bytes", [10, 100_000])
+async def test_small_cursor_reads_of_any_job(tmp_path: Path, input_bytes: int) -> None:
+    # A cursor read bounded to a few kilobytes runs on the event loop's thread, unless the
+    # job's record is large (its input here): then on a reader thread. Same answers either way.
+    storage = await opened(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        await storage.submit(EP, "x" * input_bytes, policy=Policy(), retention_ms=60_000)
+        [job] = await storage.claim(EP, "w1", 1, 30_000)
+        token = job.token or ""
+        await storage.append_output(EP, job.id, token, [OutputItem(i, "chunk", f"t{i}") for i in range(10)])
+        record, chunks, cursor = await storage.read_stream(EP, job.id, 3, max_bytes=12)
+        assert chunks == ["t3", "t4", "t5", "t6"] and cursor == 7 and record.stream_len == 10
+        assert record.input == "x" * input_bytes
+        with pytest.raises(JobNotFound):
+            await storage.read_stream(EP, "ghost", 0, max_bytes=12)
     finally:
         await storage.close()
 

@@ -46,7 +46,7 @@ from .constants import (
 )
 from .control import HeartbeatAnswer, HeartbeatRequest, StopSignal
 from .hosted import HostedJob, HostedReport, StopList
-from .refusals import ApiError, check_chunk, refusal, stale
+from .refusals import ApiError, check_chunk, entry_refusal, refusal, stale
 from .reports import (
     Final,
     FinishAnswer,
@@ -68,6 +68,6 @@ __all__ = [
     "ApiError", "ClaimAnswer", "ClaimRequest", "ClaimedJob", "ExchangeRequest", "Final", "FinishAnswer",
     "FinishReport", "HeartbeatAnswer", "HeartbeatRequest", "HostedJob", "HostedReport", "OutputAnswer",
     "OutputItem", "OutputRequest", "Packed", "ReleaseRequest", "StatusAnswer", "StopList", "StopSignal",
-    "check_chunk", "decode", "decode_report", "dumps_json", "encode", "pack", "pack_item", "pack_text",
-    "refusal", "stale", "unpack",
+    "check_chunk", "decode", "decode_report", "dumps_json", "encode", "entry_refusal", "pack", "pack_item",
+    "pack_text", "refusal", "stale", "unpack",
 ]  # fmt: skip

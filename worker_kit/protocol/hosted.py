@@ -29,6 +29,37 @@ log = logging.getLogger("worker_kit.worker")
 #: A job-done body with this status is a progress update, not the job's end.
 PROGRESS_STATUS = JobState.IN_PROGRESS.value
 
+# Query parameters: the hosted SDK appends the first three to its URL templates; the last two are
+# this service's (a take or job-stop long-poll's hold, and the jobs a ping lists).
+BATCH_SIZE = "batch_size"  # job-take-batch: jobs wanted
+JOB_IN_PROGRESS = "job_in_progress"  # job-take: 1 while the worker runs a job
+IS_STREAM = "isStream"  # job-done: true when the job streamed chunks
+WAIT_MS = "wait_ms"
+JOB_IDS = "job_id"  # ping: the comma-separated jobs in progress
+
+
+def take_query(busy: bool, batch: int | None = None) -> str:
+    """The parameters a job-take (or, with `batch`, job-take-batch) URL ends with."""
+    wanted = "" if batch is None else f"&{BATCH_SIZE}={batch}"
+    return f"{wanted}&{JOB_IN_PROGRESS}={1 if busy else 0}"
+
+
+def ping_query(job_ids: list[str]) -> str:
+    return f"&{JOB_IDS}={','.join(job_ids)}" if job_ids else ""
+
+
+def listed_jobs(value: str) -> list[str]:
+    """The job ids of a ping's `job_id` parameter."""
+    return [job_id for job_id in value.split(",") if job_id]
+
+
+def hold_query(wait_ms: int) -> str:
+    return f"&{WAIT_MS}={wait_ms}"
+
+
+def report_query(streamed: bool) -> str:
+    return f"&{IS_STREAM}={'true' if streamed else 'false'}"
+
 
 @dataclass(slots=True)
 class HostedJob:

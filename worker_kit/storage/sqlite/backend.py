@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from ...errors import JobNotFound
 from ...job import WORKER_FINAL_STATES, JobRecord, JobState, Policy, new_job_id
-from ...protocol import OutputItem, pack, unpack
+from ...protocol import OutputItem, Packed, pack, unpack
 from .. import rules
 from ..base import MAX_PAGE, JobPage, StopSignal, Storage, SweepResult, WorkerInfo
 from ..rules import Clock
@@ -35,10 +35,18 @@ T = TypeVar("T")
 #: itself (engine.write's `small`); so may a heartbeat of at most SMALL_HEARTBEAT leases.
 SMALL_WRITE = 64 * 1024
 SMALL_HEARTBEAT = 64
+#: A cursor read of stream chunks bounded to at most this many bytes is made on the event
+#: loop's thread when the database is free at once (an SSE stream reads in such pieces: what
+#: a token batch brought, a few kilobytes, without a hand-over to a reader thread and back).
+INLINE_STREAM_BYTES = 64 * 1024
 
 
 def _pack_items(items: list[OutputItem] | None) -> list[ops.PackedItem]:
-    return [(item.seq, item.kind, pack(item.data)) for item in items or ()]
+    # The service hands items over packed already (one per token in a stream): no call then.
+    return [
+        (item.seq, item.kind, item.data if type(item.data) is Packed else pack(item.data))
+        for item in items or ()
+    ]
 
 
 def _maybe_pack(value: Any) -> bytes | None:
@@ -145,6 +153,13 @@ class SQLiteStorage(SQLiteSharedState, Storage):
             )
             return record_from_row(row), [unpack(blob) for blob in blobs], next_cursor
         start, now = max(0, cursor), self.clock()
+        if max_bytes is not None and max_bytes <= INLINE_STREAM_BYTES:
+            got = self._engine.read_inline(
+                lambda conn: _read_chunks(conn, endpoint, job_id, start, max_bytes, now, small=True)
+            )
+            if got is not NOT_INLINE and got is not ops.TOO_LARGE:
+                row, chunks = got
+                return record_from_row(row), chunks, start + len(chunks)
         # Decoded on the reader thread, off the event loop.
         row, chunks = await self._engine.read(
             lambda conn: _read_chunks(conn, endpoint, job_id, start, max_bytes, now)
@@ -204,8 +219,11 @@ class SQLiteStorage(SQLiteSharedState, Storage):
                                  small=len(leases) <= SMALL_HEARTBEAT)  # fmt: skip
 
     async def append_output(self, endpoint: str, job_id: str, token: str, items: list[OutputItem]) -> int:
-        return await self._write(ops.append_output, endpoint=endpoint, job_id=job_id, token=token,
-                                 items=_pack_items(items))  # fmt: skip
+        packed = _pack_items(items)
+        # A token stream's batch is a few kilobytes: the event loop may commit it itself.
+        small = sum(len(blob) for _, _, blob in packed) <= SMALL_WRITE
+        return await self._write(ops.append_output, small=small, endpoint=endpoint, job_id=job_id,
+                                 token=token, items=packed)  # fmt: skip
 
     async def finish(
         self,
@@ -265,14 +283,19 @@ class SQLiteStorage(SQLiteSharedState, Storage):
 
 
 def _read_chunks(
-    conn: sqlite3.Connection, endpoint: str, job_id: str, start: int, max_bytes: int | None, now: float
-) -> tuple[Any, list[Any]]:
+    conn: sqlite3.Connection, endpoint: str, job_id: str, start: int, max_bytes: int | None, now: float,
+    *, small: bool = False,
+) -> Any:  # fmt: skip
+    """(record row, chunks); with `small` (on the event loop), ops.TOO_LARGE instead when the
+    record's payloads are large."""
     # One read transaction, so the record and its chunks are from the same snapshot.
     conn.execute("BEGIN")
     try:
-        row = ops.read_record(conn, endpoint, job_id, now)
+        row = (ops.read_small_record if small else ops.read_record)(conn, endpoint, job_id, now)
         if row is None:
             raise JobNotFound(f"job {job_id} not found")
+        if row is ops.TOO_LARGE:
+            return row
         chunks = stream.chunks_from(conn, job_id, start, max_bytes)
     finally:
         conn.execute("COMMIT")
