@@ -152,8 +152,9 @@ def _plain_items(raw: list[Any], payloads: Payloads | None) -> list[OutputItem]:
     stream reports one item per token, so the well-formed ones take this one tight loop; any
     other goes through from_wire, which says what is wrong with it."""
     items = []
+    kept = payloads.holding("data") if payloads else ()
     for holder in raw:
-        if type(holder) is dict and not (payloads and payloads.get(holder, "data") is not None):
+        if type(holder) is dict and not (kept and id(holder) in kept):
             seq, kind, data = holder.get("seq"), holder.get("kind"), holder.get("data")
             if type(seq) is int and 0 <= seq <= MAX_SEQ and (kind == "chunk" or kind == "progress"):
                 if type(data) is str:

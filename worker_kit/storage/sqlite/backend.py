@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from ...errors import JobNotFound
 from ...job import WORKER_FINAL_STATES, JobRecord, JobState, Policy, new_job_id
-from ...protocol import OutputItem, pack, unpack
+from ...protocol import OutputItem, Packed, pack, unpack
 from .. import rules
 from ..base import MAX_PAGE, JobPage, StopSignal, Storage, SweepResult, WorkerInfo
 from ..rules import Clock
@@ -42,7 +42,11 @@ INLINE_STREAM_BYTES = 64 * 1024
 
 
 def _pack_items(items: list[OutputItem] | None) -> list[ops.PackedItem]:
-    return [(item.seq, item.kind, pack(item.data)) for item in items or ()]
+    # The service hands items over packed already (one per token in a stream): no call then.
+    return [
+        (item.seq, item.kind, item.data if type(item.data) is Packed else pack(item.data))
+        for item in items or ()
+    ]
 
 
 def _maybe_pack(value: Any) -> bytes | None:
