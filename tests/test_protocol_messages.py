@@ -344,3 +344,19 @@ def test_the_hosted_query_parameters_are_the_ones_the_service_reads() -> None:
     paths = openapi_spec()["paths"]
     names = {p["name"] for op in paths.values() for m in op.values() for p in m.get("parameters", [])}
     assert {hosted.BATCH_SIZE, hosted.JOB_IDS, hosted.WAIT_MS} <= names
+
+
+def test_the_protocol_sits_below_both_sides() -> None:
+    # The service and the runtime import the wire's definition; it imports neither of them, nor
+    # aiohttp (a worker loads its HTTP stack only when its transport opens).
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, worker_kit.protocol, worker_kit.protocol.hosted, worker_kit.protocol.status\n"
+        "parts = {'service', 'worker', 'storage', 'client', 'cli', 'harness'}\n"
+        "ours = [m for m in sys.modules if m.startswith('worker_kit.') and m.split('.')[1] in parts]\n"
+        "print(sorted(ours + [m for m in sys.modules if m == 'aiohttp']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -14,12 +14,11 @@ Content-Type says. Its messages:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..job import JobState
 from .claims import ClaimedJob
-from .fields import PORTABLE_REF, Out, object_schema
+from .fields import PORTABLE_REF, Message, Out, object_schema
 
 if TYPE_CHECKING:
     from ..job import JobRecord
@@ -61,15 +60,16 @@ def report_query(streamed: bool) -> str:
     return f"&{IS_STREAM}={'true' if streamed else 'false'}"
 
 
-@dataclass(slots=True)
-class HostedJob:
-    """A job as job-take hands it out: `{"id", "input", "webhook"?}`."""
+class HostedJob(Message):
+    """A job as job-take hands it out: `{"id", "input", "webhook"?}` (and `policy`, which the
+    hosted service may add; kept as it came)."""
 
-    id: str
-    input: Any
-    webhook: str | None = None
-    #: What the hosted service may add (e.g. a policy); kept as it came.
-    policy: dict[str, Any] | None = None
+    __slots__ = ("id", "input", "policy", "webhook")
+
+    def __init__(
+        self, id: str, input: Any, webhook: str | None = None, policy: dict[str, Any] | None = None
+    ) -> None:
+        self.id, self.input, self.webhook, self.policy = id, input, webhook, policy
 
     FIELDS: ClassVar = (
         Out("id", {"type": "string"}, required=True),
@@ -108,17 +108,17 @@ class HostedJob:
         return object_schema(cls.FIELDS)
 
 
-@dataclass(slots=True)
-class HostedReport:
+class HostedReport(Message):
     """A job-done or job-stream body: `{"output"?, "error"?, "status"?}`.
 
     job-done: a result (`output`), a failure (`error`: the SDK sends a handler's exception as
     the JSON text of {error_type, error_message, error_traceback}), or, with `status`
     IN_PROGRESS, a progress update. job-stream: one chunk (`output`)."""
 
-    output: Any = None
-    error: Any = None
-    status: Any = None
+    __slots__ = ("error", "output", "status")
+
+    def __init__(self, output: Any = None, error: Any = None, status: Any = None) -> None:
+        self.output, self.error, self.status = output, error, status
 
     FIELDS: ClassVar = (
         Out("output", PORTABLE_REF),
