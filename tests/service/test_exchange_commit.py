@@ -13,7 +13,12 @@ from .test_protocol_raw import done, jworker
 
 
 @pytest.mark.skipif(TEST_STORAGE != "sqlite", reason="counts SQLite's group commits")
-async def test_a_finish_and_the_next_claim_share_one_commit(service: Any, api: Any, session: Any) -> None:
+async def test_a_finish_and_the_next_claim_share_one_commit(
+    service_factory: Any, api_at: Any, session: Any
+) -> None:
+    # No sweep during the test: each sweep is a write transaction of its own.
+    service = await service_factory(sweep_interval_s=3600)
+    api = api_at(service.endpoint_url("ep"))
     w = await jworker(api, session)
     ids = [await api.run({"n": i}) for i in range(2)]
     (first,) = (await w.exchange([], max_jobs=1))["jobs"]
