@@ -85,7 +85,7 @@ def _pack_seq(seq: int) -> bytes:
         return bytes((seq,))  # positive fixint
     if 0 <= seq < 65536:
         return b"\xcc" + seq.to_bytes(1, "big") if seq < 256 else b"\xcd" + seq.to_bytes(2, "big")
-    return pack(seq)
+    return b"\xce" + seq.to_bytes(4, "big") if 0 <= seq < 2**32 else pack(seq)
 
 
 def pack_map(fields: list[tuple[str, bytes]]) -> bytes:

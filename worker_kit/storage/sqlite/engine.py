@@ -310,8 +310,9 @@ class SQLiteEngine:
         for pending in items:
             if pending.ok:
                 notes = pending.notes
-                if len(notes) == 1:  # the common case: one job changed
-                    self._publish(notes[0], 1)
+                if len(notes) <= 2 and (len(notes) < 2 or notes[0] != notes[1]):
+                    for channel in notes:  # the common case: a job changed (and can be claimed)
+                        self._publish(channel, 1)
                 else:  # a channel named n times by one operation (n jobs requeued) wakes n claims
                     for channel, times in collections.Counter(notes).items():
                         self._publish(channel, times)
