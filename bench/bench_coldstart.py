@@ -56,7 +56,7 @@ def cold_start_once(handler: Path) -> tuple[float, int]:
         data = b""
         while b"\r\n\r\n" not in data:
             data += conn.recv(65536)
-        if b"/worker/claim" in data:
+        if b"/worker/claim" in data or b"/worker/exchange" in data:  # protocol 1 or 2
             arrived.set()
 
     threading.Thread(target=accept, daemon=True).start()
@@ -104,9 +104,18 @@ def main() -> None:
     rss = statistics.median(s[1] for s in samples)
     print(f"worker_kit worker: process start to first claim {start * 1000:.0f} ms (median of {args.runs}); "
           f"idle RSS {rss / 1024:.1f} MB")
+    contexts = ("import ssl; ssl.create_default_context(); "
+                "ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).set_default_verify_paths()")
     for label, python, code in (
         ("python -c pass", sys.executable, "pass"),
         ("python -c 'import worker_kit'", sys.executable, "import worker_kit"),
+        ("python -c 'import asyncio'", sys.executable, "import asyncio"),
+        ("python -c 'import ssl'", sys.executable, "import ssl"),
+        ("import ssl + the two SSL contexts aiohttp.connector builds at import", sys.executable, contexts),
+        ("python -c 'import aiohttp'", sys.executable, "import aiohttp"),
+        ("python -c 'import aiohttp, uvloop'", sys.executable, "import aiohttp, uvloop"),
+        ("aiohttp, uvloop and the worker runtime's modules", sys.executable,
+         "import aiohttp, uvloop, worker_kit.worker.loop, worker_kit.worker.entrypoint"),
         ("python -c 'import runpod' (1.12.0)", args.runpod_python, "import runpod"),
     ):
         if not Path(python).exists():

@@ -74,15 +74,21 @@ def test_many_small_entries_are_decoded_whole_and_packed_once_more(count: int) -
     assert all(type(i.data) is Packed for i in decoded)
 
 
-def test_a_finish_keeps_its_result_bytes_and_decodes_its_many_small_items() -> None:
+@pytest.mark.parametrize("items_first", [False, True])
+def test_a_finish_keeps_its_result_bytes_and_decodes_its_many_small_items(items_first: bool) -> None:
     # A streamed job's finish: its aggregate result is kept as sent, and the thousands of
-    # trailing items it carries (decoded whole) each get their data packed once.
+    # trailing items it carries (decoded whole, whether the large result comes before or
+    # after them in the body) each get their data packed once.
     from worker_kit.protocol.reports import FinishReport
 
-    items = [{"seq": i, "kind": "chunk", "data": f"tok{i} "} for i in range(5000)]
-    body = {"id": "j", "token": "t", "state": "COMPLETED", "output": [BIG], "items": items}
+    items = [{"seq": i, "kind": "chunk", "data": f"tok{i} "} for i in range(500)]
+    result = [BIG] * 10  # far more bytes than the items: they are measured by their own size
+    body: dict[str, Any] = {"id": "j", "token": "t", "state": "COMPLETED", "output": result, "items": items}
+    if items_first:
+        body = {"items": body.pop("items"), **body}
     value, payloads = unpack_keeping_payloads(pack(body))
-    assert value == body and payloads.get(value, "output") == pack([BIG])
+    assert value == body and payloads.get(value, "output") == pack(result)
+    assert not any(payloads.get(item, "data") for item in value["items"])  # not walked one by one
     report = FinishReport.decode(value, payloads)
-    assert report.final.output == pack([BIG])
+    assert report.final.output == pack(result)
     assert [(i.seq, bytes(i.data)) for i in report.items] == [(i["seq"], pack(i["data"])) for i in items]

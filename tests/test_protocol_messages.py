@@ -150,7 +150,7 @@ def test_the_served_document_holds_the_generated_schemas() -> None:
 # -- what the runtime builds is what the service reads ---------------------------------------------
 
 
-@pytest.mark.parametrize("seq", [0, 127, 128, 255, 256, 65535, 65536, 2**32, MAX_SEQ])
+@pytest.mark.parametrize("seq", [0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, MAX_SEQ])
 def test_a_packed_item_is_the_msgpack_of_its_map(seq: int) -> None:
     # pack_item splices constant parts and a seq packed by hand (one item per streamed token):
     # the bytes are exactly what msgpack makes of the map.
@@ -328,3 +328,35 @@ def test_every_status_answer_is_what_its_schema_says() -> None:
         assert not [str(e) for e in validator.iter_errors(status)], status
         seen |= set(status)
     assert seen == set(SCHEMAS["Status"]["properties"]), "every declared field is one some state answers"
+
+
+def test_the_hosted_query_parameters_are_the_ones_the_service_reads() -> None:
+    from urllib.parse import parse_qs
+
+    from worker_kit.protocol import hosted
+
+    assert parse_qs(hosted.take_query(True, 4)[1:]) == {"batch_size": ["4"], "job_in_progress": ["1"]}
+    assert parse_qs(hosted.take_query(False)[1:]) == {"job_in_progress": ["0"]}
+    ping = parse_qs(hosted.ping_query(["a", "b"])[1:])
+    assert hosted.listed_jobs(ping[hosted.JOB_IDS][0]) == ["a", "b"] and hosted.ping_query([]) == ""
+    assert parse_qs(hosted.hold_query(500)[1:]) == {hosted.WAIT_MS: ["500"]}
+    assert hosted.report_query(True) == "&isStream=true"
+    paths = openapi_spec()["paths"]
+    names = {p["name"] for op in paths.values() for m in op.values() for p in m.get("parameters", [])}
+    assert {hosted.BATCH_SIZE, hosted.JOB_IDS, hosted.WAIT_MS} <= names
+
+
+def test_the_protocol_sits_below_both_sides() -> None:
+    # The service and the runtime import the wire's definition; it imports neither of them, nor
+    # aiohttp (a worker loads its HTTP stack only when its transport opens).
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, worker_kit.protocol, worker_kit.protocol.hosted, worker_kit.protocol.status\n"
+        "parts = {'service', 'worker', 'storage', 'client', 'cli', 'harness'}\n"
+        "ours = [m for m in sys.modules if m.startswith('worker_kit.') and m.split('.')[1] in parts]\n"
+        "print(sorted(ours + [m for m in sys.modules if m == 'aiohttp']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

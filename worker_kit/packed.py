@@ -20,7 +20,8 @@ SLICE_FROM_BYTES = 64 * 1024
 PAYLOAD_KEYS = frozenset({"output", "data"})
 LIST_KEYS = frozenset({"finish", "items"})
 
-#: A list whose entries average fewer bytes than this is decoded whole, not walked.
+#: A list whose entries average fewer bytes than this is decoded whole, not walked (its own
+#: bytes, measured: a finish's items are many and small even when its result is large).
 SMALL_ENTRY_BYTES = 1024
 #: Map lead bytes of the msgpack format: fixmap, map 16, map 32; and arrays likewise.
 _MAP = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
@@ -44,7 +45,12 @@ class Payloads:
         return bool(self._by_map)
 
     def get(self, holder: dict[str, Any], key: str) -> Packed | None:
-        return self._by_map.get(id(holder), {}).get(key)
+        kept = self._by_map.get(id(holder))
+        return None if kept is None else kept.get(key)
+
+    def holding(self, key: str) -> set[int]:
+        """The ids of the maps whose `key` was kept (to test thousands of maps at set speed)."""
+        return {holder for holder, kept in self._by_map.items() if key in kept}
 
 
 def unpack_keeping_payloads(data: bytes) -> tuple[Any, Payloads]:
@@ -53,12 +59,17 @@ def unpack_keeping_payloads(data: bytes) -> tuple[Any, Payloads]:
     Raises whatever msgpack raises for a malformed body (the caller falls back to a plain decode
     for its error message)."""
     payloads = Payloads()
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1024))
-    unpacker.feed(data)
+    unpacker = _unpacker(data)
     value = _value(unpacker, data, payloads, walk=True)
     if unpacker.tell() != len(data):
         raise ValueError("extra bytes after the body")
     return value, payloads
+
+
+def _unpacker(data: bytes) -> msgpack.Unpacker:
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1024))
+    unpacker.feed(data)
+    return unpacker
 
 
 def _value(u: msgpack.Unpacker, data: bytes, payloads: Payloads, walk: bool) -> Any:
@@ -72,22 +83,27 @@ def _value(u: msgpack.Unpacker, data: bytes, payloads: Payloads, walk: bool) -> 
                 holder[key] = u.unpack()
                 payloads.add(holder, key, data[start : u.tell()])
             elif key in LIST_KEYS and u.tell() < len(data) and data[u.tell()] in _ARRAY:
-                if _array_len(data, u.tell()) * SMALL_ENTRY_BYTES > len(data) - u.tell():
+                start = u.tell()
+                u.skip()  # measured first (a C-level pass), then decoded one way or the other
+                part = data[start : u.tell()]
+                if _array_len(part) * SMALL_ENTRY_BYTES > len(part):
                     # Many small entries (a token stream's output items): one C-level decode;
                     # packing their small payloads again costs less than walking each entry.
-                    holder[key] = u.unpack()
+                    holder[key] = msgpack.unpackb(part, raw=False, strict_map_key=False)
                 else:
-                    holder[key] = [_value(u, data, payloads, walk=True) for _ in range(u.read_array_header())]
+                    sub = _unpacker(part)
+                    entries = sub.read_array_header()
+                    holder[key] = [_value(sub, part, payloads, walk=True) for _ in range(entries)]
             else:
                 holder[key] = u.unpack()
         return holder
     return u.unpack()
 
 
-def _array_len(data: bytes, pos: int) -> int:
-    """The length of the msgpack array whose header starts at data[pos] (read, not consumed)."""
-    lead = data[pos]
+def _array_len(data: bytes) -> int:
+    """The length of the msgpack array that `data` holds, from its header."""
+    lead = data[0]
     if lead <= 0x9F:
         return lead & 0x0F
     width = 2 if lead == 0xDC else 4
-    return int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+    return int.from_bytes(data[1 : 1 + width], "big")

@@ -66,6 +66,29 @@ async def test_text_chunks_arrive_as_json_writes_them(endpoint_url: str, worker:
     assert [e.id for e in chunks] == [str(i) for i in range(1, len(texts) + 3)]
 
 
+async def test_a_backlog_over_many_read_pieces_arrives(endpoint_url: str, worker: ScriptedWorker) -> None:
+    # 300 KB of chunks, more than one read piece (sse.READ_BYTES) many times over: while the
+    # job runs and after it ended, every chunk arrives once, in order, then one status event.
+    before = [f"{i:04d}" + "b" * 996 for i in range(150)]
+    after = [f"{i:04d}" + "a" * 996 for i in range(150, 300)]
+    assert sum(map(len, before)) > 2 * sse_module.READ_BYTES
+    async with AsyncEndpoint(endpoint_url) as ep:
+        script = {"chunks": before, "gate": "backlog", "chunks_after": after, "output": "x" * 100_000}
+        handle = await ep.run(script)
+        url = f"{endpoint_url}/stream/{handle.id}"
+        live = asyncio.create_task(_events(url))
+        await asyncio.sleep(0.3)
+        worker.gate("backlog").set()
+        await handle.output(timeout=10)
+        events = [await live, await _events(url)]
+    for got in events:
+        chunks = [e for e in got if e.event == "chunk"]
+        assert [json.loads(e.data)["output"] for e in chunks] == before + after
+        assert [e.id for e in chunks] == [str(i) for i in range(1, 301)]
+        assert [e.event for e in got if e.event != "chunk"][-1:] == ["status"]
+        assert [e.event for e in got].count("status") == 1 and got[-1].event == "status"
+
+
 async def test_live_updates_then_chunks_in_order(endpoint_url: str, worker: ScriptedWorker) -> None:
     async with AsyncEndpoint(endpoint_url) as ep:
         handle = await ep.run({"gate": "live", "chunks_after": list(range(20)), "output": None})
@@ -241,3 +264,30 @@ async def test_a_job_purged_while_followed_ends_the_wait_cancelled(endpoint_url:
     assert [e.event for e in events] == ["update", "status"]
     final = json.loads(events[-1].data)
     assert final["status"] == "CANCELLED" and "purged" in final["error"]
+
+
+class _Blocks:
+    """Bytes arriving in the given blocks, as aiohttp's StreamReader.iter_any() hands them over."""
+
+    def __init__(self, blocks: list[bytes]) -> None:
+        self.blocks = blocks
+
+    async def iter_any(self) -> Any:
+        for block in self.blocks:
+            yield block
+
+
+async def test_the_parser_gives_the_same_events_however_the_bytes_are_cut() -> None:
+    wire = (
+        "retry: 1000\r\n\r\n: keep-alive\n\nid: 1\nevent: chunk\ndata: {\"output\":\"é€😀\"}\n\n"
+        "event: update\ndata: line one\ndata: line two\r\n\r\n"
+        "data: " + "x" * 300_000 + "\n\nid: 2\nevent: chunk\ndata: cut off"
+    ).encode()
+    expected = [
+        SSEEvent("chunk", '{"output":"é€😀"}', "1"),
+        SSEEvent("update", "line one\nline two", None),
+        SSEEvent("message", "x" * 300_000, None),
+    ]  # the last event has no blank line after it: a dropped connection, so it is not given
+    for size in (1, 2, 3, 7, 64, 4096, 65536, len(wire)):
+        blocks = [wire[i : i + size] for i in range(0, len(wire), size)]
+        assert [e async for e in iter_sse(_Blocks(blocks))] == expected, size  # type: ignore[arg-type]

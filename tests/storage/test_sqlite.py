@@ -18,7 +18,7 @@ from worker_kit.errors import ConfigError, JobConflict, JobNotFound, SequenceGap
 from worker_kit.job import JobState, Policy
 from worker_kit.protocol import OutputItem, pack
 from worker_kit.storage import open_storage
-from worker_kit.storage.sqlite import engine, ops
+from worker_kit.storage.sqlite import connections, engine, ops
 from worker_kit.storage.sqlite.backend import SQLiteStorage
 from worker_kit.storage.sqlite.schema import SCHEMA_VERSION, SQLiteURL
 
@@ -419,6 +419,31 @@ async def test_commits_made_by_the_event_loop_are_checkpointed(tmp_path: Path) -
             assert asyncio.get_running_loop().time() < deadline, "the WAL was never checkpointed"
             await asyncio.sleep(0.05)
         assert (await storage.counts(EP))["IN_QUEUE"] == engine.CHECKPOINT_EVERY * 2 + 10
+    finally:
+        await storage.close()
+
+
+async def test_a_claim_and_finish_of_a_large_input_leave_the_event_loop(tmp_path: Path) -> None:
+    # A claim of one job and a finish may run on the event loop, but not when the input they
+    # carry back is large: found before anything is written, the batch goes to the writer thread.
+    storage = await opened(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        big = {"pad": b"x" * (connections.LOOP_BYTES + 1)}
+        await storage.submit(EP, big, policy=Policy(), retention_ms=60_000)
+        await storage.submit(EP, {"n": 1}, policy=Policy(), retention_ms=60_000)
+        commits = storage._engine._on_loop.commits
+        [job] = await storage.claim(EP, "w1", 1, 30_000)
+        assert job.input == big and job.state is JobState.IN_PROGRESS and job.token
+        assert storage._engine._on_loop.commits == commits  # the writer thread ran it
+        done = await storage.finish(EP, job.id, job.token, JobState.COMPLETED, output="ok")
+        assert done.state is JobState.COMPLETED and done.output == "ok" and done.input == big
+        assert storage._engine._on_loop.commits == commits
+        [small] = await storage.claim(EP, "w1", 1, 30_000)  # a small one runs on the loop
+        assert small.input == {"n": 1} and storage._engine._on_loop.commits == commits + 1
+        done = await storage.finish(EP, small.id, small.token or "", JobState.COMPLETED, output=1)
+        assert done.output == 1 and storage._engine._on_loop.commits == commits + 2
+        counts = await storage.counts(EP)
+        assert counts["COMPLETED"] == 2 and counts["IN_PROGRESS"] == 0
     finally:
         await storage.close()
 

@@ -12,11 +12,15 @@ runtime and the client:
 - `refusals`: the 4xx answers, as the service raises them and as a worker reads them;
 - `status`: the status answer of the client routes (its encoder is JobRecord.to_status).
 
-Each message is one slots dataclass with its decoder (service side: validates, raises ApiError
-with the reason) and its encoder (worker side: packs once, splicing payloads packed earlier).
+Each message is one type with slots (a dataclass, or a `fields.Message`, which costs less to
+import) with its decoder (service side: validates, raises ApiError with the reason) and its
+encoder (worker side: packs once, splicing payloads packed earlier).
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ..packed import Packed
 from .claims import ClaimAnswer, ClaimedJob, ClaimRequest, ExchangeRequest
@@ -45,8 +49,7 @@ from .constants import (
     WORKER_RELEASE,
 )
 from .control import HeartbeatAnswer, HeartbeatRequest, StopSignal
-from .hosted import HostedJob, HostedReport, StopList
-from .refusals import ApiError, check_chunk, refusal, stale
+from .refusals import ApiError, check_chunk, entry_refusal, refusal, stale
 from .reports import (
     Final,
     FinishAnswer,
@@ -58,7 +61,6 @@ from .reports import (
     decode_report,
     pack_item,
 )
-from .status import StatusAnswer
 
 __all__ = [
     "API_PREFIX", "DEFAULT_CLAIM_WAIT_MS", "DEFAULT_LEASE_MS", "JSON", "MAX_CLAIM", "MAX_FIELD_CHARS",
@@ -68,6 +70,23 @@ __all__ = [
     "ApiError", "ClaimAnswer", "ClaimRequest", "ClaimedJob", "ExchangeRequest", "Final", "FinishAnswer",
     "FinishReport", "HeartbeatAnswer", "HeartbeatRequest", "HostedJob", "HostedReport", "OutputAnswer",
     "OutputItem", "OutputRequest", "Packed", "ReleaseRequest", "StatusAnswer", "StopList", "StopSignal",
-    "check_chunk", "decode", "decode_report", "dumps_json", "encode", "pack", "pack_item", "pack_text",
-    "refusal", "stale", "unpack",
+    "check_chunk", "decode", "decode_report", "dumps_json", "encode", "entry_refusal", "pack", "pack_item",
+    "pack_text", "refusal", "stale", "unpack",
 ]  # fmt: skip
+
+#: Loaded on first use: a worker speaking the native protocol needs neither (its cold start).
+_LAZY = {"HostedJob": "hosted", "HostedReport": "hosted", "StopList": "hosted", "StatusAnswer": "status"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'worker_kit.protocol' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from .hosted import HostedJob, HostedReport, StopList
+    from .status import StatusAnswer

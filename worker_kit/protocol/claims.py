@@ -17,7 +17,7 @@ from .constants import (
     MAX_SLOTS,
     PROTOCOL_VERSION,
 )
-from .fields import PORTABLE_REF, Int, Out, Text, object_schema
+from .fields import PORTABLE_REF, Int, Message, Out, Text, object_schema
 from .refusals import ApiError
 from .reports import pack_array, pack_map
 
@@ -30,14 +30,19 @@ _WORKER_ID = Text("worker_id")
 _CONCURRENCY = Int("concurrency", default=None, minimum=0, maximum=MAX_SLOTS)
 
 
-@dataclass(slots=True)
-class ClaimRequest:
+class ClaimRequest(Message):
     """`POST /worker/claim`: up to `max` jobs, held up to `wait_ms` for the first."""
 
-    worker_id: str
-    max: int = 1
-    wait_ms: int = DEFAULT_CLAIM_WAIT_MS
-    concurrency: int | None = None
+    __slots__ = ("concurrency", "max", "wait_ms", "worker_id")
+
+    def __init__(
+        self,
+        worker_id: str,
+        max: int = 1,
+        wait_ms: int = DEFAULT_CLAIM_WAIT_MS,
+        concurrency: int | None = None,
+    ) -> None:
+        self.worker_id, self.max, self.wait_ms, self.concurrency = worker_id, max, wait_ms, concurrency
 
     FIELDS: ClassVar = (_WORKER_ID, Int("max", default=1, minimum=1, maximum=MAX_CLAIM),
                         Int("wait_ms", default=DEFAULT_CLAIM_WAIT_MS, minimum=0, cap=MAX_POLL_MS),
@@ -53,12 +58,11 @@ class ClaimRequest:
                      "concurrency": self.concurrency})  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
 class _Finishes:
     """An exchange's `finish`: the reports, each refused or answered on its own (so an entry is any
     value here: a malformed one gets its own refusal in the answer, not a 400 for the request)."""
 
-    name: str = "finish"
+    name = "finish"
     required = False
 
     def read(self, body: dict[str, Any]) -> list[Any]:
@@ -81,18 +85,24 @@ _WAIT_MS = Int("wait_ms", default=DEFAULT_CLAIM_WAIT_MS, minimum=0, cap=MAX_POLL
                description="0 with finishes")  # fmt: skip
 
 
-@dataclass(slots=True)
-class ExchangeRequest:
+class ExchangeRequest(Message):
     """`POST /worker/exchange` (protocol 2): finish any number of jobs, then claim up to `max`.
 
     `finish` holds the reports: each a FinishReport's packed bytes when a worker builds the
     request, each as decoded (any value, checked one by one) when the service reads it."""
 
-    worker_id: str
-    finish: list[Any] = field(default_factory=list)
-    max: int = 0
-    wait_ms: int = DEFAULT_CLAIM_WAIT_MS
-    concurrency: int | None = None
+    __slots__ = ("concurrency", "finish", "max", "wait_ms", "worker_id")
+
+    def __init__(
+        self,
+        worker_id: str,
+        finish: list[Any] | None = None,
+        max: int = 0,
+        wait_ms: int = DEFAULT_CLAIM_WAIT_MS,
+        concurrency: int | None = None,
+    ) -> None:
+        self.worker_id, self.finish, self.max = worker_id, [] if finish is None else finish, max
+        self.wait_ms, self.concurrency = wait_ms, concurrency
 
     FIELDS: ClassVar = (_WORKER_ID, _FINISHES, _MAX, _WAIT_MS, _CONCURRENCY)
 
@@ -192,16 +202,22 @@ _FINISHED = {
 }  # fmt: skip
 
 
-@dataclass(slots=True)
-class ClaimAnswer:
+class ClaimAnswer(Message):
     """The answer of a claim or an exchange: `{"jobs", "lease_ms", "result_limit"}`, plus
     `"finished"` and `"protocol"` for an exchange."""
 
-    jobs: list[ClaimedJob]
-    lease_ms: Any = None
-    result_limit: int | None = None
-    finished: list[Any] = field(default_factory=list)
-    protocol: int | None = None
+    __slots__ = ("finished", "jobs", "lease_ms", "protocol", "result_limit")
+
+    def __init__(
+        self,
+        jobs: list[ClaimedJob],
+        lease_ms: Any = None,
+        result_limit: int | None = None,
+        finished: list[Any] | None = None,
+        protocol: int | None = None,
+    ) -> None:
+        self.jobs, self.lease_ms, self.result_limit = jobs, lease_ms, result_limit
+        self.finished, self.protocol = [] if finished is None else finished, protocol
 
     CLAIM_FIELDS: ClassVar = (
         Out("jobs", {"type": "array", "items": {"$ref": "#/components/schemas/ClaimedJob"}}, required=True),

@@ -115,7 +115,13 @@ def decode(data: bytes, content_type: str | None) -> Any:
         if not isinstance(data, bytes | bytearray):
             return json.loads(data, parse_int=_json_int)
         # What json.loads does with bytes, with a decoder made once.
-        return _JSON_DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
+        # An object in UTF-8 (every client's) starts with "{" then a non-zero byte: no need to
+        # look for a BOM or UTF-16/32 (json.detect_encoding) to know it.
+        if data[:1] == b"{" and data[1:2] != b"\x00":
+            encoding = "utf-8"
+        else:
+            encoding = json.detect_encoding(data)
+        return _JSON_DECODER.decode(data.decode(encoding, "surrogatepass"))
     except RecursionError:
         raise ValueError("body is not valid JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and _json_int's refusals

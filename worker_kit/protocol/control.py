@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from .codecs import pack
 from .constants import MAX_POLL_MS, MAX_SLOTS, STOP_REASONS
-from .fields import Int, Out, Text, object_schema
+from .fields import Int, Message, Out, Text, object_schema
 from .refusals import ApiError
 
 
@@ -22,11 +22,10 @@ class StopSignal:
     token: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class _Leases:
     """A heartbeat's `jobs`: {job id: lease token}."""
 
-    name: str = "jobs"
+    name = "jobs"
     required = False
 
     def read(self, body: dict[str, Any]) -> dict[str, str]:
@@ -48,16 +47,22 @@ _CONCURRENCY = Int("concurrency", default=None, minimum=0, maximum=MAX_SLOTS)
 _RUNNING = Int("running", default=None, minimum=0, maximum=MAX_SLOTS)
 
 
-@dataclass(slots=True)
-class HeartbeatRequest:
+class HeartbeatRequest(Message):
     """`POST /worker/heartbeat`: the leases the worker holds, renewed; held up to `wait_ms`
     until a stop arises."""
 
-    worker_id: str
-    jobs: dict[str, str]
-    wait_ms: int = 0
-    concurrency: int | None = None
-    running: int | None = None
+    __slots__ = ("concurrency", "jobs", "running", "wait_ms", "worker_id")
+
+    def __init__(
+        self,
+        worker_id: str,
+        jobs: dict[str, str],
+        wait_ms: int = 0,
+        concurrency: int | None = None,
+        running: int | None = None,
+    ) -> None:
+        self.worker_id, self.jobs, self.wait_ms = worker_id, jobs, wait_ms
+        self.concurrency, self.running = concurrency, running
 
     FIELDS: ClassVar = (_WORKER_ID, _LEASES, _WAIT_MS, _CONCURRENCY, _RUNNING)
 

@@ -4,13 +4,13 @@ decoder reads them, and /openapi.json is generated from the same list (`object_s
 document cannot drift from what the routes accept (tests/test_protocol_messages.py).
 
 Fields are plain objects with a `read(body)` method: a message's decoder calls them one by one, as
-hand-written checks would, with no validation framework between the body and the route.
+hand-written checks would, with no validation framework between the body and the route. They are
+plain classes, not dataclasses, so that importing the protocol stays cheap (a worker's cold start).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..portable import problem
@@ -30,18 +30,24 @@ def integral(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True, slots=True)
 class Int:
     """An optional integer; null means absent. Values above `cap` are lowered to it, values
     outside minimum..maximum refused."""
 
-    name: str
-    default: int | None
-    minimum: int = 0
-    maximum: int | None = None
-    cap: int | None = None
-    description: str | None = None
+    __slots__ = ("cap", "default", "description", "maximum", "minimum", "name")
     required = False
+
+    def __init__(
+        self,
+        name: str,
+        default: int | None,
+        minimum: int = 0,
+        maximum: int | None = None,
+        cap: int | None = None,
+        description: str | None = None,
+    ) -> None:
+        self.name, self.default, self.minimum, self.maximum = name, default, minimum, maximum
+        self.cap, self.description = cap, description
 
     def read(self, body: dict[str, Any]) -> Any:
         value = integral(body.get(self.name, self.default))
@@ -65,13 +71,13 @@ class Int:
         return schema
 
 
-@dataclass(frozen=True, slots=True)
 class Text:
     """A non-empty string of at most `max_len` characters of valid text (an id, a token)."""
 
-    name: str
-    required: bool = True
-    max_len: int = MAX_FIELD_CHARS
+    __slots__ = ("max_len", "name", "required")
+
+    def __init__(self, name: str, required: bool = True, max_len: int = MAX_FIELD_CHARS) -> None:
+        self.name, self.required, self.max_len = name, required, max_len
 
     def read(self, body: dict[str, Any]) -> Any:
         value = body.get(self.name)
@@ -92,17 +98,23 @@ class Text:
         return {"type": "string", "minLength": 1, "maxLength": self.max_len}
 
 
-@dataclass(frozen=True, slots=True)
 class Checked:
     """A field whose value passes `test` (or is absent, unless required), else a 400 with `reason`;
-    `schema` says the same to /openapi.json."""
+    `json_schema` says the same to /openapi.json."""
 
-    name: str
-    test: Any  # Callable[[Any], bool]
-    reason: str
-    json_schema: dict[str, Any]
-    required: bool = False
-    default: Any = None
+    __slots__ = ("default", "json_schema", "name", "reason", "required", "test")
+
+    def __init__(
+        self,
+        name: str,
+        test: Callable[[Any], bool],
+        reason: str,
+        json_schema: dict[str, Any],
+        required: bool = False,
+        default: Any = None,
+    ) -> None:
+        self.name, self.test, self.reason, self.json_schema = name, test, reason, json_schema
+        self.required, self.default = required, default
 
     def read(self, body: dict[str, Any]) -> Any:
         value = body.get(self.name)
@@ -118,13 +130,14 @@ class Checked:
         return self.json_schema
 
 
-@dataclass(frozen=True, slots=True)
 class Value:
     """Any portable value (the body as a whole is checked by the route)."""
 
-    name: str
-    description: str | None = None
+    __slots__ = ("description", "name")
     required = False
+
+    def __init__(self, name: str, description: str | None = None) -> None:
+        self.name, self.description = name, description
 
     def read(self, body: dict[str, Any]) -> Any:
         return body.get(self.name)
@@ -133,16 +146,34 @@ class Value:
         return {**PORTABLE_REF, "description": self.description} if self.description else PORTABLE_REF
 
 
-@dataclass(frozen=True, slots=True)
 class Out:
     """A field of an answer (service to worker): its schema only; workers read answers leniently."""
 
-    name: str
-    json_schema: dict[str, Any]
-    required: bool = False
+    __slots__ = ("json_schema", "name", "required")
+
+    def __init__(self, name: str, json_schema: dict[str, Any], required: bool = False) -> None:
+        self.name, self.json_schema, self.required = name, json_schema, required
 
     def schema(self) -> dict[str, Any]:
         return self.json_schema
+
+
+class Message:
+    """The base of the wire's message types: slots, and equality and a repr by field, as a
+    dataclass would give them (a dataclass costs a millisecond of import time each, which a
+    worker's cold start pays). Each message lists its fields in `__slots__`, in order."""
+
+    __slots__ = ()
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a dataclass with eq
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
 
 
 def object_schema(fields: Iterable[Any], description: str | None = None) -> dict[str, Any]:

@@ -14,12 +14,11 @@ Content-Type says. Its messages:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..job import JobState
 from .claims import ClaimedJob
-from .fields import PORTABLE_REF, Out, object_schema
+from .fields import PORTABLE_REF, Message, Out, object_schema
 
 if TYPE_CHECKING:
     from ..job import JobRecord
@@ -29,16 +28,48 @@ log = logging.getLogger("worker_kit.worker")
 #: A job-done body with this status is a progress update, not the job's end.
 PROGRESS_STATUS = JobState.IN_PROGRESS.value
 
+# Query parameters: the hosted SDK appends the first three to its URL templates; the last two are
+# this service's (a take or job-stop long-poll's hold, and the jobs a ping lists).
+BATCH_SIZE = "batch_size"  # job-take-batch: jobs wanted
+JOB_IN_PROGRESS = "job_in_progress"  # job-take: 1 while the worker runs a job
+IS_STREAM = "isStream"  # job-done: true when the job streamed chunks
+WAIT_MS = "wait_ms"
+JOB_IDS = "job_id"  # ping: the comma-separated jobs in progress
 
-@dataclass(slots=True)
-class HostedJob:
-    """A job as job-take hands it out: `{"id", "input", "webhook"?}`."""
 
-    id: str
-    input: Any
-    webhook: str | None = None
-    #: What the hosted service may add (e.g. a policy); kept as it came.
-    policy: dict[str, Any] | None = None
+def take_query(busy: bool, batch: int | None = None) -> str:
+    """The parameters a job-take (or, with `batch`, job-take-batch) URL ends with."""
+    wanted = "" if batch is None else f"&{BATCH_SIZE}={batch}"
+    return f"{wanted}&{JOB_IN_PROGRESS}={1 if busy else 0}"
+
+
+def ping_query(job_ids: list[str]) -> str:
+    return f"&{JOB_IDS}={','.join(job_ids)}" if job_ids else ""
+
+
+def listed_jobs(value: str) -> list[str]:
+    """The job ids of a ping's `job_id` parameter."""
+    return [job_id for job_id in value.split(",") if job_id]
+
+
+def hold_query(wait_ms: int) -> str:
+    return f"&{WAIT_MS}={wait_ms}"
+
+
+def report_query(streamed: bool) -> str:
+    return f"&{IS_STREAM}={'true' if streamed else 'false'}"
+
+
+class HostedJob(Message):
+    """A job as job-take hands it out: `{"id", "input", "webhook"?}` (and `policy`, which the
+    hosted service may add; kept as it came)."""
+
+    __slots__ = ("id", "input", "policy", "webhook")
+
+    def __init__(
+        self, id: str, input: Any, webhook: str | None = None, policy: dict[str, Any] | None = None
+    ) -> None:
+        self.id, self.input, self.webhook, self.policy = id, input, webhook, policy
 
     FIELDS: ClassVar = (
         Out("id", {"type": "string"}, required=True),
@@ -77,17 +108,17 @@ class HostedJob:
         return object_schema(cls.FIELDS)
 
 
-@dataclass(slots=True)
-class HostedReport:
+class HostedReport(Message):
     """A job-done or job-stream body: `{"output"?, "error"?, "status"?}`.
 
     job-done: a result (`output`), a failure (`error`: the SDK sends a handler's exception as
     the JSON text of {error_type, error_message, error_traceback}), or, with `status`
     IN_PROGRESS, a progress update. job-stream: one chunk (`output`)."""
 
-    output: Any = None
-    error: Any = None
-    status: Any = None
+    __slots__ = ("error", "output", "status")
+
+    def __init__(self, output: Any = None, error: Any = None, status: Any = None) -> None:
+        self.output, self.error, self.status = output, error, status
 
     FIELDS: ClassVar = (
         Out("output", PORTABLE_REF),

@@ -32,6 +32,10 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": self.message, **self.fields}
 
+    def entry(self, job_id: Any) -> dict[str, Any]:
+        """This refusal as one finish's answer in an exchange: `{"id", "code", "error", ...}`."""
+        return {"id": job_id, "code": self.status, **self.body()}
+
 
 def stale(job_id: str, reason: StaleLease | JobNotFound | str, state: str | None = None) -> ApiError:
     """The 409 of a report that no longer counts, `{"error", "state", "stale": true}`: the job is
@@ -54,6 +58,12 @@ def check_chunk(size: int, seq: int | None = None) -> None:
             "split it into smaller chunks",
             limit=MAX_CHUNK_BYTES,
         )
+
+
+def entry_refusal(answer: Any) -> Exception | None:
+    """The exception of one finish's answer in an exchange (`ApiError.entry`); None when it was applied."""
+    code = answer.get("code") if isinstance(answer, dict) else None
+    return refusal(code, answer, None) if isinstance(code, int) and code != 200 else None
 
 
 def refusal(status: int, payload: Any, retry_after: str | None) -> Exception:

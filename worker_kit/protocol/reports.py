@@ -22,7 +22,7 @@ from ..job import MAX_SEQ, WORKER_FINAL_STATES, JobState
 from ..packed import SLICE_FROM_BYTES, Packed, Payloads, unpack_keeping_payloads
 from ..portable import problem
 from .codecs import MSGPACK, decode, pack, pack_text
-from .fields import PORTABLE_REF, Checked, Out, Text, Value, object_schema
+from .fields import PORTABLE_REF, Checked, Message, Out, Text, Value, object_schema
 from .refusals import ApiError, check_chunk
 
 ITEM_KINDS = ("chunk", "progress")
@@ -85,7 +85,7 @@ def _pack_seq(seq: int) -> bytes:
         return bytes((seq,))  # positive fixint
     if 0 <= seq < 65536:
         return b"\xcc" + seq.to_bytes(1, "big") if seq < 256 else b"\xcd" + seq.to_bytes(2, "big")
-    return pack(seq)
+    return b"\xce" + seq.to_bytes(4, "big") if 0 <= seq < 2**32 else pack(seq)
 
 
 def pack_map(fields: list[tuple[str, bytes]]) -> bytes:
@@ -152,8 +152,9 @@ def _plain_items(raw: list[Any], payloads: Payloads | None) -> list[OutputItem]:
     stream reports one item per token, so the well-formed ones take this one tight loop; any
     other goes through from_wire, which says what is wrong with it."""
     items = []
+    kept = payloads.holding("data") if payloads else ()
     for holder in raw:
-        if type(holder) is dict and not (payloads and payloads.get(holder, "data") is not None):
+        if type(holder) is dict and not (kept and id(holder) in kept):
             seq, kind, data = holder.get("seq"), holder.get("kind"), holder.get("data")
             if type(seq) is int and 0 <= seq <= MAX_SEQ and (kind == "chunk" or kind == "progress"):
                 if type(data) is str:
@@ -166,12 +167,11 @@ def _plain_items(raw: list[Any], payloads: Payloads | None) -> list[OutputItem]:
     return items
 
 
-@dataclass(frozen=True, slots=True)
 class Items:
     """A report's `items`: output items in order, each `data` in its packed form (measured once,
     stored as it is); a chunk over the 1 MB cap refuses the whole report (413)."""
 
-    name: str = "items"
+    name = "items"
     required = False
 
     def read(self, body: dict[str, Any], payloads: Payloads | None = None) -> list[OutputItem]:
@@ -197,12 +197,14 @@ _TOKEN = Text("token")
 _ITEMS = Items()
 
 
-@dataclass(slots=True)
-class OutputRequest:
-    """`POST /worker/jobs/{id}/output`: ordered stream chunks and progress updates."""
+class OutputRequest(Message):
+    """`POST /worker/jobs/{id}/output`: ordered stream chunks and progress updates. `items`: each
+    an OutputItem as the service reads it, or packed (pack_item) as a worker sends it."""
 
-    token: str
-    items: list[Any]  # OutputItem as read by the service; packed items (pack_item) as a worker sends them
+    __slots__ = ("items", "token")
+
+    def __init__(self, token: str, items: list[Any]) -> None:
+        self.token, self.items = token, items
 
     FIELDS: ClassVar = (_TOKEN, _ITEMS)
 
@@ -233,11 +235,13 @@ class OutputAnswer:
         return object_schema(cls.FIELDS)
 
 
-@dataclass(slots=True)
-class ReleaseRequest:
+class ReleaseRequest(Message):
     """`POST /worker/jobs/{id}/release`: hand a running job back to the queue."""
 
-    token: str
+    __slots__ = ("token",)
+
+    def __init__(self, token: str) -> None:
+        self.token = token
 
     FIELDS: ClassVar = (_TOKEN,)
 
@@ -259,11 +263,10 @@ class Final:
     error_detail: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class _State:
     """A finish's `state`: one a worker may report."""
 
-    name: str = "state"
+    name = "state"
     required = True
 
     def read(self, body: dict[str, Any]) -> JobState:
@@ -286,18 +289,19 @@ _DETAIL = Checked("error_detail", lambda v: isinstance(v, dict),
 _OUTPUT = Value("output", "the result; its msgpack form at most the endpoint's result_limit bytes")
 
 
-@dataclass(slots=True)
-class FinishReport:
+class FinishReport(Message):
     """A job's finish, `{token, state, output?, error?, error_detail?, items?}` (with the job's `id`
-    in an exchange): the trailing items are applied first, then the job ends."""
+    in an exchange): the trailing items are applied first, then the job ends. `items`: each an
+    OutputItem as the service reads it, or packed (pack_item) as a worker sends it.
+    `unstorable` says why the report's values can never be answered (worker_kit.portable): the
+    service then ends the job FAILED saying so, and `items` and `final.output` are left empty."""
 
-    token: str
-    final: Final
-    items: list[Any]  # OutputItem as read by the service; packed items (pack_item) as a worker sends them
-    id: str | None = None
-    #: Why the report's values can never be answered (worker_kit.portable); the service then
-    #: ends the job FAILED saying so, and `items` and `final.output` are left empty.
-    unstorable: str | None = None
+    __slots__ = ("final", "id", "items", "token", "unstorable")
+
+    def __init__(
+        self, token: str, final: Final, items: list[Any], id: str | None = None, unstorable: str | None = None
+    ) -> None:
+        self.token, self.final, self.items, self.id, self.unstorable = token, final, items, id, unstorable
 
     FIELDS: ClassVar = (_TOKEN, _STATE, _OUTPUT, _ERROR, _DETAIL, _ITEMS)
 

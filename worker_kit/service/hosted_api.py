@@ -41,6 +41,7 @@ from ..protocol import (
     dumps_json,
     pack,
 )
+from ..protocol import hosted as hosted_wire
 from ..storage.base import queue_channel, worker_channel
 from .config import EndpointConfig
 from .hosted_reports import append, current, fail_stream, not_held, outcome, report_body
@@ -114,7 +115,7 @@ async def job_take(
 async def job_take_batch(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
 ) -> web.Response:
-    batch = query_int(request, "batch_size", default=1, minimum=1, maximum=MAX_BATCH)
+    batch = query_int(request, hosted_wire.BATCH_SIZE, default=1, minimum=1, maximum=MAX_BATCH)
     assert batch is not None
     jobs = await _take(request, state, endpoint, worker_id, batch)
     forms = await _sendable(request, state, endpoint, worker_id, jobs)
@@ -146,7 +147,7 @@ async def _sendable(
 async def ping(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, worker_id: str
 ) -> web.Response:
-    listed = [j for j in request.query.get("job_id", "").split(",") if j]
+    listed = hosted_wire.listed_jobs(request.query.get(hosted_wire.JOB_IDS, ""))
     leases = await held_leases(state, endpoint, worker_id, listed)
     stops = await state.storage.heartbeat(endpoint, worker_id, leases, state.config.lease_ms)
     # A stopped job the worker no longer lists has left it: its stop need not be repeated. Not at

@@ -17,6 +17,7 @@ from aiohttp import web
 from ..job import JobState
 from ..portable import problem
 from ..protocol import MAX_FIELD_CHARS, MAX_POLL_MS, STOP_LOST, StopSignal, dumps_json
+from ..protocol.hosted import WAIT_MS
 from .config import EndpointConfig
 from .http import ApiError, query_int
 from .state import ServiceState, authorized
@@ -86,7 +87,7 @@ def json_response(body: Any) -> web.Response:
 
 
 def hold_s(request: web.Request) -> float:
-    wait_ms = query_int(request, "wait_ms", default=DEFAULT_HOLD_MS, minimum=0, maximum=MAX_POLL_MS)
+    wait_ms = query_int(request, WAIT_MS, default=DEFAULT_HOLD_MS, minimum=0, maximum=MAX_POLL_MS)
     assert wait_ms is not None
     return wait_ms / 1000
 

@@ -23,6 +23,7 @@ from ..job import JobRecord, JobState
 from ..protocol import dumps_json
 from ..storage.base import job_channel
 from .http import client_gone
+from .sse import READ_BYTES
 from .state import ServiceState
 
 log = logging.getLogger("worker_kit.service.openai")
@@ -147,7 +148,7 @@ async def relay_stream(
     shutting down (an error event was sent). Raises Disconnected when the client left."""
     relay = Relay(request, response)
     channel = job_channel(job_id)
-    cursor = 0
+    cursor, ended = 0, False
     shutdown = state.shutdown.event
     while True:
         if client_gone(request):
@@ -157,9 +158,10 @@ async def relay_stream(
         try:
             await asyncio.sleep(0)  # subscribe before reading, so a change in between still wakes us
             try:
-                job, items, cursor = await state.storage.read_stream(
-                    endpoint, job_id, cursor, max_bytes=state.config.stream_max_bytes
-                )
+                # Small pieces while the job runs (what just landed); the rest in large ones.
+                size = state.config.stream_max_bytes
+                size = size if ended else min(size, READ_BYTES)
+                job, items, cursor = await state.storage.read_stream(endpoint, job_id, cursor, max_bytes=size)
             except JobNotFound:
                 await relay.close_frame()
                 await relay.write(
@@ -167,6 +169,7 @@ async def relay_stream(
                 )
                 return True
             await relay.chunks(items)
+            ended = job.state.is_terminal
             if cursor < job.stream_len:
                 continue  # a bounded read left chunks behind: read on at once
             if job.state.is_terminal:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..protocol import MAX_FIELD_CHARS, MAX_POLL_MS
+from ..protocol.hosted import BATCH_SIZE, JOB_IDS, WAIT_MS
 from .hosted_api import MAX_BATCH
 
 _NONE_YET = (204,)
@@ -26,14 +27,14 @@ def hosted_paths(
     worker_id = {"type": "string", "minLength": 1, "maxLength": MAX_FIELD_CHARS}
     worker = [_ENDPOINT, {"name": "worker_id", "in": "path", "required": True, "schema": worker_id}]
     job = [*worker, _JOB_ID]
-    hold = _q("wait_ms", "how long to hold the long-poll (default 30000)", MAX_POLL_MS)
-    listed = {"name": "job_id", "in": "query", "required": False, "schema": {"type": "string"}}
+    hold = _q(WAIT_MS, "how long to hold the long-poll (default 30000)", MAX_POLL_MS)
+    listed = {"name": JOB_IDS, "in": "query", "required": False, "schema": {"type": "string"}}
     routes = [  # (method, route, summary, answer, params, body, errors, no content)
         ("get", "/job-take/{worker_id}", "Take one job (long-poll; 204 when none)", _ref("HostedJob"),
          [*worker, hold], None, _TAKE_ERRORS, _NONE_YET),
         ("get", "/job-take-batch/{worker_id}", "Take up to batch_size jobs (long-poll; 204 when none)",
          {"type": "array", "items": _ref("HostedJob")},
-         [*worker, hold, _q("batch_size", "jobs wanted", MAX_BATCH, minimum=1)], None, _TAKE_ERRORS,
+         [*worker, hold, _q(BATCH_SIZE, "jobs wanted", MAX_BATCH, minimum=1)], None, _TAKE_ERRORS,
          _NONE_YET),
         ("get", "/job-stop/{worker_id}",
          "Renew the worker's leases; long-poll for jobs to stop (204 when none)", _ref("StopList"),

@@ -39,9 +39,9 @@ RETRY_MS = 1000
 #: Chunk bytes read from storage at a time when the service config does not say
 #: (ServiceConfig.stream_max_bytes): a long stream is sent in pieces, never loaded whole.
 DEFAULT_PIECE_BYTES = 8 * 1024 * 1024
-#: ...and at most this much per read: a stream kept up with reads what each output request
-#: brought (a token batch, a few kilobytes), which a storage may read on the event loop's own
-#: thread; a backlog goes out in pieces of this size, one write each.
+#: ...and at most this much per read while the job runs: a stream kept up with reads what each
+#: output request brought (a token batch, a few kilobytes), which a storage may read on the
+#: event loop's own thread.
 READ_BYTES = 64 * 1024
 
 
@@ -117,7 +117,7 @@ def _piece_bytes(request: web.Request) -> int:
     from .state import STATE
 
     config = getattr(request.app.get(STATE), "config", None)
-    return min(getattr(config, "stream_max_bytes", None) or DEFAULT_PIECE_BYTES, READ_BYTES)
+    return getattr(config, "stream_max_bytes", None) or DEFAULT_PIECE_BYTES
 
 
 def _shutdown_event(request: web.Request) -> asyncio.Event | None:
@@ -144,9 +144,10 @@ async def _pump(
     Nothing else wakes a stream: no periodic re-read. Silence is filled by keep-alive comments
     (which read nothing), and a client that left is noticed by the shared departures watcher."""
     channel = job_channel(job_id)
-    last_update: str | None = None
+    told: list[str | None] = [None]  # the last update event's [status, output], as JSON
     shutdown = _shutdown_event(request)
     piece = _piece_bytes(request)
+    ended = False
     ends = []
     if shutdown is not None:
         ends.append(asyncio.ensure_future(shutdown.wait()))
@@ -158,9 +159,11 @@ async def _pump(
                 waiter = asyncio.ensure_future(storage.wait(channel, KEEPALIVE_S))
                 await asyncio.sleep(0)
                 try:
+                    # While the job runs, each read takes what just landed (small pieces); once it
+                    # ended, the rest is read in the configured pieces (each read holds its result).
+                    size, at = piece if ended else min(piece, READ_BYTES), cursor if with_chunks else None
                     try:
-                        job, chunks = await _read(storage, endpoint, job_id, cursor if with_chunks else None,
-                                                  piece)
+                        job, chunks = await _read(storage, endpoint, job_id, at, size)
                     except JobNotFound:
                         gone = f"job {job_id} is gone: purged from the queue, or its result expired"
                         await _write(request, response, _event("error", {"error": gone}))
@@ -169,19 +172,12 @@ async def _pump(
                         events = chunk_events(chunks, cursor)
                         cursor += len(chunks)
                         await _write(request, response, events)
+                    ended = job.state.is_terminal
                     # More chunks are stored than this bounded read returned: send them before
                     # the final status, and read again at once rather than wait for a change.
                     more = with_chunks and cursor < job.stream_len
-                    status = job.to_status()
-                    if job.state.is_terminal and not more:
-                        # Every chunk stored was sent, and a terminal job gets no more.
-                        await _write(request, response, _event("status", status, cursor))
+                    if await _tell_state(request, response, job, cursor, more, told):
                         return
-                    update = dumps_json([status.get("status"), status.get("output")])
-                    # A terminal state is told once, by the status event after the last chunk.
-                    if update != last_update and not job.state.is_terminal:
-                        last_update = update
-                        await _write(request, response, _event("update", status))
                     if more:
                         continue
                     waiter = await _wait_for_change(request, response, storage, channel, waiter, ends)
@@ -193,6 +189,26 @@ async def _pump(
         finally:
             for end in ends:
                 end.cancel()
+
+
+async def _tell_state(
+    request: web.Request, response: web.StreamResponse, job: JobRecord, cursor: int, more: bool,
+    told: list[str | None],
+) -> bool:  # fmt: skip
+    """Send the final status once every chunk went (True: the stream is done), or an update
+    event when a running job's status or progress changed (a terminal state is told once, by
+    the status event after the last chunk; its result is not encoded before that)."""
+    if job.state.is_terminal:
+        if more:
+            return False
+        await _write(request, response, _event("status", job.to_status(), cursor))
+        return True
+    status = job.to_status()
+    update = dumps_json([status.get("status"), status.get("output")])
+    if update != told[0]:
+        told[0] = update
+        await _write(request, response, _event("update", status))
+    return False
 
 
 async def _read(

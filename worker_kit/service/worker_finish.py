@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ..errors import JobNotFound, SequenceGap, StaleLease
 from ..ids import JOB_ID_RULE, valid_job_id
-from ..job import JobState
+from ..job import JobRecord, JobState
 from ..packed import Payloads
 from ..protocol import (
     WORKER_EXCHANGE,
@@ -117,7 +117,7 @@ async def _finish_entry(
             raise ApiError(404, f"no such job: {JOB_ID_RULE}")
         return await finish_one(state, endpoint, cfg, job_id, FinishReport.decode(entry, payloads))
     except ApiError as exc:
-        return {"id": job_id, "code": exc.status, **exc.body()}
+        return exc.entry(job_id)
 
 
 @routes.post(PREFIX + WORKER_EXCHANGE, expect_handler=expect_within(report_limit))
@@ -130,12 +130,35 @@ async def exchange(
     ask = ExchangeRequest.decode(body)
     # Finishes of different jobs are independent: applied together, so that an embedded store
     # commits them in one transaction.
-    finished = list(
-        await asyncio.gather(*(_finish_entry(state, endpoint, cfg, e, payloads) for e in ask.finish))
-    )
-    jobs = []
-    if ask.max > 0:
-        hold = 0 if ask.finish else ask.wait_ms
-        jobs = await claim_jobs(request, state, endpoint, ask.worker_id, ask.max, hold, ask.concurrency)
+    finishing = [_finish_entry(state, endpoint, cfg, e, payloads) for e in ask.finish]
+    jobs: list[JobRecord] = []
+    if ask.finish and ask.max > 0:
+        finished, jobs = await _finish_and_claim(request, state, endpoint, finishing, ask)
+    else:
+        finished = list(await asyncio.gather(*finishing))
+        if ask.max > 0:
+            jobs = await claim_jobs(request, state, endpoint, ask.worker_id, ask.max, ask.wait_ms,
+                                    ask.concurrency)
     reply = ClaimAnswer.encode(state.config.lease_ms, cfg.result_limit, finished)
     return await claim_reply(request, state, endpoint, jobs, reply)
+
+
+async def _finish_and_claim(
+    request: web.Request, state: ServiceState, endpoint: str, finishing: list[Any], ask: ExchangeRequest
+) -> tuple[list[dict[str, Any]], list[JobRecord]]:
+    """An exchange's finishes and its claim (which does not hold: it carries finishes), started
+    together: their writes are queued in the same loop turn, finishes first, so an embedded
+    store applies them in that order in ONE transaction (one commit, one hand-over to its writer
+    thread, where one after the other cost two). If a finish fails outright (not a refusal, which
+    is its answer), the jobs the claim took go straight back to the queue."""
+    claim = claim_jobs(request, state, endpoint, ask.worker_id, ask.max, 0, ask.concurrency)
+    *results, claimed = await asyncio.gather(*finishing, claim, return_exceptions=True)
+    failed = next((r for r in [*results, claimed] if isinstance(r, BaseException)), None)
+    if failed is None:
+        return results, claimed
+    if not isinstance(claimed, BaseException):
+        for job in claimed:
+            if job.token is not None:
+                await state.storage.release(endpoint, job.id, job.token)
+    raise failed
+

@@ -182,7 +182,7 @@ class Run:
         if self.aggregate is None:
             return
         self.aggregate.append(item)
-        self._aggregate_bytes += sum(len(p) for p in pieces)
+        self._aggregate_bytes += len(pieces[0]) if len(pieces) == 1 else sum(map(len, pieces))
         if self.handler.return_aggregate_stream is None and self._aggregate_bytes > AGGREGATE_AUTO_MAX_BYTES:
             # Not asked for and already over any default result limit: stop holding the stream
             # in memory; the output is left empty and the chunks stay readable on /stream.
@@ -199,7 +199,10 @@ class Run:
 
     async def _emit(self, item: Any) -> None:
         pieces = pack_chunk(item)
-        self._add_pieces(pieces)
+        if len(pieces) == 1:  # a token: one piece (this runs once per streamed item)
+            self.sink.add("chunk", pieces[0])
+        else:
+            self._add_pieces(pieces)
         self._keep(item, pieces)
         await self.sink.wait_room()  # backpressure: the sink holds a bounded backlog
 

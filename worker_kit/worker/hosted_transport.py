@@ -25,7 +25,7 @@ from typing import Any
 from .. import protocol
 from ..errors import ServiceUnavailable
 from ..job import JobState
-from ..protocol import HostedJob, HostedReport, StopList
+from ..protocol import HostedJob, HostedReport, StopList, hosted
 from .hosted_env import HostedEnv
 from .transport import ClaimedJob, Final, Link, Transport, refusal
 
@@ -109,11 +109,10 @@ class HostedTransport(Transport):
     async def claim(
         self, max_jobs: int, wait_ms: int, *, concurrency: int, running: int
     ) -> tuple[list[ClaimedJob], int | None]:
-        busy = "1" if running else "0"
         if max_jobs > 1:
-            url = f"{self._batch_url}&batch_size={max_jobs}&job_in_progress={busy}"
+            url = self._batch_url + hosted.take_query(bool(running), max_jobs)
         else:
-            url = f"{self._take_url}&job_in_progress={busy}"
+            url = self._take_url + hosted.take_query(bool(running))
         try:
             status, payload = await self._request("GET", url, None, TAKE_TIMEOUT_S)
         except ServiceUnavailable as exc:
@@ -123,9 +122,9 @@ class HostedTransport(Transport):
         if status == 204 or payload is None:
             return [], None
         jobs = []
-        for hosted in HostedJob.decode_take(payload):
-            self._next_seq[hosted.id] = 0
-            jobs.append(hosted.claimed())
+        for taken in HostedJob.decode_take(payload):
+            self._next_seq[taken.id] = 0
+            jobs.append(taken.claimed())
         return jobs, None
 
     # -- liveness and stops -------------------------------------------------------------------------
@@ -135,12 +134,10 @@ class HostedTransport(Transport):
         """A ping listing the jobs in progress (what the hosted service keeps leases by), then a
         job-stop poll held at most one ping interval, so the next ping is never late."""
         if self._ping is not None:
-            listed = ",".join(leases)
-            await self._request("GET", f"{self._ping}&job_id={listed}" if listed else self._ping, None,
-                                REPORT_TIMEOUT_S)
+            await self._request("GET", self._ping + hosted.ping_query(list(leases)), None, REPORT_TIMEOUT_S)
         hold_ms = min(wait_ms, self.env.ping_interval_ms)
         status, payload = await self._request(
-            "GET", f"{self._stop_url}&wait_ms={hold_ms}", None, hold_ms / 1000 + REPORT_TIMEOUT_S
+            "GET", self._stop_url + hosted.hold_query(hold_ms), None, hold_ms / 1000 + REPORT_TIMEOUT_S
         )
         stops = StopList.decode(payload) if status == 200 else []
         # The protocol says only "stop": cancelled or timed out is the service's to record.
@@ -178,7 +175,7 @@ class HostedTransport(Transport):
         self._forget(job_id)
 
     async def _report(self, template: str, job_id: str, body: Any, *, stream: bool) -> None:
-        url = template.replace("$ID", job_id) + f"&isStream={'true' if stream else 'false'}"
+        url = template.replace("$ID", job_id) + hosted.report_query(stream)
         await self._request("POST", url, body, REPORT_TIMEOUT_S)
 
     def _forget(self, job_id: str) -> None:

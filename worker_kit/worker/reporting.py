@@ -107,7 +107,7 @@ class JobReporter:
         self._last_send = float("-inf")
         self._sender: asyncio.Task[None] | None = None
         self._sender_busy = False  # the sender awaits a request or a backoff, not the loop
-        self._yield_at = 0.0  # loop time by which wait_room lets the loop run again
+        self._yield_at = 0.0  # perf_counter time by which wait_room lets the loop run again
         self._closed = False  # no more items accepted (finished or abandoned)
         self._abandoned: str | None = None  # why nothing more is sent at all
         #: Set when the service refused output (413 or 4xx); the job then finishes FAILED.

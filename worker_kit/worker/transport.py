@@ -30,6 +30,7 @@ from ..protocol import (
     OutputAnswer,
     OutputRequest,
     ReleaseRequest,
+    entry_refusal,
     pack_item,
     refusal,
 )
@@ -211,9 +212,9 @@ class NativeTransport(Transport):
         for report, answer in zip(batch, answers.finished, strict=False):
             if report.future.done():
                 continue
-            code = answer.get("code") if isinstance(answer, dict) else None
-            if isinstance(code, int) and code != 200:
-                report.future.set_exception(refusal(code, answer, None))
+            refused = entry_refusal(answer)
+            if refused is not None:
+                report.future.set_exception(refused)
             else:
                 report.future.set_result(None)
         if any(not report.future.done() for report in batch):

@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 
 from ...errors import JobNotFound
 from ...job import WORKER_FINAL_STATES, JobRecord, JobState, Policy, new_job_id
-from ...protocol import OutputItem, pack, unpack
+from ...protocol import OutputItem, Packed, pack, unpack
 from .. import rules
 from ..base import MAX_PAGE, JobPage, StopSignal, Storage, SweepResult, WorkerInfo
 from ..rules import Clock
-from . import listing, ops, stream
+from . import engine, listing, ops, stream
 from . import sweep as sqlite_sweep
 from .engine import NOT_INLINE, SQLiteEngine
 from .schema import SQLiteURL, record_from_row
@@ -35,6 +35,9 @@ T = TypeVar("T")
 #: itself (engine.write's `small`); so may a heartbeat of at most SMALL_HEARTBEAT leases.
 SMALL_WRITE = 64 * 1024
 SMALL_HEARTBEAT = 64
+#: A claim of at most this many jobs, and a finish carrying at most SMALL_WRITE bytes, may run
+#: on the event loop when alone (engine.LOOP_IF_ALONE), if the inputs they read are small too.
+SMALL_CLAIM = 4
 #: A cursor read of stream chunks bounded to at most this many bytes is made on the event
 #: loop's thread when the database is free at once (an SSE stream reads in such pieces: what
 #: a token batch brought, a few kilobytes, without a hand-over to a reader thread and back).
@@ -42,7 +45,11 @@ INLINE_STREAM_BYTES = 64 * 1024
 
 
 def _pack_items(items: list[OutputItem] | None) -> list[ops.PackedItem]:
-    return [(item.seq, item.kind, pack(item.data)) for item in items or ()]
+    # The service hands items over packed already (one per token in a stream): no call then.
+    return [
+        (item.seq, item.kind, item.data if type(item.data) is Packed else pack(item.data))
+        for item in items or ()
+    ]
 
 
 def _maybe_pack(value: Any) -> bytes | None:
@@ -61,10 +68,14 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         with an optional `?synchronous=full` for durability across power loss."""
         return cls(SQLiteURL.parse(url), clock=clock)
 
-    async def _write(self, op: Callable[..., T], *, small: bool = False, **kwargs: Any) -> T:
+    async def _write(self, op: Callable[..., T], *, small: bool = False, alone: bool = False,
+                     **kwargs: Any) -> T:  # fmt: skip
         """Run an ops.py transition in the next group commit, at the clock's current time.
-        `small`: a few statements over rows of at most SMALL_WRITE bytes (engine.write)."""
-        return await self._engine.write(functools.partial(op, now=self.clock(), **kwargs), small=small)
+        `small`: a few statements over rows of at most SMALL_WRITE bytes, which the event loop
+        may commit in batches; `alone`: likewise, but only in a batch of one or two (a claim, a
+        finish; the operation calls connections.loop_bound on what it reads). engine.write."""
+        where = engine.LOOP if small else engine.LOOP_IF_ALONE if alone else engine.THREAD
+        return await self._engine.write(functools.partial(op, now=self.clock(), **kwargs), where=where)
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({self.url.path or ':memory:'!r}, synchronous={self.url.synchronous})"
@@ -197,7 +208,8 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         if max_jobs < 1:
             return []
         rows = await self._write(ops.claim, endpoint=endpoint, worker_id=worker_id, max_jobs=max_jobs,
-                                 lease_ms=lease_ms, concurrency=concurrency, max_bytes=max_bytes)  # fmt: skip
+                                 lease_ms=lease_ms, concurrency=concurrency, max_bytes=max_bytes,
+                                 alone=max_jobs <= SMALL_CLAIM)  # fmt: skip
         return [record_from_row(row) for row in rows]
 
     async def heartbeat(
@@ -236,9 +248,13 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         state = JobState(state)
         if state not in WORKER_FINAL_STATES:
             raise ValueError(f"a worker can finish a job only as COMPLETED, FAILED or TIMED_OUT, not {state}")
+        packed_output, packed_detail = _maybe_pack(output), _maybe_pack(error_detail)
+        packed_items = _pack_items(items)
+        carried = len(packed_output or b"") + len(packed_detail or b"") + len(error or "")
+        carried += sum(len(blob) for _, _, blob in packed_items)
         row = await self._write(ops.finish, endpoint=endpoint, job_id=job_id, token=token, state=state,
-                                output=_maybe_pack(output), error=error,
-                                error_detail=_maybe_pack(error_detail), items=_pack_items(items))  # fmt: skip
+                                output=packed_output, error=error, error_detail=packed_detail,
+                                items=packed_items, alone=carried <= SMALL_WRITE)  # fmt: skip
         return record_from_row(row)
 
     async def release(self, endpoint: str, job_id: str, token: str) -> bool:

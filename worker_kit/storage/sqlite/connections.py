@@ -11,6 +11,23 @@ from .schema import DDL, SCHEMA_VERSION, SQLiteURL, add_missing_columns
 from .shared import SHARED_DDL
 
 BUSY_TIMEOUT_S = 10.0
+#: The most payload bytes an operation reads or writes on the event loop (on_loop.py).
+LOOP_BYTES = 64 * 1024
+
+
+class LoopConnection(sqlite3.Connection):
+    """The event loop's write connection (on_loop.py). An operation that finds, before it
+    writes, that it would carry more than LOOP_BYTES there calls `loop_bound`, which raises
+    NotOnLoop: the batch is rolled back and runs on the writer thread instead."""
+
+
+class NotOnLoop(Exception):
+    """An operation too large to run on the event loop (see LoopConnection)."""
+
+
+def loop_bound(conn: sqlite3.Connection, size: int) -> None:
+    if size > LOOP_BYTES and isinstance(conn, LoopConnection):
+        raise NotOnLoop(f"{size} bytes")
 
 
 def connect(url: SQLiteURL, timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
@@ -63,7 +80,10 @@ def open_loop_writer(url: SQLiteURL) -> sqlite3.Connection:
     """A second write connection, for the event loop's small batches: it never waits for a
     lock (busy timeout 0) and never checkpoints (that can take milliseconds: the writer
     thread does it)."""
-    conn = connect(url, timeout=0.0)
+    conn = sqlite3.connect(
+        url.path or ":memory:", timeout=0.0, isolation_level=None, check_same_thread=False,
+        factory=LoopConnection,
+    )  # fmt: skip
     conn.execute(f"PRAGMA synchronous={url.synchronous.upper()}")
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA wal_autocheckpoint=0")

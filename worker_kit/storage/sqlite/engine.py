@@ -49,8 +49,12 @@ ReadOp = Callable[[sqlite3.Connection], T]
 NOT_INLINE: Any = NOT_NOW
 #: Upper bound on operations per transaction, so one commit never holds back a caller for long.
 MAX_BATCH = 512
-#: The most small operations the event loop commits itself in one go (more: the thread does).
-MAX_LOOP_BATCH = 64
+#: Where an operation may run (`write`'s `where`): on the writer thread only; on the event loop
+#: when it is alone or nearly (a claim, a finish: at high concurrency the loop is the busy
+#: one, and the thread's SQL runs beside it); on the event loop in batches of up to 64.
+THREAD, LOOP_IF_ALONE, LOOP = 0, 1, 2
+#: The most operations the event loop commits itself in one go, by their `where`.
+LOOP_BATCH = (0, 2, 64)
 #: After this many commits made on the event loop, the writer thread checkpoints the WAL
 #: (the loop's connection never does: a checkpoint can take milliseconds).
 CHECKPOINT_EVERY = 100
@@ -126,15 +130,16 @@ class SQLiteEngine:
             self._shared = None
 
     # -- calls --------------------------------------------------------------------------------
-    async def write(self, op: WriteOp[T], *, small: bool = False) -> T:
+    async def write(self, op: WriteOp[T], *, where: int = THREAD) -> T:
         """Run `op` in the next group-commit transaction; returns after COMMIT.
 
-        `small`: the operation is bounded to a few statements over small rows, so the event
-        loop may run it itself (see the module's docstring)."""
+        `where` LOOP or LOOP_IF_ALONE: the operation is a few statements over small rows
+        (one that finds otherwise calls connections.loop_bound), so the event loop may run
+        it itself (see the module's docstring)."""
         if self._closed or not self._writing:
             raise StorageError("SQLite storage is not open")
         loop = asyncio.get_running_loop()
-        pending = Pending(op, loop, loop.create_future(), small)
+        pending = Pending(op, loop, loop.create_future(), where)
         outbox = self._outboxes.get(loop)
         if outbox is None:
             outbox = self._outboxes[loop] = []
@@ -155,8 +160,7 @@ class SQLiteEngine:
         committed = None
         if (
             self._handed == self._done  # the writer thread holds nothing: no one else writes
-            and len(batch) <= MAX_LOOP_BATCH
-            and all(pending.small for pending in batch)
+            and len(batch) <= min(LOOP_BATCH[pending.where] for pending in batch)
         ):
             committed = self._on_loop.write(batch)
         if committed is None:
@@ -306,8 +310,9 @@ class SQLiteEngine:
         for pending in items:
             if pending.ok:
                 notes = pending.notes
-                if len(notes) == 1:  # the common case: one job changed
-                    self._publish(notes[0], 1)
+                if len(notes) <= 2 and (len(notes) < 2 or notes[0] != notes[1]):
+                    for channel in notes:  # the common case: a job changed (and can be claimed)
+                        self._publish(channel, 1)
                 else:  # a channel named n times by one operation (n jobs requeued) wakes n claims
                     for channel, times in collections.Counter(notes).items():
                         self._publish(channel, times)

@@ -13,14 +13,15 @@ never checkpoints (the writer thread does, SQLiteEngine.CHECKPOINT_EVERY).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from typing import Any, TypeVar
 
 from ...errors import StorageError
-from .connections import busy, connect, open_loop_writer
+from .connections import NotOnLoop, busy, connect, open_loop_writer
 from .schema import SQLiteURL
-from .transactions import Pending, run_batch
+from .transactions import Pending, fail_all, run_batch
 
 T = TypeVar("T")
 
@@ -77,7 +78,13 @@ class OnLoop:
                 self._writer.execute("BEGIN IMMEDIATE")
             except sqlite3.Error:
                 return None  # busy, or something the writer thread will report in full
-            committed = run_batch(self._writer, batch, begun=True)
+            try:
+                committed = run_batch(self._writer, batch, begun=True)
+            except NotOnLoop:  # one of them would carry too much here: all go to the thread
+                with contextlib.suppress(sqlite3.Error):
+                    self._writer.execute("ROLLBACK")
+                fail_all(batch, StorageError("not run"))  # cleared: the thread runs them afresh
+                return None
             self.commits += 1
             return committed
         finally:

@@ -25,6 +25,7 @@ from .. import rules
 from ..base import StopSignal
 from ..rules import ENDED_BY_SERVICE, ENDED_BY_WORKER
 from . import stream
+from .connections import loop_bound
 from .schema import RECORD_COLUMNS
 
 Row = tuple[Any, ...]
@@ -269,6 +270,7 @@ def claim(
         "ORDER BY qpos LIMIT ?",
         (endpoint, now, max_jobs),
     ).fetchall()
+    loop_bound(conn, sum(size for _, size in queued))  # before any write
     rows = []
     for job_id in rules.within(queued, max_bytes):
         rows.append(
@@ -349,10 +351,15 @@ def finish(
     state: JobState, output: bytes | None, error: str | None, error_detail: bytes | None,
     items: list[PackedItem],
 ) -> Row:  # fmt: skip
-    found = _live(conn, endpoint, job_id, now, "state, token, ended_by")
-    if found is not None and rules.is_repeat_finish(JobState(found[0]), found[1], found[2], token):
+    # One read of the row for both checks (a repeat of this token's own finish; a live lease).
+    found = _live(conn, endpoint, job_id, now, "state, token, ended_by, next_seq, stream_len, length(input)")
+    if found is None:
+        raise JobNotFound(f"job {job_id} not found")
+    current, held_token, ended_by, next_seq, stream_len, input_size = found
+    loop_bound(conn, input_size)  # the answer carries the input back
+    if rules.is_repeat_finish(JobState(current), held_token, ended_by, token):
         return _record(conn, job_id)
-    _, next_seq, stream_len = _current(conn, endpoint, job_id, token, now)
+    rules.check_report(job_id, JobState(current), held_token, token)
     _apply_items(conn, job_id, next_seq, stream_len, items)
     row = end_job(
         conn, job_id, state, now, ENDED_BY_WORKER, error=error,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ...errors import StorageError
+from .connections import NotOnLoop
 
 log = logging.getLogger("worker_kit.storage.sqlite")
 
@@ -37,8 +38,8 @@ class Pending:
     op: WriteOp[Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
-    #: Whether the operation is small enough for the event loop to run (on_loop.py).
-    small: bool = False
+    #: Where the operation may run: engine.THREAD, LOOP_IF_ALONE or LOOP (engine.write).
+    where: int = 0
     ok: bool = False
     value: Any = None
     notes: list[str] = field(default_factory=list)
@@ -81,6 +82,8 @@ def _run_ops(conn: sqlite3.Connection, batch: list[Pending], *, savepoints: bool
         try:
             pending.value = pending.op(conn, pending.notes)
             pending.ok = True
+        except NotOnLoop:
+            raise  # the whole batch goes to the writer thread (OnLoop.write)
         except Exception as exc:
             if not conn.in_transaction:
                 raise  # SQLite rolled the whole transaction back (a full disk...): all fail
