@@ -360,3 +360,12 @@ def test_the_protocol_sits_below_both_sides() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_unpack_all_is_unpack_of_each() -> None:
+    values = ["tok", b"\x00\xff", {"k": [1, 2.5, None]}, 2**63, "é€😀", [], {}]
+    blobs = [protocol.pack(v) for v in values]
+    assert protocol.unpack_all(blobs) == values == [protocol.unpack(b) for b in blobs]
+    assert protocol.unpack_all(blobs[:1]) == values[:1] and protocol.unpack_all([]) == []
+    with pytest.raises(Exception):  # noqa: B017 - msgpack's own error for a cut value, as unpack raises
+        protocol.unpack_all([blobs[0], blobs[2][:-1]])

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..packed import Packed
 from .claims import ClaimAnswer, ClaimedJob, ClaimRequest, ExchangeRequest
-from .codecs import JSON, MSGPACK, decode, dumps_json, encode, pack, pack_text, unpack
+from .codecs import JSON, MSGPACK, decode, dumps_json, encode, pack, pack_text, unpack, unpack_all
 from .constants import (
     API_PREFIX,
     DEFAULT_CLAIM_WAIT_MS,
@@ -71,7 +71,7 @@ __all__ = [
     "FinishReport", "HeartbeatAnswer", "HeartbeatRequest", "HostedJob", "HostedReport", "OutputAnswer",
     "OutputItem", "OutputRequest", "Packed", "ReleaseRequest", "StatusAnswer", "StopList", "StopSignal",
     "check_chunk", "decode", "decode_report", "dumps_json", "encode", "entry_refusal", "pack", "pack_item",
-    "pack_text", "refusal", "stale", "unpack",
+    "pack_text", "refusal", "stale", "unpack", "unpack_all",
 ]  # fmt: skip
 
 #: Loaded on first use: a worker speaking the native protocol needs neither (its cold start).

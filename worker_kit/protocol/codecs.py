@@ -93,6 +93,20 @@ def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
+def unpack_all(blobs: list[bytes]) -> list[Any]:
+    """unpack() of each of `blobs` (each one whole msgpack value, as a store holds them), in one
+    C-level pass over their join rather than a call each: a token stream reads thousands."""
+    if len(blobs) < 2:
+        return [unpack(blob) for blob in blobs]
+    data = b"".join(blobs)
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1024))
+    unpacker.feed(data)
+    values = list(unpacker)
+    if len(values) != len(blobs):  # a blob that was not exactly one value: say which, as unpack would
+        return [unpack(blob) for blob in blobs]
+    return values
+
+
 def encode(value: Any, content_type: str) -> bytes:
     if content_type == MSGPACK:
         return pack(value)

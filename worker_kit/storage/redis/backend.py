@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from ...errors import JobNotFound, MissingDependency, SequenceGap, StorageError, StoreUnavailable
 from ...job import WORKER_FINAL_STATES, JobRecord, JobState, Policy, new_job_id
-from ...protocol import OutputItem, pack, unpack
+from ...protocol import OutputItem, pack, unpack_all
 from .. import rules
 from ..base import MAX_PAGE, JobPage, StopSignal, Storage, SweepResult, WorkerInfo
 from ..rules import Clock
@@ -215,7 +215,7 @@ class RedisStorage(RedisSharedState, Storage):
         reply = await self.run("READ_STREAM", endpoint, job_id, start, _opt(max_bytes))
         if reply[0] == b"NOTFOUND":
             raise JobNotFound(f"job {job_id} not found")
-        return record_from_hash(endpoint, reply[1]), [unpack(blob) for blob in reply[3]], int(reply[2])
+        return record_from_hash(endpoint, reply[1]), unpack_all(reply[3]), int(reply[2])
 
     async def counts(self, endpoint: str) -> dict[str, int]:
         stored = await self._call("counts", lambda: self._client.hgetall(self.keys.base(endpoint) + "counts"))

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from ...errors import JobNotFound
 from ...job import WORKER_FINAL_STATES, JobRecord, JobState, Policy, new_job_id
-from ...protocol import OutputItem, Packed, pack, unpack
+from ...protocol import OutputItem, Packed, pack, unpack_all
 from .. import rules
 from ..base import MAX_PAGE, JobPage, StopSignal, Storage, SweepResult, WorkerInfo
 from ..rules import Clock
@@ -158,7 +158,7 @@ class SQLiteStorage(SQLiteSharedState, Storage):
             row, blobs, next_cursor = await self._write(
                 ops.consume_stream, endpoint=endpoint, job_id=job_id, max_bytes=max_bytes
             )
-            return record_from_row(row), [unpack(blob) for blob in blobs], next_cursor
+            return record_from_row(row), unpack_all(blobs), next_cursor
         start, now = max(0, cursor), self.clock()
         if max_bytes is not None and max_bytes <= INLINE_STREAM_BYTES:
             got = self._engine.read_inline(

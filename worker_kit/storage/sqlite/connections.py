@@ -55,7 +55,10 @@ def open_writer(url: SQLiteURL) -> sqlite3.Connection:
             if str(mode).lower() != "wal":
                 raise StorageError(f"cannot put {url.path!r} in WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous={url.synchronous.upper()}")
-        conn.execute("PRAGMA temp_store=MEMORY")
+        # temp_store stays at its default (FILE): a statement journal then lives in one 64 KB
+        # buffer (spilling to a file past it), where MEMORY keeps it in 1 KB chunks, one
+        # malloc each, walked on every access: ~10 % of a submit's cost, and quadratic over
+        # long operations with savepoints (docs/benchmarks.md, "Bounded maintenance").
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StorageError(
@@ -85,7 +88,6 @@ def open_loop_writer(url: SQLiteURL) -> sqlite3.Connection:
         factory=LoopConnection,
     )  # fmt: skip
     conn.execute(f"PRAGMA synchronous={url.synchronous.upper()}")
-    conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA wal_autocheckpoint=0")
     return conn
 
