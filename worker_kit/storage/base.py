@@ -101,7 +101,8 @@ class Notifier:
 
 @dataclass(slots=True)
 class SweepResult:
-    """What one sweep changed; the service logs it and fires webhooks for ended jobs."""
+    """What one sweep changed; the service logs it and fires webhooks for ended jobs. The records
+    of `ended` may leave out the job's input (None): reporting an ending does not need it."""
 
     ended: list[JobRecord] = field(default_factory=list)  # TIMED_OUT by deadline/TTL, FAILED by lost worker
     requeued: list[str] = field(default_factory=list)  # leases that expired with attempts left
