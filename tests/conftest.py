@@ -6,9 +6,9 @@
     async def test_y(service_factory):
         svc = await service_factory(lease_ms=500, max_attempts=2)
 
-    async def test_z(api, api_at):                  # the public API as raw HTTP (tests/support/api.py)
+    async def test_z(service, api, api_at):         # the public API as raw HTTP (tests/support/api.py)
         job_id = await api.run({"x": 1})            # on endpoint "ep" of `service`
-        other = api_at(svc.endpoint_url("ep"))      # on any endpoint of any service
+        other = api_at(service.endpoint_url("b"))   # on any endpoint of any service
 
 The service runs in the test's event loop on a free port, with a SQLite file in tmp_path,
 short leases and a fast sweep, and stops at teardown.
