@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.api import Api
+
 DevServer = Any  # conftest.DevServer: proc, url, banner, stderr(), interrupt()
 SERVE_HANDLER = """
     import asyncio
@@ -82,25 +84,6 @@ def gate(tmp_path: Path) -> Path:
     return tmp_path
 
 
-class Api:
-    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
-        self.session, self.url = session, url
-
-    async def call(self, method: str, route: str, body: Any = None, expect: int = 200) -> Any:
-        async with self.session.request(method, self.url + route, json=body) as resp:
-            data = await resp.json()
-            assert resp.status == expect, (resp.status, data)
-            return data
-
-    async def until(self, job_id: str, states: set[str], timeout: float = 20) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while True:
-                status = await self.call("GET", f"/status/{job_id}")
-                if status["status"] in states:
-                    return status
-                await asyncio.sleep(0.02)
-
-
 def _started(gate: Path) -> int:
     return len(list(gate.glob("started-*")))
 
@@ -125,22 +108,22 @@ def test_banner_names_the_url(server: DevServer) -> None:
 
 
 async def test_runsync_and_run_with_get_and_post_status(api: Api) -> None:
-    done = await api.call("POST", "/runsync", {"input": {"value": "hi"}})
+    done = await api.ok("POST", "/runsync", {"input": {"value": "hi"}})
     assert done["status"] == "COMPLETED" and done["output"] == ["hi"]
-    queued = await api.call("POST", "/run", {"input": {"value": 42}})
+    queued = await api.ok("POST", "/run", {"input": {"value": 42}})
     assert queued["status"] in ("IN_QUEUE", "IN_PROGRESS", "COMPLETED")
-    final = await api.until(queued["id"], TERMINAL)
+    final = await api.wait(queued["id"])
     assert final["status"] == "COMPLETED" and final["output"] == [42]
-    posted = await api.call("POST", f"/status/{queued['id']}")
+    posted = await api.ok("POST", f"/status/{queued['id']}")
     assert posted["status"] == "COMPLETED" and posted["output"] == [42]
-    await api.call("GET", "/status/no-such-job", expect=404)
+    await api.ok("GET", "/status/no-such-job", expect=404)
 
 
 async def test_stream_is_incremental(api: Api, gate: Path) -> None:
-    job = await api.call("POST", "/run", {"input": {"mode": "stream", "dir": str(gate)}})
+    job = await api.ok("POST", "/run", {"input": {"mode": "stream", "dir": str(gate)}})
     async with asyncio.timeout(20):
         while True:
-            first = await api.call("GET", f"/stream/{job['id']}")
+            first = await api.ok("GET", f"/stream/{job['id']}")
             if first["stream"]:
                 break
             await asyncio.sleep(0.02)
@@ -151,7 +134,7 @@ async def test_stream_is_incremental(api: Api, gate: Path) -> None:
     rest: list[Any] = []
     async with asyncio.timeout(20):
         while True:
-            part = await api.call("POST", f"/stream/{job['id']}")
+            part = await api.ok("POST", f"/stream/{job['id']}")
             rest += part["stream"]
             if part["status"] in TERMINAL and not part["stream"]:
                 break
@@ -161,55 +144,55 @@ async def test_stream_is_incremental(api: Api, gate: Path) -> None:
 
 
 async def test_cancel_stops_a_running_job(api: Api, gate: Path) -> None:
-    job = await api.call("POST", "/run", {"input": {"mode": "block", "dir": str(gate)}})
+    job = await api.ok("POST", "/run", {"input": {"mode": "block", "dir": str(gate)}})
     await _wait_files(gate, 1)
-    answer = await api.call("POST", f"/cancel/{job['id']}")
+    answer = await api.ok("POST", f"/cancel/{job['id']}")
     assert answer == {"id": job["id"], "status": "CANCELLED"}
-    assert (await api.call("GET", f"/status/{job['id']}"))["status"] == "CANCELLED"
+    assert (await api.ok("GET", f"/status/{job['id']}"))["status"] == "CANCELLED"
 
 
 async def test_retry_requeues_a_failed_job_under_the_same_id(api: Api, gate: Path) -> None:
-    job = await api.call("POST", "/run", {"input": {"mode": "flaky", "dir": str(gate)}})
-    failed = await api.until(job["id"], TERMINAL)
+    job = await api.ok("POST", "/run", {"input": {"mode": "flaky", "dir": str(gate)}})
+    failed = await api.wait(job["id"])
     assert failed["status"] == "FAILED" and "not yet" in failed["error"]
     (gate / "ok").touch()
-    answer = await api.call("POST", f"/retry/{job['id']}")
+    answer = await api.ok("POST", f"/retry/{job['id']}")
     assert answer == {"id": job["id"], "status": "IN_QUEUE"}
-    final = await api.until(job["id"], TERMINAL)
+    final = await api.wait(job["id"])
     assert final["status"] == "COMPLETED" and final["output"] == ["recovered"]
     assert final.get("retries") == 1
-    conflict = await api.call("POST", f"/retry/{job['id']}", expect=409)
+    conflict = await api.ok("POST", f"/retry/{job['id']}", expect=409)
     assert "error" in conflict
 
 
 async def test_concurrency_two_runs_two_jobs_at_once(api: Api, gate: Path) -> None:
     # Each job waits until both have started: it can only finish with two slots.
     jobs = [
-        await api.call("POST", "/run", {"input": {"mode": "barrier", "n": 2, "dir": str(gate)}}) for _ in "ab"
+        await api.ok("POST", "/run", {"input": {"mode": "barrier", "n": 2, "dir": str(gate)}}) for _ in "ab"
     ]
     for job in jobs:
-        final = await api.until(job["id"], TERMINAL)
+        final = await api.wait(job["id"])
         assert final["status"] == "COMPLETED" and final["output"] == ["met"]
 
 
 async def test_purge_queue_removes_only_queued_jobs(api: Api, gate: Path) -> None:
-    running = [await api.call("POST", "/run", {"input": {"mode": "block", "dir": str(gate)}}) for _ in "ab"]
+    running = [await api.ok("POST", "/run", {"input": {"mode": "block", "dir": str(gate)}}) for _ in "ab"]
     await _wait_files(gate, 2)  # both slots busy: further jobs stay queued
-    queued = [await api.call("POST", "/run", {"input": {"value": i}}) for i in range(3)]
+    queued = [await api.ok("POST", "/run", {"input": {"value": i}}) for i in range(3)]
     for job in queued:
-        assert (await api.call("GET", f"/status/{job['id']}"))["status"] == "IN_QUEUE"
-    answer = await api.call("POST", "/purge-queue")
+        assert (await api.ok("GET", f"/status/{job['id']}"))["status"] == "IN_QUEUE"
+    answer = await api.ok("POST", "/purge-queue")
     assert answer["removed"] == 3
     for job in queued:
-        assert (await api.call("GET", f"/status/{job['id']}"))["status"] == "CANCELLED"
+        assert (await api.ok("GET", f"/status/{job['id']}"))["status"] == "CANCELLED"
     for job in running:
-        assert (await api.call("GET", f"/status/{job['id']}"))["status"] == "IN_PROGRESS"
-        await api.call("POST", f"/cancel/{job['id']}")
+        assert (await api.ok("GET", f"/status/{job['id']}"))["status"] == "IN_PROGRESS"
+        await api.ok("POST", f"/cancel/{job['id']}")
 
 
 async def test_health_counts_jobs_and_workers(api: Api) -> None:
-    await api.call("POST", "/runsync", {"input": {"value": 1}})
-    health = await api.call("GET", "/health")
+    await api.ok("POST", "/runsync", {"input": {"value": 1}})
+    health = await api.ok("GET", "/health")
     assert health["jobs"]["completed"] >= 1
     assert "inQueue" in health["jobs"] and "inProgress" in health["jobs"]
     assert "workers" in health

@@ -66,6 +66,12 @@ class Api:
         return await self.call("GET", path, **kwargs)
 
     # -- the common calls, asserting they worked ------------------------------------------------
+    async def ok(self, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
+        """Any call that must answer `expect`: its body."""
+        status, answer = await self.call(method, path, body)
+        assert status == expect, (status, answer)
+        return answer
+
     async def run(self, job_input: Any = None, **fields: Any) -> str:
         """POST /run {"input": job_input, **fields} (e.g. policy=..., webhook=...) -> the job id."""
         status, body = await self.post("/run", {"input": job_input, **fields})
