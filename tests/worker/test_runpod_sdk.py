@@ -4,6 +4,7 @@ hosted-protocol routes, in a subprocess."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import signal
@@ -67,16 +68,18 @@ async def sdk_worker(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             "RUNPOD_LOG_LEVEL": "INFO", "HOME": str(tmp_path),  # no ~/.runpod/config.toml key override
         })
         with open(log, "wb") as out:  # noqa: ASYNC230 - a local file, opened once
+            # A session of its own: the SDK starts a process of its own (its pinger), which must
+            # go with the worker at teardown instead of pinging a closed port forever.
             proc = await asyncio.create_subprocess_exec(sys.executable, str(script), stdout=out, stderr=out,
-                                                        env=env, cwd=str(tmp_path))
+                                                        env=env, cwd=str(tmp_path), start_new_session=True)
         procs.append(proc)
         return log
 
     yield start
     for proc in procs:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGKILL)
-            await proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the worker and its children
+        await proc.wait()
 
 
 async def test_an_sdk_worker_runs_jobs(service: Any, api_at: Any, sdk_worker: Any) -> None:
