@@ -147,23 +147,38 @@ def _packed_data(holder: Any, payloads: Payloads | None) -> Packed:
     return data if data is not None else _PACKED_NONE
 
 
+#: The msgpack head of each str shorter than 32 bytes (a fixstr): a token, the common chunk.
+_FIXSTR_HEADS = [bytes((0xA0 | size,)) for size in range(32)]
+_new_item = object.__new__
+# OutputItem is frozen: its generated __init__ sets each field through object.__setattr__,
+# which costs twice these slot setters; a token stream builds one item per token.
+_set_seq, _set_kind, _set_data = OutputItem.seq.__set__, OutputItem.kind.__set__, OutputItem.data.__set__  # type: ignore[attr-defined]
+
+
 def _plain_items(raw: list[Any], payloads: Payloads | None) -> list[OutputItem]:
     """The items of a body, each `data` packed here unless the body kept its bytes. A token
     stream reports one item per token, so the well-formed ones take this one tight loop; any
     other goes through from_wire, which says what is wrong with it."""
     items = []
+    append = items.append
     kept = payloads.holding("data") if payloads else ()
+    heads = _FIXSTR_HEADS
     for holder in raw:
         if type(holder) is dict and not (kept and id(holder) in kept):
             seq, kind, data = holder.get("seq"), holder.get("kind"), holder.get("data")
             if type(seq) is int and 0 <= seq <= MAX_SEQ and (kind == "chunk" or kind == "progress"):
                 if type(data) is str:
-                    packed = Packed(pack_text(data))
+                    text = data.encode("utf-8")  # UnicodeEncodeError for a lone surrogate, as pack_text
+                    packed = Packed(heads[len(text)] + text) if len(text) < 32 else Packed(pack_text(data))
                 else:
                     packed = _PACKED_NONE if data is None else Packed(pack(data))
-                items.append(OutputItem(seq, kind, packed))
+                item = _new_item(OutputItem)
+                _set_seq(item, seq)
+                _set_kind(item, kind)
+                _set_data(item, packed)
+                append(item)
                 continue
-        items.append(OutputItem.from_wire(holder, _packed_data(holder, payloads)))
+        append(OutputItem.from_wire(holder, _packed_data(holder, payloads)))
     return items
 
 
