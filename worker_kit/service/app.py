@@ -24,6 +24,7 @@ from .config import ServiceConfig
 from .http import BODY_TIMEOUT_S, ApiError, respond
 from .metrics_store import read_store, store_metrics_ctx
 from .openapi import openapi_spec
+from .routing import index_endpoint_routes
 from .state import STATE, ServiceState, state_of
 from .sweeper import sweeper_ctx
 from .worker_finish import exchange  # noqa: F401 - registers /finish and /exchange on worker_api.routes
@@ -240,6 +241,7 @@ def create_app(config: ServiceConfig, storage: Storage | None = None) -> web.App
     app.add_routes(hosted_api.routes)
     app.add_routes(scaling.routes)
     app.add_routes(dashboard.routes)
+    index_endpoint_routes(app.router)  # a dict lookup instead of ~30 patterns tried in turn
     app.cleanup_ctx.append(_storage_ctx(owned))
     app.cleanup_ctx.append(_webhooks_ctx)
     app.cleanup_ctx.append(store_metrics_ctx)
