@@ -23,7 +23,8 @@ from ..protocol import (
     WORKER_RELEASE,
 )
 from ..protocol.status import STATES
-from .client_api import MAX_POLICY_MS, RUNSYNC_MAX_WAIT_MS
+from ..protocol.submit import MAX_POLICY_MS
+from .client_api import RUNSYNC_MAX_WAIT_MS
 from .openapi_dashboard import dashboard_paths
 from .openapi_finish import REQUEST_SCHEMAS, finish_paths, with_portable_extras
 from .openapi_hosted import hosted_paths

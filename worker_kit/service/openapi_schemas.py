@@ -24,7 +24,7 @@ from ..protocol import (
 )
 from ..protocol.fields import PORTABLE_REF, object_schema
 from ..protocol.status import StatusAnswer
-from .client_api import MAX_POLICY_MS
+from ..protocol.submit import SubmitRequest
 
 
 def _ms(description: str) -> dict[str, Any]:
@@ -59,43 +59,9 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"error": {"type": "string"}},
         "additionalProperties": True,
     },
-    "Policy": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "executionTimeout": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_POLICY_MS,
-                "description": "ms the run may take",
-            },
-            "ttl": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_POLICY_MS,
-                "description": "ms the job may live, queue time included",
-            },
-            "lowPriority": {"type": "boolean", "description": "accepted for compatibility; ignored"},
-        },
-    },
-    "SubmitRequest": {
-        "type": "object",
-        "required": ["input"],
-        "properties": {
-            "input": {
-                **PORTABLE_REF,
-                "description": "any JSON value, handed to the handler: at most 127 levels of nesting, "
-                "no NaN or Infinity, no lone surrogates (docs/service.md)",
-            },
-            "webhook": {
-                "type": ["string", "null"],
-                "maxLength": 2048,
-                "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$",
-                "description": "an http(s) URL, POSTed the final status when the job ends",
-            },
-            "policy": {"anyOf": [{"$ref": "#/components/schemas/Policy"}, {"type": "null"}]},
-        },
-    },
+    # The client routes' bodies: generated from the message types the routes decode with.
+    "Policy": SubmitRequest.policy_schema(),
+    "SubmitRequest": SubmitRequest.schema(),
     "Submitted": {
         "type": "object",
         "required": ["id", "status"],
