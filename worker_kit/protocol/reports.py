@@ -13,6 +13,7 @@ bytes a msgpack body brought (`decode_report`) and hands them to storage as they
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -73,10 +74,21 @@ class OutputItem:
 _ITEM_KIND = {kind: b"\xa4kind" + pack(kind) + b"\xa4data" for kind in ITEM_KINDS}
 
 
+#: An item's head up to its seq's value, for the 16- and 32-bit seqs of a long stream.
+_HEAD16, _HEAD32 = struct.Struct(">6sH").pack, struct.Struct(">6sI").pack
+
+
 def pack_item(seq: int, kind: str, packed_data: bytes) -> bytes:
     """One output item {"seq", "kind", "data"} with `data` packed beforehand (once, by the
-    thread that produced it) so that retries and batching never re-encode it."""
-    return b"".join((b"\x83\xa3seq", _pack_seq(seq), _ITEM_KIND[kind], packed_data))
+    thread that produced it) so that retries and batching never re-encode it. A token stream
+    packs one per token: a seq of 256 and more takes one struct call."""
+    if 256 <= seq < 65536:
+        head = _HEAD16(b"\x83\xa3seq\xcd", seq)
+    elif 65536 <= seq < 2**32:
+        head = _HEAD32(b"\x83\xa3seq\xce", seq)
+    else:
+        head = b"\x83\xa3seq" + _pack_seq(seq)
+    return b"".join((head, _ITEM_KIND[kind], packed_data))
 
 
 def _pack_seq(seq: int) -> bytes:
