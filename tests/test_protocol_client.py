@@ -138,3 +138,21 @@ def test_each_answer_holds_what_its_schema_requires_and_nothing_else() -> None:
     assert health["jobs"]["inQueue"] == 2 and health["jobs"]["retried"] == 1 and health["jobs"]["failed"] == 0
     assert SCHEMAS["Submitted"]["properties"]["status"] == {"const": "IN_QUEUE"}
     assert answers[2][1]["stream"] == [{"output": "tok"}, {"output": {"x": 1}}]
+
+
+def test_a_requests_page_holds_what_its_schema_says() -> None:
+    from worker_kit.job import JobRecord, JobState
+    from worker_kit.protocol.answers import RequestsPage
+
+    failed = JobRecord(id="b", endpoint="ep", input=[1], state=JobState.FAILED, started_at=1.0,
+                       finished_at=2.0, error="boom", attempt=1, created_at=0.5)  # fmt: skip
+    queued = JobRecord(id="a", endpoint="ep", input=2)
+    page = RequestsPage.encode([failed, queued], {"input", "output"}, 7, True, "next")
+    schema = SCHEMAS["RequestsPage"]
+    assert set(schema["required"]) == set(page) == set(schema["properties"])
+    entry = schema["properties"]["requests"]["items"]
+    for got in page["requests"]:
+        assert set(entry["required"]) <= set(got) <= set(entry["properties"]), got
+    assert page["requests"][0]["createdAt"] == 500 and page["requests"][0]["output"] is None
+    assert "output" not in page["requests"][1] and page["requests"][1]["input"] == 2  # not ended: no output
+    assert set(page["requests"][0]) == set(entry["properties"]), "every declared field is one some job has"

@@ -1,8 +1,9 @@
 """The served /openapi.json describes the client routes as they really answer: each answer a
-real service sends to /run, /runsync, /status, /stream, /cancel, /retry, /purge-queue and the
-two /health routes validates against the schema the document gives for it, and each body sent
-validates against the request schema (tests/service/test_openapi_wire.py does the same for the
-worker routes; the schemas are generated from worker_kit.protocol.submit and .answers).
+real service sends to /run, /runsync, /status, /status-sync, /stream, /cancel, /retry,
+/purge-queue, /requests and the two /health routes validates against the schema the document
+gives for it, and each body sent validates against the request schema. (The schemas are generated
+from worker_kit.protocol.submit and .answers; tests/service/test_openapi_wire.py does the same
+for the worker routes.)
 """
 
 from __future__ import annotations
@@ -86,10 +87,21 @@ async def test_client_answers_match_the_document(api: Api, worker: MiniWorker) -
 
     ended = await client.call("post", EP + "/runsync", {"input": 3}, query="?wait=0")
     assert ended["status"] == "IN_QUEUE"
+    held = await client.call("get", EP + "/status-sync/{job_id}", query="?wait=0", job_id=first)
+    assert held["status"] == "CANCELLED"
+
+    page = await client.call("get", EP + "/requests", query="?limit=2&include=input,output")
+    rest = await client.call("get", EP + "/requests", query=f"?cursor={page['cursor']}")
+    assert page["hasMore"] is True and rest["hasMore"] is False and rest["cursor"] is None
+    entries = {e["id"]: e for e in page["requests"] + rest["requests"]}
+    assert len(page["requests"]) == 2 and set(entries) == {first, second, ended["id"]} and page["total"] == 3
+    assert entries[first]["retries"] == 1
+    assert all("input" in e for e in page["requests"]) and all("input" not in e for e in rest["requests"])
     assert client.seen >= {("get", "/health"), ("post", EP + "/run"), ("post", EP + "/runsync"),
                            ("get", EP + "/stream/{job_id}"), ("get", EP + "/status/{job_id}"),
                            ("post", EP + "/cancel/{job_id}"), ("post", EP + "/retry/{job_id}"),
-                           ("post", EP + "/purge-queue"), ("get", EP + "/health")}  # fmt: skip
+                           ("post", EP + "/purge-queue"), ("get", EP + "/health"),
+                           ("get", EP + "/status-sync/{job_id}"), ("get", EP + "/requests")}  # fmt: skip
 
 
 async def test_a_refused_submit_answers_the_documented_error(api: Api) -> None:

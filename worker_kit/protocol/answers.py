@@ -1,17 +1,20 @@
-"""The simple answers of the client routes (the status answer is status.py's): what `/run`,
-`/retry`, `/cancel`, `/purge-queue`, `/stream`, an endpoint's `/health` and the service's
-`/health` answer. Each type's `encode` builds the answer the route sends and its `schema` is
-/openapi.json's, generated from the same field list (tests/service/test_openapi_client_wire.py
+"""The client routes' answers but the status (status.py's): what `/run`, `/retry`, `/cancel`,
+`/purge-queue`, `/stream`, `/requests`, an endpoint's `/health` and the service's `/health` answer.
+Each type's `encode` builds the answer the route sends and its `schema` is /openapi.json's,
+generated from the same field list (tests/service/test_openapi_client_wire.py
 validates a real service's answers against the served document).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..job import JobState
 from .fields import Out, object_schema
 from .status import STATES, StatusAnswer
+
+if TYPE_CHECKING:
+    from ..job import JobRecord
 
 _COUNT = {"type": "integer", "minimum": 0}
 
@@ -124,6 +127,75 @@ class LivenessAnswer:
     @staticmethod
     def encode(version: str, uptime_s: float) -> dict[str, Any]:
         return {"status": "ok", "version": version, "uptime_s": round(max(0.0, uptime_s), 3)}
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        return object_schema(cls.FIELDS)
+
+
+def _epoch_ms(t: float | None) -> int | None:
+    return None if t is None else int(t * 1000)
+
+
+_EPOCH = {"type": ["integer", "null"], "description": "epoch ms"}
+
+
+class RequestsPage:
+    """`GET /requests`: a page of the endpoint's jobs, newest first, and the cursor of the next."""
+
+    ENTRY_FIELDS: ClassVar = (
+        Out("id", {"type": "string"}, required=True),
+        Out("status", {"enum": STATES}, required=True),
+        Out("createdAt", {"type": "integer", "minimum": 0, "description": "epoch ms"}, required=True),
+        Out("startedAt", _EPOCH, required=True),
+        Out("completedAt", _EPOCH, required=True),
+        Out("delayTime", {**_COUNT, "description": "ms queued"}, required=True),
+        Out("executionTime", {**_COUNT, "description": "ms running"}, required=True),
+        Out("workerId", {"type": ["string", "null"]}, required=True),
+        Out("attempt", {**_COUNT, "description": "the claim it is on (0: never claimed)"}, required=True),
+        Out("retries", {**_COUNT, "description": "times /retry requeued the job"}, required=True),
+        Out("error", {"type": "string", "description": "why the job failed, timed out or was cancelled"}),
+        Out("input", {"description": "with ?include=input"}),
+        Out("output", {"description": "with ?include=output, for ended jobs"}),
+    )
+    FIELDS: ClassVar = (
+        Out("requests", {"type": "array", "items": object_schema(ENTRY_FIELDS)}, required=True),
+        Out("total", {**_COUNT, "description": "jobs matching the status filter"}, required=True),
+        Out("hasMore", {"type": "boolean"}, required=True),
+        Out("cursor", {"type": ["string", "null"], "description": "pass as ?cursor= for the next page"},
+            required=True),
+    )  # fmt: skip
+
+    @staticmethod
+    def entry(job: JobRecord, include: set[str] | frozenset[str]) -> dict[str, Any]:
+        """One job of a page; `include` may name "input" and "output"."""
+        entry: dict[str, Any] = {
+            "id": job.id,
+            "status": job.state.value,
+            "createdAt": _epoch_ms(job.created_at),
+            "startedAt": _epoch_ms(job.started_at),
+            "completedAt": _epoch_ms(job.finished_at),
+            "delayTime": job.delay_ms,
+            "executionTime": job.execution_ms,
+            "workerId": job.worker_id,
+            "attempt": job.attempt,
+            "retries": job.retries,
+        }
+        if job.error is not None:
+            entry["error"] = job.error
+        if "input" in include:
+            entry["input"] = job.input
+        if "output" in include and job.state.is_terminal:
+            entry["output"] = job.output
+        return entry
+
+    @classmethod
+    def encode(
+        cls, jobs: list[JobRecord], include: set[str], total: int, has_more: bool, cursor: str | None
+    ) -> dict[str, Any]:
+        """The page of `jobs`; `cursor` reads on after them (None on the last page)."""
+        return {"requests": [cls.entry(job, include) for job in jobs], "total": total,
+                "hasMore": has_more, "cursor": cursor}  # fmt: skip
 
     @classmethod
     def schema(cls) -> dict[str, Any]:

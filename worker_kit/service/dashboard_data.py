@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 from ..job import JobRecord, JobState
+from ..protocol.answers import RequestsPage
 from .config import EndpointConfig
-from .query_api import request_entry
 from .scaling import read_load, scaling_document
 from .state import ServiceState
 
@@ -35,7 +35,7 @@ def _ms(t: float | None) -> int | None:
 def job_summary(job: JobRecord) -> dict[str, Any]:
     """A job as the request list shows it: /requests' entry without input or output, with
     `error` always present (null when none) for the page's table."""
-    return {**request_entry(job, set()), "error": job.error}
+    return {**RequestsPage.entry(job, set()), "error": job.error}
 
 
 async def snapshot(

@@ -22,14 +22,17 @@ from ..protocol import (
     ReleaseRequest,
     StopList,
 )
-from ..protocol.answers import HealthAnswer, JobAnswer, LivenessAnswer, PurgeAnswer, StreamAnswer
+from ..protocol.answers import (
+    HealthAnswer,
+    JobAnswer,
+    LivenessAnswer,
+    PurgeAnswer,
+    RequestsPage,
+    StreamAnswer,
+)
 from ..protocol.fields import PORTABLE_REF, object_schema
 from ..protocol.status import StatusAnswer
 from ..protocol.submit import SubmitRequest
-
-
-def _ms(description: str) -> dict[str, Any]:
-    return {"type": "integer", "minimum": 0, "description": description}
 
 
 def csv_pattern(words: list[str], *, any_case: bool = False) -> str:
@@ -117,36 +120,7 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Health": HealthAnswer.schema(),
-    "RequestsPage": {
-        "type": "object",
-        "required": ["requests", "total", "hasMore", "cursor"],
-        "properties": {
-            "requests": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "id": {"type": "string"},
-                        "status": {"type": "string"},
-                        "createdAt": _ms("epoch ms"),
-                        "startedAt": {"type": ["integer", "null"], "description": "epoch ms"},
-                        "completedAt": {"type": ["integer", "null"], "description": "epoch ms"},
-                        "delayTime": _ms("ms queued"),
-                        "executionTime": _ms("ms running"),
-                        "workerId": {"type": ["string", "null"]},
-                        "attempt": {"type": "integer"},
-                        "retries": {"type": "integer"},
-                        "error": {"type": "string"},
-                        "input": {"description": "with ?include=input"},
-                        "output": {"description": "with ?include=output, for ended jobs"},
-                    },
-                },
-            },
-            "total": {"type": "integer", "description": "jobs matching the status filter"},
-            "hasMore": {"type": "boolean"},
-            "cursor": {"type": ["string", "null"], "description": "pass as ?cursor= for the next page"},
-        },
-    },
+    "RequestsPage": RequestsPage.schema(),
     "OpenAIError": {
         "type": "object",
         "required": ["error"],

@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
 
 from aiohttp import web
 
 from ..job import JobRecord, JobState
 from ..protocol import API_PREFIX
+from ..protocol.answers import RequestsPage
 from ..storage.base import MAX_PAGE, job_channel
 from .client_api import MAX_POLICY_MS, client_op, job_id_of, not_found
 from .config import EndpointConfig
@@ -118,32 +118,6 @@ def parse_include(request: web.Request) -> set[str]:
     return raw
 
 
-def _ms(t: float | None) -> int | None:
-    return None if t is None else int(t * 1000)
-
-
-def request_entry(job: JobRecord, include: set[str]) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "id": job.id,
-        "status": job.state.value,
-        "createdAt": _ms(job.created_at),
-        "startedAt": _ms(job.started_at),
-        "completedAt": _ms(job.finished_at),
-        "delayTime": job.delay_ms,
-        "executionTime": job.execution_ms,
-        "workerId": job.worker_id,
-        "attempt": job.attempt,
-        "retries": job.retries,
-    }
-    if job.error is not None:
-        entry["error"] = job.error
-    if "input" in include:
-        entry["input"] = job.input
-    if "output" in include and job.state.is_terminal:
-        entry["output"] = job.output
-    return entry
-
-
 @routes.get(API_PREFIX + "/requests")
 @client_op("requests")
 async def requests_page(
@@ -158,14 +132,6 @@ async def requests_page(
     page = await state.storage.list_jobs(
         endpoint, limit=limit, after=after, states=states, include_io=bool(include)
     )
-    return respond(
-        request,
-        {
-            "requests": [request_entry(job, include) for job in page.jobs],
-            "total": page.total,
-            "hasMore": page.has_more,
-            "cursor": encode_cursor(page.jobs[-1].created_at, page.jobs[-1].id)
-            if page.has_more and page.jobs
-            else None,
-        },
-    )
+    last = page.jobs[-1] if page.has_more and page.jobs else None
+    cursor = encode_cursor(last.created_at, last.id) if last is not None else None
+    return respond(request, RequestsPage.encode(page.jobs, include, page.total, page.has_more, cursor))
