@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import __version__
 from ..errors import StorageError, StoreUnavailable
+from ..protocol.answers import LivenessAnswer
 from ..storage import Storage, open_storage
 from . import client_api, dashboard, hosted_api, openai_api, query_api, scaling, worker_api
 from .activity import activity_channel
@@ -156,10 +157,7 @@ def _has_dot_segment(raw_path: str) -> bool:
 @service_routes.get("/health")
 async def liveness(request: web.Request) -> web.Response:
     state = state_of(request)
-    return respond(
-        request,
-        {"status": "ok", "version": __version__, "uptime_s": round(time.time() - state.started_at, 3)},
-    )
+    return respond(request, LivenessAnswer.encode(__version__, time.time() - state.started_at))
 
 
 @service_routes.get("/metrics")

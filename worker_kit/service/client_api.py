@@ -16,6 +16,7 @@ from aiohttp import web
 from ..errors import JobConflict, JobNotFound
 from ..job import JobRecord, JobState, Policy
 from ..protocol import API_PREFIX, MAX_POLL_MS
+from ..protocol.answers import HealthAnswer, JobAnswer, PurgeAnswer, StreamAnswer
 from ..protocol.submit import MAX_POLICY_MS, SubmitRequest, decode_policy
 from ..storage import rules
 from ..storage.base import job_channel
@@ -111,7 +112,7 @@ async def _submit(
 @client_op("run")
 async def run(request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig) -> web.Response:
     job = await _submit(request, state, endpoint, cfg, sync=False)
-    return respond(request, {"id": job.id, "status": job.state.value})
+    return respond(request, JobAnswer.encode(job.id, job.state))
 
 
 @routes.post(PREFIX + "/runsync", expect_handler=expect_within(lambda cfg: cfg.runsync_body_limit))
@@ -223,15 +224,7 @@ async def _read_stream(request: web.Request, state: ServiceState, endpoint: str,
     )
     assert latest is not None
     job, items, next_cursor = latest
-    return respond(
-        request,
-        {
-            "id": job_id,
-            "status": job.state.value,
-            "stream": [{"output": item} for item in items],
-            "cursor": next_cursor,
-        },
-    )
+    return respond(request, StreamAnswer.encode(job_id, job.state, items, next_cursor))
 
 
 # -- change ------------------------------------------------------------------------------------------
@@ -248,13 +241,13 @@ async def cancel(
     if before is None:
         raise not_found(job_id)
     if before.state.is_terminal:  # nothing to cancel; say how it ended
-        return respond(request, {"id": job_id, "status": before.state.value})
+        return respond(request, JobAnswer.encode(job_id, before.state))
     job = await state.storage.cancel(endpoint, job_id)
     if job is None:
         raise not_found(job_id)
     if job.state is JobState.CANCELLED:
         state.job_ended(job, f"cancelled by a client while {before.state.value}")
-    return respond(request, {"id": job_id, "status": job.state.value})
+    return respond(request, JobAnswer.encode(job_id, job.state))
 
 
 @routes.post(PREFIX + "/retry/{job_id}")
@@ -274,7 +267,7 @@ async def retry(
             409, f"job {job_id} is {current}; only FAILED or TIMED_OUT jobs can be retried", status=exc.state
         ) from None
     job_log(job, "job %s requeued by /retry (retry %d)", job.id, job.retries)
-    return respond(request, {"id": job.id, "status": job.state.value})
+    return respond(request, JobAnswer.encode(job.id, job.state))
 
 
 #: Queued jobs one purge step ends (each step is one bounded storage write).
@@ -299,31 +292,17 @@ async def purge_queue(
             break
     if removed:
         log.info("purged %d queued job(s) of %s", removed, endpoint, extra={"endpoint": endpoint})
-    return respond(request, {"removed": removed, "status": "completed"})
+    return respond(request, PurgeAnswer.encode(removed))
 
 
 # -- health ----------------------------------------------------------------------------------------
-
-_HEALTH_KEYS = {
-    JobState.COMPLETED.value: "completed",
-    JobState.FAILED.value: "failed",
-    JobState.IN_PROGRESS.value: "inProgress",
-    JobState.IN_QUEUE.value: "inQueue",
-    "retried": "retried",
-    JobState.TIMED_OUT.value: "timedOut",
-    JobState.CANCELLED.value: "cancelled",
-}
 
 
 async def endpoint_health(state: ServiceState, endpoint: str) -> dict[str, Any]:
     counts = await state.storage.counts(endpoint)
     workers = await state.storage.workers(endpoint, WORKER_SEEN_WINDOW_S)
     running = sum(1 for w in workers if w.running > 0)
-    return {
-        "jobs": {name: counts.get(key, 0) for key, name in _HEALTH_KEYS.items()},
-        "workers": {"idle": len(workers) - running, "running": running},
-        "webhooks": await state.webhook_stats(),
-    }
+    return HealthAnswer.encode(counts, len(workers) - running, running, await state.webhook_stats())
 
 
 @routes.get(PREFIX + "/health")

@@ -123,7 +123,7 @@ def _paths() -> dict[str, Any]:
     )
     service = {"errors": (), "tag": "service", "security": None}
     return {
-        "/health": {"get": _op("Liveness of the service", {"type": "object"}, **service)},
+        "/health": {"get": _op("Liveness of the service", _ref("Liveness"), **service)},
         "/metrics": {"get": _op("Prometheus metrics", {}, text=True, **service)},
         "/openapi.json": {"get": _op("This document", {"type": "object"}, **service)},
         **_submit_paths(),
@@ -196,10 +196,7 @@ def _client_paths(status_op: dict[str, Any]) -> dict[str, Any]:
         "/v2/{endpoint_id}/purge-queue": {
             "post": _op(
                 "Remove every queued job",
-                {
-                    "type": "object",
-                    "properties": {"removed": {"type": "integer"}, "status": {"const": "completed"}},
-                },
+                _ref("Purged"),
                 params=ep,
             )
         },

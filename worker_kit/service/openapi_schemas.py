@@ -22,6 +22,7 @@ from ..protocol import (
     ReleaseRequest,
     StopList,
 )
+from ..protocol.answers import HealthAnswer, JobAnswer, LivenessAnswer, PurgeAnswer, StreamAnswer
 from ..protocol.fields import PORTABLE_REF, object_schema
 from ..protocol.status import StatusAnswer
 from ..protocol.submit import SubmitRequest
@@ -62,23 +63,12 @@ SCHEMAS: dict[str, Any] = {
     # The client routes' bodies: generated from the message types the routes decode with.
     "Policy": SubmitRequest.policy_schema(),
     "SubmitRequest": SubmitRequest.schema(),
-    "Submitted": {
-        "type": "object",
-        "required": ["id", "status"],
-        "properties": {"id": {"type": "string"}, "status": {"const": "IN_QUEUE"}},
-    },
-    "JobStatus": StatusAnswer.short_schema(),
+    "Submitted": JobAnswer.schema(queued=True),
+    "JobStatus": JobAnswer.schema(),
     "Status": StatusAnswer.schema(),
-    "Stream": {
-        "type": "object",
-        "required": ["status", "stream"],
-        "properties": {
-            "id": {"type": "string"},
-            "status": {"type": "string"},
-            "stream": {"type": "array", "items": {"type": "object", "properties": {"output": {}}}},
-            "cursor": {"type": "integer", "description": "pass as ?cursor= to read on from here"},
-        },
-    },
+    "Stream": StreamAnswer.schema(),
+    "Purged": PurgeAnswer.schema(),
+    "Liveness": LivenessAnswer.schema(),
     "Scaling": {
         "type": "object",
         "required": ["inQueue", "inProgress", "workersLive", "workersBusy", "workersMax", "desiredWorkers"],
@@ -126,34 +116,7 @@ SCHEMAS: dict[str, Any] = {
             "outputPreview": {"type": "string"},
         },
     },
-    "Health": {
-        "type": "object",
-        "properties": {
-            "jobs": {
-                "type": "object",
-                "properties": {
-                    k: {"type": "integer"}
-                    for k in (
-                        "completed",
-                        "failed",
-                        "inProgress",
-                        "inQueue",
-                        "retried",
-                        "timedOut",
-                        "cancelled",
-                    )
-                },
-            },
-            "workers": {
-                "type": "object",
-                "properties": {"idle": {"type": "integer"}, "running": {"type": "integer"}},
-            },
-            "webhooks": {
-                "type": "object",
-                "properties": {k: {"type": "integer"} for k in ("delivered", "failed", "pending")},
-            },
-        },
-    },
+    "Health": HealthAnswer.schema(),
     "RequestsPage": {
         "type": "object",
         "required": ["requests", "total", "hasMore", "cursor"],

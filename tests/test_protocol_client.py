@@ -1,8 +1,9 @@
-"""The submit body (`POST /run`, `/runsync`) as a message type (worker_kit.protocol.submit): its
-schema in /openapi.json is generated from the fields its decoder reads, and these tests show the
-two cannot drift, in the style of tests/test_protocol_messages.py: the keys the decoder reads are
-the schema's properties, the policy's known keys are exactly the schema's, every bound the decoder
-enforces is the schema's, and what a client encodes is what the service decodes.
+"""The client routes' wire (worker_kit.protocol.submit and .answers), in the style of
+tests/test_protocol_messages.py. The submit body (`POST /run`, `/runsync`) is a message type whose
+/openapi.json schema is generated from the fields its decoder reads; these tests show the two cannot
+drift: the keys the decoder reads are the schema's properties, the policy's known keys are exactly
+the schema's, every bound the decoder enforces is the schema's, and what a client encodes is what the
+service decodes. Each client answer holds exactly what its generated schema says.
 """
 
 from __future__ import annotations
@@ -111,3 +112,29 @@ def test_the_policy_rule_is_one_for_the_client_and_the_service() -> None:
 def test_a_policy_is_decoded_alone_as_in_a_body() -> None:
     assert decode_policy(None, *DEFAULTS) == Policy(*DEFAULTS, False)
     assert decode_policy({"ttl": 7}, *DEFAULTS) == Policy(DEFAULTS[0], 7, False)
+
+
+# -- the client answers ----------------------------------------------------------------------------
+
+
+def test_each_answer_holds_what_its_schema_requires_and_nothing_else() -> None:
+    from worker_kit.job import JobState
+    from worker_kit.protocol.answers import HealthAnswer, JobAnswer, LivenessAnswer, PurgeAnswer, StreamAnswer
+
+    counts = {"IN_QUEUE": 2, "retried": 1, "COMPLETED": 5}
+    answers = [
+        ("Submitted", JobAnswer.encode("a", JobState.IN_QUEUE)),
+        ("JobStatus", JobAnswer.encode("a", JobState.CANCELLED)),
+        ("Stream", StreamAnswer.encode("a", JobState.IN_PROGRESS, ["tok", {"x": 1}], 2)),
+        ("Purged", PurgeAnswer.encode(3)),
+        ("Health", HealthAnswer.encode(counts, 1, 2, {"delivered": 4, "failed": 0, "pending": 1})),
+        ("Liveness", LivenessAnswer.encode("1.0", 12.34567)),
+    ]
+    for name, body in answers:
+        schema = SCHEMAS[name]
+        assert set(schema["required"]) == set(body) == set(schema["properties"]), name
+    health = answers[4][1]
+    assert set(health["jobs"]) == set(SCHEMAS["Health"]["properties"]["jobs"]["required"])
+    assert health["jobs"]["inQueue"] == 2 and health["jobs"]["retried"] == 1 and health["jobs"]["failed"] == 0
+    assert SCHEMAS["Submitted"]["properties"]["status"] == {"const": "IN_QUEUE"}
+    assert answers[2][1]["stream"] == [{"output": "tok"}, {"output": {"x": 1}}]
