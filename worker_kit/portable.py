@@ -40,6 +40,8 @@ _KEY_TYPES = (str, int, float, bool, type(None), bytes)
 
 def problem(value: Any, *, finite: bool = True, where: str = "body") -> str | None:
     """None when `value` is portable, else a one-line reason naming where the first problem is."""
+    if type(value) is str and value.isascii():
+        return None  # an id or a token, checked on every request: no walk, no call
     bad = _scalar_problem(value, finite)
     if bad is not None:
         return f"{where}: {bad}"

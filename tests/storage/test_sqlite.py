@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from worker_kit.errors import ConfigError, JobConflict, JobNotFound, SequenceGap, StorageError
+from worker_kit.errors import ConfigError, JobConflict, JobNotFound, SequenceGap, StaleLease, StorageError
 from worker_kit.job import JobState, Policy
 from worker_kit.protocol import OutputItem, pack
 from worker_kit.storage import open_storage
@@ -444,6 +444,29 @@ async def test_a_claim_and_finish_of_a_large_input_leave_the_event_loop(tmp_path
         assert done.output == 1 and storage._engine._on_loop.commits == commits + 2
         counts = await storage.counts(EP)
         assert counts["COMPLETED"] == 2 and counts["IN_PROGRESS"] == 0
+    finally:
+        await storage.close()
+
+
+async def test_a_finish_that_fails_a_check_changes_nothing(tmp_path: Path) -> None:
+    # A finish without items ends a running job in one statement whose conditions are the
+    # checks; each case they exclude falls through to the checks and gets their answer.
+    storage = await opened(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        await storage.submit(EP, {"n": 1}, policy=Policy(), retention_ms=60_000)
+        [job] = await storage.claim(EP, "w1", 1, 30_000)
+        with pytest.raises(JobNotFound):  # another endpoint's job of that id
+            await storage.finish("other", job.id, job.token or "", JobState.COMPLETED, output=1)
+        with pytest.raises(StaleLease):
+            await storage.finish(EP, job.id, "not-the-token", JobState.COMPLETED, output=1)
+        running = await storage.get(EP, job.id)
+        assert running is not None and running.state is JobState.IN_PROGRESS and running.output is None
+        done = await storage.finish(EP, job.id, job.token or "", JobState.FAILED, error="boom")
+        assert done.state is JobState.FAILED and done.error == "boom" and done.worker_id == "w1"
+        again = await storage.finish(EP, job.id, job.token or "", JobState.COMPLETED, output=2)
+        assert again.state is JobState.FAILED and again.finished_at == done.finished_at  # the first stands
+        counts = await storage.counts(EP)
+        assert counts["FAILED"] == 1 and counts["IN_PROGRESS"] == 0 and counts["COMPLETED"] == 0
     finally:
         await storage.close()
 

@@ -10,7 +10,9 @@ runtime and the client:
 - `hosted`: the hosted serverless service's worker protocol (jobs, reports, stop lists);
 - `reports`: output items, finishes, releases;
 - `refusals`: the 4xx answers, as the service raises them and as a worker reads them;
-- `status`: the status answer of the client routes (its encoder is JobRecord.to_status).
+- `status`: the status answer of the client routes (its encoder is JobRecord.to_status);
+- `submit`: the body of /run and /runsync (`SubmitRequest`, with its policy);
+- `answers`: the other client answers (/run, /retry, /cancel, /stream, /purge-queue, /health).
 
 Each message is one type with slots (a dataclass, or a `fields.Message`, which costs less to
 import) with its decoder (service side: validates, raises ApiError with the reason) and its

@@ -13,12 +13,14 @@ bytes a msgpack body brought (`decode_report`) and hands them to storage as they
 
 from __future__ import annotations
 
+import operator
+import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import msgpack
 
-from ..job import MAX_SEQ, WORKER_FINAL_STATES, JobState
+from ..job import MAX_CHUNK_BYTES, MAX_SEQ, WORKER_FINAL_STATES, JobState
 from ..packed import SLICE_FROM_BYTES, Packed, Payloads, unpack_keeping_payloads
 from ..portable import problem
 from .codecs import MSGPACK, decode, pack, pack_text
@@ -73,10 +75,21 @@ class OutputItem:
 _ITEM_KIND = {kind: b"\xa4kind" + pack(kind) + b"\xa4data" for kind in ITEM_KINDS}
 
 
+#: An item's head up to its seq's value, for the 16- and 32-bit seqs of a long stream.
+_HEAD16, _HEAD32 = struct.Struct(">6sH").pack, struct.Struct(">6sI").pack
+
+
 def pack_item(seq: int, kind: str, packed_data: bytes) -> bytes:
     """One output item {"seq", "kind", "data"} with `data` packed beforehand (once, by the
-    thread that produced it) so that retries and batching never re-encode it."""
-    return b"".join((b"\x83\xa3seq", _pack_seq(seq), _ITEM_KIND[kind], packed_data))
+    thread that produced it) so that retries and batching never re-encode it. A token stream
+    packs one per token: a seq of 256 and more takes one struct call."""
+    if 256 <= seq < 65536:
+        head = _HEAD16(b"\x83\xa3seq\xcd", seq)
+    elif 65536 <= seq < 2**32:
+        head = _HEAD32(b"\x83\xa3seq\xce", seq)
+    else:
+        head = b"\x83\xa3seq" + _pack_seq(seq)
+    return b"".join((head, _ITEM_KIND[kind], packed_data))
 
 
 def _pack_seq(seq: int) -> bytes:
@@ -147,23 +160,39 @@ def _packed_data(holder: Any, payloads: Payloads | None) -> Packed:
     return data if data is not None else _PACKED_NONE
 
 
+#: The msgpack head of each str shorter than 32 bytes (a fixstr): a token, the common chunk.
+_FIXSTR_HEADS = [bytes((0xA0 | size,)) for size in range(32)]
+_new_item = object.__new__
+_DATA_OF = operator.attrgetter("data")
+# OutputItem is frozen: its generated __init__ sets each field through object.__setattr__,
+# which costs twice these slot setters; a token stream builds one item per token.
+_set_seq, _set_kind, _set_data = OutputItem.seq.__set__, OutputItem.kind.__set__, OutputItem.data.__set__  # type: ignore[attr-defined]
+
+
 def _plain_items(raw: list[Any], payloads: Payloads | None) -> list[OutputItem]:
     """The items of a body, each `data` packed here unless the body kept its bytes. A token
     stream reports one item per token, so the well-formed ones take this one tight loop; any
     other goes through from_wire, which says what is wrong with it."""
     items = []
+    append = items.append
     kept = payloads.holding("data") if payloads else ()
+    heads = _FIXSTR_HEADS
     for holder in raw:
         if type(holder) is dict and not (kept and id(holder) in kept):
             seq, kind, data = holder.get("seq"), holder.get("kind"), holder.get("data")
             if type(seq) is int and 0 <= seq <= MAX_SEQ and (kind == "chunk" or kind == "progress"):
                 if type(data) is str:
-                    packed = Packed(pack_text(data))
+                    text = data.encode("utf-8")  # UnicodeEncodeError for a lone surrogate, as pack_text
+                    packed = Packed(heads[len(text)] + text) if len(text) < 32 else Packed(pack_text(data))
                 else:
                     packed = _PACKED_NONE if data is None else Packed(pack(data))
-                items.append(OutputItem(seq, kind, packed))
+                item = _new_item(OutputItem)
+                _set_seq(item, seq)
+                _set_kind(item, kind)
+                _set_data(item, packed)
+                append(item)
                 continue
-        items.append(OutputItem.from_wire(holder, _packed_data(holder, payloads)))
+        append(OutputItem.from_wire(holder, _packed_data(holder, payloads)))
     return items
 
 
@@ -184,9 +213,11 @@ class Items:
             items = _plain_items(raw, payloads)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        for item in items:
-            if item.kind == "chunk":
-                check_chunk(len(item.data), item.seq)
+        # One C-level pass over the sizes first: a token stream's items are all far under the cap.
+        if items and max(map(len, map(_DATA_OF, items))) > MAX_CHUNK_BYTES:
+            for item in items:
+                if item.kind == "chunk":
+                    check_chunk(len(item.data), item.seq)
         return items
 
     def schema(self) -> dict[str, Any]:

@@ -47,8 +47,3 @@ class StatusAnswer:
     @classmethod
     def schema(cls) -> dict[str, Any]:
         return object_schema(cls.FIELDS)
-
-    @staticmethod
-    def short_schema() -> dict[str, Any]:
-        """`{"id", "status"}`: what /cancel answers."""
-        return object_schema(StatusAnswer.FIELDS[:2])

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import __version__
 from ..errors import StorageError, StoreUnavailable
+from ..protocol.answers import LivenessAnswer
 from ..storage import Storage, open_storage
 from . import client_api, dashboard, hosted_api, openai_api, query_api, scaling, worker_api
 from .activity import activity_channel
@@ -24,6 +25,7 @@ from .config import ServiceConfig
 from .http import BODY_TIMEOUT_S, ApiError, respond
 from .metrics_store import read_store, store_metrics_ctx
 from .openapi import openapi_spec
+from .routing import index_endpoint_routes
 from .state import STATE, ServiceState, state_of
 from .sweeper import sweeper_ctx
 from .worker_finish import exchange  # noqa: F401 - registers /finish and /exchange on worker_api.routes
@@ -155,10 +157,7 @@ def _has_dot_segment(raw_path: str) -> bool:
 @service_routes.get("/health")
 async def liveness(request: web.Request) -> web.Response:
     state = state_of(request)
-    return respond(
-        request,
-        {"status": "ok", "version": __version__, "uptime_s": round(time.time() - state.started_at, 3)},
-    )
+    return respond(request, LivenessAnswer.encode(__version__, time.time() - state.started_at))
 
 
 @service_routes.get("/metrics")
@@ -240,6 +239,7 @@ def create_app(config: ServiceConfig, storage: Storage | None = None) -> web.App
     app.add_routes(hosted_api.routes)
     app.add_routes(scaling.routes)
     app.add_routes(dashboard.routes)
+    index_endpoint_routes(app.router)  # a dict lookup instead of ~30 patterns tried in turn
     app.cleanup_ctx.append(_storage_ctx(owned))
     app.cleanup_ctx.append(_webhooks_ctx)
     app.cleanup_ctx.append(store_metrics_ctx)

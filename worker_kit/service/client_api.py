@@ -10,13 +10,14 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from ..errors import JobConflict, JobNotFound
 from ..job import JobRecord, JobState, Policy
 from ..protocol import API_PREFIX, MAX_POLL_MS
+from ..protocol.answers import HealthAnswer, JobAnswer, PurgeAnswer, StreamAnswer
+from ..protocol.submit import MAX_POLICY_MS, SubmitRequest, decode_policy
 from ..storage import rules
 from ..storage.base import job_channel
 from .config import EndpointConfig
@@ -24,7 +25,6 @@ from .expect import expect_within
 from .http import (
     ApiError,
     client_gone,
-    integral,
     job_id_of,
     query_int,
     read_body,
@@ -42,8 +42,6 @@ log = logging.getLogger("worker_kit.service")
 PREFIX = API_PREFIX
 RUNSYNC_DEFAULT_WAIT_MS = 90_000
 RUNSYNC_MAX_WAIT_MS = 300_000
-#: Upper bound for policy times and /status?ttl= (a week, as the hosted service allows).
-MAX_POLICY_MS = 7 * 24 * 3600 * 1000
 #: Bodies of routes that take none (POST /status, /cancel...) are read up to this size.
 _SMALL_BODY = 64 * 1024
 #: A worker counts in /health while it was seen (claim or heartbeat) this recently.
@@ -86,52 +84,9 @@ def not_found(job_id: str) -> ApiError:
 # -- submit ---------------------------------------------------------------------------------------
 
 
-def parse_submit(body: dict[str, Any], cfg: EndpointConfig) -> tuple[Any, Policy, str | None]:
-    if "input" not in body:
-        raise ApiError(400, 'the body must hold "input", e.g. {"input": {"prompt": "hello"}}')
-    policy = parse_policy(body.get("policy"), cfg)
-    webhook = body.get("webhook")
-    if webhook is not None:
-        if not isinstance(webhook, str):
-            raise ApiError(400, f"webhook must be an http(s) URL string, not {webhook!r}")
-        parts = urlsplit(webhook)
-        if parts.scheme not in ("http", "https") or not parts.hostname or len(webhook) > 2048:
-            raise ApiError(
-                400, f"webhook must be an http:// or https:// URL with a host, not {webhook[:200]!r}"
-            )
-    return body["input"], policy, webhook
-
-
 def parse_policy(raw: Any, cfg: EndpointConfig) -> Policy:
-    if raw is None:
-        return Policy(cfg.execution_timeout_ms, cfg.ttl_ms, execution_timeout_explicit=False)
-    if not isinstance(raw, dict):
-        raise ApiError(400, f"policy must be an object, not {type(raw).__name__}")
-    unknown = set(raw) - {"executionTimeout", "ttl", "lowPriority"}
-    if unknown:
-        raise ApiError(
-            400,
-            f"unknown policy field(s): {', '.join(sorted(unknown))} "
-            "(known: executionTimeout, ttl, lowPriority)",
-        )
-    values = {}
-    for name, default in (("executionTimeout", cfg.execution_timeout_ms), ("ttl", cfg.ttl_ms)):
-        value = integral(raw.get(name, default))
-        if isinstance(value, bool) or not isinstance(value, int) or not (1 <= value <= MAX_POLICY_MS):
-            raise ApiError(
-                400,
-                f"policy.{name} must be a whole number of milliseconds between 1 and "
-                f"{MAX_POLICY_MS}, not {value!r}",
-            )
-        values[name] = value
-    if "lowPriority" in raw and not isinstance(raw["lowPriority"], bool):
-        raise ApiError(400, "policy.lowPriority must be true or false")
-    # Only a client's own executionTimeout outranks the handler's timeout on the worker.
-    return Policy(
-        execution_timeout_ms=values["executionTimeout"],
-        ttl_ms=values["ttl"],
-        execution_timeout_explicit="executionTimeout" in raw,
-    )
+    """A submit's policy (worker_kit.protocol.submit holds the rules; None: the endpoint's)."""
+    return decode_policy(raw, cfg.execution_timeout_ms, cfg.ttl_ms)
 
 
 async def _submit(
@@ -139,13 +94,13 @@ async def _submit(
 ) -> JobRecord:
     limit = cfg.runsync_body_limit if sync else cfg.run_body_limit
     body = await read_object(request, limit, "/runsync" if sync else "/run")
-    job_input, policy, webhook = parse_submit(body, cfg)
+    submitted = SubmitRequest.decode(body, cfg.execution_timeout_ms, cfg.ttl_ms)
     job = await state.submit(
         endpoint,
         cfg,
-        job_input,
-        policy=policy,
-        webhook=webhook,
+        submitted.input,
+        policy=submitted.policy,
+        webhook=submitted.webhook,
         retention_ms=cfg.runsync_retention_ms if sync else cfg.run_retention_ms,
     )
     state.metrics.job_submitted(endpoint)
@@ -157,7 +112,7 @@ async def _submit(
 @client_op("run")
 async def run(request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig) -> web.Response:
     job = await _submit(request, state, endpoint, cfg, sync=False)
-    return respond(request, {"id": job.id, "status": job.state.value})
+    return respond(request, JobAnswer.encode(job.id, job.state))
 
 
 @routes.post(PREFIX + "/runsync", expect_handler=expect_within(lambda cfg: cfg.runsync_body_limit))
@@ -269,15 +224,7 @@ async def _read_stream(request: web.Request, state: ServiceState, endpoint: str,
     )
     assert latest is not None
     job, items, next_cursor = latest
-    return respond(
-        request,
-        {
-            "id": job_id,
-            "status": job.state.value,
-            "stream": [{"output": item} for item in items],
-            "cursor": next_cursor,
-        },
-    )
+    return respond(request, StreamAnswer.encode(job_id, job.state, items, next_cursor))
 
 
 # -- change ------------------------------------------------------------------------------------------
@@ -294,13 +241,13 @@ async def cancel(
     if before is None:
         raise not_found(job_id)
     if before.state.is_terminal:  # nothing to cancel; say how it ended
-        return respond(request, {"id": job_id, "status": before.state.value})
+        return respond(request, JobAnswer.encode(job_id, before.state))
     job = await state.storage.cancel(endpoint, job_id)
     if job is None:
         raise not_found(job_id)
     if job.state is JobState.CANCELLED:
         state.job_ended(job, f"cancelled by a client while {before.state.value}")
-    return respond(request, {"id": job_id, "status": job.state.value})
+    return respond(request, JobAnswer.encode(job_id, job.state))
 
 
 @routes.post(PREFIX + "/retry/{job_id}")
@@ -320,7 +267,7 @@ async def retry(
             409, f"job {job_id} is {current}; only FAILED or TIMED_OUT jobs can be retried", status=exc.state
         ) from None
     job_log(job, "job %s requeued by /retry (retry %d)", job.id, job.retries)
-    return respond(request, {"id": job.id, "status": job.state.value})
+    return respond(request, JobAnswer.encode(job.id, job.state))
 
 
 #: Queued jobs one purge step ends (each step is one bounded storage write).
@@ -345,31 +292,17 @@ async def purge_queue(
             break
     if removed:
         log.info("purged %d queued job(s) of %s", removed, endpoint, extra={"endpoint": endpoint})
-    return respond(request, {"removed": removed, "status": "completed"})
+    return respond(request, PurgeAnswer.encode(removed))
 
 
 # -- health ----------------------------------------------------------------------------------------
-
-_HEALTH_KEYS = {
-    JobState.COMPLETED.value: "completed",
-    JobState.FAILED.value: "failed",
-    JobState.IN_PROGRESS.value: "inProgress",
-    JobState.IN_QUEUE.value: "inQueue",
-    "retried": "retried",
-    JobState.TIMED_OUT.value: "timedOut",
-    JobState.CANCELLED.value: "cancelled",
-}
 
 
 async def endpoint_health(state: ServiceState, endpoint: str) -> dict[str, Any]:
     counts = await state.storage.counts(endpoint)
     workers = await state.storage.workers(endpoint, WORKER_SEEN_WINDOW_S)
     running = sum(1 for w in workers if w.running > 0)
-    return {
-        "jobs": {name: counts.get(key, 0) for key, name in _HEALTH_KEYS.items()},
-        "workers": {"idle": len(workers) - running, "running": running},
-        "webhooks": await state.webhook_stats(),
-    }
+    return HealthAnswer.encode(counts, len(workers) - running, running, await state.webhook_stats())
 
 
 @routes.get(PREFIX + "/health")

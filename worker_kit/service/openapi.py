@@ -23,7 +23,8 @@ from ..protocol import (
     WORKER_RELEASE,
 )
 from ..protocol.status import STATES
-from .client_api import MAX_POLICY_MS, RUNSYNC_MAX_WAIT_MS
+from ..protocol.submit import MAX_POLICY_MS
+from .client_api import RUNSYNC_MAX_WAIT_MS
 from .openapi_dashboard import dashboard_paths
 from .openapi_finish import REQUEST_SCHEMAS, finish_paths, with_portable_extras
 from .openapi_hosted import hosted_paths
@@ -122,7 +123,7 @@ def _paths() -> dict[str, Any]:
     )
     service = {"errors": (), "tag": "service", "security": None}
     return {
-        "/health": {"get": _op("Liveness of the service", {"type": "object"}, **service)},
+        "/health": {"get": _op("Liveness of the service", _ref("Liveness"), **service)},
         "/metrics": {"get": _op("Prometheus metrics", {}, text=True, **service)},
         "/openapi.json": {"get": _op("This document", {"type": "object"}, **service)},
         **_submit_paths(),
@@ -195,10 +196,7 @@ def _client_paths(status_op: dict[str, Any]) -> dict[str, Any]:
         "/v2/{endpoint_id}/purge-queue": {
             "post": _op(
                 "Remove every queued job",
-                {
-                    "type": "object",
-                    "properties": {"removed": {"type": "integer"}, "status": {"const": "completed"}},
-                },
+                _ref("Purged"),
                 params=ep,
             )
         },

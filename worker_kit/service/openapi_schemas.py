@@ -22,9 +22,10 @@ from ..protocol import (
     ReleaseRequest,
     StopList,
 )
+from ..protocol.answers import HealthAnswer, JobAnswer, LivenessAnswer, PurgeAnswer, StreamAnswer
 from ..protocol.fields import PORTABLE_REF, object_schema
 from ..protocol.status import StatusAnswer
-from .client_api import MAX_POLICY_MS
+from ..protocol.submit import SubmitRequest
 
 
 def _ms(description: str) -> dict[str, Any]:
@@ -59,60 +60,15 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"error": {"type": "string"}},
         "additionalProperties": True,
     },
-    "Policy": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "executionTimeout": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_POLICY_MS,
-                "description": "ms the run may take",
-            },
-            "ttl": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_POLICY_MS,
-                "description": "ms the job may live, queue time included",
-            },
-            "lowPriority": {"type": "boolean", "description": "accepted for compatibility; ignored"},
-        },
-    },
-    "SubmitRequest": {
-        "type": "object",
-        "required": ["input"],
-        "properties": {
-            "input": {
-                **PORTABLE_REF,
-                "description": "any JSON value, handed to the handler: at most 127 levels of nesting, "
-                "no NaN or Infinity, no lone surrogates (docs/service.md)",
-            },
-            "webhook": {
-                "type": ["string", "null"],
-                "maxLength": 2048,
-                "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$",
-                "description": "an http(s) URL, POSTed the final status when the job ends",
-            },
-            "policy": {"anyOf": [{"$ref": "#/components/schemas/Policy"}, {"type": "null"}]},
-        },
-    },
-    "Submitted": {
-        "type": "object",
-        "required": ["id", "status"],
-        "properties": {"id": {"type": "string"}, "status": {"const": "IN_QUEUE"}},
-    },
-    "JobStatus": StatusAnswer.short_schema(),
+    # The client routes' bodies: generated from the message types the routes decode with.
+    "Policy": SubmitRequest.policy_schema(),
+    "SubmitRequest": SubmitRequest.schema(),
+    "Submitted": JobAnswer.schema(queued=True),
+    "JobStatus": JobAnswer.schema(),
     "Status": StatusAnswer.schema(),
-    "Stream": {
-        "type": "object",
-        "required": ["status", "stream"],
-        "properties": {
-            "id": {"type": "string"},
-            "status": {"type": "string"},
-            "stream": {"type": "array", "items": {"type": "object", "properties": {"output": {}}}},
-            "cursor": {"type": "integer", "description": "pass as ?cursor= to read on from here"},
-        },
-    },
+    "Stream": StreamAnswer.schema(),
+    "Purged": PurgeAnswer.schema(),
+    "Liveness": LivenessAnswer.schema(),
     "Scaling": {
         "type": "object",
         "required": ["inQueue", "inProgress", "workersLive", "workersBusy", "workersMax", "desiredWorkers"],
@@ -160,34 +116,7 @@ SCHEMAS: dict[str, Any] = {
             "outputPreview": {"type": "string"},
         },
     },
-    "Health": {
-        "type": "object",
-        "properties": {
-            "jobs": {
-                "type": "object",
-                "properties": {
-                    k: {"type": "integer"}
-                    for k in (
-                        "completed",
-                        "failed",
-                        "inProgress",
-                        "inQueue",
-                        "retried",
-                        "timedOut",
-                        "cancelled",
-                    )
-                },
-            },
-            "workers": {
-                "type": "object",
-                "properties": {"idle": {"type": "integer"}, "running": {"type": "integer"}},
-            },
-            "webhooks": {
-                "type": "object",
-                "properties": {k: {"type": "integer"} for k in ("delivered", "failed", "pending")},
-            },
-        },
-    },
+    "Health": HealthAnswer.schema(),
     "RequestsPage": {
         "type": "object",
         "required": ["requests", "total", "hasMore", "cursor"],

@@ -113,14 +113,12 @@ class ServiceState:
         self.metrics.job_ended(job)
         self.minute_stats.job_ended(job)
         self.storage.notifier.publish(activity_channel(job.endpoint))
-        log.info(
-            "job %s %s (%s)%s",
-            job.id,
-            job.state.value,
-            how,
-            f": {job.error}" if job.error else "",
-            extra={"job_id": job.id, "endpoint": job.endpoint, "state": job.state.value, "how": how},
-        )
+        if log.isEnabledFor(logging.INFO):  # else not even its arguments are worth making
+            state = job.state.value
+            log.info(
+                "job %s %s (%s)%s", job.id, state, how, f": {job.error}" if job.error else "",
+                extra={"job_id": job.id, "endpoint": job.endpoint, "state": state, "how": how},
+            )  # fmt: skip
         if job.webhook and self.webhooks is not None:
             self.webhooks.kick()  # its outbox row was written with the ending; send it now
 

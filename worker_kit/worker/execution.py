@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..job import JobState
-from ..protocol import dumps_json
+from ..protocol import dumps_json, pack_text
 from .handler_job import Job, JobInterrupted
 from .registry import Handler
-from .reporting import pack_chunk
+from .reporting import PIECE_BYTES, pack_chunk
 from .threads import raise_in_thread, threads
 
 __all__ = ["Job", "JobInterrupted", "Outcome", "Run", "Sink", "failure", "value_outcome"]
@@ -35,6 +35,9 @@ SYNC_BYTES = 1024 * 1024
 #: A stream's list is kept for the output, when not asked for, up to this many packed bytes (the
 #: default result limit); a longer stream would fail the job as "result too large".
 AGGREGATE_AUTO_MAX_BYTES = 20 * 1024 * 1024
+#: A str of at most this many characters packs to one piece under the chunk cap (4 UTF-8
+#: bytes a character at most), as pack_chunk would pack it: a token takes that short path.
+SHORT_TEXT = PIECE_BYTES // 4
 
 log = logging.getLogger("worker_kit.worker")
 
@@ -178,11 +181,12 @@ class Run:
         for packed in pieces:
             self.sink.add("chunk", packed)
 
-    def _keep(self, item: Any, pieces: list[bytes]) -> None:
+    def _keep(self, item: Any, size: int) -> None:
+        """Hold `item` (`size` bytes packed) for the aggregate output, while that is wanted."""
         if self.aggregate is None:
             return
         self.aggregate.append(item)
-        self._aggregate_bytes += len(pieces[0]) if len(pieces) == 1 else sum(map(len, pieces))
+        self._aggregate_bytes += size
         if self.handler.return_aggregate_stream is None and self._aggregate_bytes > AGGREGATE_AUTO_MAX_BYTES:
             # Not asked for and already over any default result limit: stop holding the stream
             # in memory; the output is left empty and the chunks stay readable on /stream.
@@ -197,21 +201,26 @@ class Run:
         optional = self.handler.return_aggregate_stream is None
         return Outcome(JobState.COMPLETED, output=self.aggregate, output_optional=optional)
 
-    async def _emit(self, item: Any) -> None:
-        pieces = pack_chunk(item)
-        if len(pieces) == 1:  # a token: one piece (this runs once per streamed item)
-            self.sink.add("chunk", pieces[0])
+    def _emit(self, item: Any) -> None:
+        """Hand one yielded item to the sink (the caller then awaits the sink's room)."""
+        if type(item) is str and len(item) <= SHORT_TEXT:  # a token (this runs once per streamed item)
+            packed = pack_text(item)
+            self.sink.add("chunk", packed)
+            size = len(packed)
         else:
+            pieces = pack_chunk(item)
             self._add_pieces(pieces)
-        self._keep(item, pieces)
-        await self.sink.wait_room()  # backpressure: the sink holds a bounded backlog
+            size = sum(map(len, pieces))
+        if self.aggregate is not None:
+            self._keep(item, size)
 
     def _emit_from_thread(self, item: Any) -> None:
         pieces = pack_chunk(item)  # encoding happens in the handler's thread, off the loop
         self._seal_progress()
         self._call_soon(self._add_pieces, pieces)
-        self._keep(item, pieces)
-        self._unsynced += sum(len(p) for p in pieces)
+        size = sum(map(len, pieces))
+        self._keep(item, size)
+        self._unsynced += size
         if self._unsynced >= SYNC_BYTES:
             # Wait on the loop, behind the adds scheduled so far, until the backlog has room:
             # a fast producer thread cannot run ahead of the network.
@@ -261,8 +270,10 @@ class Run:
                 break
             returned = await returned
         if inspect.isasyncgen(returned) or isinstance(returned, AsyncIterator):
+            emit, wait_room = self._emit, self.sink.wait_room
             async for item in returned:
-                await self._emit(item)
+                emit(item)
+                await wait_room()  # backpressure: the sink holds a bounded backlog
             return self._streamed()
         if inspect.isgenerator(returned):
             gen = returned

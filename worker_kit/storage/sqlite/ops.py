@@ -14,6 +14,7 @@ the writer thread.
 
 from __future__ import annotations
 
+import operator
 import secrets
 import sqlite3
 import time
@@ -25,7 +26,7 @@ from .. import rules
 from ..base import StopSignal
 from ..rules import ENDED_BY_SERVICE, ENDED_BY_WORKER
 from . import stream
-from .connections import loop_bound
+from .connections import LOOP_BYTES, LoopConnection, loop_bound
 from .schema import RECORD_COLUMNS
 
 Row = tuple[Any, ...]
@@ -121,12 +122,15 @@ def end_job(
     error: str | None = None,
     extra_sql: str = "",
     extra_args: tuple[Any, ...] = (),
+    where_sql: str = "",
+    where_args: tuple[Any, ...] = (),
 ) -> Row:
+    """The job's row once ended (None when `where_sql`, more conditions, left it as it was)."""
     return conn.execute(  # type: ignore[no-any-return]
         f"UPDATE jobs SET state = ?, finished_at = ?, expires_at = ? + retention_ms / 1000.0, "
         f"lease_until = NULL, ended_by = ?, error = coalesce(?, error){extra_sql} "
-        f"WHERE id = ? RETURNING {RECORD_COLUMNS}",
-        (state.value, now, now, ended_by, error, *extra_args, job_id),
+        f"WHERE id = ?{where_sql} RETURNING {RECORD_COLUMNS}",
+        (state.value, now, now, ended_by, error, *extra_args, job_id, *where_args),
     ).fetchone()
 
 
@@ -316,11 +320,15 @@ def _current(
     return state, found[2], found[3]
 
 
+#: A packed item's seq (one C call per item: a token stream applies thousands per request).
+_SEQ_OF = operator.itemgetter(0)
+
+
 def _apply_items(
     conn: sqlite3.Connection, job_id: str, next_seq: int, stream_len: int, items: list[PackedItem]
 ) -> tuple[int, bool]:
     """Apply items in seq order; returns (next_seq, whether anything changed)."""
-    fresh = rules.fresh_items(next_seq, items, lambda item: item[0])
+    fresh = rules.fresh_items(next_seq, items, _SEQ_OF)
     if not fresh:
         return next_seq, False
     chunks = [blob for _, kind, blob in fresh if kind == "chunk"]
@@ -351,6 +359,19 @@ def finish(
     state: JobState, output: bytes | None, error: str | None, error_detail: bytes | None,
     items: list[PackedItem],
 ) -> Row:  # fmt: skip
+    if not items:
+        # The common case, a running job ended by the token it runs under: one statement, whose
+        # conditions are the checks below when they pass. Any other case (a repeat, a stale
+        # token, a job gone, an input too large for the event loop) changes nothing here and
+        # takes those checks, which answer it.
+        row = end_job(
+            conn, job_id, state, now, ENDED_BY_WORKER, error=error,
+            extra_sql=", output = ?, error_detail = ?", extra_args=(output, error_detail),
+            where_sql=_RUNNING_UNDER, where_args=(endpoint, token, now, _loop_bytes(conn)),
+        )  # fmt: skip
+        if row is not None:
+            notes += rules.changed(job_id)
+            return row
     # One read of the row for both checks (a repeat of this token's own finish; a live lease).
     found = _live(conn, endpoint, job_id, now, "state, token, ended_by, next_seq, stream_len, length(input)")
     if found is None:
@@ -367,6 +388,18 @@ def finish(
     )  # fmt: skip
     notes += rules.changed(job_id)
     return row
+
+
+#: A job `finish` may end in one statement: of this endpoint, within its retention, running under
+#: this token, and with an input the connection may carry (loop_bound).
+_RUNNING_UNDER = (
+    " AND endpoint = ? AND state = 'IN_PROGRESS' AND token = ? AND (expires_at IS NULL OR expires_at > ?)"
+    " AND coalesce(length(input), 0) <= ?"
+)
+
+
+def _loop_bytes(conn: sqlite3.Connection) -> int:
+    return LOOP_BYTES if isinstance(conn, LoopConnection) else 2**62
 
 
 def release(
