@@ -100,6 +100,8 @@ class Metrics:
     """The counters and histograms one service app updates as things happen."""
 
     def __init__(self, configured: Iterable[str] = (), max_endpoints: int = 100) -> None:
+        """Declares every series /metrics exposes, in one list on purpose (past our usual 60
+        lines): this is the place to read what the service reports."""
         self.registry = CollectorRegistry(auto_describe=True)
         self.endpoint = EndpointLabels(configured, max_endpoints)
         r = self.registry
