@@ -140,6 +140,17 @@ async def test_exchange_refuses_malformed_requests_whole(api: Any, session: Any)
         assert status == 400 and word in answer["error"], answer
 
 
+async def test_a_capped_wait_still_refuses_what_the_wire_cannot_carry(api: Any, session: Any) -> None:
+    """wait_ms above its cap (60 s) is lowered to it, but a value beyond what the wire carries is
+    refused, as the schema's maximum says: whether written as an integer or as an integral float."""
+    w = await jworker(api, session)
+    for wait_ms, word in [(2**64, "does not fit in 64 bits"), (1e20, "must be an integer")]:
+        status, answer = await w.post("/worker/heartbeat", {"worker_id": "w", "jobs": {}, "wait_ms": wait_ms})
+        assert status == 400 and word in answer["error"], answer
+    status, _ = await w.post("/worker/heartbeat", {"worker_id": "w", "jobs": {}, "wait_ms": 0})
+    assert status == 200
+
+
 # -- heartbeats ------------------------------------------------------------------------------------
 async def test_a_heartbeat_for_a_job_just_finished_answers_no_stop(api: Any, session: Any) -> None:
     w = await jworker(api, session)

@@ -8,7 +8,10 @@ import gc
 import ipaddress
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the service is imported when `serve` runs, not for `--help`
+    from ..service.config import ServiceConfig
 
 DESCRIPTION = """\
 Run the queue service: the client API (/v2/<endpoint>/run, /runsync, /status, /stream, /cancel,
@@ -92,6 +95,24 @@ def missing_keys(config: Any) -> list[str]:
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    config = _config_or_none(args)
+    if config is None:
+        return 2
+    from ..logs import configure_logging
+
+    configure_logging(level=config.log_level, fmt=config.log_format)
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None  # type: ignore[assignment]
+    if uvloop is not None:
+        uvloop.install()
+    return _run(config)
+
+
+def _config_or_none(args: argparse.Namespace) -> ServiceConfig | None:
+    """The service's settings from the flags and the config file; None once it has said on stderr
+    why they cannot be used (bad settings, or a public address without API keys)."""
     from ..errors import ConfigError
     from ..service.config import ServiceConfig
 
@@ -110,7 +131,7 @@ def serve_command(args: argparse.Namespace) -> int:
             config = ServiceConfig(**{k: v for k, v in overrides.items() if v is not None})
     except ConfigError as exc:
         print(f"worker-kit serve: {exc}", file=sys.stderr)
-        return 2
+        return None
     if not is_loopback(config.host) and not config.insecure:
         problems = missing_keys(config)
         if problems:
@@ -120,18 +141,13 @@ def serve_command(args: argparse.Namespace) -> int:
                 "(docs/service.md, Security), or pass --insecure to accept anyone who can reach the port.",
                 file=sys.stderr,
             )
-            return 2
+            return None
+    return config
 
-    from ..logs import configure_logging
 
-    configure_logging(level=config.log_level, fmt=config.log_format)
-    try:
-        import uvloop
-    except ImportError:
-        uvloop = None  # type: ignore[assignment]
-    if uvloop is not None:
-        uvloop.install()
-    from ..errors import MissingDependency, StorageError
+def _run(config: ServiceConfig) -> int:
+    """Serve until stopped; the exit code, with one line on stderr for what kept it from starting."""
+    from ..errors import ConfigError, MissingDependency, StorageError
     from ..storage import redacted
 
     try:

@@ -55,10 +55,11 @@ class Int:
             return self.default
         if isinstance(value, bool) or not isinstance(value, int):
             raise ApiError(400, f"{self.name} must be an integer, not {value!r}")
-        if value < self.minimum or (self.maximum is not None and value > self.maximum):
-            bound = f"between {self.minimum} and {self.maximum}" if self.maximum is not None else (
-                f"at least {self.minimum}")
-            raise ApiError(400, f"{self.name} must be {bound}, not {value}")
+        # Without a maximum of its own, the largest integer the wire carries is the bound, as
+        # the schema says: a capped field is lowered only from values the wire could hold.
+        top = self.maximum if self.maximum is not None else MAX_WIRE_INT
+        if value < self.minimum or value > top:
+            raise ApiError(400, f"{self.name} must be between {self.minimum} and {top}, not {value}")
         return value if self.cap is None or value <= self.cap else self.cap
 
     def schema(self) -> dict[str, Any]:

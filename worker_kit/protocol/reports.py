@@ -13,13 +13,14 @@ bytes a msgpack body brought (`decode_report`) and hands them to storage as they
 
 from __future__ import annotations
 
+import operator
 import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import msgpack
 
-from ..job import MAX_SEQ, WORKER_FINAL_STATES, JobState
+from ..job import MAX_CHUNK_BYTES, MAX_SEQ, WORKER_FINAL_STATES, JobState
 from ..packed import SLICE_FROM_BYTES, Packed, Payloads, unpack_keeping_payloads
 from ..portable import problem
 from .codecs import MSGPACK, decode, pack, pack_text
@@ -162,6 +163,7 @@ def _packed_data(holder: Any, payloads: Payloads | None) -> Packed:
 #: The msgpack head of each str shorter than 32 bytes (a fixstr): a token, the common chunk.
 _FIXSTR_HEADS = [bytes((0xA0 | size,)) for size in range(32)]
 _new_item = object.__new__
+_DATA_OF = operator.attrgetter("data")
 # OutputItem is frozen: its generated __init__ sets each field through object.__setattr__,
 # which costs twice these slot setters; a token stream builds one item per token.
 _set_seq, _set_kind, _set_data = OutputItem.seq.__set__, OutputItem.kind.__set__, OutputItem.data.__set__  # type: ignore[attr-defined]
@@ -211,9 +213,11 @@ class Items:
             items = _plain_items(raw, payloads)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        for item in items:
-            if item.kind == "chunk":
-                check_chunk(len(item.data), item.seq)
+        # One C-level pass over the sizes first: a token stream's items are all far under the cap.
+        if items and max(map(len, map(_DATA_OF, items))) > MAX_CHUNK_BYTES:
+            for item in items:
+                if item.kind == "chunk":
+                    check_chunk(len(item.data), item.seq)
         return items
 
     def schema(self) -> dict[str, Any]:

@@ -56,9 +56,11 @@ class MinuteStats:
     def job_ended(self, job: JobRecord) -> None:
         minutes = _bounded_get(self._minutes, job.endpoint, dict)
         now_minute = int(time.time() // 60)
-        for old in [m for m in minutes if m <= now_minute - CHART_MINUTES]:
-            del minutes[old]
-        bucket = minutes.setdefault(now_minute, _Minute())
+        bucket = minutes.get(now_minute)
+        if bucket is None:  # a new minute (once a minute per endpoint): forget the old ones
+            for old in [m for m in minutes if m <= now_minute - CHART_MINUTES]:
+                del minutes[old]
+            bucket = minutes[now_minute] = _Minute()
         if job.state is JobState.COMPLETED:
             bucket.completed += 1
         elif job.state in (JobState.FAILED, JobState.TIMED_OUT):

@@ -108,7 +108,7 @@ def fresh_items(next_seq: int, items: Iterable[T], seq_of: Callable[[T], int]) -
     Items below next_seq repeat a retried request and are skipped; one above the next expected
     number means a lost request, and raises SequenceGap (the worker resends from next_seq)."""
     items = list(items)
-    seqs = [seq_of(item) for item in items]
+    seqs = list(map(seq_of, items))
     if seqs and seqs == list(range(seqs[0], seqs[0] + len(seqs))) and seqs[0] <= next_seq:
         # Consecutive, as a worker sends them (thousands per request in a token stream): a slice.
         return items[next_seq - seqs[0] :]

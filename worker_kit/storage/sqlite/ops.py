@@ -14,6 +14,7 @@ the writer thread.
 
 from __future__ import annotations
 
+import operator
 import secrets
 import sqlite3
 import time
@@ -319,11 +320,15 @@ def _current(
     return state, found[2], found[3]
 
 
+#: A packed item's seq (one C call per item: a token stream applies thousands per request).
+_SEQ_OF = operator.itemgetter(0)
+
+
 def _apply_items(
     conn: sqlite3.Connection, job_id: str, next_seq: int, stream_len: int, items: list[PackedItem]
 ) -> tuple[int, bool]:
     """Apply items in seq order; returns (next_seq, whether anything changed)."""
-    fresh = rules.fresh_items(next_seq, items, lambda item: item[0])
+    fresh = rules.fresh_items(next_seq, items, _SEQ_OF)
     if not fresh:
         return next_seq, False
     chunks = [blob for _, kind, blob in fresh if kind == "chunk"]
