@@ -44,6 +44,7 @@ from ..protocol import (
     encode,
     stale,
 )
+from ..protocol.answers import JobAnswer
 from ..storage.base import queue_channel, worker_channel
 from .config import EndpointConfig
 from .expect import expect_within
@@ -238,4 +239,4 @@ async def release(
         raise stale(job_id, f"the lease token of job {job_id} is not current; nothing to release",
                     job.state.value if job else None)  # fmt: skip
     log.info("job %s released back to the queue", job_id, extra={"job_id": job_id, "endpoint": endpoint})
-    return respond(request, {"id": job_id, "status": JobState.IN_QUEUE.value})
+    return respond(request, JobAnswer.encode(job_id, JobState.IN_QUEUE))
