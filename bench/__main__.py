@@ -101,7 +101,8 @@ def write_docs(report: dict[str, Any]) -> None:
         f"{BEGIN}\n\nRun {m['date']} on {m['cpus']} CPUs ({m['cpu']}), Python {v['python']}, "
         f"aiohttp {v['aiohttp']}, uvloop {v['uvloop']}, SQLite {v['sqlite']}; "
         f"`{report['mode']}` sizes, {report['rounds']} rounds; load average at the start "
-        f"{m['load_average'][0]:.1f} (other programs shared the machine). "
+        f"{m['load_average'][0]:.1f}"
+        f"{' (other programs shared the machine)' if m['load_average'][0] >= 1.0 else ''}. "
         "Raw figures: bench/results.json.\n\n"
         f"{table(report['results'])}\n\n{END}"
     )
