@@ -45,6 +45,8 @@ CLIENT_CASES: list[tuple[str, str, Any, int]] = [
     ("POST", "/runsync", b"{bad", 400),
     ("GET", "/status/{job}?ttl=-1", None, 400),
     ("GET", "/status/{job}?ttl=ten", None, 400),
+    ("GET", "/status/{job}?ttl=1000&ttl=ten", None, 400),  # given twice: which one was meant?
+    ("POST", "/runsync?wait=10&wait=20", {"input": 1}, 400),
     ("POST", "/status/{job}", b"{bad", 400),
     ("GET", "/stream/{job}?cursor=-1", None, 400),
     ("GET", "/stream/{job}?cursor=x", None, 400),

@@ -150,9 +150,12 @@ def query_int(
 ) -> int | None:
     if not request.rel_url.raw_query_string:
         return default  # most requests: no query to parse at all
-    raw = request.query.get(name)
-    if raw is None:
+    given = request.query.getall(name, ())
+    if not given:
         return default
+    if len(given) > 1:  # which one was meant is not ours to guess
+        raise ApiError(400, f"query parameter {name} is given {len(given)} times; give it once")
+    raw = given[0]
     if not raw.isascii() or not raw.isdigit():
         raise ApiError(
             400, f"query parameter {name} must be a whole number between {minimum} and {maximum}, not {raw!r}"
