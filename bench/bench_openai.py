@@ -36,6 +36,10 @@ from typing import Any
 import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, Python put bench/ itself first on the path; the project root makes `bench` a package.
+sys.path.insert(0, str(ROOT))
+from bench import procs  # noqa: E402
+
 EXAMPLE = ROOT / "examples" / "openai_compatible.py"
 ENDPOINT = "bench-openai"
 CONFIG = """
@@ -49,7 +53,6 @@ backpressure = false
 # -- the bare baseline (its own process) ---------------------------------------------------------------
 def bare_server() -> None:
     """Writes the frames examples/openai_compatible.py would, straight from the HTTP handler."""
-    import uvloop
     from aiohttp import web
 
     sys.path.insert(0, str(ROOT / "examples"))
@@ -75,17 +78,7 @@ def bare_server() -> None:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
 
-    async def serve() -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        print(f"listening on http://127.0.0.1:{port}", flush=True)
-        await asyncio.Event().wait()
-
-    uvloop.install()
-    asyncio.run(serve())
+    procs.serve_announced(app)
 
 
 # -- readers: each yields the content of every token frame -------------------------------------------------
@@ -164,14 +157,6 @@ async def tokens_per_s(session: aiohttp.ClientSession, url: str, reader: Reader,
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
-def start(argv: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise SystemExit(f"{argv[1:3]} did not start: {line!r}")
-    return proc, line.rsplit(" ", 1)[1].strip()
 
 
 async def wait_for_worker(session: aiohttp.ClientSession, url: str) -> None:
@@ -185,20 +170,21 @@ async def wait_for_worker(session: aiohttp.ClientSession, url: str) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    procs: list[subprocess.Popen[str]] = []
+    running: list[subprocess.Popen[str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp, "bench.toml")
         config.write_text(CONFIG)
         try:
             serve = [sys.executable, "-m", "worker_kit", "serve", "--port", "0",
                      "--storage", f"sqlite:///{tmp}/bench.db", "--config", str(config)]  # fmt: skip
-            server, base = start(serve)
-            procs.append(server)
+            server, base = procs.start_announced(serve)
+            running.append(server)
             url = f"{base}/v2/{ENDPOINT}"
             env = {**os.environ, "WORKER_KIT_URL": url, "WORKER_KIT_LOG_LEVEL": "warning"}
-            procs.append(subprocess.Popen([sys.executable, str(EXAMPLE)], env=env, stderr=subprocess.DEVNULL))
-            bare, bare_url = start([sys.executable, __file__, "--bare"])
-            procs.append(bare)
+            worker = subprocess.Popen([sys.executable, str(EXAMPLE)], env=env, stderr=subprocess.DEVNULL)
+            running.append(worker)
+            bare, bare_url = procs.start_announced([sys.executable, __file__, "--bare"])
+            running.append(bare)
             modes: dict[str, tuple[Reader, str]] = {
                 "`/openai/v1/chat/completions`, stream": (via_openai, url),
                 "`/run` + `/stream` SSE, same job": (via_stream_sse, url),
@@ -206,7 +192,7 @@ def main(args: argparse.Namespace) -> None:
             }
             results = asyncio.run(measure(url, modes, args))
         finally:
-            for proc in procs:
+            for proc in running:
                 proc.terminate()
                 proc.wait(10)
     report(results, args)

@@ -30,6 +30,9 @@ from pathlib import Path
 
 import aiohttp
 
+# Run as a script, Python put bench/ itself first on the path; the project root makes `bench` a package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import procs
 from worker_kit.job import Policy
 from worker_kit.service.query_api import encode_cursor
 from worker_kit.storage.sqlite.backend import SQLiteStorage
@@ -45,7 +48,6 @@ backpressure = false
 
 
 def bare_server(body_path: str) -> None:
-    import uvloop
     from aiohttp import web
 
     body = Path(body_path).read_bytes()
@@ -56,17 +58,7 @@ def bare_server(body_path: str) -> None:
     app = web.Application()
     app.router.add_get("/bare", page)
 
-    async def serve() -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        print(f"listening on http://127.0.0.1:{port}", flush=True)
-        await asyncio.Event().wait()
-
-    uvloop.install()
-    asyncio.run(serve())
+    procs.serve_announced(app)
 
 
 async def fill(path: Path, n: int) -> None:
@@ -109,14 +101,6 @@ def middle_cursor(path: Path, n: int) -> str:
     return encode_cursor(created_at, job_id)
 
 
-def start(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    return proc, line.rsplit(" ", 1)[1].strip()
 
 
 async def one_ms(session: aiohttp.ClientSession, url: str) -> float:
@@ -172,13 +156,14 @@ def main(args: argparse.Namespace) -> None:
         config = Path(tmp, "bench.toml")
         config.write_text(CONFIG)
         paths = {n: prepare(directory, n) for n in sizes}
-        procs = []
+        running: list[subprocess.Popen[str]] = []
         try:
             urls: dict[str, str] = {}
             for n, path in paths.items():
-                server, base = start([sys.executable, "-m", "worker_kit", "serve", "--port", "0",
-                                      "--storage", f"sqlite:///{path}", "--config", str(config)])  # fmt: skip
-                procs.append(server)
+                server, base = procs.start_announced([
+                    sys.executable, "-m", "worker_kit", "serve", "--port", "0",
+                    "--storage", f"sqlite:///{path}", "--config", str(config)])  # fmt: skip
+                running.append(server)
                 cursor = middle_cursor(path, n)
                 for name, query in QUERIES.items():
                     urls[f"{n}|{name}"] = f"{base}/v2/{EP}/requests?{query.format(cursor=cursor)}"
@@ -188,12 +173,12 @@ def main(args: argparse.Namespace) -> None:
                 page = resp.read()
             body = Path(tmp, "page.json")
             body.write_bytes(page)
-            bare, bare_url = start([sys.executable, __file__, "--bare", str(body)])
-            procs.append(bare)
+            bare, bare_url = procs.start_announced([sys.executable, __file__, "--bare", str(body)])
+            running.append(bare)
             urls["bare"] = f"{bare_url}/bare"
             medians = asyncio.run(measure(urls, args.samples))
         finally:
-            for proc in procs:
+            for proc in running:
                 proc.terminate()
                 proc.wait(10)
     report(sizes, medians, len(page), args.samples)

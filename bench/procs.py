@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,3 +132,37 @@ def worker(
            "WORKER_KIT_LOG_LEVEL": "WARNING", **(extra_env or {})}
     with process([PY, str(handler)], env=env) as proc:
         yield proc
+
+
+# -- servers that say where they listen -----------------------------------------------------------
+def serve_announced(app: Any) -> None:
+    """Serve an aiohttp app on uvloop on a free loopback port, first printing `listening on URL`
+    on stdout (what start_announced() reads), until the process is stopped."""
+    import asyncio
+
+    import uvloop
+    from aiohttp import web
+
+    async def serve() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        print(f"listening on http://127.0.0.1:{port}", flush=True)
+        await asyncio.Event().wait()
+
+    uvloop.install()
+    asyncio.run(serve())
+
+
+def start_announced(argv: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """Start a server process that prints `listening on URL` first (serve_announced, or `worker-kit
+    serve --port 0`): (the process, its URL)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise SystemExit(f"{argv[1:3]} did not start: {line!r}")
+    return proc, line.rsplit(" ", 1)[1].strip()
