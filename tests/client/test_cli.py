@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.servers import loopback_app
 from worker_kit.client import AsyncEndpoint
 from worker_kit.service.config import EndpointConfig, RateLimit
 
@@ -254,24 +255,19 @@ async def test_ctrl_c_while_the_submit_is_answered_still_names_the_job(
 
     app = web.Application()
     app.router.add_post("/v2/held/run", hold_run)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "worker_kit", command, '{"gate": "never"}',
-            "--url", f"http://127.0.0.1:{port}/v2/held",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-        )
-        await asyncio.wait_for(forwarded.wait(), 30)
-        proc.send_signal(signal.SIGINT)
-        await asyncio.sleep(0.3)  # the CLI is interrupted while its request is unanswered
-        release.set()
-        _, err = await asyncio.wait_for(proc.communicate(), 10)
-    finally:
-        release.set()
-        await runner.cleanup()
+    async with loopback_app(app) as base:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "worker_kit", command, '{"gate": "never"}', "--url", f"{base}/v2/held",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+            )
+            await asyncio.wait_for(forwarded.wait(), 30)
+            proc.send_signal(signal.SIGINT)
+            await asyncio.sleep(0.3)  # the CLI is interrupted while its request is unanswered
+            release.set()
+            _, err = await asyncio.wait_for(proc.communicate(), 10)
+        finally:
+            release.set()
     assert proc.returncode == 130
     async with AsyncEndpoint(endpoint_url) as ep:
         page = await ep.requests()

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from tests.support.api import Api
+from tests.support.servers import loopback_app
 from worker_kit.service import access
 from worker_kit.service import state as state_module
 from worker_kit.service.config import EndpointConfig, RateLimit, ServiceConfig
@@ -49,7 +50,8 @@ def label_sets(families: Families, family: str, sample: str) -> set[frozenset[st
     return {frozenset(s.labels) for s in families[family][1] if s.name == sample}
 
 
-async def hook_receiver() -> tuple[web.AppRunner, str, list[Any]]:
+def hook_receiver() -> tuple[web.Application, list[Any]]:
+    """An app receiving webhooks at /hook, and the bodies it got."""
     received: list[Any] = []
 
     async def hook(request: web.Request) -> web.Response:
@@ -58,12 +60,7 @@ async def hook_receiver() -> tuple[web.AppRunner, str, list[Any]]:
 
     app = web.Application()
     app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}/hook", received
+    return app, received
 
 
 async def test_metrics_after_a_known_sequence_of_jobs(service_factory: Any, session: Any) -> None:
@@ -76,8 +73,9 @@ async def test_metrics_after_a_known_sequence_of_jobs(service_factory: Any, sess
     )
     api = Api(session, svc.endpoint_url("ep"))
     worker = MiniWorker(api)
-    runner, hook_url, received = await hook_receiver()
-    try:
+    receiver, received = hook_receiver()
+    async with loopback_app(receiver) as base:
+        hook_url = f"{base}/hook"
         done_id = await api.run(1, webhook=hook_url)
         failed_id = await api.run(2)
         cancelled_id = await api.run(3)
@@ -90,8 +88,6 @@ async def test_metrics_after_a_known_sequence_of_jobs(service_factory: Any, sess
                 break
             await asyncio.sleep(0.05)
         assert [r["id"] for r in received] == [done_id]
-    finally:
-        await runner.cleanup()
     tight = Api(session, svc.endpoint_url("tight"))
     assert (await tight.post("/run", {"input": 1}))[0] == 200
     assert (await tight.post("/run", {"input": 2}))[0] == 429

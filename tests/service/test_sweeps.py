@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from tests.support.api import Api
+from tests.support.servers import loopback_app
 from worker_kit.service import sweeper
 from worker_kit.service.config import EndpointConfig, ServiceConfig
 from worker_kit.service.runner import run_service
@@ -176,12 +177,8 @@ async def test_webhooks_fire_on_finish_cancel_and_sweep(service_factory: Any, se
     receiver = Receiver()
     app = web.Application()
     app.router.add_post("/hook", receiver.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    hook = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    try:
+    async with loopback_app(app) as base:
+        hook = f"{base}/hook"
         api = await make_api(service_factory, session, default=EndpointConfig(webhook_interval_s=0.1))
         worker = MiniWorker(api)
 
@@ -203,8 +200,6 @@ async def test_webhooks_fire_on_finish_cancel_and_sweep(service_factory: Any, se
         assert receiver.bodies == []  # one delivery per ending, never a duplicate
         _, health = await api.get("/health")
         assert health["webhooks"]["delivered"] == 3
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_mass_expiry_is_swept_in_batches_and_each_job_reported_once(
@@ -216,11 +211,8 @@ async def test_a_mass_expiry_is_swept_in_batches_and_each_job_reported_once(
     receiver = Receiver()
     app = web.Application()
     app.router.add_post("/hook", receiver.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    hook = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    try:
+    async with loopback_app(app) as base:
+        hook = f"{base}/hook"
         svc = await service_factory(default=EndpointConfig(webhook_interval_s=0.1))
         svc.storage.batch_size, svc.storage.sweep_batches = 10, 2  # 20 jobs per sweep() call
         api = Api(session, svc.endpoint_url("ep"))
@@ -237,8 +229,6 @@ async def test_a_mass_expiry_is_swept_in_batches_and_each_job_reported_once(
         assert {b["id"] for b in bodies} == ids and {b["status"] for b in bodies} == {"TIMED_OUT"}
         await asyncio.sleep(0.3)
         assert receiver.bodies == []  # one delivery per ending
-    finally:
-        await runner.cleanup()
 
 
 def test_endpoint_config_is_replaceable() -> None:

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from tests.support.api import Api
+from tests.support.servers import loopback_app
 from worker_kit.errors import ConfigError
 from worker_kit.service.config import EndpointConfig, ServiceConfig
 from worker_kit.service.webhook_guard import WebhookGuard
@@ -31,13 +32,8 @@ async def receiver() -> Any:
 
     app = web.Application()
     app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield hits, port, got
-    await runner.cleanup()
+    async with loopback_app(app) as base:
+        yield hits, int(base.rsplit(":", 1)[1]), got
 
 
 async def _run_and_finish(svc: Any, session: Any, webhook: str) -> str:

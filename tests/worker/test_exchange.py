@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from tests.support.api import Api
+from tests.support.servers import loopback_app
 from worker_kit import protocol
 from worker_kit.worker.execution import Job
 from worker_kit.worker.transport import NativeTransport
@@ -140,15 +141,10 @@ async def protocol_1_proxy(service: Any) -> AsyncIterator[str]:
     app.router.add_route("*", "/{tail:.*}", forward)
     # A claim forwarded when the worker stopped is a long-poll the service holds: end it at
     # teardown rather than wait out its hold (aiohttp waits up to 60 s for a handler).
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{port}"
+        async with loopback_app(app, shutdown_timeout=0.5) as base:
+            yield base
     finally:
-        await runner.cleanup()
         await session.close()
 
 

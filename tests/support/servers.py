@@ -1,0 +1,22 @@
+"""A small aiohttp app of a test's own (a webhook receiver, a proxy) served on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+
+@contextlib.asynccontextmanager
+async def loopback_app(app: web.Application, shutdown_timeout: float = 60.0) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1 and a free port for the block: its base URL (http://127.0.0.1:PORT).
+    `shutdown_timeout` bounds how long cleanup waits for handlers still running (a proxied
+    long-poll, say)."""
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
