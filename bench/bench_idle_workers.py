@@ -23,11 +23,14 @@ import signal
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 
 from . import procs
+
+Health = dict[str, dict[str, int]]
 
 
 async def _run_workers(url: str, count: int) -> None:
@@ -47,14 +50,17 @@ async def _run_workers(url: str, count: int) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _health(session: aiohttp.ClientSession, ep: str) -> dict[str, dict[str, int]]:
+async def _health(session: aiohttp.ClientSession, ep: str) -> Health:
     async with session.get(ep + "/health") as resp:
         return await resp.json()  # type: ignore[no-any-return]
 
 
-async def _until(session: aiohttp.ClientSession, ep: str, done: object, timeout: float = 120.0) -> None:
+
+async def _until(
+    session: aiohttp.ClientSession, ep: str, done: Callable[[Health], bool], timeout: float = 120.0
+) -> None:
     deadline = time.monotonic() + timeout
-    while not done(await _health(session, ep)):  # type: ignore[operator]
+    while not done(await _health(session, ep)):
         if time.monotonic() > deadline:
             raise RuntimeError(f"gave up waiting: {await _health(session, ep)}")
         await asyncio.sleep(0.1)
