@@ -54,16 +54,38 @@ _STRICT_JSON = json.JSONEncoder(
 _LENIENT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default)
 
 
+def _one_shot_encoder() -> Any:
+    """_STRICT_JSON's C encoder, made once: JSONEncoder.encode makes a new one on every call,
+    which costs as much as encoding a small answer (about half of a `/status` answer's JSON).
+    Without the circular-reference markers it keeps no state between calls; a cycle (which no
+    decoded body can hold) ends in RecursionError, which dumps_json reports as a ValueError."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # a Python without the C accelerator: the plain encoder
+        return None
+    encode_text = json.encoder.encode_basestring  # ensure_ascii=False, as _STRICT_JSON
+    return make(None, _json_default, encode_text, None, ":", ",", False, False, False)
+
+
+_STRICT_C = _one_shot_encoder()
+
+
 def dumps_json(value: Any) -> str:
     """Strict JSON for anything msgpack bodies decode to: bytes (as values or map keys) become
     base64, and NaN/Infinity (which workers may report) become null, as JavaScript's
     JSON.stringify writes them, so every answer parses with a strict JSON parser."""
     try:
+        if _STRICT_C is not None and type(value) is dict:  # every answer: an object
+            return "".join(_STRICT_C(value, 0))
         return _STRICT_JSON.encode(value)
     except (TypeError, ValueError):
         # Rare: a map key JSON cannot hold, or a non-finite number. Convert, and fail again
         # only on a value that has no JSON form at all.
-        return _LENIENT_JSON.encode(_with_json_keys(value))
+        try:
+            return _LENIENT_JSON.encode(_with_json_keys(value))
+        except RecursionError:
+            raise ValueError("the value is nested too deeply (or refers to itself) for JSON") from None
+    except RecursionError:
+        raise ValueError("the value is nested too deeply (or refers to itself) for JSON") from None
 
 
 def pack(value: Any) -> bytes:
@@ -135,7 +157,7 @@ def decode(data: bytes, content_type: str | None) -> Any:
             encoding = "utf-8"
         else:
             encoding = json.detect_encoding(data)
-        return _JSON_DECODER.decode(data.decode(encoding, "surrogatepass"))
+        return _loads(data.decode(encoding, "surrogatepass"))
     except RecursionError:
         raise ValueError("body is not valid JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and _json_int's refusals
@@ -155,3 +177,15 @@ def _json_int(text: str) -> int:
 
 
 _JSON_DECODER = json.JSONDecoder(parse_int=_json_int)
+_SCAN = _JSON_DECODER.scan_once
+
+
+def _loads(text: str) -> Any:
+    """_JSON_DECODER.decode(text): its C scanner called straight, for a text that is one value
+    with nothing around it (a client's body, nearly always); anything else (leading or trailing
+    whitespace, or an error to report) goes the usual way, which says what is wrong."""
+    try:
+        value, end = _SCAN(text, 0)
+    except (StopIteration, ValueError, RecursionError):
+        return _JSON_DECODER.decode(text)
+    return value if end == len(text) else _JSON_DECODER.decode(text)
