@@ -70,3 +70,28 @@ def test_a_list_of_text_is_checked_as_a_whole() -> None:
     assert bad is not None and bad.startswith("body.output[700]: text holds a lone UTF-16 surrogate")
     # Joining cannot make a surrogate pair of two halves: each half is still named.
     assert problem(["x\ud83d", "\ude00y"]) is not None
+
+
+def test_plain_objects_pass_and_anything_else_is_still_looked_at() -> None:
+    """Objects of ASCII text, integers, booleans and nulls pass without the full walk; a float,
+    non-ASCII text or a list inside one is walked, and found out, as before."""
+    assert problem({"input": {"prompt": "hello", "n": 3, "ok": True, "x": None}}) is None
+    assert problem({"input": {"prompt": "h\ud800"}}) == (
+        "body.input.prompt: text holds a lone UTF-16 surrogate (such as \\ud800), which has no UTF-8 "
+        "form; send valid Unicode text, or bytes"
+    )
+    assert problem({"a": {"b": float("nan")}}) == (
+        "body.a.b: nan is not a finite number (JSON has no NaN or Infinity)"
+    )
+    assert problem({"a": {"b": float("nan")}}, finite=False) is None
+    assert problem({"a": {"\ud800": 1}}) is not None
+    assert problem({"a": {"b": [1.5, float("inf")]}}) == (
+        "body.a.b[1]: inf is not a finite number (JSON has no NaN or Infinity)"
+    )
+    deep: dict[str, Any] = {}
+    inner = deep
+    for _ in range(MAX_DEPTH):  # deeper than the quick look goes: the walk counts the levels
+        inner["k"] = {}
+        inner = inner["k"]
+    reason = f"nested deeper than {MAX_DEPTH} levels of arrays and objects"
+    assert problem(deep) == f"body.k.k.k.k.k.k.k.k...: {reason}"

@@ -42,6 +42,8 @@ def problem(value: Any, *, finite: bool = True, where: str = "body") -> str | No
     """None when `value` is portable, else a one-line reason naming where the first problem is."""
     if type(value) is str and value.isascii():
         return None  # an id or a token, checked on every request: no walk, no call
+    if type(value) is dict and _plain_map(value, 1):
+        return None  # a small body of text, integers and objects: the common case
     bad = _scalar_problem(value, finite)
     if bad is not None:
         return f"{where}: {bad}"
@@ -61,14 +63,21 @@ def problem(value: Any, *, finite: bool = True, where: str = "body") -> str | No
             if kinds == _TEXTS and not _SURROGATE.search("".join(item)):
                 continue  # text only (a streamed result's aggregate): one search over all of it
             pairs: Any = enumerate(item)
+            keyed = False
         else:
             pairs = item.items()
+            keyed = True
         for key, child in pairs:
-            if type(item) is dict:
+            # The common keys and values (ASCII text, integers, null) are passed here, without
+            # a call each: a small body's walk is mostly these.
+            if keyed and not (type(key) is str and key.isascii()):
                 bad = _key_problem(key, finite)
                 if bad is not None:
                     return f"{_path(where, path)}: key {_short(key)} {bad}"
-            if type(child) in _CONTAINERS:
+            kind = type(child)
+            if (kind is str and child.isascii()) or kind is int or child is None:
+                continue
+            if kind in _CONTAINERS:
                 stack.append((child, (*path, key), depth + 1))
                 continue
             bad = _scalar_problem(child, finite)
@@ -78,6 +87,27 @@ def problem(value: Any, *, finite: bool = True, where: str = "body") -> str | No
 
 
 _CONTAINERS = (dict, list)
+#: How deep _plain_map looks before leaving a value to the full walk.
+_PLAIN_DEPTH = 8
+
+
+def _plain_map(value: dict[Any, Any], depth: int) -> bool:
+    """True when `value` holds only ASCII text keys and ASCII text, integers, booleans, nulls
+    and such maps (up to _PLAIN_DEPTH deep): portable, with no path to keep. False means
+    "walk it" (a list, a float, non-ASCII text...), never "refused"."""
+    for key, child in value.items():
+        if type(key) is not str or not key.isascii():
+            return False
+        kind = type(child)
+        if kind is str:
+            if not child.isascii():
+                return False
+        elif kind is dict:
+            if depth >= _PLAIN_DEPTH or not _plain_map(child, depth + 1):
+                return False
+        elif not (kind is int or child is None or kind is bool):
+            return False
+    return True
 _MAPS = frozenset({dict})
 _TEXTS = frozenset({str})
 
