@@ -150,9 +150,30 @@ async def _finish_and_claim(
     together: their writes are queued in the same loop turn, finishes first, so an embedded
     store applies them in that order in ONE transaction (one commit, one hand-over to its writer
     thread, where one after the other cost two). If a finish fails outright (not a refusal, which
-    is its answer), the jobs the claim took go straight back to the queue."""
-    claim = claim_jobs(request, state, endpoint, ask.worker_id, ask.max, 0, ask.concurrency)
-    *results, claimed = await asyncio.gather(*finishing, claim, return_exceptions=True)
+    is its answer), the jobs the claim took go straight back to the queue.
+
+    A lone finish (a worker at concurrency 1: every job) runs in this request's own task, ahead
+    of the claim's, which it queues its write before; only the claim gets a task of its own."""
+    several = asyncio.gather(*finishing, return_exceptions=True) if len(finishing) > 1 else None
+    claim = asyncio.ensure_future(claim_jobs(request, state, endpoint, ask.worker_id, ask.max, 0,
+                                             ask.concurrency))  # fmt: skip
+    results: list[Any]
+    try:
+        if several is not None:
+            results = list(await several)
+        else:
+            try:
+                results = [await finishing[0]]
+            except Exception as exc:  # as gather(return_exceptions=True) would hand it over
+                results = [exc]
+    except asyncio.CancelledError:
+        claim.cancel()
+        raise
+    claimed: Any
+    try:
+        claimed = await claim
+    except Exception as exc:  # as gather(return_exceptions=True) would hand it over
+        claimed = exc
     failed = next((r for r in [*results, claimed] if isinstance(r, BaseException)), None)
     if failed is None:
         return results, claimed
