@@ -164,6 +164,8 @@ class SubmitRequest(Message):
     def decode(cls, body: dict[str, Any], timeout_ms: int, ttl_ms: int) -> SubmitRequest:
         """The request of `body`; a policy left out (wholly or in part) takes the endpoint's
         `timeout_ms` and `ttl_ms`. Raises ApiError(400) with the reason of the first bad field."""
+        if len(body) == 1 and "input" in body:  # most submits: the input alone, nothing to check
+            return cls(body["input"], _default_policy(timeout_ms, ttl_ms))
         job_input = _INPUT.read(body)
         policy = _POLICY.read(body, timeout_ms, ttl_ms)
         return cls(job_input, policy, _WEBHOOK.read(body))

@@ -39,16 +39,6 @@ service_routes = web.RouteTableDef()
 STORE_RETRY_AFTER_S = 2
 
 
-def _route_name(request: web.Request) -> str:
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "(unmatched)"
-
-
-def _changes(method: str, route: str) -> bool:
-    """Whether a request may change jobs: every POST, and the hosted protocol's GET job-take."""
-    return method == "POST" or "/job-take" in route
-
-
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
     if exc.content_type == "application/json" and exc.text:
@@ -89,54 +79,65 @@ def _store_failed(request: web.Request, exc: Exception) -> web.Response:
     )
 
 
-@web.middleware
-async def service_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Every failure answers `{"error": ...}`: our ApiErrors, aiohttp's own 404/405/413, and
-    crashes; paths with dot segments are refused; every answer is counted in the metrics.
+def service_middleware(state: ServiceState) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The app's one middleware, bound to its state: every failure answers `{"error": ...}`
+    (our ApiErrors, aiohttp's own 404/405/413, and crashes); paths with dot segments are
+    refused; every answer is counted in the metrics.
 
     One middleware, not one per concern: each layer costs every request a coroutine."""
-    started = time.monotonic()
-    try:
-        if _has_dot_segment(request.raw_path):
-            raise ApiError(400, "path segments '.' and '..' are not allowed")
-        response = await handler(request)
-    except ApiError as exc:
-        response = respond(request, exc.body(), status=exc.status, headers=exc.headers)
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    metrics, publish = state.metrics, state.storage.notifier.publish
+    monotonic = time.monotonic
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = monotonic()
+        try:
+            raw_path = request.raw_path
+            if ("." in raw_path or "%" in raw_path) and _has_dot_segment(raw_path):
+                raise ApiError(400, "path segments '.' and '..' are not allowed")
+            response = await handler(request)
+        except ApiError as exc:
+            response = respond(request, exc.body(), status=exc.status, headers=exc.headers)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = _http_error(request, exc)
+        except asyncio.CancelledError:
             raise
-        response = _http_error(request, exc)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        if type(exc) in (StorageError, StoreUnavailable):  # not the job rules' answers (JobNotFound...)
-            response = _store_failed(request, exc)
-        else:
-            log.exception("unexpected error in %s %s", request.method, request.path)
-            response = respond(
-                request, {"error": "internal error in the service; it has been logged"}, status=500
+        except Exception as exc:
+            if type(exc) in (StorageError, StoreUnavailable):  # not the job rules' answers (JobNotFound...)
+                response = _store_failed(request, exc)
+            else:
+                log.exception("unexpected error in %s %s", request.method, request.path)
+                response = respond(
+                    request, {"error": "internal error in the service; it has been logged"}, status=500
+                )
+        match_info = request.match_info
+        resource = match_info.route.resource
+        route = resource.canonical if resource is not None else "(unmatched)"
+        method, status = request.method, response.status
+        # Every POST may change jobs, and the hosted protocol's GET job-take does.
+        if status < 300 and (method == "POST" or "/job-take" in route):
+            endpoint = match_info.get("endpoint_id")
+            if endpoint is not None:
+                # Something of the endpoint changed: wake this process's dashboard feeds (cheap: a
+                # dict lookup when none is open).
+                publish(activity_channel(endpoint))
+        metrics.request(route, method, status, monotonic() - started)
+        if access_log.isEnabledFor(logging.DEBUG):
+            access_log.debug(
+                "%s %s %d %.1fms",
+                method,
+                request.path_qs,
+                status,
+                (monotonic() - started) * 1000,
+                extra={"method": method, "path": request.path, "status": status},
             )
-    state = request.app[STATE]
-    route = _route_name(request)
-    if response.status < 300 and _changes(request.method, route):
-        endpoint = request.match_info.get("endpoint_id")
-        if endpoint is not None:
-            # Something of the endpoint changed: wake this process's dashboard feeds (cheap: a
-            # dict lookup when none is open).
-            state.storage.notifier.publish(activity_channel(endpoint))
-    state.metrics.request(route, request.method, response.status, time.monotonic() - started)
-    if access_log.isEnabledFor(logging.DEBUG):
-        access_log.debug(
-            "%s %s %d %.1fms",
-            request.method,
-            request.path_qs,
-            response.status,
-            (time.monotonic() - started) * 1000,
-            extra={"method": request.method, "path": request.path, "status": response.status},
-        )
-    return response
+        return response
+
+    return middleware
 
 
 _DOT_SEGMENTS = frozenset({".", "..", "%2e", "%2e%2e", ".%2e", "%2e."})
@@ -224,11 +225,12 @@ def create_app(config: ServiceConfig, storage: Storage | None = None) -> web.App
     biggest = max(
         max(c.runsync_body_limit, c.run_body_limit, c.result_limit) for _, c in config.all_endpoint_configs()
     )
+    state = ServiceState(config=config, storage=store)
     app = web.Application(
-        middlewares=[service_middleware],
+        middlewares=[service_middleware(state)],
         client_max_size=biggest + worker_api._OUTPUT_OVERHEAD,
     )
-    app[STATE] = ServiceState(config=config, storage=store)
+    app[STATE] = state
     app[BODY_TIMEOUT_S] = config.body_timeout_s
     app.add_routes(service_routes)
     app.add_routes(client_api.routes)

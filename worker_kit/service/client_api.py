@@ -53,6 +53,8 @@ Handler = Callable[[web.Request, ServiceState, str, EndpointConfig], Awaitable[w
 def client_op(op: str | None) -> Callable[[Handler], Callable[[web.Request], Awaitable[web.StreamResponse]]]:
     """Resolve the endpoint, check the client key, then hold a rate-limit slot for `op`."""
 
+    what = f"/{op}"
+
     def decorate(fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         @functools.wraps(fn)
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -62,7 +64,7 @@ def client_op(op: str | None) -> Callable[[Handler], Callable[[web.Request], Awa
             if request.method == "POST" and request.body_exists:
                 # Read the body before taking a slot: a client trickling its body must not hold
                 # one of the few concurrent slots while it does (read_body keeps the bytes).
-                await read_body(request, _body_limit(op, cfg), f"/{op}")
+                await read_body(request, _body_limit(op, cfg), what)
             with state.limiter.slot(endpoint, op, cfg.rate_limit(op)):
                 return await fn(request, state, endpoint, cfg)
 

@@ -58,24 +58,28 @@ def body_content_type(request: web.Request) -> str:
 async def read_body(request: web.Request, limit: int, what: str) -> bytes:
     """The raw body, refusing with 413 anything over `limit` bytes, and with 400 a body whose
     Content-Encoding does not decode (aiohttp inflates gzip and deflate as it reads)."""
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in SUPPORTED_ENCODINGS:
-        raise ApiError(
-            415,
-            f"Content-Encoding {encoding[:40]!r} is not supported; "
-            "send the body as is, or with gzip or deflate",
-        )
     if request.content.at_eof():  # read already (or empty): a route reading it again gets the same
         cached = request.get(_BODY)
         if cached is not None:
             return cached
+    encoding = request.headers.get("Content-Encoding")
+    if encoding is not None:
+        encoding = encoding.strip().lower()
+        if encoding not in SUPPORTED_ENCODINGS:
+            raise ApiError(
+                415,
+                f"Content-Encoding {encoding[:40]!r} is not supported; "
+                "send the body as is, or with gzip or deflate",
+            )
+    else:
+        encoding = "identity"
     timeout_s = request.app.get(BODY_TIMEOUT_S)
     try:
         if request.content.is_eof():  # all of it has arrived (the common case): no wait to bound
-            raw = await _read_body(request, limit, what)
+            raw = await _read_body(request, limit, what, encoding)
         else:
             async with asyncio.timeout(timeout_s):
-                raw = await _read_body(request, limit, what)
+                raw = await _read_body(request, limit, what, encoding)
     except TimeoutError:
         raise ApiError(
             408,
@@ -92,14 +96,14 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
     return raw
 
 
-async def _read_body(request: web.Request, limit: int, what: str) -> bytes:
+async def _read_body(request: web.Request, limit: int, what: str, encoding: str) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise ApiError(413, f"{what} body is {length} bytes, over the limit of {limit} bytes", limit=limit)
     # aiohttp inflates a Content-Encoding (gzip, deflate...) body as it is read, so the
     # Content-Length (compressed bytes) says nothing about how much there is to read:
     # read such a body to its end, counting inflated bytes against the limit.
-    if length is not None and request.headers.get("Content-Encoding", "identity").lower() in ("", "identity"):
+    if length is not None and encoding in ("", "identity"):
         try:
             return await request.content.readexactly(length) if length else b""
         except asyncio.IncompleteReadError as exc:

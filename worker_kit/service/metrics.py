@@ -168,6 +168,9 @@ class Metrics:
         started = Gauge("worker_kit_start_time_seconds", "When this service process started.", registry=r)
         started.set(time.time())
         self._ended_children = _Children(self._ended_series)
+        # The endpoint's label is stable for the process's life (EndpointLabels), so it may be cached.
+        self._submitted_children = _Children(lambda endpoint: self.submitted.labels(self.endpoint(endpoint)))
+        self._storage_children: dict[str, Any] = {}
         self._request_children = _Children(
             lambda route, method, status: (
                 self.requests.labels(route, method, str(status)),
@@ -182,11 +185,11 @@ class Metrics:
     # -- events ------------------------------------------------------------------------------------
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         count, duration = self._request_children(route, method, status)
-        count.inc()
+        count.value += 1  # _CounterChild.inc(), without the call: every request counts here
         duration.observe(seconds)
 
     def job_submitted(self, endpoint: str) -> None:
-        self.submitted.labels(self.endpoint(endpoint)).inc()
+        self._submitted_children(endpoint).value += 1
 
     def job_ended(self, job: JobRecord) -> None:
         started = job.started_at is not None
@@ -209,7 +212,10 @@ class Metrics:
         self.refusals.labels(self.endpoint(endpoint), operation, reason).inc()
 
     def storage_call(self, operation: str, seconds: float, failed: bool) -> None:
-        self.storage_seconds.labels(operation).observe(seconds)
+        child = self._storage_children.get(operation)
+        if child is None:  # operations are a fixed few (storage_timing.TIMED_OPERATIONS)
+            child = self._storage_children[operation] = self.storage_seconds.labels(operation)
+        child.observe(seconds)
         if failed:
             self.storage_errors.labels(operation).inc()
 
