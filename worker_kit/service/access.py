@@ -65,7 +65,8 @@ def check_key(request: web.Request, cfg: EndpointConfig, kind: str) -> None:
     raise ApiError(403, f"the API key is not a valid {kind} key for this endpoint")
 
 
-_UNLIMITED = nullcontext()
+#: What `RateLimiter.slot` returns when there is nothing to count: a caller may skip the `with`.
+UNLIMITED = nullcontext()
 #: Above this many (endpoint, operation) buckets, idle ones are dropped.
 MAX_BUCKETS = 10_000
 #: A bucket untouched for its whole window is full again, so dropping it changes nothing.
@@ -114,7 +115,7 @@ class RateLimiter:
     def slot(self, endpoint: str, op: str, limit: RateLimit | None) -> AbstractContextManager[None]:
         """Hold one request slot, or raise 429 with Retry-After."""
         if limit is None or (limit.requests is None and limit.concurrent is None):
-            return _UNLIMITED  # nothing to count: no generator to make and run
+            return UNLIMITED  # nothing to count: no generator to make and run
         return self._limited(endpoint, op, limit)
 
     @contextmanager

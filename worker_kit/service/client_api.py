@@ -20,6 +20,7 @@ from ..protocol.answers import HealthAnswer, JobAnswer, PurgeAnswer, StreamAnswe
 from ..protocol.submit import MAX_POLICY_MS, SubmitRequest, decode_policy
 from ..storage import rules
 from ..storage.base import job_channel
+from .access import UNLIMITED
 from .config import EndpointConfig
 from .expect import expect_within
 from .http import (
@@ -65,7 +66,10 @@ def client_op(op: str | None) -> Callable[[Handler], Callable[[web.Request], Awa
                 # Read the body before taking a slot: a client trickling its body must not hold
                 # one of the few concurrent slots while it does (read_body keeps the bytes).
                 await read_body(request, _body_limit(op, cfg), what)
-            with state.limiter.slot(endpoint, op, cfg.rate_limit(op)):
+            slot = state.limiter.slot(endpoint, op, cfg.rate_limit(op))
+            if slot is UNLIMITED:  # no limit on this operation: no context to enter and leave
+                return await fn(request, state, endpoint, cfg)
+            with slot:
                 return await fn(request, state, endpoint, cfg)
 
         return handle

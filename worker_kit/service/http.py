@@ -45,7 +45,7 @@ def respond(
     request: web.Request, body: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
     """JSON, or msgpack when the request's Accept header asks for it."""
-    content_type = MSGPACK if wants_msgpack(request) else JSON
+    content_type = MSGPACK if MSGPACK in request.headers.get("Accept", "") else JSON  # wants_msgpack()
     return web.Response(
         body=encode(body, content_type), status=status, content_type=content_type, headers=headers
     )
