@@ -42,6 +42,13 @@ def _tls_context() -> Any:
     return context
 
 
+def _quoted(target: str) -> str:
+    """A request target with what may not appear raw in one percent-encoded (as aiohttp did)."""
+    from urllib.parse import quote
+
+    return quote(target, safe="/?#&=%:@!$'()*+,;~-._[]")
+
+
 class _Origin:
     """The connections to one scheme://host:port."""
 
@@ -112,6 +119,8 @@ class HttpClient:
         cut = url.find("/", url.find("://") + 3)
         origin = self._origin(url if cut < 0 else url[:cut])
         target = "/" if cut < 0 else url[cut:]
+        if " " in target or not target.isascii() or not target.isprintable():
+            target = _quoted(target)
         loop = asyncio.get_running_loop()
         now = loop.time()
         deadline = now + timeout_s
