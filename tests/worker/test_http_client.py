@@ -38,7 +38,8 @@ async def echo_app() -> web.Application:
     async def echo(request: web.Request) -> web.Response:
         body = await request.read()
         return web.Response(body=body, content_type="application/octet-stream",
-                            headers={"X-Got": request.headers.get("X-Test", "")})  # fmt: skip
+                            headers={"X-Got": request.headers.get("X-Test", ""),
+                                     "X-Agent": request.headers.get("User-Agent", "")})  # fmt: skip
 
     async def port(request: web.Request) -> web.Response:
         return web.Response(text=str(peer_port(request)))
@@ -55,6 +56,7 @@ async def test_sequential_requests_reuse_one_connection() -> None:
         answer = await http.request("POST", url + "/echo", b"hello", 10)
     assert len(ports) == 1
     assert (answer.status, answer.body, answer.headers["x-got"]) == (200, b"hello", "yes")
+    assert answer.headers["x-agent"].startswith("worker-kit-worker/")
     assert answer.content_type == "application/octet-stream"
 
 

@@ -22,6 +22,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from .. import __version__
 from .http_connection import Connection, HttpResponse, LinkError
 
 __all__ = ["HttpClient", "HttpResponse", "LinkError"]
@@ -32,6 +33,8 @@ IDLE_S = 15.0
 #: Idle connections kept per origin; more are closed when their request ends.
 MAX_IDLE = 32
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: What a worker's requests say they come from, unless the caller's headers say otherwise.
+USER_AGENT = f"worker-kit-worker/{__version__}"
 
 
 def _tls_context() -> Any:
@@ -98,6 +101,7 @@ class HttpClient:
     """Requests with fixed `headers` to any http(s) URL; `close` ends every connection."""
 
     def __init__(self, headers: Mapping[str, str]) -> None:
+        headers = {"User-Agent": USER_AGENT, **headers}
         self._headers = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items())
         self._origins: dict[str, _Origin] = {}
         self._busy: set[Connection] = set()
