@@ -62,7 +62,7 @@ class Connection(asyncio.Protocol):
         self._waiter = waiter
         self._headers = {}
         self._body = []
-        self._started = False
+        self._started = self._headers_done = self._until_close = False
         self.reusable = False
         if body is None or len(body) < 65536:
             self.transport.write(head + body if body else head)
