@@ -196,3 +196,21 @@ async def test_a_worker_killed_mid_pipeline_its_jobs_come_back_by_lease(
     # Only jobs the killed worker held ran twice: its 16 slots (running or asked for by its
     # claims) and the finishes it had not delivered yet.
     assert sum(1 for n in tally.values() if n > 1) <= 32, tally.most_common(5)
+
+
+async def test_process_isolation_at_concurrency_4_serves_every_job(
+    service: Any, spawn_worker: Any, api_at: Any
+) -> None:
+    # A second claim asks only for handler processes that are idle and not promised to the
+    # claim in flight: every job runs in a child, each once.
+    url = service.endpoint_url("pipe-iso")
+    api = api_at(url)
+    ids = await submit(api, [{"do": "pid"}] * 60)
+    worker = await spawn_worker("isolated.py", url, concurrency=4)
+    pids = set()
+    for job_id in ids:
+        status = await api.wait(job_id, timeout=30)
+        assert status["status"] == "COMPLETED", status
+        pids.add(status["output"]["pid"])
+    assert worker.pid not in pids and len(pids) <= 4
+    assert "claimed again" not in worker.logs()
