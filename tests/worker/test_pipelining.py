@@ -214,3 +214,30 @@ async def test_process_isolation_at_concurrency_4_serves_every_job(
         pids.add(status["output"]["pid"])
     assert worker.pid not in pids and len(pids) <= 4
     assert "claimed again" not in worker.logs()
+
+
+async def test_the_service_counts_a_pipelining_worker_once(
+    service: Any, start_worker: Any, api_at: Any
+) -> None:
+    # Two exchanges of one worker at once: still one live worker of 16 slots, busy, and the
+    # demand it is scaled by is the jobs', not its requests'.
+    url = service.endpoint_url("pipe-count")
+    api = api_at(url)
+    ids = await submit(api, [{"sleep": 0.05}] * 200)
+
+    async def handler(job: Job) -> Any:
+        await asyncio.sleep(job.input["sleep"])
+
+    transport = WatchedTransport(url, worker_id="pipe-count")
+    worker = await start_worker(handler, url, transport=transport, worker_id="pipe-count", concurrency=16)
+    transport.running = lambda: worker.running
+    seen = []
+    while not await _all_done(api, len(ids)):
+        doc = await api.ok("GET", "/scaling")
+        health = await api.ok("GET", "/health")
+        seen.append((doc["workersLive"], doc["slots"], health["workers"]))
+        await asyncio.sleep(0.05)
+    assert transport.most == 2 and transport.faults == []
+    assert {live for live, _, _ in seen} == {1} and {slots for _, slots, _ in seen} == {16}
+    assert all(sum(workers.values()) == 1 for _, _, workers in seen), seen
+    assert (await api.ok("GET", "/scaling"))["desiredWorkers"] == 0
