@@ -15,7 +15,8 @@ import pytest
 from aiohttp import web
 
 from tests.support.servers import loopback_app
-from worker_kit.worker.http_client import HttpClient, LinkError
+from worker_kit.worker.http_client import HttpClient, HttpResponse, LinkError
+from worker_kit.worker.http_connection import Connection
 
 
 def peer_port(request: web.Request) -> int:
@@ -282,3 +283,33 @@ async def test_cancelling_a_request_drops_its_connection() -> None:
             await task
         # The cancelled request had taken the one idle connection: the next one is new.
         assert (await http.request("GET", url + "/port", None, 10)).body != first
+
+
+async def test_an_answer_before_the_request_is_that_requests_answer() -> None:
+    # The service's connection cap answers a 503 as soon as it accepts, before reading anything.
+    refusal = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
+               b"Content-Length: 4\r\n\r\nbusy")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+
+        def refuse() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(refusal)
+                conn.recv(65536)  # the request, then close (no reset for unread bytes)
+
+        thread = threading.Thread(target=refuse, daemon=True)
+        thread.start()
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(Connection, "127.0.0.1", port)
+        await asyncio.sleep(0.2)  # the 503 is in before anything was sent
+        waiter: asyncio.Future[HttpResponse] = loop.create_future()
+        conn.send(waiter, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", None)
+        answer = await asyncio.wait_for(waiter, 10)
+        conn.close()
+        await conn.wait_closed(5)
+        thread.join(10)
+    assert (answer.status, answer.headers["retry-after"], answer.body) == (503, "1", b"busy")
+    assert not conn.reusable

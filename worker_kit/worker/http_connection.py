@@ -55,6 +55,10 @@ class Connection(asyncio.Protocol):
         self._headers_done = False
         self._poll: select.poll | None = None
         self._lost: asyncio.Future[None] | None = None
+        self._fresh = True  # no request sent yet
+        #: What came before the first request (a service over its connection cap answers 503
+        #: at once): kept for that request's answer.
+        self._early = b""
 
     # -- requests ---------------------------------------------------------------------------------
     def send(self, waiter: asyncio.Future[HttpResponse], head: bytes, body: bytes | None) -> None:
@@ -64,11 +68,19 @@ class Connection(asyncio.Protocol):
         self._body = []
         self._started = self._headers_done = self._until_close = False
         self.reusable = False
-        if body is None or len(body) < 65536:
-            self.transport.write(head + body if body else head)
-        else:  # a large body is not copied onto the head
-            self.transport.write(head)
-            self.transport.write(body)
+        self._fresh = False
+        early, self._early = self._early, b""
+        if not self.closed:
+            if body is None or len(body) < 65536:
+                self.transport.write(head + body if body else head)
+            else:  # a large body is not copied onto the head
+                self.transport.write(head)
+                self.transport.write(body)
+        if early:
+            self._feed(early)
+        if self.closed and not waiter.done():
+            self._waiter = None
+            waiter.set_exception(LinkError("the service closed the connection before answering"))
 
     def expire(self, waiter: asyncio.Future[HttpResponse], timeout_s: float) -> None:
         if not waiter.done():
@@ -116,8 +128,14 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None:
-            self.fail("the service sent bytes nobody asked for")
+            if self._fresh:
+                self._early += data
+            else:
+                self.fail("the service sent bytes nobody asked for")
             return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         self._started = True
         try:
             self._parser.feed_data(data)
