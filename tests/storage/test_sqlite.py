@@ -135,7 +135,7 @@ async def test_small_cursor_reads_of_any_job(tmp_path: Path, input_bytes: int) -
 
 
 async def test_a_schema_1_stream_of_one_chunk_per_row_reads_on(tmp_path: Path) -> None:
-    # Schema 1 stored one chunk per row: such a file opens as it is (becoming schema 2), its
+    # Schema 1 stored one chunk per row: such a file opens as it is (becoming schema 3), its
     # chunks read from any cursor, and the stream goes on with runs after them.
     path = tmp_path / "jobs.db"
     storage = await opened(f"sqlite:///{path}")
@@ -163,7 +163,7 @@ async def test_a_schema_1_stream_of_one_chunk_per_row_reads_on(tmp_path: Path) -
     finally:
         await storage.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 async def test_a_schema_1_database_without_later_columns_is_upgraded(tmp_path: Path) -> None:
