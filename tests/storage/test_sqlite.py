@@ -18,7 +18,8 @@ from worker_kit.errors import ConfigError, JobConflict, JobNotFound, SequenceGap
 from worker_kit.job import JobState, Policy
 from worker_kit.protocol import OutputItem, pack
 from worker_kit.storage import open_storage
-from worker_kit.storage.sqlite import connections, engine, ops
+from worker_kit.storage.rules import FakeClock
+from worker_kit.storage.sqlite import claims, connections, engine, ops
 from worker_kit.storage.sqlite.backend import SQLiteStorage
 from worker_kit.storage.sqlite.schema import SCHEMA_VERSION, SQLiteURL
 
@@ -484,5 +485,36 @@ async def test_worker_concurrency_is_recorded_and_kept(tmp_path: Path) -> None:
         # Without a stated concurrency, busy + asked-for slots is the estimate.
         await storage.claim(EP, "w2", 4, 30_000)
         assert {w.worker_id: w.concurrency for w in await storage.workers(EP, 60)}["w2"] == 4
+    finally:
+        await storage.close()
+
+
+async def test_a_claim_rewrites_its_workers_row_only_when_something_changed(tmp_path: Path) -> None:
+    # A worker at concurrency 1 claims once per job: its row (a WAL page) is rewritten for a
+    # new concurrency at once, for seen_at only once it is SEEN_EVERY_S old.
+    path = tmp_path / "jobs.db"
+    clock = FakeClock()
+    storage = SQLiteStorage.from_url(f"sqlite:///{path}", clock=clock)
+    await storage.open()
+
+    def row() -> tuple[int, float]:
+        with sqlite3.connect(path) as conn:
+            return conn.execute("SELECT concurrency, seen_at FROM workers WHERE worker_id = 'w1'").fetchone()
+
+    try:
+        await storage.claim(EP, "w1", 1, 30_000, concurrency=1)
+        concurrency, first = row()
+        assert concurrency == 1
+        clock.advance(claims.SEEN_EVERY_S / 2)
+        await storage.claim(EP, "w1", 1, 30_000, concurrency=1)
+        assert row() == (1, first)
+        await storage.claim(EP, "w1", 1, 30_000, concurrency=2)
+        concurrency, seen = row()
+        assert concurrency == 2 and seen > first
+        clock.advance(claims.SEEN_EVERY_S * 2)
+        await storage.claim(EP, "w1", 1, 30_000, concurrency=2)
+        assert row()[1] > first + claims.SEEN_EVERY_S
+        [info] = await storage.workers(EP, 60)
+        assert info.concurrency == 2
     finally:
         await storage.close()

@@ -20,6 +20,10 @@ from .counting import moved
 from .ops import QUEUED, RUNNING, Row, live
 from .schema import RECORD_COLUMNS
 
+#: How stale a worker's `seen_at` may grow before a claim that changes nothing else rewrites it
+#: (a worker at concurrency 1 claims once per job). workers() looks back MAX_POLL + 5 s.
+SEEN_EVERY_S = 1.0
+
 
 def _upsert_worker(
     conn: sqlite3.Connection, endpoint: str, worker_id: str, running: int | None, concurrency: int | None,
@@ -27,13 +31,16 @@ def _upsert_worker(
 ) -> None:  # fmt: skip
     """Record that the worker was seen. `running`: its own count, kept for diagnosis only
     (workers() counts the jobs it holds); None leaves the last one (a claim stating its
-    concurrency does not count them first)."""
+    concurrency does not count them first). A claim that would change nothing but a `seen_at`
+    less than SEEN_EVERY_S old leaves the row as it is: a write costs a page of the WAL."""
     conn.execute(
-        "INSERT INTO workers (endpoint, worker_id, running, concurrency, seen_at) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (endpoint, worker_id) DO UPDATE SET running = coalesce(?, workers.running), "
-        "concurrency = coalesce(?, workers.concurrency), seen_at = excluded.seen_at",
-        (endpoint, worker_id, running or 0, concurrency if concurrency is not None else fallback_concurrency,
-         now, running, concurrency),
+        "INSERT INTO workers (endpoint, worker_id, running, concurrency, seen_at) "
+        "VALUES (?1, ?2, coalesce(?3, 0), ?4, ?5) "
+        "ON CONFLICT (endpoint, worker_id) DO UPDATE SET running = coalesce(?3, workers.running), "
+        "concurrency = coalesce(?6, workers.concurrency), seen_at = excluded.seen_at "
+        "WHERE ?3 IS NOT NULL OR ?6 IS NOT workers.concurrency OR workers.seen_at < ?5 - ?7",
+        (endpoint, worker_id, running, concurrency if concurrency is not None else fallback_concurrency,
+         now, concurrency, SEEN_EVERY_S),
     )  # fmt: skip
 
 
