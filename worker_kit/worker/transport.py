@@ -5,7 +5,8 @@ worker_kit's own HTTP+msgpack protocol. Another protocol (the hosted service's) 
 second `Transport` subclass. What is sent for one job, and the retries, live in
 worker_kit/worker/reporting.py.
 
-aiohttp is imported when a transport opens, never at import time (cold start).
+Requests go through the worker's own HTTP client (worker_kit/worker/http_client.py), imported when
+a transport opens: no aiohttp on a worker's path (cold start).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import protocol
 from ..errors import ServiceError, ServiceUnavailable
@@ -36,11 +38,15 @@ from ..protocol import (
 )
 from .outbox import GATHER_TURNS, FinishOutbox, Report, fail
 
+if TYPE_CHECKING:
+    from .http_client import HttpClient
+
 # The messages live in worker_kit.protocol; the runtime's modules import them from here.
 __all__ = ["MAX_BATCH_BYTES", "MAX_BATCH_ITEMS", "ClaimedJob", "Final", "Link", "NativeTransport",
            "Transport", "pack_item", "refusal"]  # fmt: skip
 
 log = logging.getLogger("worker_kit.worker")
+_T = TypeVar("_T")
 
 #: Most bytes of output items in one request: the service takes output and finish bodies up to
 #: its result limit + 4 MB, so items stay under 4 MB whatever an endpoint's result limit is.
@@ -71,6 +77,18 @@ class Transport(ABC):
     PayloadTooLarge, AuthError, ServiceError."""
 
     worker_id: str
+
+    @property
+    def max_claims(self) -> int:
+        """How many claims a worker may keep in flight at once (loop.py). 1 unless a transport
+        can tell a claim that holds a long-poll from one that does not (`holding`): two claims
+        both holding on an empty queue would double the service's idle load."""
+        return 1
+
+    @property
+    def holding(self) -> bool:
+        """Whether one of this transport's claims holds a long-poll now (or may: True when unknown)."""
+        return True
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -104,6 +122,9 @@ class Transport(ABC):
 
 
 class NativeTransport(Transport):
+    _holds = 0  # claims holding a long-poll now
+    _answered = False  # the service has answered an exchange: it speaks protocol 2
+
     def __init__(self, url: str, *, worker_id: str, api_key: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.worker_id = worker_id
@@ -111,75 +132,87 @@ class NativeTransport(Transport):
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self.link = Link(self.url)
-        self._session: Any = None
+        self._http: HttpClient | None = None
         self._outbox = FinishOutbox(self._send_reports)
         self._legacy = False  # the service speaks protocol 1 only (no /worker/exchange)
-        self._timeouts: dict[float, Any] = {}  # ClientTimeout by seconds: a handful of values, reused
 
     async def open(self) -> None:
-        import aiohttp
+        from .http_client import HttpClient
 
-        self._aiohttp = aiohttp
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
-            headers=self._headers,
-        )
+        self._http = HttpClient(self._headers)
 
     async def close(self) -> None:
         self._outbox.close(ServiceUnavailable("the worker's transport closed"))
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def _post(self, path: str, body: bytes, timeout_s: float) -> Any:
-        aiohttp = self._aiohttp
-        timeout = self._timeouts.get(timeout_s)
-        if timeout is None:
-            if len(self._timeouts) > 16:
-                self._timeouts.clear()
-            timeout = self._timeouts[timeout_s] = aiohttp.ClientTimeout(total=timeout_s)
+        if self._http is None:
+            raise ServiceUnavailable("the worker's transport is not open")
         try:
-            async with self._session.post(self.url + path, data=body, timeout=timeout) as resp:
-                raw = await resp.read()
-                status, ctype = resp.status, resp.content_type
-                retry_after = resp.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            resp = await self._http.request("POST", self.url + path, body, timeout_s)
+        except (OSError, TimeoutError) as exc:
             reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
             self.link.failed(reason)
             raise ServiceUnavailable(reason) from None
+        status, raw = resp.status, resp.body
         if status >= 500:
             self.link.failed(f"HTTP {status}")
             raise ServiceUnavailable(f"HTTP {status} from {path}")
         self.link.ok()
         try:
-            payload = protocol.decode(raw, ctype) if raw else {}
+            payload = protocol.decode(raw, resp.content_type) if raw else {}
         except ValueError:
             payload = {"error": raw[:200].decode("utf-8", "replace")}
         if status == 200:
             if not isinstance(payload, dict):
                 raise ServiceError(status, f"{path} answered {type(payload).__name__}, not an object")
             return payload
-        raise refusal(status, payload, retry_after)
+        raise refusal(status, payload, resp.headers.get("retry-after"))
+
+    @property
+    def max_claims(self) -> int:
+        # Protocol 1 has no request that both finishes and claims: its claims hold whenever
+        # the queue is empty, so a worker keeps one in flight, as it always did. Until the
+        # first exchange is answered the protocol is unknown: one claim finds out.
+        return 2 if self._answered and not self._legacy else 1
+
+    @property
+    def holding(self) -> bool:
+        return self._holds > 0
 
     async def claim(
         self, max_jobs: int, wait_ms: int, *, concurrency: int, running: int
     ) -> tuple[list[ClaimedJob], int | None]:
         if self._legacy:
-            answer = await self._claim_v1(max_jobs, wait_ms, concurrency)
+            answer = await self._held(self._claim_v1(max_jobs, wait_ms, concurrency), wait_ms)
             return answer.jobs, answer.lease_ms
-        with self._outbox.claiming():
+        with self._outbox.claiming() as claiming:
             for _ in range(GATHER_TURNS):
                 if self._outbox.queued:
                     break
                 await asyncio.sleep(0)  # a job that just freed this slot queues its finish now
             batch = self._outbox.take()
             hold = 0 if batch else wait_ms  # the service never holds a request that carries finishes
-            if hold:
-                self._outbox.holding()
-            answer = await self._exchange(batch, max_jobs, hold, concurrency)
+            if not hold:
+                answer = await self._exchange(batch, max_jobs, hold, concurrency)
+            else:
+                claiming.hold()
+                answer = await self._held(self._exchange(batch, max_jobs, hold, concurrency), hold)
         if answer is None:  # the service speaks protocol 1 only
-            answer = await self._claim_v1(max_jobs, wait_ms, concurrency)
+            answer = await self._held(self._claim_v1(max_jobs, wait_ms, concurrency), wait_ms)
         return answer.jobs, answer.lease_ms
+
+    async def _held(self, request: Awaitable[_T], wait_ms: int) -> _T:
+        """`request`, counted in `holding` while it may hold a long-poll (`wait_ms` > 0)."""
+        if wait_ms <= 0:
+            return await request
+        self._holds += 1
+        try:
+            return await request
+        finally:
+            self._holds -= 1
 
     async def _claim_v1(self, max_jobs: int, wait_ms: int, concurrency: int) -> ClaimAnswer:
         body = ClaimRequest(self.worker_id, max_jobs, wait_ms, concurrency).pack()
@@ -209,6 +242,7 @@ class NativeTransport(Transport):
             fail(batch, exc if isinstance(exc, Exception) else ServiceUnavailable("request interrupted"))
             raise
         answers = ClaimAnswer.decode(reply)
+        self._answered = True
         for report, answer in zip(batch, answers.finished, strict=False):
             if report.future.done():
                 continue
