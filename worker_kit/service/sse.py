@@ -3,10 +3,15 @@
 
 Events, in order:
     event: update   data: <status JSON>           when the state or the progress value changes
-    id: <cursor>    event: chunk   data: {"output": <chunk>}   one per stream chunk
+    id: <cursor>    data: {"output": <chunk>}     one per stream chunk, unnamed (a `message`)
     id: <cursor>    event: status  data: <final status JSON>   then the response ends
     event: error    data: {"error": ...}          the job vanished mid-stream (result expired)
 plus `: keep-alive` comments when nothing else was sent for a while.
+
+Chunks are the stream's default `message` events, as most SSE APIs send their main payload
+(EventSource's `onmessage`). Earlier builds named them `event: chunk`, which our client still
+reads. The line fewer matters: an SSE reader's cost is per line, and a token stream sends one
+event per token.
 
 A chunk's `id` is the cursor after it, so a client that reconnects with `Last-Event-ID`
 (or `?cursor=N`) gets exactly the chunks it has not seen. Reads pass the cursor and so
@@ -87,7 +92,7 @@ def chunk_events(chunks: list[Any], cursor: int) -> bytes:
     for chunk in chunks:
         cursor += 1
         data = _json_str(chunk) if type(chunk) is str else dumps_json(chunk)
-        parts.append(f'id: {cursor}\nevent: chunk\ndata: {{"output":{data}}}\n\n')
+        parts.append(f'id: {cursor}\ndata: {{"output":{data}}}\n\n')
     return "".join(parts).encode()
 
 
