@@ -99,6 +99,19 @@ async def test_text_chunks_arrive_as_json_writes_them(endpoint_url: str, worker:
     assert [e.id for e in chunks] == [str(i) for i in range(1, len(texts) + 3)]
 
 
+@pytest.mark.parametrize("cursor", [0, 9_990, 19_999, 123_456_780, 2**62 - 25_000])
+def test_chunk_event_ids_are_written_in_full_across_every_range(cursor: int) -> None:
+    # The service writes ids from tables of their last digits: every id must still come out
+    # whole, across the tables' edges too (here up to 25 000 events in one buffer).
+    chunks: list[Any] = [f"t{i}" for i in range(25_000)]
+    chunks[3] = {"n": 1}  # one chunk that is not text takes the other path
+    events = sse_module.chunk_events(chunks, cursor).decode().split("\n\n")
+    assert events[-1] == "" and len(events) == len(chunks) + 1
+    for i in (0, 1, 3, 9, 10, 99, 100, 9_999, 10_000, 10_009, 10_010, 24_999):
+        assert events[i] == f"id: {cursor + i + 1}\ndata: {dumps_json({'output': chunks[i]})}", i
+    assert [int(e.split("\n", 1)[0][4:]) for e in events[:-1]] == list(range(cursor + 1, cursor + 25_001))
+
+
 async def test_a_backlog_over_many_read_pieces_arrives(endpoint_url: str, worker: ScriptedWorker) -> None:
     # 300 KB of chunks, more than one read piece (sse.READ_BYTES) many times over: while the
     # job runs and after it ended, every chunk arrives once, in order, then one status event.
