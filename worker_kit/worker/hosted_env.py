@@ -4,7 +4,6 @@ at start-up, where every import costs cold-start time)."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -52,7 +51,7 @@ class HostedEnv:
             post_stream=env["RUNPOD_WEBHOOK_POST_STREAM"],
             ping=env.get("RUNPOD_WEBHOOK_PING") or None,
             api_key=env.get("RUNPOD_AI_API_KEY") or None,
-            pod_id=env.get("RUNPOD_POD_ID") or f"wk-{uuid.uuid4().hex[:12]}",
+            pod_id=env.get("RUNPOD_POD_ID") or f"wk-{os.urandom(6).hex()}",  # no uuid: it imports platform
             ping_interval_ms=interval,
         )
 

@@ -20,7 +20,7 @@ What the protocol lacks, and what that costs (docs/migrating.md says the same to
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import protocol
 from ..errors import ServiceUnavailable
@@ -28,6 +28,9 @@ from ..job import JobState
 from ..protocol import HostedJob, HostedReport, StopList, hosted
 from .hosted_env import HostedEnv
 from .transport import ClaimedJob, Final, Link, Transport, refusal
+
+if TYPE_CHECKING:
+    from .http_client import HttpClient
 
 log = logging.getLogger("worker_kit.worker")
 
@@ -61,38 +64,33 @@ class HostedTransport(Transport):
         if env.api_key:
             self._headers["Authorization"] = env.api_key  # as the hosted SDK sends it: no "Bearer"
         self.link = Link(take.split("?", 1)[0])
-        self._session: Any = None
+        self._http: HttpClient | None = None
         #: Per job: the next output seq the service has (no seq on this wire: counted here), and
         #: whether any chunk was streamed (the final report says isStream=true then).
         self._next_seq: dict[str, int] = {}
         self._streamed: set[str] = set()
 
     async def open(self) -> None:
-        import aiohttp
+        from .http_client import HttpClient
 
-        self._aiohttp = aiohttp
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True), headers=self._headers
-        )
+        self._http = HttpClient(self._headers)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def _request(self, method: str, url: str, body: Any, timeout_s: float) -> tuple[int, Any]:
-        aiohttp = self._aiohttp
+        if self._http is None:
+            raise ServiceUnavailable("the worker's transport is not open")
         data = None if body is None else protocol.dumps_json(body).encode()
         try:
-            async with self._session.request(
-                method, url, data=data, timeout=aiohttp.ClientTimeout(total=timeout_s)
-            ) as resp:
-                raw = await resp.read()
-                status, retry_after = resp.status, resp.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            resp = await self._http.request(method, url, data, timeout_s)
+        except (OSError, TimeoutError) as exc:
             reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
             self.link.failed(reason)
             raise ServiceUnavailable(reason) from None
+        status, raw, retry_after = resp.status, resp.body, resp.headers.get("retry-after")
         if status >= 500:
             self.link.failed(f"HTTP {status}")
         else:

@@ -155,10 +155,14 @@ def load_settings(
     unknown = set(defaults) - {f.name for f in dataclasses.fields(WorkerSettings)}
     if unknown:
         raise ConfigError(f"unknown worker option(s): {', '.join(sorted(unknown))}")
-    args = _parser(prog or os.path.basename(sys.argv[0]) or "worker").parse_args(list(argv))
+    # No flags (the usual container start): no parser either; building one imports shutil and
+    # the compression modules behind it, a few percent of a worker's cold start.
+    args = argparse.Namespace()
+    if argv:
+        args = _parser(prog or os.path.basename(sys.argv[0]) or "worker").parse_args(list(argv))
 
     def pick(flag: str, var: str, key: str) -> Any:
-        value = getattr(args, flag)
+        value = getattr(args, flag, None)
         if value is None:
             value = env.get(var) or None
         return defaults.get(key) if value is None else value

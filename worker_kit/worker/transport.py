@@ -5,7 +5,8 @@ worker_kit's own HTTP+msgpack protocol. Another protocol (the hosted service's) 
 second `Transport` subclass. What is sent for one job, and the retries, live in
 worker_kit/worker/reporting.py.
 
-aiohttp is imported when a transport opens, never at import time (cold start).
+Requests go through the worker's own HTTP client (worker_kit/worker/http_client.py), imported when
+a transport opens: no aiohttp on a worker's path (cold start).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import protocol
 from ..errors import ServiceError, ServiceUnavailable
@@ -35,6 +36,9 @@ from ..protocol import (
     refusal,
 )
 from .outbox import GATHER_TURNS, FinishOutbox, Report, fail
+
+if TYPE_CHECKING:
+    from .http_client import HttpClient
 
 # The messages live in worker_kit.protocol; the runtime's modules import them from here.
 __all__ = ["MAX_BATCH_BYTES", "MAX_BATCH_ITEMS", "ClaimedJob", "Final", "Link", "NativeTransport",
@@ -111,55 +115,44 @@ class NativeTransport(Transport):
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self.link = Link(self.url)
-        self._session: Any = None
+        self._http: HttpClient | None = None
         self._outbox = FinishOutbox(self._send_reports)
         self._legacy = False  # the service speaks protocol 1 only (no /worker/exchange)
-        self._timeouts: dict[float, Any] = {}  # ClientTimeout by seconds: a handful of values, reused
 
     async def open(self) -> None:
-        import aiohttp
+        from .http_client import HttpClient
 
-        self._aiohttp = aiohttp
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
-            headers=self._headers,
-        )
+        self._http = HttpClient(self._headers)
 
     async def close(self) -> None:
         self._outbox.close(ServiceUnavailable("the worker's transport closed"))
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def _post(self, path: str, body: bytes, timeout_s: float) -> Any:
-        aiohttp = self._aiohttp
-        timeout = self._timeouts.get(timeout_s)
-        if timeout is None:
-            if len(self._timeouts) > 16:
-                self._timeouts.clear()
-            timeout = self._timeouts[timeout_s] = aiohttp.ClientTimeout(total=timeout_s)
+        if self._http is None:
+            raise ServiceUnavailable("the worker's transport is not open")
         try:
-            async with self._session.post(self.url + path, data=body, timeout=timeout) as resp:
-                raw = await resp.read()
-                status, ctype = resp.status, resp.content_type
-                retry_after = resp.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            resp = await self._http.request("POST", self.url + path, body, timeout_s)
+        except (OSError, TimeoutError) as exc:
             reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
             self.link.failed(reason)
             raise ServiceUnavailable(reason) from None
+        status, raw = resp.status, resp.body
         if status >= 500:
             self.link.failed(f"HTTP {status}")
             raise ServiceUnavailable(f"HTTP {status} from {path}")
         self.link.ok()
         try:
-            payload = protocol.decode(raw, ctype) if raw else {}
+            payload = protocol.decode(raw, resp.content_type) if raw else {}
         except ValueError:
             payload = {"error": raw[:200].decode("utf-8", "replace")}
         if status == 200:
             if not isinstance(payload, dict):
                 raise ServiceError(status, f"{path} answered {type(payload).__name__}, not an object")
             return payload
-        raise refusal(status, payload, retry_after)
+        raise refusal(status, payload, resp.headers.get("retry-after"))
 
     async def claim(
         self, max_jobs: int, wait_ms: int, *, concurrency: int, running: int
