@@ -18,7 +18,8 @@ from worker_kit.errors import ConfigError, JobConflict, JobNotFound, SequenceGap
 from worker_kit.job import JobState, Policy
 from worker_kit.protocol import OutputItem, pack
 from worker_kit.storage import open_storage
-from worker_kit.storage.sqlite import connections, engine, ops
+from worker_kit.storage.rules import FakeClock
+from worker_kit.storage.sqlite import claims, connections, engine, ops
 from worker_kit.storage.sqlite.backend import SQLiteStorage
 from worker_kit.storage.sqlite.schema import SCHEMA_VERSION, SQLiteURL
 
@@ -135,7 +136,7 @@ async def test_small_cursor_reads_of_any_job(tmp_path: Path, input_bytes: int) -
 
 
 async def test_a_schema_1_stream_of_one_chunk_per_row_reads_on(tmp_path: Path) -> None:
-    # Schema 1 stored one chunk per row: such a file opens as it is (becoming schema 2), its
+    # Schema 1 stored one chunk per row: such a file opens as it is (becoming schema 3), its
     # chunks read from any cursor, and the stream goes on with runs after them.
     path = tmp_path / "jobs.db"
     storage = await opened(f"sqlite:///{path}")
@@ -163,7 +164,7 @@ async def test_a_schema_1_stream_of_one_chunk_per_row_reads_on(tmp_path: Path) -
     finally:
         await storage.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 async def test_a_schema_1_database_without_later_columns_is_upgraded(tmp_path: Path) -> None:
@@ -484,5 +485,36 @@ async def test_worker_concurrency_is_recorded_and_kept(tmp_path: Path) -> None:
         # Without a stated concurrency, busy + asked-for slots is the estimate.
         await storage.claim(EP, "w2", 4, 30_000)
         assert {w.worker_id: w.concurrency for w in await storage.workers(EP, 60)}["w2"] == 4
+    finally:
+        await storage.close()
+
+
+async def test_a_claim_rewrites_its_workers_row_only_when_something_changed(tmp_path: Path) -> None:
+    # A worker at concurrency 1 claims once per job: its row (a WAL page) is rewritten for a
+    # new concurrency at once, for seen_at only once it is SEEN_EVERY_S old.
+    path = tmp_path / "jobs.db"
+    clock = FakeClock()
+    storage = SQLiteStorage.from_url(f"sqlite:///{path}", clock=clock)
+    await storage.open()
+
+    def row() -> tuple[int, float]:
+        with sqlite3.connect(path) as conn:
+            return conn.execute("SELECT concurrency, seen_at FROM workers WHERE worker_id = 'w1'").fetchone()
+
+    try:
+        await storage.claim(EP, "w1", 1, 30_000, concurrency=1)
+        concurrency, first = row()
+        assert concurrency == 1
+        clock.advance(claims.SEEN_EVERY_S / 2)
+        await storage.claim(EP, "w1", 1, 30_000, concurrency=1)
+        assert row() == (1, first)
+        await storage.claim(EP, "w1", 1, 30_000, concurrency=2)
+        concurrency, seen = row()
+        assert concurrency == 2 and seen > first
+        clock.advance(claims.SEEN_EVERY_S * 2)
+        await storage.claim(EP, "w1", 1, 30_000, concurrency=2)
+        assert row()[1] > first + claims.SEEN_EVERY_S
+        [info] = await storage.workers(EP, 60)
+        assert info.concurrency == 2
     finally:
         await storage.close()

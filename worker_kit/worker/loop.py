@@ -1,9 +1,10 @@
 """The worker loop: claim jobs, run them, keep their leases, report, drain on stop.
 
 Three kinds of task share one event loop: one claim loop (a long-poll for as many jobs
-as there are free slots, sent again as soon as a slot frees), one heartbeat loop
-(renews leases and receives cancels and timeouts), and one task per job (jobs.py: runs the
-handler through `execution.Run` and delivers its result through `reporting.JobReporter`).
+as there are free slots, sent again as soon as a slot frees; at concurrency above 1 it keeps
+two claims in flight, claims.py), one heartbeat loop (renews leases and receives cancels and
+timeouts), and one task per job (jobs.py: runs the handler through `execution.Run` and delivers
+its result through `reporting.JobReporter`).
 
 `Worker` never installs signal handlers; `worker_kit.start()` and the CLI do.
 """
@@ -20,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AuthError, RateLimited, ServiceError, ServiceUnavailable
 from ..retrying import Backoff
+from .claims import Claims
 from .jobs import RELEASE, Jobs, JobSettings
 from .leases import Leases
 from .memory import MB, over_cap
 from .registry import Concurrency, Handler
 from .settings import EXIT_CONFIG, EXIT_MEMORY, EXIT_OK, EXIT_REFUSED, EXIT_STUCK
-from .transport import NativeTransport, Transport
+from .transport import ClaimedJob, NativeTransport, Transport
 
 if TYPE_CHECKING:
     from .pool import ChildPool
@@ -102,7 +104,9 @@ class Worker:
                               lambda: (self._capacity_now, self._jobs.occupied))
         self._jobs = Jobs(settings, self.transport, self._leases, None, self._on_freed, self._poison)
         self.stats = self._jobs.stats
-        self._slot_freed = asyncio.Event()
+        self._changed = asyncio.Event()  # a slot freed, a claim ended, or stop was asked
+        self._claims = Claims(self.transport, self._accept, self._changed.set)
+        self._backoff = Backoff()
         self._stop_requested = asyncio.Event()
         self._cut = asyncio.Event()
         self._finished = asyncio.Event()
@@ -153,7 +157,7 @@ class Worker:
             await self._drain()
         finally:
             self._jobs.abandon_all()  # only if run() itself was cancelled
-            leftover = [*self._jobs.tasks, claim, heartbeat, stop_waiter]
+            leftover = [*self._jobs.tasks, *self._claims.tasks, claim, heartbeat, stop_waiter]
             for task in leftover:
                 task.cancel()
             await asyncio.gather(*leftover, return_exceptions=True)
@@ -213,8 +217,8 @@ class Worker:
             self._grace = grace_s
             self._stop_requested.set()
             self._jobs.stopping = True
-            self._slot_freed.set()  # a claim loop waiting for a free slot sees the stop
-            if self._claiming:
+            self._changed.set()  # a claim loop waiting for a free slot sees the stop
+            if self._claiming or self._claims.inflight:
                 # On the next turn: a claim answering in this one (the stop came from its own
                 # code, say) delivers its jobs, which are then handed back at once.
                 asyncio.get_running_loop().call_soon(self._cancel_claim)
@@ -225,23 +229,24 @@ class Worker:
     def _cancel_claim(self) -> None:
         if self._claiming and self._claim_task is not None:
             self._claim_task.cancel()  # jobs the service may still hand this claim come back by lease
+        self._claims.cut_holds()
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
-        tasks = self._jobs.tasks
+        tasks, answering = self._jobs.tasks, self._claims.answering
         if tasks:
             log.info("draining: %d job(s) running; waiting up to %.6g s", len(tasks), self._grace)
         began = loop.time()
         cut = loop.create_task(self._cut.wait())
         try:
-            while tasks:
+            while tasks or answering():
                 left = began + self._grace - loop.time()  # a second stop() may shorten the grace
                 if left <= 0:
                     break
                 if cut.done():
                     self._cut.clear()
                     cut = loop.create_task(self._cut.wait())
-                await asyncio.wait({*tasks, cut}, timeout=None if math.isinf(left) else left,
+                await asyncio.wait({*tasks, *answering(), cut}, timeout=None if math.isinf(left) else left,
                                    return_when=asyncio.FIRST_COMPLETED)
         finally:
             cut.cancel()
@@ -286,59 +291,82 @@ class Worker:
         return self._capacity_now
 
     async def _claim_loop(self, stop_waiter: asyncio.Task[Any]) -> None:
-        backoff = Backoff()
+        claims = self._claims
         while not self._stop_requested.is_set():
+            if claims.failed:
+                if not await self._claim_failed(claims.failed.pop(0)):
+                    return
+                continue
             capacity = self._capacity()
-            free = min(capacity - self._jobs.occupied, MAX_CLAIM)
+            free = min(capacity - self._jobs.occupied - claims.asked, MAX_CLAIM)
             if self._pool is not None and free > 0:  # only as many jobs as ready handler processes
-                if not await self._pool.ready_unless(stop_waiter):
+                if not claims.inflight and not await self._pool.ready_unless(stop_waiter):
                     continue
-                free = min(free, self._pool.available())
-            if free <= 0:
-                self._slot_freed.clear()
-                if not callable(self._concurrency):
-                    await self._slot_freed.wait()
+                free = min(free, self._pool.available() - claims.asked)
+            if free > 0 and capacity > 1 and self.transport.max_claims > 1:
+                ask = min(free, claims.room(capacity))
+                if ask > 0:
+                    claims.start(ask, self.claim_wait_ms, capacity, self._jobs.occupied)
                     continue
-                with contextlib.suppress(TimeoutError):
-                    # A dynamic concurrency is consulted again at least once a second.
-                    async with asyncio.timeout(1.0):
-                        await self._slot_freed.wait()
+            elif free > 0:
+                if not await self._claim_inline(free, capacity):
+                    return
                 continue
-            try:
-                jobs, lease_ms = await self._claim(free, capacity)
-            except asyncio.CancelledError:
-                if self._stop_requested.is_set():
-                    return  # stop() cut a long-poll short
-                raise
-            except (ServiceUnavailable, RateLimited) as exc:
-                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._stop_requested, "claim")
+            self._changed.clear()
+            if not callable(self._concurrency):
+                await self._changed.wait()
                 continue
-            except ServiceError as exc:
-                hint = "check WORKER_KIT_API_KEY" if isinstance(exc, AuthError) else "check WORKER_KIT_URL"
-                log.error("the service refused this worker's claim (%s); %s", exc, hint)
-                self.exit_code = EXIT_REFUSED
-                self._request_stop(0.0)
-                return
-            except Exception:  # a reply this worker cannot read: say so, keep trying
-                log.exception("claim failed")
-                await backoff.sleep(0.0, self._stop_requested, "claim")
-                continue
-            backoff.reset()
-            self._leases.set_lease(lease_ms)
-            for claimed in jobs:
-                self._jobs.launch(claimed)
+            with contextlib.suppress(TimeoutError):
+                # A dynamic concurrency is consulted again at least once a second.
+                async with asyncio.timeout(1.0):
+                    await self._changed.wait()
 
-    async def _claim(self, free: int, capacity: int) -> tuple[list[Any], int | None]:
-        """One claim, awaited in the claim loop's own task (no task per claim): stop() cancels
-        that task while `_claiming` says it waits here, and only then."""
+    async def _claim_inline(self, free: int, capacity: int) -> bool:
+        """One claim at a time (concurrency 1, or a transport that allows no more), awaited in
+        the claim loop's own task (no task per claim): stop() cancels that task while
+        `_claiming` says it waits here, and only then. False: the claim loop must end."""
         self._claiming = True
         try:
-            return await self.transport.claim(free, self.claim_wait_ms, concurrency=capacity,
-                                              running=self._jobs.occupied)
+            jobs, lease_ms = await self.transport.claim(free, self.claim_wait_ms, concurrency=capacity,
+                                                        running=self._jobs.occupied)
+        except asyncio.CancelledError:
+            if self._stop_requested.is_set():
+                return False  # stop() cut a long-poll short
+            raise
+        except Exception as exc:
+            failure: Exception | None = exc
+        else:
+            failure = None
         finally:
             self._claiming = False
+        if failure is not None:
+            return await self._claim_failed(failure)
+        self._accept(jobs, lease_ms)
+        return True
+
+    def _accept(self, jobs: list[ClaimedJob], lease_ms: int | None) -> None:
+        self._backoff.reset()
+        self._leases.set_lease(lease_ms)
+        for claimed in jobs:
+            self._jobs.launch(claimed)
+
+    async def _claim_failed(self, exc: Exception) -> bool:
+        """Back off after a failed claim; False (the claim loop ends) when the service refuses this worker."""
+        if isinstance(exc, ServiceUnavailable | RateLimited):
+            await self._backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._stop_requested, "claim")
+        elif isinstance(exc, ServiceError):
+            hint = "check WORKER_KIT_API_KEY" if isinstance(exc, AuthError) else "check WORKER_KIT_URL"
+            log.error("the service refused this worker's claim (%s); %s", exc, hint)
+            self.exit_code = EXIT_REFUSED
+            self._request_stop(0.0)
+            return False
+        else:  # a reply this worker cannot read: say so, keep trying
+            log.error("claim failed", exc_info=exc)
+            await self._backoff.sleep(0.0, self._stop_requested, "claim")
+        return True
 
     def _on_freed(self) -> None:
-        self._slot_freed.set()
+        self._claims.dry = False  # its report may ride with a claim: worth a look at the queue
+        self._changed.set()
         if self.max_rss_mb is not None and self._pool is None:  # a pool checks each child
             self._check_memory()

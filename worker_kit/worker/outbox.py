@@ -4,7 +4,8 @@ A finished job's report is queued here. The next claim takes every queued report
 so a busy worker spends one round trip per job and, at concurrency above 1, the finishes of
 several jobs share one request. When no claim is about to go (the claim loop is waiting for
 a free slot, or holding a long-poll), the outbox sends its reports on its own, batched the
-same way.
+same way. A worker may have two claims in flight (loop.py, pipelining): reports wait while
+either of them carries reports, since the claim sent when it answers takes them.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class FinishOutbox:
     def __init__(self, send: Callable[[list[Report]], Awaitable[None]]) -> None:
         self._send = send
         self._queue: list[Report] = []
-        self._claiming = False
+        self._claims = 0  # claims being built, or in flight with reports
         self._kicked = False  # a flusher start is scheduled
         self._flusher: asyncio.Task[None] | None = None
 
@@ -62,19 +63,18 @@ class FinishOutbox:
         return batch
 
     @contextlib.contextmanager
-    def claiming(self) -> Iterator[None]:
-        """While a claim is being built or a claim that carries reports is in flight, the claim
-        takes the queued reports; call `holding()` before a claim that long-polls."""
-        self._claiming = True
+    def claiming(self) -> Iterator[Claiming]:
+        """While a claim is being built or a claim that carries reports is in flight, a claim
+        takes the queued reports; call the yielded `hold()` before a claim that long-polls."""
+        claim = Claiming(self)
+        self._claims += 1
         try:
-            yield
+            yield claim
         finally:
-            self._claiming = False
-            self.kick()
+            claim.hold()
 
-    def holding(self) -> None:
-        """The claim is about to hold a long-poll: reports queued meanwhile go on their own."""
-        self._claiming = False
+    def _end_claim(self) -> None:
+        self._claims -= 1
         self.kick()
 
     @property
@@ -84,19 +84,19 @@ class FinishOutbox:
     def kick(self) -> None:
         # A callback first, not a task: the claim that usually follows a job's report within
         # the loop's turn takes it, and then no flusher is needed at all.
-        if self._queue and not self._claiming and not self._kicked:
+        if self._queue and not self._claims and not self._kicked:
             self._kicked = True
             asyncio.get_running_loop().call_soon(self._start_flusher)
 
     def _start_flusher(self) -> None:
         self._kicked = False
-        if self._queue and not self._claiming and (self._flusher is None or self._flusher.done()):
+        if self._queue and not self._claims and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
         for _ in range(GATHER_TURNS):
             await asyncio.sleep(0)  # a claim about to go takes these reports instead
-        while self._queue and not self._claiming:
+        while self._queue and not self._claims:
             batch = self.take()
             try:
                 await self._send(batch)
@@ -108,6 +108,22 @@ class FinishOutbox:
         self._queue.clear()
         if self._flusher is not None:
             self._flusher.cancel()
+
+
+class Claiming:
+    """One claim's hold on the outbox (`FinishOutbox.claiming`)."""
+
+    __slots__ = ("_outbox",)
+
+    def __init__(self, outbox: FinishOutbox) -> None:
+        self._outbox: FinishOutbox | None = outbox
+
+    def hold(self) -> None:
+        """The claim is about to hold a long-poll (or has ended): reports queued from now on go
+        on their own unless another claim takes them."""
+        if self._outbox is not None:
+            outbox, self._outbox = self._outbox, None
+            outbox._end_claim()
 
 
 def fail(batch: list[Report], exc: BaseException) -> None:

@@ -15,7 +15,8 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import protocol
 from ..errors import ServiceError, ServiceUnavailable
@@ -45,6 +46,7 @@ __all__ = ["MAX_BATCH_BYTES", "MAX_BATCH_ITEMS", "ClaimedJob", "Final", "Link", 
            "Transport", "pack_item", "refusal"]  # fmt: skip
 
 log = logging.getLogger("worker_kit.worker")
+_T = TypeVar("_T")
 
 #: Most bytes of output items in one request: the service takes output and finish bodies up to
 #: its result limit + 4 MB, so items stay under 4 MB whatever an endpoint's result limit is.
@@ -75,6 +77,18 @@ class Transport(ABC):
     PayloadTooLarge, AuthError, ServiceError."""
 
     worker_id: str
+
+    @property
+    def max_claims(self) -> int:
+        """How many claims a worker may keep in flight at once (loop.py). 1 unless a transport
+        can tell a claim that holds a long-poll from one that does not (`holding`): two claims
+        both holding on an empty queue would double the service's idle load."""
+        return 1
+
+    @property
+    def holding(self) -> bool:
+        """Whether one of this transport's claims holds a long-poll now (or may: True when unknown)."""
+        return True
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -108,6 +122,9 @@ class Transport(ABC):
 
 
 class NativeTransport(Transport):
+    _holds = 0  # claims holding a long-poll now
+    _answered = False  # the service has answered an exchange: it speaks protocol 2
+
     def __init__(self, url: str, *, worker_id: str, api_key: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.worker_id = worker_id
@@ -154,25 +171,48 @@ class NativeTransport(Transport):
             return payload
         raise refusal(status, payload, resp.headers.get("retry-after"))
 
+    @property
+    def max_claims(self) -> int:
+        # Protocol 1 has no request that both finishes and claims: its claims hold whenever
+        # the queue is empty, so a worker keeps one in flight, as it always did. Until the
+        # first exchange is answered the protocol is unknown: one claim finds out.
+        return 2 if self._answered and not self._legacy else 1
+
+    @property
+    def holding(self) -> bool:
+        return self._holds > 0
+
     async def claim(
         self, max_jobs: int, wait_ms: int, *, concurrency: int, running: int
     ) -> tuple[list[ClaimedJob], int | None]:
         if self._legacy:
-            answer = await self._claim_v1(max_jobs, wait_ms, concurrency)
+            answer = await self._held(self._claim_v1(max_jobs, wait_ms, concurrency), wait_ms)
             return answer.jobs, answer.lease_ms
-        with self._outbox.claiming():
+        with self._outbox.claiming() as claiming:
             for _ in range(GATHER_TURNS):
                 if self._outbox.queued:
                     break
                 await asyncio.sleep(0)  # a job that just freed this slot queues its finish now
             batch = self._outbox.take()
             hold = 0 if batch else wait_ms  # the service never holds a request that carries finishes
-            if hold:
-                self._outbox.holding()
-            answer = await self._exchange(batch, max_jobs, hold, concurrency)
+            if not hold:
+                answer = await self._exchange(batch, max_jobs, hold, concurrency)
+            else:
+                claiming.hold()
+                answer = await self._held(self._exchange(batch, max_jobs, hold, concurrency), hold)
         if answer is None:  # the service speaks protocol 1 only
-            answer = await self._claim_v1(max_jobs, wait_ms, concurrency)
+            answer = await self._held(self._claim_v1(max_jobs, wait_ms, concurrency), wait_ms)
         return answer.jobs, answer.lease_ms
+
+    async def _held(self, request: Awaitable[_T], wait_ms: int) -> _T:
+        """`request`, counted in `holding` while it may hold a long-poll (`wait_ms` > 0)."""
+        if wait_ms <= 0:
+            return await request
+        self._holds += 1
+        try:
+            return await request
+        finally:
+            self._holds -= 1
 
     async def _claim_v1(self, max_jobs: int, wait_ms: int, concurrency: int) -> ClaimAnswer:
         body = ClaimRequest(self.worker_id, max_jobs, wait_ms, concurrency).pack()
@@ -202,6 +242,7 @@ class NativeTransport(Transport):
             fail(batch, exc if isinstance(exc, Exception) else ServiceUnavailable("request interrupted"))
             raise
         answers = ClaimAnswer.decode(reply)
+        self._answered = True
         for report, answer in zip(batch, answers.finished, strict=False):
             if report.future.done():
                 continue

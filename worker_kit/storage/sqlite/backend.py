@@ -23,7 +23,7 @@ from ...protocol import OutputItem, Packed, pack, unpack_all
 from .. import rules
 from ..base import MAX_PAGE, JobPage, StopSignal, Storage, SweepResult, WorkerInfo
 from ..rules import Clock
-from . import engine, listing, ops, stream
+from . import claims, engine, listing, ops, stream
 from . import sweep as sqlite_sweep
 from .engine import NOT_INLINE, SQLiteEngine
 from .schema import SQLiteURL, record_from_row
@@ -178,7 +178,7 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         return record_from_row(row), chunks, start + len(chunks)
 
     async def counts(self, endpoint: str) -> dict[str, int]:
-        return await self._engine.read(lambda conn: _counts(conn, endpoint))
+        return self._engine.counted(endpoint)
 
     async def list_jobs(
         self,
@@ -192,10 +192,11 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
         now = self.clock()
-        rows, total, has_more = await self._engine.read(
+        rows, has_more = await self._engine.read(
             functools.partial(listing.list_rows, endpoint=endpoint, limit=limit, after=after, states=states,
                               include_io=include_io, now=now)
         )  # fmt: skip
+        total = listing.total(self._engine.counted(endpoint), states)
         return JobPage(jobs=[record_from_row(row) for row in rows], total=total, has_more=has_more)
 
     # -- worker side --------------------------------------------------------------------------------
@@ -211,7 +212,7 @@ class SQLiteStorage(SQLiteSharedState, Storage):
     ) -> list[JobRecord]:
         if max_jobs < 1:
             return []
-        rows = await self._write(ops.claim, endpoint=endpoint, worker_id=worker_id, max_jobs=max_jobs,
+        rows = await self._write(claims.claim, endpoint=endpoint, worker_id=worker_id, max_jobs=max_jobs,
                                  lease_ms=lease_ms, concurrency=concurrency, max_bytes=max_bytes,
                                  alone=max_jobs <= SMALL_CLAIM)  # fmt: skip
         return [record_from_row(row) for row in rows]
@@ -226,9 +227,9 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         concurrency: int | None = None,
         running: int | None = None,
     ) -> list[StopSignal]:
-        return await self._write(ops.heartbeat, endpoint=endpoint, worker_id=worker_id, leases=dict(leases),
-                                 lease_ms=lease_ms, concurrency=concurrency, running=running,
-                                 small=len(leases) <= SMALL_HEARTBEAT)  # fmt: skip
+        return await self._write(claims.heartbeat, endpoint=endpoint, worker_id=worker_id,
+                                 leases=dict(leases), lease_ms=lease_ms, concurrency=concurrency,
+                                 running=running, small=len(leases) <= SMALL_HEARTBEAT)  # fmt: skip
 
     async def append_output(self, endpoint: str, job_id: str, token: str, items: list[OutputItem]) -> int:
         packed = _pack_items(items)
@@ -316,15 +317,6 @@ def _read_chunks(
     finally:
         conn.execute("COMMIT")
     return row, chunks
-
-
-def _counts(conn: sqlite3.Connection, endpoint: str) -> dict[str, int]:
-    counts = {state.value: 0 for state in JobState}
-    for state, n in conn.execute("SELECT state, n FROM job_counts WHERE endpoint = ?", (endpoint,)):
-        counts[state] = n
-    row = conn.execute("SELECT retried FROM endpoint_stats WHERE endpoint = ?", (endpoint,)).fetchone()
-    counts["retried"] = row[0] if row else 0
-    return counts
 
 
 __all__ = ["SQLiteStorage"]

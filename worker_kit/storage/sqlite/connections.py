@@ -7,6 +7,7 @@ import os
 import sqlite3
 
 from ...errors import ConfigError, StorageError
+from .counting import Counts, WriteConnection
 from .schema import DDL, SCHEMA_VERSION, SQLiteURL, add_missing_columns
 from .shared import SHARED_DDL
 
@@ -15,7 +16,7 @@ BUSY_TIMEOUT_S = 10.0
 LOOP_BYTES = 64 * 1024
 
 
-class LoopConnection(sqlite3.Connection):
+class LoopConnection(WriteConnection):
     """The event loop's write connection (on_loop.py). An operation that finds, before it
     writes, that it would carry more than LOOP_BYTES there calls `loop_bound`, which raises
     NotOnLoop: the batch is rolled back and runs on the writer thread instead."""
@@ -30,15 +31,19 @@ def loop_bound(conn: sqlite3.Connection, size: int) -> None:
         raise NotOnLoop(f"{size} bytes")
 
 
-def connect(url: SQLiteURL, timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+def connect(
+    url: SQLiteURL, timeout: float = BUSY_TIMEOUT_S, factory: type[sqlite3.Connection] = sqlite3.Connection
+) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/SAVEPOINT/COMMIT ourselves.
     return sqlite3.connect(
-        url.path or ":memory:", timeout=timeout, isolation_level=None, check_same_thread=False
-    )
+        url.path or ":memory:", timeout=timeout, isolation_level=None, check_same_thread=False,
+        factory=factory,
+    )  # fmt: skip
 
 
-def open_writer(url: SQLiteURL) -> sqlite3.Connection:
-    """The writer's connection, in WAL mode, with the schema created or brought up to date."""
+def open_writer(url: SQLiteURL, counts: Counts) -> sqlite3.Connection:
+    """The writer's connection, in WAL mode, with the schema created or brought up to date,
+    and `counts` counted from the rows in the same transaction."""
     if url.path is not None:
         parent = os.path.dirname(os.path.abspath(url.path))
         try:
@@ -46,7 +51,7 @@ def open_writer(url: SQLiteURL) -> sqlite3.Connection:
         except OSError as exc:
             raise ConfigError(f"cannot create the directory for {url.path!r}: {exc}") from None
     try:
-        conn = connect(url)
+        conn = connect(url, factory=WriteConnection)
     except sqlite3.Error as exc:  # a directory, a path without permission...
         raise StorageError(f"cannot open SQLite database {url.path!r}: {exc}") from None
     try:
@@ -65,10 +70,11 @@ def open_writer(url: SQLiteURL) -> sqlite3.Connection:
                 f"{url.path!r} has schema version {version}, newer than this worker_kit "
                 f"understands ({SCHEMA_VERSION}); upgrade worker_kit"
             )
-        conn.executescript(
-            f"BEGIN IMMEDIATE; {DDL} {SHARED_DDL} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
-        )
+        conn.executescript(f"BEGIN IMMEDIATE; {DDL} {SHARED_DDL} PRAGMA user_version={SCHEMA_VERSION};")
         add_missing_columns(conn)
+        counts.recount(conn)
+        conn.execute("COMMIT")
+        conn.counts = counts  # type: ignore[attr-defined]
     except sqlite3.Error as exc:
         conn.close()
         name = url.path or ":memory:"
@@ -79,14 +85,12 @@ def open_writer(url: SQLiteURL) -> sqlite3.Connection:
     return conn
 
 
-def open_loop_writer(url: SQLiteURL) -> sqlite3.Connection:
+def open_loop_writer(url: SQLiteURL, counts: Counts) -> sqlite3.Connection:
     """A second write connection, for the event loop's small batches: it never waits for a
     lock (busy timeout 0) and never checkpoints (that can take milliseconds: the writer
     thread does it)."""
-    conn = sqlite3.connect(
-        url.path or ":memory:", timeout=0.0, isolation_level=None, check_same_thread=False,
-        factory=LoopConnection,
-    )  # fmt: skip
+    conn = connect(url, timeout=0.0, factory=LoopConnection)
+    conn.counts = counts  # type: ignore[attr-defined]
     conn.execute(f"PRAGMA synchronous={url.synchronous.upper()}")
     conn.execute("PRAGMA wal_autocheckpoint=0")
     return conn

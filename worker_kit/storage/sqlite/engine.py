@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 from ...errors import StorageError
 from .connections import connect, open_writer
+from .counting import Counts
 from .on_loop import NOT_NOW, OnLoop
 from .schema import SQLiteURL
 from .transactions import Pending, WriteOp, fail_all, run_batch
@@ -86,7 +87,9 @@ class SQLiteEngine:
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_local = threading.local()
         self._reader_lock = threading.Lock()
-        self._on_loop = OnLoop(url)
+        #: Jobs per endpoint and state as committed (counting.py).
+        self.counts = Counts()
+        self._on_loop = OnLoop(url, self.counts)
         #: Committed transactions and operations, for tests and the benchmark.
         self.transactions = 0
         self.operations = 0
@@ -184,6 +187,12 @@ class SQLiteEngine:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._run_read, op)
 
+    def counted(self, endpoint: str) -> dict[str, int]:
+        """The endpoint's committed counts per state (counting.Counts.of); no read of the file."""
+        if self._closed or self._readers is None:
+            raise StorageError("SQLite storage is not open")
+        return self.counts.of(endpoint)
+
     def read_inline(self, op: ReadOp[T]) -> T:
         """Run a short read `op` on the calling thread, or return NOT_INLINE when it cannot run
         at once (the database or its connection is busy): the caller then uses `read`.
@@ -220,7 +229,7 @@ class SQLiteEngine:
     # -- the writer thread --------------------------------------------------------------------
     def _writer_main(self, ready: concurrent.futures.Future[None]) -> None:
         try:
-            conn = open_writer(self.url)
+            conn = open_writer(self.url, self.counts)
         except BaseException as exc:
             ready.set_exception(exc)
             return

@@ -1,9 +1,10 @@
 """`list_jobs` for the SQLite backend: pages of an endpoint's jobs, newest first (/requests).
 
-Each page is one backwards walk of an index on (endpoint[, state], created_at, id) from the
-cursor key, so it costs the same at a thousand or a million stored jobs. A filter on several
-states walks one index range per state and merges them, which stays O(limit · states · log n)
-where a single `state IN (...)` query would have to sort every matching row.
+Each page walks the index on (endpoint, state, created_at, id) backwards from the cursor key,
+one range per state asked for (every state when none is), and merges the ranges: it costs
+O(limit · states · log n), the same at a thousand or a million stored jobs, where a single
+`state IN (...)` query would have to sort every matching row. (Schema 2 had a second index,
+without the state, for a listing of all states: one more index to update on every submit.)
 """
 
 from __future__ import annotations
@@ -30,38 +31,32 @@ def list_rows(
     states: Collection[JobState] | None,
     include_io: bool,
     now: float,
-) -> tuple[list[tuple[Any, ...]], int, bool]:
-    """(rows newest first, total matching, has_more), read in one snapshot."""
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """(rows newest first, has_more), read in one snapshot."""
     columns = RECORD_COLUMNS if include_io else _LIGHT_COLUMNS
     conn.execute("BEGIN")
     try:
-        if states is None:
-            rows = _walk(conn, columns, endpoint, None, after, limit + 1, now)
-        else:
-            runs = [_walk(conn, columns, endpoint, s, after, limit + 1, now) for s in sorted(set(states))]
-            # Each run is newest first already; merge on (created_at, id), descending.
-            merged = heapq.merge(*runs, key=lambda row: (row[7], row[0]), reverse=True)
-            rows = [row for _, row in zip(range(limit + 1), merged, strict=False)]
-        total = _total(conn, endpoint, states)
+        wanted = sorted(set(JobState if states is None else states))
+        runs = [_walk(conn, columns, endpoint, state, after, limit + 1, now) for state in wanted]
     finally:
         conn.execute("COMMIT")
-    return rows[:limit], total, len(rows) > limit
+    # Each run is newest first already; merge on (created_at, id), descending.
+    merged = heapq.merge(*runs, key=lambda row: (row[7], row[0]), reverse=True)
+    rows = [row for _, row in zip(range(limit + 1), merged, strict=False)]
+    return rows[:limit], len(rows) > limit
 
 
 def _walk(
     conn: sqlite3.Connection,
     columns: str,
     endpoint: str,
-    state: JobState | None,
+    state: JobState,
     after: tuple[float, str] | None,
     n: int,
     now: float,
 ) -> list[tuple[Any, ...]]:
-    where = ["endpoint = ?"]
-    params: list[Any] = [endpoint]
-    if state is not None:
-        where.append("state = ?")
-        params.append(state.value)
+    where = ["endpoint = ?", "state = ?"]
+    params: list[Any] = [endpoint, state.value]
     if after is not None:
         where.append("(created_at, id) < (?, ?)")
         params += [after[0], after[1]]
@@ -69,15 +64,14 @@ def _walk(
     # as /status does (few at any time, so the walk stays short).
     where.append("(expires_at IS NULL OR expires_at > ?)")
     params += [now, n]
-    index = "jobs_recent" if state is None else "jobs_recent_state"
     sql = (
-        f"SELECT {columns} FROM jobs INDEXED BY {index} WHERE {' AND '.join(where)} "
+        f"SELECT {columns} FROM jobs INDEXED BY jobs_recent_state WHERE {' AND '.join(where)} "
         "ORDER BY created_at DESC, id DESC LIMIT ?"
     )
     return conn.execute(sql, params).fetchall()
 
 
-def _total(conn: sqlite3.Connection, endpoint: str, states: Collection[JobState] | None) -> int:
-    counts = dict(conn.execute("SELECT state, n FROM job_counts WHERE endpoint = ?", (endpoint,)).fetchall())
-    wanted = counts.keys() if states is None else {s.value for s in states}
+def total(counts: dict[str, int], states: Collection[JobState] | None) -> int:
+    """Jobs in `states` (all when None), from the endpoint's counts (counting.Counts.of)."""
+    wanted = [s.value for s in JobState] if states is None else {s.value for s in states}
     return sum(max(0, counts.get(s, 0)) for s in wanted)

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from ...errors import StorageError
 from .connections import NotOnLoop, busy, connect, open_loop_writer
+from .counting import Counts
 from .schema import SQLiteURL
 from .transactions import Pending, fail_all, run_batch
 
@@ -30,8 +31,9 @@ NOT_NOW: Any = object()
 
 
 class OnLoop:
-    def __init__(self, url: SQLiteURL) -> None:
+    def __init__(self, url: SQLiteURL, counts: Counts) -> None:
         self.url = url
+        self._counts = counts
         #: One thread at a time on these connections (several event loops may share a backend).
         self._lock = threading.Lock()
         self._reader: sqlite3.Connection | None = None
@@ -74,7 +76,7 @@ class OnLoop:
         try:
             try:
                 if self._writer is None:
-                    self._writer = open_loop_writer(self.url)
+                    self._writer = open_loop_writer(self.url, self._counts)
                 self._writer.execute("BEGIN IMMEDIATE")
             except sqlite3.Error:
                 return None  # busy, or something the writer thread will report in full

@@ -9,13 +9,14 @@ The decisions (what a transition may do, which stop a heartbeat answers, how out
 sequences are checked, which channels wake) are the backend-neutral rules of
 `storage/rules.py`; this module only applies them in SQL. `now` comes from the backend's
 clock. Functions return raw rows; decoding msgpack happens in the caller's coroutine, off
-the writer thread.
+the writer thread. Each change of a job's state, and each requeue, is stated with
+`counting.moved` once written: the in-memory counts take it when the transaction commits.
+A worker's claims and heartbeats are in claims.py.
 """
 
 from __future__ import annotations
 
 import operator
-import secrets
 import sqlite3
 import time
 from typing import Any
@@ -23,10 +24,10 @@ from typing import Any
 from ...errors import JobNotFound
 from ...job import JobState
 from .. import rules
-from ..base import StopSignal
 from ..rules import ENDED_BY_SERVICE, ENDED_BY_WORKER
 from . import stream
 from .connections import LOOP_BYTES, LoopConnection, loop_bound
+from .counting import RETRIED, moved
 from .schema import RECORD_COLUMNS
 
 Row = tuple[Any, ...]
@@ -34,6 +35,7 @@ Row = tuple[Any, ...]
 PackedItem = tuple[int, str, bytes]
 
 _SELECT = f"SELECT {RECORD_COLUMNS} FROM jobs"
+QUEUED, RUNNING = JobState.IN_QUEUE.value, JobState.IN_PROGRESS.value
 
 _last_qpos = 0
 
@@ -45,7 +47,7 @@ def next_qpos() -> int:
     return _last_qpos
 
 
-def _live(conn: sqlite3.Connection, endpoint: str, job_id: str, now: float, columns: str) -> Row | None:
+def live(conn: sqlite3.Connection, endpoint: str, job_id: str, now: float, columns: str) -> Row | None:
     """The job's columns, or None when unknown, of another endpoint, or past its retention."""
     row = conn.execute(f"SELECT endpoint, expires_at, {columns} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None or row[0] != endpoint or (row[1] is not None and row[1] <= now):
@@ -54,7 +56,7 @@ def _live(conn: sqlite3.Connection, endpoint: str, job_id: str, now: float, colu
 
 
 def read_record(conn: sqlite3.Connection, endpoint: str, job_id: str, now: float) -> Row | None:
-    return _live(conn, endpoint, job_id, now, RECORD_COLUMNS)
+    return live(conn, endpoint, job_id, now, RECORD_COLUMNS)
 
 
 #: `read_small_record` reads a record whose payloads hold at most this many bytes together.
@@ -93,6 +95,7 @@ def bump_retried(conn: sqlite3.Connection, endpoint: str) -> None:
         "ON CONFLICT (endpoint) DO UPDATE SET retried = retried + 1",
         (endpoint,),
     )
+    moved(conn, endpoint, None, RETRIED)
 
 
 def _cleared(fields: tuple[str, ...]) -> str:
@@ -103,12 +106,13 @@ _REQUEUE_SET = _cleared(rules.REQUEUE_CLEARS)
 _RETRY_SET = _cleared(rules.RETRY_CLEARS)
 
 
-def requeue(conn: sqlite3.Connection, job_id: str, attempt_delta: int) -> None:
-    """Back to the queue at its old position (rules.REQUEUE_CLEARS)."""
+def requeue(conn: sqlite3.Connection, endpoint: str, job_id: str, attempt_delta: int) -> None:
+    """A running job back to the queue at its old position (rules.REQUEUE_CLEARS)."""
     conn.execute(
         f"UPDATE jobs SET state = 'IN_QUEUE', {_REQUEUE_SET}, attempt = attempt + ? WHERE id = ?",
         (attempt_delta, job_id),
     )
+    moved(conn, endpoint, RUNNING, QUEUED)
     conn.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
 
 
@@ -119,19 +123,24 @@ def end_job(
     now: float,
     ended_by: str,
     *,
+    was: str,
     error: str | None = None,
     extra_sql: str = "",
     extra_args: tuple[Any, ...] = (),
     where_sql: str = "",
     where_args: tuple[Any, ...] = (),
 ) -> Row:
-    """The job's row once ended (None when `where_sql`, more conditions, left it as it was)."""
-    return conn.execute(  # type: ignore[no-any-return]
+    """The job's row once ended from state `was` (None when `where_sql`, more conditions, left
+    it as it was)."""
+    row = conn.execute(
         f"UPDATE jobs SET state = ?, finished_at = ?, expires_at = ? + retention_ms / 1000.0, "
         f"lease_until = NULL, ended_by = ?, error = coalesce(?, error){extra_sql} "
         f"WHERE id = ?{where_sql} RETURNING {RECORD_COLUMNS}",
         (state.value, now, now, ended_by, error, *extra_args, job_id, *where_args),
     ).fetchone()
+    if row is not None:
+        moved(conn, row[1], was, state.value)
+    return row  # type: ignore[no-any-return]
 
 
 # -- client side -------------------------------------------------------------------------------
@@ -151,10 +160,7 @@ def submit(
     queue_limit: int | None = None,
 ) -> float:
     if queue_limit is not None:
-        row = conn.execute(
-            "SELECT n FROM job_counts WHERE endpoint = ? AND state = 'IN_QUEUE'", (endpoint,)
-        ).fetchone()
-        rules.check_queue(endpoint, row[0] if row else 0, queue_limit)
+        rules.check_queue(endpoint, conn.counts.queued(conn, endpoint), queue_limit)  # type: ignore[attr-defined]
     conn.execute(
         "INSERT INTO jobs (id, endpoint, state, qpos, execution_timeout_ms, timeout_explicit, ttl_ms, "
         "retention_ms, created_at, ttl_deadline, webhook, input) "
@@ -162,6 +168,7 @@ def submit(
         (job_id, endpoint, next_qpos(), execution_timeout_ms, int(timeout_explicit), ttl_ms, retention_ms,
          now, now + ttl_ms / 1000.0, webhook, input_blob),
     )  # fmt: skip
+    moved(conn, endpoint, None, QUEUED)
     notes += rules.claimable(endpoint, job_id)
     return now
 
@@ -169,7 +176,7 @@ def submit(
 def set_retention(
     conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, job_id: str, ttl_ms: int
 ) -> Row | None:
-    found = _live(conn, endpoint, job_id, now, "state")
+    found = live(conn, endpoint, job_id, now, "state")
     if found is None:
         return None
     expires_at = rules.set_retention_expiry(JobState(found[0]), now, ttl_ms)
@@ -184,19 +191,19 @@ def set_retention(
 def cancel(
     conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, job_id: str
 ) -> Row | None:
-    found = _live(conn, endpoint, job_id, now, "state, worker_id")
+    found = live(conn, endpoint, job_id, now, "state, worker_id")
     if found is None:
         return None
     state, worker_id = JobState(found[0]), found[1]
     if state.is_terminal:
         return _record(conn, job_id)
-    row = end_job(conn, job_id, JobState.CANCELLED, now, ENDED_BY_SERVICE)
+    row = end_job(conn, job_id, JobState.CANCELLED, now, ENDED_BY_SERVICE, was=state.value)
     notes += rules.stopped(endpoint, job_id, worker_id, state is JobState.IN_PROGRESS)
     return row
 
 
 def retry(conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, job_id: str) -> Row:
-    found = _live(conn, endpoint, job_id, now, "state")
+    found = live(conn, endpoint, job_id, now, "state")
     if found is None:
         raise JobNotFound(f"job {job_id} not found")
     rules.check_retry(job_id, JobState(found[0]))
@@ -205,6 +212,7 @@ def retry(conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: s
         f"{_RETRY_SET}, attempt = 0, retries = retries + 1 WHERE id = ?",
         (next_qpos(), now, now, job_id),
     )
+    moved(conn, endpoint, found[0], QUEUED)
     conn.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
     bump_retried(conn, endpoint)
     notes += rules.claimable(endpoint, job_id)
@@ -221,7 +229,8 @@ def purge(conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: s
     ).fetchall()
     rows = []
     for (job_id,) in ids:
-        row = end_job(conn, job_id, JobState.CANCELLED, now, ENDED_BY_SERVICE, error=rules.PURGED_ERROR)
+        row = end_job(conn, job_id, JobState.CANCELLED, now, ENDED_BY_SERVICE, was=QUEUED,
+                      error=rules.PURGED_ERROR)  # fmt: skip
         rows.append((*row[:-1], None))
         notes += rules.changed(job_id)
     return rows
@@ -231,7 +240,7 @@ def consume_stream(
     conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, job_id: str,
     max_bytes: int | None = None,
 ) -> tuple[Row, list[bytes], int]:  # fmt: skip
-    found = _live(conn, endpoint, job_id, now, "read_cursor")
+    found = live(conn, endpoint, job_id, now, "read_cursor")
     if found is None:
         raise JobNotFound(f"job {job_id} not found")
     (cursor,) = found
@@ -242,77 +251,11 @@ def consume_stream(
 
 
 # -- worker side -------------------------------------------------------------------------------
-def _upsert_worker(
-    conn: sqlite3.Connection, endpoint: str, worker_id: str, running: int, concurrency: int | None,
-    fallback_concurrency: int, now: float,
-) -> None:  # fmt: skip
-    conn.execute(
-        "INSERT INTO workers (endpoint, worker_id, running, concurrency, seen_at) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (endpoint, worker_id) DO UPDATE SET running = excluded.running, "
-        "concurrency = coalesce(?, workers.concurrency), seen_at = excluded.seen_at",
-        (endpoint, worker_id, running, concurrency if concurrency is not None else fallback_concurrency,
-         now, concurrency),
-    )  # fmt: skip
-
-
-def _running(conn: sqlite3.Connection, endpoint: str, worker_id: str) -> int:
-    return conn.execute(  # type: ignore[no-any-return]
-        "SELECT count(*) FROM jobs WHERE endpoint = ? AND worker_id = ? AND state = 'IN_PROGRESS'",
-        (endpoint, worker_id),
-    ).fetchone()[0]
-
-
-def claim(
-    conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, worker_id: str, max_jobs: int,
-    lease_ms: int, concurrency: int | None, max_bytes: int | None = None,
-) -> list[Row]:  # fmt: skip
-    before = _running(conn, endpoint, worker_id)
-    # A job past its time to live is left for the sweep to time out, never handed out.
-    # length() reads the input's size from the row header, not the input itself.
-    queued = conn.execute(
-        "SELECT id, length(input) FROM jobs WHERE endpoint = ? AND state = 'IN_QUEUE' AND ttl_deadline > ? "
-        "ORDER BY qpos LIMIT ?",
-        (endpoint, now, max_jobs),
-    ).fetchall()
-    loop_bound(conn, sum(size for _, size in queued))  # before any write
-    rows = []
-    for job_id in rules.within(queued, max_bytes):
-        rows.append(
-            conn.execute(
-                "UPDATE jobs SET state = 'IN_PROGRESS', token = ?, attempt = attempt + 1, worker_id = ?, "
-                "started_at = ?, run_deadline = ? + execution_timeout_ms / 1000.0, lease_until = ?, "
-                f"next_seq = 0 WHERE id = ? RETURNING {RECORD_COLUMNS}",
-                (secrets.token_hex(16), worker_id, now, now, now + lease_ms / 1000.0, job_id),
-            ).fetchone()
-        )
-        notes += rules.changed(job_id)
-    # Without a stated concurrency, busy slots plus the free slots asked for is the best guess.
-    _upsert_worker(conn, endpoint, worker_id, before + len(rows), concurrency, before + max_jobs, now)
-    return rows
-
-
-def heartbeat(
-    conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, worker_id: str,
-    leases: dict[str, str], lease_ms: int, concurrency: int | None, running: int | None = None,
-) -> list[StopSignal]:  # fmt: skip
-    stops: list[StopSignal] = []
-    for job_id, token in leases.items():
-        found = _live(conn, endpoint, job_id, now, "state, token, ended_by")
-        state, current, ended_by = (None, None, None) if found is None else (JobState(found[0]), *found[1:])
-        if rules.renews(state, current, token):
-            conn.execute("UPDATE jobs SET lease_until = ? WHERE id = ?", (now + lease_ms / 1000.0, job_id))
-        elif stop := rules.heartbeat_stop(state, current, ended_by, token):
-            stops.append(StopSignal(job_id, stop))
-    reported = len(leases) if running is None else running
-    _upsert_worker(conn, endpoint, worker_id, reported, concurrency, max(reported, len(leases)), now)
-    return stops
-
-
 def _current(
     conn: sqlite3.Connection, endpoint: str, job_id: str, token: str, now: float
 ) -> tuple[JobState, int, int]:
     """(state, next_seq, stream_len) of a job this token may still report on."""
-    found = _live(conn, endpoint, job_id, now, "state, token, next_seq, stream_len")
+    found = live(conn, endpoint, job_id, now, "state, token, next_seq, stream_len")
     if found is None:
         raise JobNotFound(f"job {job_id} not found")
     state = JobState(found[0])
@@ -365,7 +308,7 @@ def finish(
         # token, a job gone, an input too large for the event loop) changes nothing here and
         # takes those checks, which answer it.
         row = end_job(
-            conn, job_id, state, now, ENDED_BY_WORKER, error=error,
+            conn, job_id, state, now, ENDED_BY_WORKER, was=RUNNING, error=error,
             extra_sql=", output = ?, error_detail = ?", extra_args=(output, error_detail),
             where_sql=_RUNNING_UNDER, where_args=(endpoint, token, now, _loop_bytes(conn)),
         )  # fmt: skip
@@ -373,7 +316,7 @@ def finish(
             notes += rules.changed(job_id)
             return row
     # One read of the row for both checks (a repeat of this token's own finish; a live lease).
-    found = _live(conn, endpoint, job_id, now, "state, token, ended_by, next_seq, stream_len, length(input)")
+    found = live(conn, endpoint, job_id, now, "state, token, ended_by, next_seq, stream_len, length(input)")
     if found is None:
         raise JobNotFound(f"job {job_id} not found")
     current, held_token, ended_by, next_seq, stream_len, input_size = found
@@ -383,7 +326,7 @@ def finish(
     rules.check_report(job_id, JobState(current), held_token, token)
     _apply_items(conn, job_id, next_seq, stream_len, items)
     row = end_job(
-        conn, job_id, state, now, ENDED_BY_WORKER, error=error,
+        conn, job_id, state, now, ENDED_BY_WORKER, was=current, error=error,
         extra_sql=", output = ?, error_detail = ?", extra_args=(output, error_detail),
     )  # fmt: skip
     notes += rules.changed(job_id)
@@ -405,9 +348,9 @@ def _loop_bytes(conn: sqlite3.Connection) -> int:
 def release(
     conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, job_id: str, token: str
 ) -> bool:
-    found = _live(conn, endpoint, job_id, now, "state, token")
+    found = live(conn, endpoint, job_id, now, "state, token")
     if found is None or found[0] != JobState.IN_PROGRESS.value or found[1] != token:
         return False
-    requeue(conn, job_id, attempt_delta=-1)  # a drain hand-back does not use up an attempt
+    requeue(conn, endpoint, job_id, attempt_delta=-1)  # a drain hand-back does not use up an attempt
     notes += rules.claimable(endpoint, job_id)
     return True

@@ -4,9 +4,10 @@ One row per job in `jobs`; stream chunks in `chunks`, a run of consecutive chunk
 keyed (job_id, idx of its first chunk) (see stream.py). Payloads (input, output, progress,
 chunks, error_detail) are msgpack blobs so bytes survive.
 Every query the service runs on a hot path has an index that makes it O(log n):
-get by id (primary key), claim (partial index on queued jobs, in queue order), and
-each sweep scan (partial indexes on the deadline, lease and expiry columns), and a
-page of /requests (indexes on (endpoint, created_at, id), with and without state).
+get by id (primary key), claim (partial index on queued jobs, in queue order), the
+sweep (partial indexes on the first time limit an active job reaches, and on expiry),
+and a page of /requests (an index on (endpoint, state, created_at, id)). Each index is a
+page more to rewrite in every transaction that changes it, so there are no more of them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from ...protocol import unpack
 
 #: 2: a `chunks` row holds a run of chunks (schema 1: one chunk, which reads as a run of one,
 #: so a schema-1 file opens as it is; an older build refuses a schema-2 file, not misreads it).
-SCHEMA_VERSION = 2
+#: 3: no `job_counts` table nor its triggers (counting.py), one sweep index (DUE) for three, no
+#: index for listings of all states; a schema-1 or -2 file is brought to it on open.
+SCHEMA_VERSION = 3
 
 # Small columns first, large blobs last: SQLite walks a row's overflow pages only to
 # reach columns stored after a large value, so a lookup that stops before `input`
@@ -60,18 +63,25 @@ _JOB_COLUMNS = """
     input BLOB NOT NULL
 """
 
+#: The jobs the sweep's time limits apply to, and the first limit each reaches: a queued job
+#: its time to live; a running one its execution deadline, its lease or its time to live. One
+#: index on this (jobs_due) serves all three scans of the sweep (sweep.py); a claim, a finish and
+#: a heartbeat each change one entry of it, where three indexes each had one to change.
+ACTIVE = "state IN ('IN_QUEUE', 'IN_PROGRESS')"
+DUE = (
+    "CASE WHEN state = 'IN_QUEUE' THEN ttl_deadline "
+    "ELSE min(ttl_deadline, coalesce(run_deadline, ttl_deadline), coalesce(lease_until, ttl_deadline)) END"
+)
+
 DDL = f"""
 CREATE TABLE IF NOT EXISTS jobs ({_JOB_COLUMNS});
 
 -- claim: oldest queued job of an endpoint first
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(endpoint, qpos) WHERE state = 'IN_QUEUE';
--- sweep: execution deadline, lease expiry, time to live, retention
-CREATE INDEX IF NOT EXISTS jobs_run_deadline ON jobs(run_deadline) WHERE state = 'IN_PROGRESS';
-CREATE INDEX IF NOT EXISTS jobs_lease ON jobs(lease_until) WHERE state = 'IN_PROGRESS';
-CREATE INDEX IF NOT EXISTS jobs_ttl ON jobs(ttl_deadline) WHERE state IN ('IN_QUEUE', 'IN_PROGRESS');
+-- sweep: the first time limit an active job reaches (DUE), and retention
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs({DUE}) WHERE {ACTIVE};
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at IS NOT NULL;
--- list_jobs (/requests): an endpoint's jobs newest first, all states or one state at a time
-CREATE INDEX IF NOT EXISTS jobs_recent ON jobs(endpoint, created_at, id);
+-- list_jobs (/requests): an endpoint's jobs of one state, newest first (listing.py)
 CREATE INDEX IF NOT EXISTS jobs_recent_state ON jobs(endpoint, state, created_at, id);
 -- workers(): how many jobs a worker runs
 CREATE INDEX IF NOT EXISTS jobs_worker ON jobs(endpoint, worker_id) WHERE state = 'IN_PROGRESS';
@@ -84,14 +94,6 @@ CREATE TABLE IF NOT EXISTS chunks (
     data BLOB NOT NULL,
     PRIMARY KEY (job_id, idx)
 );
-
--- Counts per state, kept by triggers so /health costs one index lookup, not a scan.
-CREATE TABLE IF NOT EXISTS job_counts (
-    endpoint TEXT NOT NULL,
-    state TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY (endpoint, state)
-) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS endpoint_stats (
     endpoint TEXT PRIMARY KEY,
@@ -108,22 +110,23 @@ CREATE TABLE IF NOT EXISTS workers (
     PRIMARY KEY (endpoint, worker_id)
 ) WITHOUT ROWID;
 
-CREATE TRIGGER IF NOT EXISTS jobs_after_insert AFTER INSERT ON jobs BEGIN
-    INSERT INTO job_counts (endpoint, state, n) VALUES (NEW.endpoint, NEW.state, 1)
-        ON CONFLICT (endpoint, state) DO UPDATE SET n = n + 1;
-END;
-
-CREATE TRIGGER IF NOT EXISTS jobs_after_state AFTER UPDATE OF state ON jobs
-WHEN OLD.state IS NOT NEW.state BEGIN
-    UPDATE job_counts SET n = n - 1 WHERE endpoint = OLD.endpoint AND state = OLD.state;
-    INSERT INTO job_counts (endpoint, state, n) VALUES (NEW.endpoint, NEW.state, 1)
-        ON CONFLICT (endpoint, state) DO UPDATE SET n = n + 1;
-END;
-
-CREATE TRIGGER IF NOT EXISTS jobs_after_delete AFTER DELETE ON jobs BEGIN
-    UPDATE job_counts SET n = n - 1 WHERE endpoint = OLD.endpoint AND state = OLD.state;
+-- A job's chunks go with it (the sweep deletes jobs past their retention).
+CREATE TRIGGER IF NOT EXISTS jobs_delete_chunks AFTER DELETE ON jobs BEGIN
     DELETE FROM chunks WHERE job_id = OLD.id;
 END;
+
+-- Schema 2 kept counts per state in a table, by triggers on every change of state; they are
+-- kept in memory now (counting.py). Its three sweep indexes are jobs_due now, and a listing of
+-- all states merges the states' ranges of jobs_recent_state (each index is one more page to
+-- rewrite in every transaction that changes it).
+DROP INDEX IF EXISTS jobs_run_deadline;
+DROP INDEX IF EXISTS jobs_lease;
+DROP INDEX IF EXISTS jobs_ttl;
+DROP INDEX IF EXISTS jobs_recent;
+DROP TRIGGER IF EXISTS jobs_after_insert;
+DROP TRIGGER IF EXISTS jobs_after_state;
+DROP TRIGGER IF EXISTS jobs_after_delete;
+DROP TABLE IF EXISTS job_counts;
 """
 
 #: The columns a JobRecord is built from, in `record_from_row` order.

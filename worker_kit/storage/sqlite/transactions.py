@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from ...errors import StorageError
 from .connections import NotOnLoop
+from .counting import Counts, Move
 
 log = logging.getLogger("worker_kit.storage.sqlite")
 
@@ -47,7 +48,10 @@ class Pending:
 
 def run_batch(conn: sqlite3.Connection, batch: list[Pending], *, begun: bool = False) -> bool:
     """Run the batch in one transaction and commit; each Pending holds its result or error.
-    Returns whether it committed. `begun`: the caller has already said BEGIN IMMEDIATE."""
+    Returns whether it committed. `begun`: the caller has already said BEGIN IMMEDIATE.
+    `conn` is a counting.WriteConnection: the counts take the batch's moves once it has committed."""
+    moves: list[Move] = conn.moves  # type: ignore[attr-defined]
+    moves.clear()
     if not begun:
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -55,30 +59,36 @@ def run_batch(conn: sqlite3.Connection, batch: list[Pending], *, begun: bool = F
             fail_all(batch, StorageError(f"SQLite could not start a write transaction: {exc}"))
             return False
     try:
-        if not _run_ops(conn, batch, savepoints=False):
+        if not _run_ops(conn, batch, moves, savepoints=False):
             # One failed after writing: undo them all, and run them again, each inside its own
             # savepoint this time, so that one alone is rolled back.
             conn.execute("ROLLBACK")
             conn.execute("BEGIN IMMEDIATE")
-            _run_ops(conn, batch, savepoints=True)
+            moves.clear()
+            _run_ops(conn, batch, moves, savepoints=True)
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
         log.error("SQLite transaction of %d operations failed: %s", len(batch), exc)
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
+        moves.clear()
         fail_all(batch, StorageError(f"SQLite commit failed: {exc}"))
         return False
+    counts: Counts | None = conn.counts  # type: ignore[attr-defined]
+    if counts is not None and moves:
+        counts.apply(moves)
+    moves.clear()
     return True
 
 
-def _run_ops(conn: sqlite3.Connection, batch: list[Pending], *, savepoints: bool) -> bool:
+def _run_ops(conn: sqlite3.Connection, batch: list[Pending], moves: list[Move], *, savepoints: bool) -> bool:
     """Run each operation of the batch; False (without running the rest) when one failed
     after writing something and there is no savepoint to undo it alone."""
     for n, pending in enumerate(batch):
         pending.notes = []
         if savepoints:
             conn.execute(f"SAVEPOINT op{n}")
-        changes = conn.total_changes
+        changes, mark = conn.total_changes, len(moves)
         try:
             pending.value = pending.op(conn, pending.notes)
             pending.ok = True
@@ -91,6 +101,7 @@ def _run_ops(conn: sqlite3.Connection, batch: list[Pending], *, savepoints: bool
                 conn.execute(f"ROLLBACK TO op{n}")
             elif conn.total_changes != changes:
                 return False
+            del moves[mark:]  # what it moved is undone with it
             pending.ok, pending.notes = False, []
             pending.value = (
                 StorageError(f"SQLite write failed: {exc}") if isinstance(exc, sqlite3.Error) else exc
