@@ -117,7 +117,7 @@ async def via_stream_sse(
     async with session.get(f"{url}/stream/{job_id}", headers=headers) as resp:
         async for event in _frames(resp):
             lines = dict(line.split(": ", 1) for line in event.split("\n") if ": " in line)
-            if lines.get("event") == "chunk":
+            if lines.get("event", "chunk") == "chunk" and "data" in lines:  # chunks are unnamed events
                 text = _content(json.loads(lines["data"])["output"].strip())
                 if text:
                     yield text

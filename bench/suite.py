@@ -155,7 +155,10 @@ def _cpu_of(pid: int, ep: str, route: str, n: int) -> float:
 
 # -- SSE tokens per second ------------------------------------------------------------------------
 async def _read_sse(url: str, n: int, chunk_of: Callable[[str], str], ready: asyncio.Event) -> float:
-    """Tokens/s from the first token's own timestamp (the first yield) to the n-th token read."""
+    """Tokens/s from the first token's own timestamp (the first yield) to the n-th token read.
+
+    A token is an unnamed event (our service's form) or one named `chunk` (the bare relay's):
+    one reader for both sides, whose cost is per line, as any SSE reader's is."""
     t0 = None
     count = 0
     timeout = aiohttp.ClientTimeout(total=300)
@@ -166,9 +169,11 @@ async def _read_sse(url: str, n: int, chunk_of: Callable[[str], str], ready: asy
         event = ""
         async for raw in resp.content:
             line = raw.decode().rstrip("\n")
-            if line.startswith("event: "):
+            if not line:
+                event = ""  # an event ends at its blank line, and its name with it
+            elif line.startswith("event: "):
                 event = line[7:]
-            elif line.startswith("data: ") and event == "chunk":
+            elif line.startswith("data: ") and (not event or event == "chunk"):
                 token = chunk_of(line[6:])
                 if t0 is None:
                     t0 = json.loads(token)["t0"]

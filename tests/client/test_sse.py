@@ -10,12 +10,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 import worker_kit.service.sse as sse_module
 from worker_kit.client import AsyncEndpoint
 from worker_kit.client.events import SSEEvent, iter_sse
 from worker_kit.protocol import dumps_json
 
+from ..support.servers import loopback_app
 from .conftest import CuttableProxy, ScriptedWorker
 
 SSE = {"Accept": "text/event-stream"}
@@ -37,7 +39,7 @@ async def test_wire_format_and_resume_after_the_job_ended(endpoint_url: str, wor
     url = f"{endpoint_url}/stream/{handle.id}"
 
     events = await _events(url)
-    chunks = [e for e in events if e.event == "chunk"]
+    chunks = [e for e in events if e.event == "message"]
     assert [json.loads(e.data) for e in chunks] == [{"output": "a"}, {"output": "b\nc"}, {"output": {"n": 3}}]
     assert [e.id for e in chunks] == ["1", "2", "3"]  # the cursor after each chunk
     assert events[-1].event == "status"
@@ -46,9 +48,40 @@ async def test_wire_format_and_resume_after_the_job_ended(endpoint_url: str, wor
 
     # Reconnecting with Last-Event-ID (or ?cursor=) gets exactly what was missed, even now.
     resumed = await _events(url, headers={"Last-Event-ID": "1"})
-    assert [json.loads(e.data)["output"] for e in resumed if e.event == "chunk"] == ["b\nc", {"n": 3}]
+    assert [json.loads(e.data)["output"] for e in resumed if e.event == "message"] == ["b\nc", {"n": 3}]
     by_query = await _events(url, cursor="3")
     assert [e.event for e in by_query] == ["status"]
+
+    # A chunk is an unnamed event (EventSource's onmessage): its id and data lines, nothing else.
+    async with aiohttp.ClientSession() as session, session.get(url, headers=SSE) as resp:
+        wire = (await resp.read()).decode()
+    assert '\n\nid: 1\ndata: {"output":"a"}\n\nid: 2\ndata: {"output":"b\\nc"}\n\n' in wire
+    assert "event: chunk" not in wire
+
+
+async def test_the_client_reads_an_older_services_named_chunk_events() -> None:
+    # Services before chunks became unnamed events sent `event: chunk`; the client reads those
+    # too, and resumes from their ids after a dropped connection.
+    seen_ids: list[str | None] = []
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        seen_ids.append(request.headers.get("Last-Event-ID"))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        if len(seen_ids) == 1:  # the first connection drops after two chunks, with no status
+            await response.write(b'id: 1\nevent: chunk\ndata: {"output":"a"}\n\n'
+                                 b'id: 2\nevent: chunk\ndata: {"output":"b"}\n\n')
+            return response
+        await response.write(b'id: 3\nevent: chunk\ndata: {"output":"c"}\n\n'
+                             b'id: 3\nevent: status\ndata: {"id":"j","status":"COMPLETED","output":"ok"}\n\n')
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v2/old/stream/{job_id}", stream)
+    async with loopback_app(app) as base, AsyncEndpoint(f"{base}/v2/old") as ep:
+        got = [chunk async for chunk in ep.job("j").stream()]
+    assert got == ["a", "b", "c"]
+    assert seen_ids == ["0", "2"]
 
 
 async def test_text_chunks_arrive_as_json_writes_them(endpoint_url: str, worker: ScriptedWorker) -> None:
@@ -60,10 +93,23 @@ async def test_text_chunks_arrive_as_json_writes_them(endpoint_url: str, worker:
         handle = await ep.run({"chunks": [*texts, 7, None], "output": None})
         await handle.output(timeout=10)
     events = await _events(f"{endpoint_url}/stream/{handle.id}")
-    chunks = [e for e in events if e.event == "chunk"]
+    chunks = [e for e in events if e.event == "message"]
     assert [json.loads(e.data)["output"] for e in chunks] == [*texts, 7, None]
     assert [e.data for e in chunks] == [dumps_json({"output": c}) for c in [*texts, 7, None]]
     assert [e.id for e in chunks] == [str(i) for i in range(1, len(texts) + 3)]
+
+
+@pytest.mark.parametrize("cursor", [0, 9_990, 19_999, 123_456_780, 2**62 - 25_000])
+def test_chunk_event_ids_are_written_in_full_across_every_range(cursor: int) -> None:
+    # The service writes ids from tables of their last digits: every id must still come out
+    # whole, across the tables' edges too (here up to 25 000 events in one buffer).
+    chunks: list[Any] = [f"t{i}" for i in range(25_000)]
+    chunks[3] = {"n": 1}  # one chunk that is not text takes the other path
+    events = sse_module.chunk_events(chunks, cursor).decode().split("\n\n")
+    assert events[-1] == "" and len(events) == len(chunks) + 1
+    for i in (0, 1, 3, 9, 10, 99, 100, 9_999, 10_000, 10_009, 10_010, 24_999):
+        assert events[i] == f"id: {cursor + i + 1}\ndata: {dumps_json({'output': chunks[i]})}", i
+    assert [int(e.split("\n", 1)[0][4:]) for e in events[:-1]] == list(range(cursor + 1, cursor + 25_001))
 
 
 async def test_a_backlog_over_many_read_pieces_arrives(endpoint_url: str, worker: ScriptedWorker) -> None:
@@ -82,10 +128,10 @@ async def test_a_backlog_over_many_read_pieces_arrives(endpoint_url: str, worker
         await handle.output(timeout=10)
         events = [await live, await _events(url)]
     for got in events:
-        chunks = [e for e in got if e.event == "chunk"]
+        chunks = [e for e in got if e.event == "message"]
         assert [json.loads(e.data)["output"] for e in chunks] == before + after
         assert [e.id for e in chunks] == [str(i) for i in range(1, 301)]
-        assert [e.event for e in got if e.event != "chunk"][-1:] == ["status"]
+        assert [e.event for e in got if e.event != "message"][-1:] == ["status"]
         assert [e.event for e in got].count("status") == 1 and got[-1].event == "status"
 
 
@@ -100,7 +146,7 @@ async def test_live_updates_then_chunks_in_order(endpoint_url: str, worker: Scri
         events = await reader
     kinds = [e.event for e in events]
     assert kinds[0] == "update" and kinds[-1] == "status"
-    assert [json.loads(e.data)["output"] for e in events if e.event == "chunk"] == list(range(20))
+    assert [json.loads(e.data)["output"] for e in events if e.event == "message"] == list(range(20))
     updates = [json.loads(e.data)["status"] for e in events if e.event == "update"]
     assert updates[-1] == "IN_PROGRESS"
 
@@ -120,7 +166,7 @@ async def test_status_only_stream_and_keepalive(
             worker.gate("ka").set()
             raw += await asyncio.wait_for(resp.content.read(), 5)
     text = raw.decode()
-    assert "event: chunk" not in text and "hidden" not in text
+    assert "data: {\"output\"" not in text and "hidden" not in text
     assert "event: update" in text and "\nevent: status\n" in text.rstrip().split("\n\n")[-1]
 
 

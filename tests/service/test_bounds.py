@@ -144,8 +144,8 @@ def _sse_events(text: str) -> list[tuple[str | None, str, str]]:
     events = []
     for block in text.split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and line[0] != ":")
-        if "event" in fields:
-            events.append((fields.get("id"), fields["event"], fields.get("data", "")))
+        if "data" in fields:  # an unnamed event is a chunk (the SSE spec's "message")
+            events.append((fields.get("id"), fields.get("event", "chunk"), fields["data"]))
     return events
 
 

@@ -231,6 +231,11 @@ async def test_the_service_counts_a_pipelining_worker_once(
     transport = WatchedTransport(url, worker_id="pipe-count")
     worker = await start_worker(handler, url, transport=transport, worker_id="pipe-count", concurrency=16)
     transport.running = lambda: worker.running
+
+    async def counted() -> bool:  # the worker's first claim has reached the service
+        return (await api.ok("GET", "/scaling"))["workersLive"] > 0
+
+    await until(counted, timeout=30)
     seen = []
     while not await _all_done(api, len(ids)):
         doc = await api.ok("GET", "/scaling")

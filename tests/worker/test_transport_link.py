@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -143,3 +144,17 @@ async def test_https_trusting_a_ca_file_named_by_ssl_cert_file(
             await http.close()
     assert [a.body for a in answers] == [b"hello over https"] * 3
     assert big.body == by_name.body == b"hello over https"
+
+
+async def test_a_service_over_its_connection_cap_is_unavailable_not_a_hang(service_factory: Any) -> None:
+    # The cap answers 503 on accept, before reading the request, and closes.
+    svc = await service_factory(max_connections_per_client=1)
+    held = await asyncio.open_connection("127.0.0.1", svc.port)  # the one connection allowed
+    transport = NativeTransport(svc.endpoint_url("capped"), worker_id="w1")
+    await transport.open()
+    try:
+        with pytest.raises(ServiceUnavailable, match=r"HTTP 503|closed the connection|Reset"):
+            await asyncio.wait_for(transport.release("j1", "t1"), 10)
+    finally:
+        await transport.close()
+        held[1].close()

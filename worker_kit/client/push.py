@@ -72,7 +72,8 @@ async def follow_job(
                 async for event in iter_sse(resp.content):
                     failures = 0
                     backoff.reset()
-                    if event.event == "chunk":
+                    # A chunk is an unnamed event; services before that change named it "chunk".
+                    if event.event == "message" or event.event == "chunk":
                         payload = json.loads(event.data)
                         cursor = int(event.id) if event.id else cursor + 1
                         yield "chunk", payload.get("output"), cursor

@@ -1,8 +1,9 @@
 """The worker's HTTP/1.1 client: what both worker transports send their requests through.
 
 Why not aiohttp: importing it costs most of a worker's cold start (its connector builds SSL
-contexts at import, even for http:// services). This client imports `ssl` and makes a context only
-for an https:// URL, and parses answers with httptools.
+contexts at import, even for http:// services). This client makes a TLS context only for an
+https:// URL (asyncio imports `ssl` itself; the context, loading the CA store, is the cost), and
+parses answers with httptools.
 
 What it does: per origin, a pool of keep-alive connections, one request in flight on each, so a
 held claim, a held heartbeat and any number of reports run at once; a total timeout per request
@@ -38,7 +39,7 @@ USER_AGENT = f"worker-kit-worker/{__version__}"
 
 
 def _tls_context() -> Any:
-    import ssl  # only for https:// services (cold start)
+    import ssl  # already imported by asyncio; named here where it is used
 
     context = ssl.create_default_context()
     context.set_alpn_protocols(["http/1.1"])

@@ -2,7 +2,7 @@
 function unchanged, so a handler stays a plain function a user can unit-test.
 
 This module is imported by `import worker_kit; @worker_kit.handler`, so it imports nothing
-heavy: the runtime (aiohttp, msgpack) loads only when a worker starts.
+heavy: the runtime (its HTTP client, msgpack) loads only when a worker starts.
 """
 
 from __future__ import annotations

@@ -326,7 +326,8 @@ function openJob(jobId) {
     const extra = cursor ? { "Last-Event-ID": String(cursor) } : {};
     await readEvents("/stream/" + encodeURIComponent(jobId), extra, (event, data, id) => {
       setConn("live", "live");
-      if (event === "chunk") { appendChunk(data.output); if (id) cursor = Number(id); }
+      // A chunk is an unnamed ("message") event; older services named it "chunk".
+      if (event === "message" || event === "chunk") { appendChunk(data.output); if (id) cursor = Number(id); }
       else if (event === "update") {
         if (!app.job || data.status !== app.job.status) refreshJob(); // times, attempt, worker
         else if ("output" in data) renderJob(Object.assign({}, app.job, { progress: data.output }));
