@@ -70,7 +70,7 @@ async def test_the_client_reads_an_older_services_named_chunk_events() -> None:
         await response.prepare(request)
         if len(seen_ids) == 1:  # the first connection drops after two chunks, with no status
             await response.write(b'id: 1\nevent: chunk\ndata: {"output":"a"}\n\n'
-                                 b'id: 2\nevent: chunk\ndata: {"output":"b"}\n\n')
+                                 b'id: 2\nevent: chunk\ndata:  { "output" : "b" } \n\n')  # JSON with spaces
             return response
         await response.write(b'id: 3\nevent: chunk\ndata: {"output":"c"}\n\n'
                              b'id: 3\nevent: status\ndata: {"id":"j","status":"COMPLETED","output":"ok"}\n\n')

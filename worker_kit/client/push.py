@@ -11,7 +11,7 @@ import aiohttp
 
 from ..errors import NotFound, RateLimited, ServiceUnavailable
 from ..retrying import Backoff
-from .events import iter_sse
+from .events import iter_sse_batches
 from .transport import ClientTransport, error_from_response, log
 
 #: Answers meaning "no Server-Sent Events here": the client polls instead.
@@ -20,6 +20,19 @@ NO_PUSH_STATUSES = frozenset({405, 406, 415, 501})
 
 class NoPush(Exception):
     """The service answered /stream without Server-Sent Events."""
+
+
+_scan = json.JSONDecoder().scan_once
+
+
+def _json(text: str) -> Any:
+    """json.loads(text), without its Python layers around the C scanner for a document that
+    is one value and nothing else (a chunk event's data): a token stream parses one a token."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        return json.loads(text)  # nothing at the start (whitespace, say): loads decides
+    return value if end == len(text) else json.loads(text)
 
 
 async def follow_job(
@@ -69,22 +82,25 @@ async def follow_job(
                     on_push(False)
                     raise NoPush()
                 on_push(True)
-                async for event in iter_sse(resp.content):
-                    failures = 0
-                    backoff.reset()
-                    # A chunk is an unnamed event; services before that change named it "chunk".
-                    if event.event == "message" or event.event == "chunk":
-                        payload = json.loads(event.data)
-                        cursor = int(event.id) if event.id else cursor + 1
-                        yield "chunk", payload.get("output"), cursor
-                    elif event.event == "update":
-                        yield "update", json.loads(event.data), cursor
-                    elif event.event == "status":
-                        yield "status", json.loads(event.data), cursor
-                        return
-                    elif event.event == "error":
-                        reason = json.loads(event.data).get("error", "stream error")
-                        raise NotFound(404, reason)
+                delivered = False
+                async for events in iter_sse_batches(resp.content):
+                    if not delivered:  # this connection works: the failures before it are forgiven
+                        delivered, failures = True, 0
+                        backoff.reset()
+                    for event in events:
+                        # A chunk is an unnamed event; services before that change named it "chunk".
+                        if event.event == "message" or event.event == "chunk":
+                            payload = _json(event.data)
+                            cursor = int(event.id) if event.id else cursor + 1
+                            yield "chunk", payload.get("output"), cursor
+                        elif event.event == "update":
+                            yield "update", json.loads(event.data), cursor
+                        elif event.event == "status":
+                            yield "status", json.loads(event.data), cursor
+                            return
+                        elif event.event == "error":
+                            reason = json.loads(event.data).get("error", "stream error")
+                            raise NotFound(404, reason)
         except (aiohttp.ClientError, TimeoutError, ServiceUnavailable, ValueError) as exc:
             failures += 1
             if failures > transport.retries:
