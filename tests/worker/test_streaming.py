@@ -242,6 +242,30 @@ async def test_a_backlog_leaves_in_requests_of_at_most_max_batch_items(
     assert sizes[:2] == [1, MAX_BATCH_ITEMS] and max(sizes + transport.finish_items) <= MAX_BATCH_ITEMS
 
 
+async def test_a_backlog_left_at_the_finish_leaves_in_batches_too(
+    service: Any, start_worker: Any, api_at: Any
+) -> None:
+    # The handler ends as soon as the held request is let go: the backlog of small items
+    # (well under the byte cap) is still pending at the finish, which must not carry more
+    # than MAX_BATCH_ITEMS of them; the rest goes in output requests first.
+    url = service.endpoint_url("stream")
+    api = api_at(url)
+    transport = GatedTransport(url, worker_id="gated-end")
+    n = 12_000
+
+    async def burst(job: Job) -> Any:
+        for i in range(n):
+            yield i
+        transport.gate.set()
+
+    await start_worker(burst, url, transport=transport, worker_id="gated-end")
+    job_id = await api.run(None)
+    assert (await api.wait(job_id))["status"] == "COMPLETED"
+    assert await api.chunks(job_id) == list(range(n))
+    assert max(transport.output_requests + transport.finish_items) <= MAX_BATCH_ITEMS
+    assert sum(transport.output_requests) + sum(transport.finish_items) >= n
+
+
 def test_pack_text_is_msgpack() -> None:
     for size in (0, 1, 31, 32, 255, 256, 65535, 65536, 70000):
         for char in ("a", "é", "€", "😀"):

@@ -175,13 +175,15 @@ class JobReporter:
             self._sender = None
             self._room.set()
 
-    async def _send(self, keep: int) -> None:
-        """Send batches until at most `keep` bytes are pending (the background sender stops
-        early once the job finishes: its items then ride in the finish request)."""
+    async def _send(self, keep: int, keep_items: int = 0) -> None:
+        """Send batches until at most `keep` bytes and `keep_items` items are pending (the
+        background sender stops early once the job finishes: its items then ride in the finish
+        request)."""
         if not self._pending:
             return
         backoff = Backoff()
-        while self._pending and self.buffered > keep and not self._abandoned:
+        while (self._pending and (self.buffered > keep or len(self._pending) > keep_items)
+               and not self._abandoned):
             if keep == 0 and self._closed:
                 return
             if keep == 0 and len(self._pending) == 1 and self._pending[0][0] == self._progress_seq:
@@ -254,7 +256,8 @@ class JobReporter:
             await asyncio.shield(self._sender)
         if not self._abandoned:
             self._wake.clear()
-        await self._send(keep=MAX_BATCH_BYTES)  # a finish request carries at most one batch
+        # A finish request carries at most one batch: bytes and items both bounded.
+        await self._send(keep=MAX_BATCH_BYTES, keep_items=MAX_BATCH_ITEMS)
         if self.rejected and final.state is JobState.COMPLETED:
             final = Final(JobState.FAILED, error=self.rejected)
         backoff: Backoff | None = None  # made on the first retry: most results land at once
