@@ -19,7 +19,6 @@ import asyncio
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, Python put bench/ itself first on the path; the project root makes `bench` a package.
+sys.path.insert(0, str(ROOT))
+from bench import procs  # noqa: E402
 
 CONFIG = """
 log_level = "warning"
@@ -64,16 +68,6 @@ def bare_server(port: int) -> None:
 
     uvloop.install()
     asyncio.run(serve())
-
-
-def start(args: list[str]) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    return proc, line.rsplit(" ", 1)[1].strip()
 
 
 def free_port() -> int:
@@ -180,7 +174,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench.toml"
         config.write_text(CONFIG)
-        service, service_url = start(
+        service, service_url = procs.start_announced(
             [
                 sys.executable,
                 "-m",
@@ -194,7 +188,7 @@ def main() -> None:
                 str(config),
             ]
         )
-        bare, bare_url = start([sys.executable, __file__, "--bare-server", str(free_port())])
+        bare, bare_url = procs.start_announced([sys.executable, __file__, "--bare-server", str(free_port())])
         try:
             print(
                 f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs; "
