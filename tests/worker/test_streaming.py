@@ -218,28 +218,39 @@ class GatedTransport(CountingTransport):
         return await super().output(job_id, token, items)
 
 
-async def test_a_backlog_leaves_in_requests_of_at_most_max_batch_items(
-    service: Any, start_worker: Any, api_at: Any
-) -> None:
-    # 12 000 items pile up behind a held request; they then leave in requests of at most
-    # MAX_BATCH_ITEMS each, in order, none lost.
+async def _held_backlog(
+    service: Any, start_worker: Any, api_at: Any, worker_id: str, linger_s: float | None
+) -> GatedTransport:
+    """12 000 items pile up behind a held output request; the handler then lingers `linger_s`
+    (None: ends at once). Every item arrives, in order, and no request (output or finish)
+    carries more than MAX_BATCH_ITEMS of them."""
     url = service.endpoint_url("stream")
     api = api_at(url)
-    transport = GatedTransport(url, worker_id="gated")
+    transport = GatedTransport(url, worker_id=worker_id)
     n = 12_000
 
     async def burst(job: Job) -> Any:
         for i in range(n):
             yield i
         transport.gate.set()
-        await asyncio.sleep(0.5)  # the backlog leaves while the job still runs
+        if linger_s is not None:
+            await asyncio.sleep(linger_s)
 
-    await start_worker(burst, url, transport=transport, worker_id="gated")
+    await start_worker(burst, url, transport=transport, worker_id=worker_id)
     job_id = await api.run(None)
     assert (await api.wait(job_id))["status"] == "COMPLETED"
     assert await api.chunks(job_id) == list(range(n))
-    sizes = transport.output_requests
-    assert sizes[:2] == [1, MAX_BATCH_ITEMS] and max(sizes + transport.finish_items) <= MAX_BATCH_ITEMS
+    assert max(transport.output_requests + transport.finish_items) <= MAX_BATCH_ITEMS
+    assert sum(transport.output_requests) + sum(transport.finish_items) >= n
+    return transport
+
+
+async def test_a_backlog_leaves_in_requests_of_at_most_max_batch_items(
+    service: Any, start_worker: Any, api_at: Any
+) -> None:
+    # The backlog leaves while the job still runs: the held request, then a full batch.
+    transport = await _held_backlog(service, start_worker, api_at, "gated", linger_s=0.5)
+    assert transport.output_requests[:2] == [1, MAX_BATCH_ITEMS]
 
 
 async def test_a_backlog_left_at_the_finish_leaves_in_batches_too(
@@ -248,22 +259,7 @@ async def test_a_backlog_left_at_the_finish_leaves_in_batches_too(
     # The handler ends as soon as the held request is let go: the backlog of small items
     # (well under the byte cap) is still pending at the finish, which must not carry more
     # than MAX_BATCH_ITEMS of them; the rest goes in output requests first.
-    url = service.endpoint_url("stream")
-    api = api_at(url)
-    transport = GatedTransport(url, worker_id="gated-end")
-    n = 12_000
-
-    async def burst(job: Job) -> Any:
-        for i in range(n):
-            yield i
-        transport.gate.set()
-
-    await start_worker(burst, url, transport=transport, worker_id="gated-end")
-    job_id = await api.run(None)
-    assert (await api.wait(job_id))["status"] == "COMPLETED"
-    assert await api.chunks(job_id) == list(range(n))
-    assert max(transport.output_requests + transport.finish_items) <= MAX_BATCH_ITEMS
-    assert sum(transport.output_requests) + sum(transport.finish_items) >= n
+    await _held_backlog(service, start_worker, api_at, "gated-end", linger_s=None)
 
 
 def test_pack_text_is_msgpack() -> None:
