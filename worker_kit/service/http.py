@@ -73,14 +73,22 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
             )
     else:
         encoding = "identity"
-    timeout_s = request.app.get(BODY_TIMEOUT_S)
+    content = request.content
     try:
-        if request.content.is_eof():  # all of it has arrived (the common case): no wait to bound
-            raw = await _read_body(request, limit, what, encoding)
-        else:
-            async with asyncio.timeout(timeout_s):
+        if content.is_eof():  # all of it has arrived (the common case): no wait to bound
+            length = request.content_length
+            if encoding == "identity" and length is not None and length <= limit:
+                # _read_body's own first step, without its coroutines: the bytes are all here.
+                raw = await content.readexactly(length) if length else b""
+            else:
                 raw = await _read_body(request, limit, what, encoding)
+        else:
+            async with asyncio.timeout(request.app.get(BODY_TIMEOUT_S)):
+                raw = await _read_body(request, limit, what, encoding)
+    except asyncio.IncompleteReadError as exc:  # fewer bytes than its Content-Length said
+        raise ApiError(400, f"{what} body ended after {len(exc.partial)} of {exc.expected} bytes") from None
     except TimeoutError:
+        timeout_s = request.app.get(BODY_TIMEOUT_S)
         raise ApiError(
             408,
             f"{what} body did not arrive within {timeout_s:g} s (body_timeout_s)",
@@ -94,6 +102,15 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
         ) from None
     request[_BODY] = raw
     return raw
+
+
+def body_read(request: web.Request) -> bytes | None:
+    """The body read_body has read already (client_op reads a POST's body before it takes a
+    rate-limit slot), or None: the same bytes a second read_body would give, without its coroutine."""
+    try:
+        return request[_BODY]
+    except KeyError:
+        return None
 
 
 async def _read_body(request: web.Request, limit: int, what: str, encoding: str) -> bytes:
