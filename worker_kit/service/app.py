@@ -87,6 +87,9 @@ def service_middleware(state: ServiceState) -> Callable[..., Awaitable[web.Strea
     One middleware, not one per concern: each layer costs every request a coroutine."""
     metrics, publish = state.metrics, state.storage.notifier.publish
     monotonic = time.monotonic
+    # A matched route's metric label and whether its success may change jobs (every POST, and
+    # the hosted protocol's GET job-take), worked out once per route rather than per request.
+    routes: dict[web.AbstractRoute, tuple[str, bool]] = {}
 
     @web.middleware
     async def middleware(
@@ -115,11 +118,12 @@ def service_middleware(state: ServiceState) -> Callable[..., Awaitable[web.Strea
                     request, {"error": "internal error in the service; it has been logged"}, status=500
                 )
         match_info = request.match_info
-        resource = match_info.route.resource
-        route = resource.canonical if resource is not None else "(unmatched)"
         method, status = request.method, response.status
-        # Every POST may change jobs, and the hosted protocol's GET job-take does.
-        if status < 300 and (method == "POST" or "/job-take" in route):
+        known = routes.get(match_info.route)
+        if known is None:
+            known = _route_facts(match_info.route, method, routes)
+        route, changes = known
+        if status < 300 and changes:
             endpoint = match_info.get("endpoint_id")
             if endpoint is not None:
                 # Something of the endpoint changed: wake this process's dashboard feeds (cheap: a
@@ -138,6 +142,22 @@ def service_middleware(state: ServiceState) -> Callable[..., Awaitable[web.Strea
         return response
 
     return middleware
+
+
+def _route_facts(
+    matched: web.AbstractRoute, method: str, known: dict[web.AbstractRoute, tuple[str, bool]]
+) -> tuple[str, bool]:
+    """(metric label, whether a success may change jobs) of a request's route, remembered for a
+    route of the app (not for aiohttp's made-per-request routes of a 404 or 405)."""
+    resource = matched.resource
+    if resource is None:
+        return "(unmatched)", method == "POST"
+    route = resource.canonical
+    # Every POST may change jobs, and the hosted protocol's GET job-take does.
+    facts = (route, method == "POST" or "/job-take" in route)
+    if matched.method == method and len(known) < 1000:  # not a "*" route: one method, one answer
+        known[matched] = facts
+    return facts
 
 
 _DOT_SEGMENTS = frozenset({".", "..", "%2e", "%2e%2e", ".%2e", "%2e."})

@@ -49,9 +49,11 @@ def time_storage(storage: Storage, observer: Observer) -> Callable[[], None]:
 
 
 def _timed(name: str, method: Callable[..., Awaitable[Any]], observers: list[Observer]) -> Any:
+    perf_counter = time.perf_counter  # every storage call reads the clock twice
+
     @functools.wraps(method)
     async def call(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started = perf_counter()
         failed = False
         try:
             return await method(*args, **kwargs)
@@ -61,8 +63,11 @@ def _timed(name: str, method: Callable[..., Awaitable[Any]], observers: list[Obs
             failed = not isinstance(exc, _ANSWERS)
             raise
         finally:
-            elapsed = time.perf_counter() - started
-            for observer in observers if len(observers) == 1 else list(observers):
-                observer(name, elapsed, failed)
+            elapsed = perf_counter() - started
+            if len(observers) == 1:  # one app: its one observer
+                observers[0](name, elapsed, failed)
+            else:
+                for observer in list(observers):
+                    observer(name, elapsed, failed)
 
     return call

@@ -107,9 +107,10 @@ class SQLiteStorage(SQLiteSharedState, Storage):
     ) -> JobRecord:
         job_id = new_job_id()
         input_blob = pack(input)
-        created_at = await self._write(
+        # self._write(ops.submit, small=...) written out: a coroutine less on every /run.
+        op = functools.partial(
             ops.submit,
-            small=len(input_blob) <= SMALL_WRITE,
+            now=self.clock(),
             job_id=job_id,
             endpoint=endpoint,
             input_blob=input_blob,
@@ -120,6 +121,8 @@ class SQLiteStorage(SQLiteSharedState, Storage):
             retention_ms=retention_ms,
             queue_limit=queue_limit,
         )
+        where = engine.LOOP if len(input_blob) <= SMALL_WRITE else engine.THREAD
+        created_at = await self._engine.write(op, where=where)
         return JobRecord(
             id=job_id,
             endpoint=endpoint,

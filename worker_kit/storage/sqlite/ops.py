@@ -144,6 +144,14 @@ def end_job(
 
 
 # -- client side -------------------------------------------------------------------------------
+_INSERT_JOB = (
+    "INSERT INTO jobs (id, endpoint, state, qpos, execution_timeout_ms, timeout_explicit, ttl_ms, "
+    "retention_ms, created_at, ttl_deadline, webhook, input) "
+    "VALUES (?, ?, 'IN_QUEUE', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_JOB_NULL_WEBHOOK = _INSERT_JOB.replace("?, ?)", "NULL, ?)")
+
+
 def submit(
     conn: sqlite3.Connection,
     notes: list[str],
@@ -161,13 +169,21 @@ def submit(
 ) -> float:
     if queue_limit is not None:
         rules.check_queue(endpoint, conn.counts.queued(conn, endpoint), queue_limit)  # type: ignore[attr-defined]
-    conn.execute(
-        "INSERT INTO jobs (id, endpoint, state, qpos, execution_timeout_ms, timeout_explicit, ttl_ms, "
-        "retention_ms, created_at, ttl_deadline, webhook, input) "
-        "VALUES (?, ?, 'IN_QUEUE', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (job_id, endpoint, next_qpos(), execution_timeout_ms, int(timeout_explicit), ttl_ms, retention_ms,
-         now, now + ttl_ms / 1000.0, webhook, input_blob),
-    )  # fmt: skip
+    # Parameters of the types sqlite3 binds straight (str, int, float, bytearray): a None or a
+    # bytes goes through its adapter lookup, two failed attribute lookups each (~3 k instructions).
+    # Without a webhook, the statement says NULL itself; the input is the same blob as a bytearray.
+    if webhook is None:
+        conn.execute(
+            _INSERT_JOB_NULL_WEBHOOK,
+            (job_id, endpoint, next_qpos(), execution_timeout_ms, int(timeout_explicit), ttl_ms, retention_ms,
+             now, now + ttl_ms / 1000.0, bytearray(input_blob)),
+        )  # fmt: skip
+    else:
+        conn.execute(
+            _INSERT_JOB,
+            (job_id, endpoint, next_qpos(), execution_timeout_ms, int(timeout_explicit), ttl_ms, retention_ms,
+             now, now + ttl_ms / 1000.0, webhook, bytearray(input_blob)),
+        )  # fmt: skip
     moved(conn, endpoint, None, QUEUED)
     notes += rules.claimable(endpoint, job_id)
     return now
