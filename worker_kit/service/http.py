@@ -52,6 +52,8 @@ def respond(
 
 
 def body_content_type(request: web.Request) -> str:
+    if request.headers.get("Content-Type") == JSON:
+        return JSON  # what nearly every client sends, exactly: no header to parse
     return MSGPACK if request.content_type == MSGPACK else JSON
 
 

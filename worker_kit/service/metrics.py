@@ -80,19 +80,18 @@ class EndpointLabels:
 MAX_CACHED_CHILDREN = 4096
 
 
-class _Children:
-    """`metric.labels(*key)`, remembered: one dict lookup per update on a hot path."""
+class _Children(dict[tuple[Any, ...], Any]):
+    """`metric.labels(*key)`, remembered: `children[key]` is one dict lookup (in C, no call of a
+    Python method) per update on a hot path."""
 
     def __init__(self, make: Callable[..., Any]) -> None:
+        super().__init__()
         self._make = make
-        self._cache: dict[tuple[Any, ...], Any] = {}
 
-    def __call__(self, *key: Any) -> Any:
-        child = self._cache.get(key)
-        if child is None:
-            child = self._make(*key)
-            if len(self._cache) < MAX_CACHED_CHILDREN:  # methods and routes come from clients
-                self._cache[key] = child
+    def __missing__(self, key: tuple[Any, ...]) -> Any:
+        child = self._make(*key)
+        if len(self) < MAX_CACHED_CHILDREN:  # methods and routes come from clients
+            self[key] = child
         return child
 
 
@@ -184,16 +183,16 @@ class Metrics:
 
     # -- events ------------------------------------------------------------------------------------
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
-        count, duration = self._request_children(route, method, status)
+        count, duration = self._request_children[route, method, status]
         count.value += 1  # _CounterChild.inc(), without the call: every request counts here
         duration.observe(seconds)
 
     def job_submitted(self, endpoint: str) -> None:
-        self._submitted_children(endpoint).value += 1
+        self._submitted_children[endpoint,].value += 1
 
     def job_ended(self, job: JobRecord) -> None:
         started = job.started_at is not None
-        ended, delay, execution = self._ended_children(job.endpoint, job.state, started)
+        ended, delay, execution = self._ended_children[job.endpoint, job.state, started]
         ended.inc()
         if started:
             delay.observe(job.delay_ms / 1000)
