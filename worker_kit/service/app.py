@@ -87,9 +87,7 @@ def service_middleware(state: ServiceState) -> Callable[..., Awaitable[web.Strea
     One middleware, not one per concern: each layer costs every request a coroutine."""
     metrics, publish = state.metrics, state.storage.notifier.publish
     monotonic = time.monotonic
-    # A matched route's metric label and whether its success may change jobs (every POST, and
-    # the hosted protocol's GET job-take), worked out once per route rather than per request.
-    routes: dict[web.AbstractRoute, tuple[str, bool]] = {}
+    routes: dict[web.AbstractRoute, tuple[str, bool]] = {}  # _route_facts, once per route
 
     @web.middleware
     async def middleware(
@@ -119,10 +117,7 @@ def service_middleware(state: ServiceState) -> Callable[..., Awaitable[web.Strea
                 )
         match_info = request.match_info
         method, status = request.method, response.status
-        known = routes.get(match_info.route)
-        if known is None:
-            known = _route_facts(match_info.route, method, routes)
-        route, changes = known
+        route, changes = routes.get(match_info.route) or _route_facts(match_info.route, method, routes)
         if status < 300 and changes:
             endpoint = match_info.get("endpoint_id")
             if endpoint is not None:
