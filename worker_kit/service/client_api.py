@@ -65,7 +65,8 @@ def client_op(op: str | None) -> Callable[[Handler], Callable[[web.Request], Awa
             state = request.app[STATE]
             endpoint = request.match_info["endpoint_id"]
             cfg = state.endpoint_config(endpoint)
-            check_key(request, cfg, "client")
+            if cfg.client_keys:  # else the endpoint is open to clients (check_key's first test)
+                check_key(request, cfg, "client")
             if op is None:
                 return await fn(request, state, endpoint, cfg)
             if request.method == "POST" and request.body_exists:
@@ -101,16 +102,6 @@ def parse_policy(raw: Any, cfg: EndpointConfig) -> Policy:
     return decode_policy(raw, cfg.execution_timeout_ms, cfg.ttl_ms)
 
 
-def _submission(request: web.Request, raw: bytes, cfg: EndpointConfig, what: str) -> SubmitRequest:
-    body = decode_object(raw, body_content_type(request), what)
-    return SubmitRequest.decode(body, cfg.execution_timeout_ms, cfg.ttl_ms)
-
-
-def _submitted(state: ServiceState, endpoint: str, job: JobRecord, sync: bool) -> None:
-    state.metrics.job_submitted(endpoint)
-    job_log(job, "job %s submitted to %s%s", job.id, endpoint, " (runsync)" if sync else "")
-
-
 async def _submit(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, *, sync: bool
 ) -> JobRecord:
@@ -120,7 +111,8 @@ async def _submit(
     raw = body_read(request)
     if raw is None:
         raw = await read_body(request, cfg.runsync_body_limit if sync else cfg.run_body_limit, what)
-    submitted = _submission(request, raw, cfg, what)
+    body = decode_object(raw, body_content_type(request), what)
+    submitted = SubmitRequest.decode(body, cfg.execution_timeout_ms, cfg.ttl_ms)
     try:
         # storage straight, not through state.submit (which raises the same 429): a coroutine less
         job = await state.storage.submit(
@@ -133,7 +125,8 @@ async def _submit(
         )
     except QueueFull as exc:
         raise state.queue_full(endpoint, cfg, exc) from None
-    _submitted(state, endpoint, job, sync)
+    state.metrics.job_submitted(endpoint)
+    job_log(job, "job %s submitted to %s%s", job.id, endpoint, " (runsync)" if sync else "")
     return job
 
 
@@ -144,7 +137,8 @@ async def run(request: web.Request, state: ServiceState, endpoint: str, cfg: End
     raw = body_read(request)
     if raw is None:
         raw = await read_body(request, cfg.run_body_limit, "/run")
-    submitted = _submission(request, raw, cfg, "/run")
+    body = decode_object(raw, body_content_type(request), "/run")
+    submitted = SubmitRequest.decode(body, cfg.execution_timeout_ms, cfg.ttl_ms)
     try:
         job = await state.storage.submit(
             endpoint,
@@ -156,7 +150,8 @@ async def run(request: web.Request, state: ServiceState, endpoint: str, cfg: End
         )
     except QueueFull as exc:
         raise state.queue_full(endpoint, cfg, exc) from None
-    _submitted(state, endpoint, job, False)
+    state.metrics.job_submitted(endpoint)
+    job_log(job, "job %s submitted to %s", job.id, endpoint)
     return respond(request, JobAnswer.encode(job.id, job.state))
 
 
