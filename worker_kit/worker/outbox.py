@@ -11,8 +11,7 @@ either of them carries reports, since the claim sent when it answers takes them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 #: Loop turns a claim (and the outbox's own flush) yields before it takes the queued
@@ -62,16 +61,12 @@ class FinishOutbox:
         del self._queue[: len(batch)]
         return batch
 
-    @contextlib.contextmanager
-    def claiming(self) -> Iterator[Claiming]:
-        """While a claim is being built or a claim that carries reports is in flight, a claim
-        takes the queued reports; call the yielded `hold()` before a claim that long-polls."""
-        claim = Claiming(self)
+    def claiming(self) -> Claiming:
+        """`with outbox.claiming() as claim`: while a claim is being built or a claim that carries
+        reports is in flight, a claim takes the queued reports; call `claim.hold()` before a
+        claim that long-polls. (A class, not a generator: one per claim.)"""
         self._claims += 1
-        try:
-            yield claim
-        finally:
-            claim.hold()
+        return Claiming(self)
 
     def _end_claim(self) -> None:
         self._claims -= 1
@@ -117,6 +112,12 @@ class Claiming:
 
     def __init__(self, outbox: FinishOutbox) -> None:
         self._outbox: FinishOutbox | None = outbox
+
+    def __enter__(self) -> Claiming:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hold()
 
     def hold(self) -> None:
         """The claim is about to hold a long-poll (or has ended): reports queued from now on go
