@@ -9,6 +9,7 @@ result, a stop from the service or the timeout, and delivers the result through
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,8 +41,10 @@ class Attempt:
     claimed: ClaimedJob
     run: Run | IsolatedRun
     reporter: JobReporter
-    stopped: asyncio.Future[str]
+    #: Done once the run has a result, a stop came (`stop_reason`) or the timeout passed.
+    wake: asyncio.Future[None]
     started: float
+    stop_reason: str | None = None
     finishing: bool = False
 
 
@@ -90,27 +93,25 @@ def final_for(outcome: Outcome, claimed: ClaimedJob, configured_limit: int | Non
     return final
 
 
-async def _either(a: asyncio.Future[Any], b: asyncio.Future[Any], timeout_s: float) -> None:
-    """Until `a` or `b` is done or `timeout_s` pass: asyncio.wait's work for two futures
-    without its sets, on every job's path."""
-    if a.done() or b.done():
+def _wake(waiter: asyncio.Future[None], _: object = None) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _until_due(attempt: Attempt, timeout_s: float) -> None:
+    """Until the attempt's run has a result, a stop comes (`Jobs.on_stop` wakes the attempt)
+    or `timeout_s` pass: one future per job (the attempt's own) on every job's path."""
+    result, waiter = attempt.run.result, attempt.wake
+    if result.done() or waiter.done():
         return
-    loop = asyncio.get_running_loop()
-    waiter = loop.create_future()
-
-    def wake(_: object) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    a.add_done_callback(wake)
-    b.add_done_callback(wake)
-    timer = loop.call_later(timeout_s, wake, None)
+    wake = functools.partial(_wake, waiter)
+    result.add_done_callback(wake)
+    timer = asyncio.get_running_loop().call_later(timeout_s, _wake, waiter)
     try:
         await waiter
     finally:
         timer.cancel()
-        a.remove_done_callback(wake)
-        b.remove_done_callback(wake)
+        result.remove_done_callback(wake)
 
 
 class Jobs:
@@ -156,7 +157,7 @@ class Jobs:
             run = self.pool.new_run(job, reporter)
         else:
             run = Run(self.settings.handler, job, reporter, self.settings.validate)
-        attempt = Attempt(claimed, run, reporter, loop.create_future(), loop.time())
+        attempt = Attempt(claimed, run, reporter, loop.create_future(), 0.0)
         self.active[job_id] = attempt
         self.leases.hold(job_id, claimed.token)
         self.occupied += 1
@@ -175,11 +176,12 @@ class Jobs:
                      extra=ids)
         run.start()
         try:
-            await _either(run.result, attempt.stopped, timeout_s)
+            await _until_due(attempt, timeout_s)
             # A result that is already there when the drain's grace runs out (same loop step)
             # is delivered: handing the job back would run it again although it ended.
-            if attempt.stopped.done() and not (attempt.stopped.result() == RELEASE and run.result.done()):
-                await self._stopped(attempt, attempt.stopped.result())
+            reason = attempt.stop_reason
+            if reason is not None and not (reason == RELEASE and run.result.done()):
+                await self._stopped(attempt, reason)
                 return
             if run.result.done():
                 outcome = run.result.result()
@@ -261,8 +263,9 @@ class Jobs:
             return
         if reason == RELEASE and (attempt.finishing or attempt.run.result.done()):
             return  # its result exists: it is delivered, not handed back (the drain waits for it)
-        if not attempt.stopped.done():
-            attempt.stopped.set_result(reason)
+        if attempt.stop_reason is None:
+            attempt.stop_reason = reason
+            _wake(attempt.wake)
         if attempt.finishing:
             attempt.reporter.abandon(reason)  # cancelled, lost or shutting down while delivering
         self.leases.unhold(job_id, attempt.claimed.token)
