@@ -148,9 +148,15 @@ class Run:
     def start(self) -> None:
         self._task = self._loop.create_task(self._main())
 
+    async def run_here(self) -> None:
+        """`start()` without a task of its own: the handler runs in the caller's task, which
+        `interrupt()` then cancels (while the handler's code runs, and only then)."""
+        self._task = asyncio.current_task()
+        await self._main()
+
     def interrupt(self) -> None:
         self.job._interrupt()
-        if self._task is not None and not self._task.done():
+        if self._task is not None and not self._task.done() and not self._body_done:
             self._task.cancel()
         with self._lock:
             if self._in_user_code and self._thread_ident is not None:

@@ -41,11 +41,13 @@ class Attempt:
     claimed: ClaimedJob
     run: Run | IsolatedRun
     reporter: JobReporter
-    #: Done once the run has a result, a stop came (`stop_reason`) or the timeout passed.
-    wake: asyncio.Future[None]
     started: float
+    #: `_until_due`'s: done once the run has a result, a stop came or the timeout passed.
+    wake: asyncio.Future[None] | None = None
     stop_reason: str | None = None
     finishing: bool = False
+    #: The task the handler runs in, while it runs there (`Jobs._process_here`).
+    task: asyncio.Task[None] | None = None
 
 
 @dataclass(slots=True)
@@ -101,9 +103,10 @@ def _wake(waiter: asyncio.Future[None], _: object = None) -> None:
 async def _until_due(attempt: Attempt, timeout_s: float) -> None:
     """Until the attempt's run has a result, a stop comes (`Jobs.on_stop` wakes the attempt)
     or `timeout_s` pass: one future per job (the attempt's own) on every job's path."""
-    result, waiter = attempt.run.result, attempt.wake
-    if result.done() or waiter.done():
+    result = attempt.run.result
+    if result.done() or attempt.stop_reason is not None:
         return
+    waiter = attempt.wake = asyncio.get_running_loop().create_future()
     wake = functools.partial(_wake, waiter)
     result.add_done_callback(wake)
     timer = asyncio.get_running_loop().call_later(timeout_s, _wake, waiter)
@@ -134,13 +137,13 @@ class Jobs:
         if self.stopping:
             coro = self._release(claimed)  # claimed as we began to stop: never started
         else:
-            coro = self._process(self._prepare(claimed))
+            attempt = self._prepare(claimed)
+            coro = self._process(attempt) if self.pool is not None else self._process_here(attempt)
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     def _prepare(self, claimed: ClaimedJob) -> Attempt:
-        loop = asyncio.get_running_loop()
         job_id = claimed.id
         if job_id in self.active:
             # The service gave this job out again (its lease expired, say while heartbeats could
@@ -157,26 +160,80 @@ class Jobs:
             run = self.pool.new_run(job, reporter)
         else:
             run = Run(self.settings.handler, job, reporter, self.settings.validate)
-        attempt = Attempt(claimed, run, reporter, loop.create_future(), 0.0)
+        attempt = Attempt(claimed, run, reporter, 0.0)
         self.active[job_id] = attempt
         self.leases.hold(job_id, claimed.token)
         self.occupied += 1
         run.settled.add_done_callback(self._on_settled)
         return attempt
 
+    def _begin(self, attempt: Attempt) -> float:
+        """The attempt starts now; its timeout in seconds."""
+        claimed = attempt.claimed
+        attempt.started = asyncio.get_running_loop().time()
+        timeout_s = timeout_for(claimed, self.settings.handler.timeout, self.settings.timeout_s)
+        if log.isEnabledFor(logging.INFO):
+            log.info("job %s started (attempt %d, timeout %.6g s)", claimed.id, claimed.attempt, timeout_s,
+                     extra={"job_id": claimed.id})
+        return timeout_s
+
     async def _process(self, attempt: Attempt) -> None:
+        """A job whose handler runs in a task of its own (a handler process's run, or a job
+        stopped before it began): until its result, a stop or its timeout, then `_conclude`."""
+        timeout_s = self._begin(attempt)
+        attempt.run.start()
+        try:
+            await _until_due(attempt, timeout_s)
+        except BaseException:
+            self._forget(attempt)
+            raise
+        await self._conclude(attempt, timeout_s)
+
+    async def _process_here(self, attempt: Attempt) -> None:
+        """A job whose handler runs in this task (no task of its own per job). A stop or the
+        timeout hands the job at once to a new task (`_handover`), which reports it whatever the
+        handler does with its interruption; this task then only lets the handler end."""
+        if attempt.stop_reason is not None:  # stopped before it began
+            await self._process(attempt)
+            return
+        task = attempt.task = asyncio.current_task()
+        timeout_s = self._begin(attempt)
+        timer = asyncio.get_running_loop().call_later(timeout_s, self._due, attempt, timeout_s)
+        try:
+            await cast(Run, attempt.run).run_here()  # never raises: its outcome is run.result
+        finally:
+            timer.cancel()
+        if attempt.task is not task:
+            return  # handed over
+        attempt.task = None
+        if task is not None and task.cancelling():  # the worker's run() ended meanwhile
+            self._forget(attempt)
+            raise asyncio.CancelledError
+        await self._conclude(attempt, timeout_s)
+
+    def _due(self, attempt: Attempt, timeout_s: float) -> None:
+        if attempt.task is not None and not attempt.run.result.done():
+            self._handover(attempt, timeout_s)
+
+    def _handover(self, attempt: Attempt, timeout_s: float) -> None:
+        """A stop or the timeout came while the handler runs in the job's task: a task of its own
+        concludes the job now; the job's task, no longer one a drain waits for, only lets its
+        handler end (an interrupted handler that will not end is `_watch`'s to find)."""
+        here, attempt.task = attempt.task, None
+        if here is not None:
+            self.tasks.discard(here)
+        task = asyncio.get_running_loop().create_task(self._conclude(attempt, timeout_s))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _conclude(self, attempt: Attempt, timeout_s: float) -> None:
+        """Deliver the attempt's end once its result, a stop or its timeout came: the result, a
+        TIMED_OUT, or the stop's own handling (`_stopped`)."""
         loop = asyncio.get_running_loop()
         claimed, run, reporter = attempt.claimed, attempt.run, attempt.reporter
         job_id = claimed.id
-        attempt.started = loop.time()
-        timeout_s = timeout_for(claimed, self.settings.handler.timeout, self.settings.timeout_s)
         ids = {"job_id": job_id}
-        if log.isEnabledFor(logging.INFO):
-            log.info("job %s started (attempt %d, timeout %.6g s)", job_id, claimed.attempt, timeout_s,
-                     extra=ids)
-        run.start()
         try:
-            await _until_due(attempt, timeout_s)
             # A result that is already there when the drain's grace runs out (same loop step)
             # is delivered: handing the job back would run it again although it ended.
             reason = attempt.stop_reason
@@ -217,10 +274,14 @@ class Jobs:
             attempt.reporter.abandon(JobState.FAILED)
             run.interrupt()
         finally:
-            # Only this attempt's entries: a later attempt of the same job may run here now.
-            if self.active.get(job_id) is attempt:
-                del self.active[job_id]
-            self.leases.unhold(job_id, claimed.token)
+            self._forget(attempt)
+
+    def _forget(self, attempt: Attempt) -> None:
+        # Only this attempt's entries: a later attempt of the same job may run here now.
+        job_id = attempt.claimed.id
+        if self.active.get(job_id) is attempt:
+            del self.active[job_id]
+        self.leases.unhold(job_id, attempt.claimed.token)
 
     async def _stopped(self, attempt: Attempt, reason: str) -> None:
         job_id = attempt.claimed.id
@@ -265,7 +326,10 @@ class Jobs:
             return  # its result exists: it is delivered, not handed back (the drain waits for it)
         if attempt.stop_reason is None:
             attempt.stop_reason = reason
-            _wake(attempt.wake)
+            if attempt.wake is not None:
+                _wake(attempt.wake)
+            if attempt.task is not None and not attempt.run.result.done():
+                self._handover(attempt, 0.0)
         if attempt.finishing:
             attempt.reporter.abandon(reason)  # cancelled, lost or shutting down while delivering
         self.leases.unhold(job_id, attempt.claimed.token)

@@ -77,20 +77,24 @@ class FinishOutbox:
         return len(self._queue)
 
     def kick(self) -> None:
-        # A callback first, not a task: the claim that usually follows a job's report within
-        # the loop's turn takes it, and then no flusher is needed at all.
+        # Callbacks first, not a task: the claim that usually follows a job's report within a
+        # turn or two takes it, and then no flusher is needed at all.
         if self._queue and not self._claims and not self._kicked:
             self._kicked = True
-            asyncio.get_running_loop().call_soon(self._start_flusher)
+            asyncio.get_running_loop().call_soon(self._start_flusher, GATHER_TURNS)
 
-    def _start_flusher(self) -> None:
+    def _start_flusher(self, turns: int) -> None:
+        if not self._queue or self._claims:  # a claim took them, or takes them
+            self._kicked = False
+            return
+        if turns > 0:  # a claim about to go takes these reports instead
+            asyncio.get_running_loop().call_soon(self._start_flusher, turns - 1)
+            return
         self._kicked = False
-        if self._queue and not self._claims and (self._flusher is None or self._flusher.done()):
+        if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
-        for _ in range(GATHER_TURNS):
-            await asyncio.sleep(0)  # a claim about to go takes these reports instead
         while self._queue and not self._claims:
             batch = self.take()
             try:
