@@ -1,9 +1,11 @@
 """The jobs a worker runs now: each claimed job's life from its start to its delivered result.
 
 `Jobs.launch` takes a claimed job's slot at once and starts one task for it, which runs the
-handler through `execution.Run` (or a handler process, `isolation.IsolatedRun`), waits for its
-result, a stop from the service or the timeout, and delivers the result through
-`reporting.JobReporter`. The worker loop (loop.py) claims the jobs and decides when to stop.
+handler through `execution.Run` in that task (or a handler process, `isolation.IsolatedRun`),
+until its result, a stop from the service or the timeout, and delivers the result through
+`reporting.JobReporter`. A stop or the timeout hands the job to a task of its own, so that it is
+reported at once whatever the handler does. The worker loop (loop.py) claims the jobs and
+decides when to stop.
 """
 
 from __future__ import annotations
