@@ -368,7 +368,7 @@ class FinishReport(Message):
     def pack(self) -> bytes:
         """The msgpack report, its payloads spliced in as they were packed."""
         final = self.final
-        fields = [("token", pack_scalar(self.token)), ("state", pack_text(final.state.value))]
+        fields = [("token", pack_scalar(self.token)), ("state", pack_text(final.state))]
         if self.id is not None:
             fields.insert(0, ("id", pack_scalar(self.id)))
         if final.output is not None:

@@ -148,10 +148,10 @@ class Run:
     def start(self) -> None:
         self._task = self._loop.create_task(self._main())
 
-    async def run_here(self) -> None:
-        """`start()` without a task of its own: the handler runs in the caller's task, which
+    async def run_here(self, task: asyncio.Task[Any] | None) -> None:
+        """`start()` without a task of its own: the handler runs in the caller's `task`, which
         `interrupt()` then cancels (while the handler's code runs, and only then)."""
-        self._task = asyncio.current_task()
+        self._task = task
         await self._main()
 
     def interrupt(self) -> None:

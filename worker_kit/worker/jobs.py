@@ -202,7 +202,7 @@ class Jobs:
         timeout_s = self._begin(attempt)
         timer = asyncio.get_running_loop().call_later(timeout_s, self._due, attempt, timeout_s)
         try:
-            await cast(Run, attempt.run).run_here()  # never raises: its outcome is run.result
+            await cast(Run, attempt.run).run_here(task)  # never raises: its outcome is run.result
         finally:
             timer.cancel()
         if attempt.task is not task:
