@@ -132,6 +132,7 @@ class Jobs:
         self.tasks: set[asyncio.Task[None]] = set()
         self.occupied = 0
         self.stopping = False  # jobs claimed from now on are handed back, not started
+        self.abandoned = False  # run() itself was cancelled (abandon_all): nothing more is sent
         self.stats = {"completed": 0, "failed": 0, "timed_out": 0, "stopped": 0, "released": 0}
 
     def launch(self, claimed: ClaimedJob) -> None:
@@ -208,9 +209,13 @@ class Jobs:
         if attempt.task is not task:
             return  # handed over
         attempt.task = None
-        if task is not None and task.cancelling():  # the worker's run() ended meanwhile
-            self._forget(attempt)
-            raise asyncio.CancelledError
+        if task is not None and task.cancelling():
+            if self.abandoned:  # the worker's run() ended meanwhile
+                self._forget(attempt)
+                raise asyncio.CancelledError
+            # The handler cancelled its own task (it runs in the job's): the job still ends
+            # with what the handler came to, as when it had a task of its own.
+            task.uncancel()
         await self._conclude(attempt, timeout_s)
 
     def _due(self, attempt: Attempt, timeout_s: float) -> None:
@@ -338,6 +343,7 @@ class Jobs:
 
     def abandon_all(self) -> None:
         """run() itself was cancelled: stop every handler and send nothing more."""
+        self.abandoned = True
         for attempt in self.active.values():
             attempt.reporter.abandon(RELEASE)
             attempt.run.interrupt()
