@@ -191,6 +191,30 @@ def test_a_finish_the_runtime_packs_decodes_to_the_same_report() -> None:
     assert all(type(i.data) is Packed for i in report.items)
 
 
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 65535, 65536])
+def test_the_requests_the_runtime_packs_are_the_msgpack_of_their_maps(n: int) -> None:
+    # Maps, arrays, field names and the small ints and strs of a request are packed by hand (one
+    # exchange and one finish per job): the bytes are exactly what msgpack makes of the map.
+    finish = [protocol.pack({"i": i}) for i in range(n)]
+    for value in (0, 127, 128, 255, 256, 65535, 65536, 2**32):
+        expected = {"worker_id": f"w-é-{value}", "finish": [{"i": i} for i in range(n)], "max": n,
+                    "wait_ms": value, "concurrency": value}
+        assert ExchangeRequest(f"w-é-{value}", finish, n, value, value).pack() == protocol.pack(expected)
+    assert ExchangeRequest("w", [], 1, 0).pack() == protocol.pack({"worker_id": "w", "finish": [], "max": 1,
+                                                                   "wait_ms": 0})
+    items = [pack_item(i, "chunk", protocol.pack("tok")) for i in range(n % 40)]
+    final = Final(JobState.FAILED, protocol.pack([1, n]), "it broke " * n, {"type": "ValueError"})
+    expected = {"id": "j" * n, "token": "tok", "state": "FAILED", "output": [1, n], "error": "it broke " * n,
+                "error_detail": {"type": "ValueError"}, "items": [unpack(i) for i in items]}
+    if not items:
+        del expected["items"]
+    assert FinishReport("tok", final, items, id="j" * n).pack() == protocol.pack(expected)
+    done = {"token": "tok", "state": "COMPLETED"}
+    assert FinishReport("tok", Final(JobState.COMPLETED), []).pack() == protocol.pack(done)
+    sent = {"token": "t", "items": [unpack(i) for i in items]}
+    assert OutputRequest("t", items).pack() == protocol.pack(sent)
+
+
 def test_a_finish_without_an_error_message_gets_one() -> None:
     report = FinishReport.decode({"token": "t", "state": "TIMED_OUT"})
     assert report.final.error == "the worker reported TIMED_OUT without an error message"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -145,3 +146,22 @@ async def test_input_validation(service: Any, start_worker: Any, api_at: Any) ->
     assert bad["error"].startswith("input validation failed: ")
     assert bad["errorDetail"]["type"] == "ValidationError" and len(bad["errorDetail"]["errors"]) == 2
     assert ran == [{"prompt": "hi", "steps": 10}]  # the handler never saw the bad input
+
+
+async def test_a_handler_that_cancels_its_own_task_still_ends_its_job(
+    service: Any, start_worker: Any, api_at: Any
+) -> None:
+    # Its task is the runtime's business: the job ends with a clear state, not by its lease.
+    async def quits(job: Job) -> Any:
+        current = asyncio.current_task()
+        assert current is not None
+        current.cancel()
+        await asyncio.sleep(5)
+        return "never"
+
+    url = service.endpoint_url("results")
+    api = api_at(url)
+    await start_worker(quits, url)
+    job_id = await api.run(None)
+    status = await api.wait(job_id, timeout=4)
+    assert status["status"] == "FAILED", status

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .codecs import pack
+from .codecs import pack, pack_scalar
 from .constants import (
     DEFAULT_CLAIM_WAIT_MS,
     MAX_CLAIM,
@@ -112,10 +112,10 @@ class ExchangeRequest(Message):
                    _CONCURRENCY.read(body))  # fmt: skip
 
     def pack(self) -> bytes:
-        fields = [("worker_id", pack(self.worker_id)), ("finish", pack_array(self.finish)),
-                  ("max", pack(self.max)), ("wait_ms", pack(self.wait_ms))]  # fmt: skip
+        fields = [("worker_id", pack_scalar(self.worker_id)), ("finish", pack_array(self.finish)),
+                  ("max", pack_scalar(self.max)), ("wait_ms", pack_scalar(self.wait_ms))]  # fmt: skip
         if self.concurrency is not None:
-            fields.append(("concurrency", pack(self.concurrency)))
+            fields.append(("concurrency", pack_scalar(self.concurrency)))
         return pack_map(fields)
 
 

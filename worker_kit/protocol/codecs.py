@@ -111,6 +111,19 @@ def pack_text(text: str) -> bytes:
     return b"\xdb" + size.to_bytes(4, "big") + data
 
 
+def pack_scalar(value: Any) -> bytes:
+    """pack() of a message's field, with the str and small int a worker's request is made of
+    packed without a Packer per value (the same bytes)."""
+    kind = type(value)
+    if kind is str:
+        return pack_text(value)
+    if kind is int and 0 <= value < 65536:
+        if value < 128:
+            return bytes((value,))  # positive fixint
+        return b"\xcc" + bytes((value,)) if value < 256 else b"\xcd" + value.to_bytes(2, "big")
+    return pack(value)
+
+
 def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 

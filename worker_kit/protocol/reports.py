@@ -23,7 +23,7 @@ import msgpack
 from ..job import MAX_CHUNK_BYTES, MAX_SEQ, WORKER_FINAL_STATES, JobState
 from ..packed import SLICE_FROM_BYTES, Packed, Payloads, unpack_keeping_payloads
 from ..portable import problem
-from .codecs import MSGPACK, decode, pack, pack_text
+from .codecs import MSGPACK, decode, pack, pack_scalar, pack_text
 from .fields import PORTABLE_REF, Checked, Message, Out, Text, Value, object_schema
 from .refusals import ApiError, check_chunk
 
@@ -102,14 +102,28 @@ def _pack_seq(seq: int) -> bytes:
 
 
 def pack_map(fields: list[tuple[str, bytes]]) -> bytes:
-    """A msgpack map of already packed values."""
-    packer = msgpack.Packer(use_bin_type=True)
-    return packer.pack_map_header(len(fields)) + b"".join(packer.pack(k) + v for k, v in fields)
+    """A msgpack map of already packed values (a worker packs one per request and per finish)."""
+    size = len(fields)
+    head = bytes((0x80 | size,)) if size < 16 else msgpack.Packer().pack_map_header(size)
+    keys = _KEYS
+    return b"".join([head, *[part for key, value in fields for part in (keys.get(key) or _key(key), value)]])
+
+
+_KEYS: dict[str, bytes] = {}  # packed field names
+
+
+def _key(name: str) -> bytes:
+    packed = pack_text(name)
+    if len(_KEYS) < 64:
+        _KEYS[name] = packed
+    return packed
 
 
 def pack_array(items: list[bytes]) -> bytes:
     """A msgpack array of already packed values."""
-    return msgpack.Packer(use_bin_type=True).pack_array_header(len(items)) + b"".join(items)
+    size = len(items)
+    head = bytes((0x90 | size,)) if size < 16 else msgpack.Packer().pack_array_header(size)
+    return head + b"".join(items)
 
 
 def decode_report(raw: bytes, content_type: str | None, what: str) -> tuple[dict[str, Any], Payloads]:
@@ -354,9 +368,9 @@ class FinishReport(Message):
     def pack(self) -> bytes:
         """The msgpack report, its payloads spliced in as they were packed."""
         final = self.final
-        fields = [("token", pack(self.token)), ("state", pack(final.state.value))]
+        fields = [("token", pack_scalar(self.token)), ("state", pack_text(final.state))]
         if self.id is not None:
-            fields.insert(0, ("id", pack(self.id)))
+            fields.insert(0, ("id", pack_scalar(self.id)))
         if final.output is not None:
             fields.append(("output", final.output))
         if final.error is not None:

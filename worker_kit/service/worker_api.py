@@ -63,7 +63,8 @@ from .http import (
 from .state import ServiceState, authorized, job_log
 from .unsendable import sendable
 
-__all__ = ["MAX_CLAIM", "MAX_SLOTS", "claim_jobs", "claim_reply", "report_limit", "routes", "worker_op"]
+__all__ = ["MAX_CLAIM", "MAX_SLOTS", "claim_jobs", "claim_reply", "handed_out", "report_limit", "routes",
+           "worker_op"]  # fmt: skip
 
 routes = web.RouteTableDef()
 log = logging.getLogger("worker_kit.service")
@@ -129,8 +130,15 @@ async def claim_jobs(
             )
             or []
         )  # fmt: skip
+    return await handed_out(request, state, endpoint, worker_id, jobs)
+
+
+async def handed_out(
+    request: web.Request, state: ServiceState, endpoint: str, worker_id: str, jobs: list[JobRecord]
+) -> list[JobRecord]:
+    """The claimed `jobs` to answer with: none, and each handed straight back to the queue, when
+    the worker left while storage claimed them (rather than wait for their leases to run out)."""
     if jobs and client_gone(request):
-        # The worker left while storage claimed: hand the jobs straight back rather than wait for the lease.
         for job in jobs:
             if job.token is not None:
                 await state.storage.release(endpoint, job.id, job.token)

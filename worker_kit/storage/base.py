@@ -19,14 +19,15 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import JobNotFound, SequenceGap, StaleLease
 from ..job import JobRecord, JobState, Policy
 from ..protocol import OutputItem, StopSignal
 from . import rules
 from .channels import job_channel, queue_channel, worker_channel
 from .coordination import SharedState
 
-__all__ = ["Notifier", "StopSignal", "Storage", "SweepResult", "WorkerInfo", "job_channel", "queue_channel",
-           "worker_channel"]  # fmt: skip
+__all__ = ["FINISH_ANSWERS", "Finish", "Notifier", "StopSignal", "Storage", "SweepResult", "WorkerInfo",
+           "job_channel", "queue_channel", "worker_channel"]  # fmt: skip
 
 
 def targeted(channel: str) -> bool:
@@ -109,6 +110,24 @@ class SweepResult:
     deleted: int = 0  # records past their retention
     #: True when the sweep stopped at its batch bound with overdue work left: sweep again soon.
     more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """One job's finish as `Storage.finish` takes it: what `Storage.exchange` carries several of."""
+
+    job_id: str
+    token: str
+    state: JobState
+    output: Any = None
+    error: str | None = None
+    error_detail: dict[str, Any] | None = None
+    items: list[OutputItem] | None = None
+
+
+#: What `finish` raises as its answer to a report (not a failure of the store): in an exchange,
+#: such an exception is that finish's entry and the others go on.
+FINISH_ANSWERS = (StaleLease, JobNotFound, SequenceGap)
 
 
 @dataclass(slots=True)
@@ -322,6 +341,39 @@ class Storage(SharedState, ABC):
         """Apply the trailing `items`, then end the job in `state` (COMPLETED, FAILED or
         TIMED_OUT) and start its retention. Idempotent: the same token finishing a job
         that this token already ended returns the job. Raises StaleLease otherwise."""
+
+    async def exchange(
+        self,
+        endpoint: str,
+        finishes: list[Finish],
+        worker_id: str,
+        max_jobs: int,
+        lease_ms: int,
+        *,
+        concurrency: int | None = None,
+        max_bytes: int | None = None,
+    ) -> tuple[list[JobRecord | Exception], list[JobRecord]]:
+        """`finish` each of `finishes`, then `claim` up to `max_jobs` (nothing when 0): what one
+        `/worker/exchange` does. Each finish stands alone: its entry is the job as it ended, or
+        the FINISH_ANSWERS exception `finish` raised for it. Any other error raises, and then
+        nothing was claimed (finishes are idempotent: the worker may send them again).
+
+        This default makes the calls in turn; a backend that can apply them all in one
+        transaction overrides it (SQLite: one commit, one hand-over)."""
+        done = await asyncio.gather(
+            *(self.finish(endpoint, f.job_id, f.token, f.state, output=f.output, error=f.error,
+                          error_detail=f.error_detail, items=f.items) for f in finishes),
+            return_exceptions=True,
+        )  # fmt: skip
+        results: list[JobRecord | Exception] = []
+        for outcome in done:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, FINISH_ANSWERS):
+                raise outcome
+            results.append(outcome)
+        if max_jobs < 1:
+            return results, []
+        return results, await self.claim(endpoint, worker_id, max_jobs, lease_ms, concurrency=concurrency,
+                                         max_bytes=max_bytes)  # fmt: skip
 
     @abstractmethod
     async def release(self, endpoint: str, job_id: str, token: str) -> bool:

@@ -88,7 +88,23 @@ def value_outcome(value: Any) -> Outcome:
     return Outcome(JobState.COMPLETED, output=value)
 
 
+#: Results that are neither awaitables nor streams: a handler's usual return value is one.
+_PLAIN = frozenset({type(None), dict, list, str, bytes, int, float, bool, tuple})
+#: The handler function last looked at and whether it is async (a worker runs one handler).
+_kind_seen: tuple[Any, bool] = (None, False)
+
+
 def _is_async_callable(fn: Any) -> bool:
+    global _kind_seen
+    seen, is_async = _kind_seen
+    if fn is seen:
+        return is_async
+    is_async = _async_kind(fn)
+    _kind_seen = (fn, is_async)
+    return is_async
+
+
+def _async_kind(fn: Any) -> bool:
     while isinstance(fn, functools.partial):
         fn = fn.func
     if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
@@ -132,9 +148,15 @@ class Run:
     def start(self) -> None:
         self._task = self._loop.create_task(self._main())
 
+    async def run_here(self, task: asyncio.Task[Any] | None) -> None:
+        """`start()` without a task of its own: the handler runs in the caller's `task`, which
+        `interrupt()` then cancels (while the handler's code runs, and only then)."""
+        self._task = task
+        await self._main()
+
     def interrupt(self) -> None:
         self.job._interrupt()
-        if self._task is not None and not self._task.done():
+        if self._task is not None and not self._task.done() and not self._body_done:
             self._task.cancel()
         with self._lock:
             if self._in_user_code and self._thread_ident is not None:
@@ -239,16 +261,20 @@ class Run:
     # -- the body -------------------------------------------------------------------------
     async def _main(self) -> None:
         try:
-            outcome = await self._invoke()
-        except (JobInterrupted, asyncio.CancelledError):
-            outcome = Outcome(None)
-        except BaseException as exc:
-            outcome = failure(exc)
+            try:
+                outcome = await self._invoke()
+            except (JobInterrupted, asyncio.CancelledError):
+                outcome = Outcome(None)
+            except BaseException as exc:
+                outcome = failure(exc)
+            # The result before `settled`: their callbacks run in that order, so the job's task
+            # queues its report before the claim loop (woken by the freed slot) builds a claim,
+            # and the report rides with that claim without the claim yielding turns for it.
+            if not self.result.done():
+                self.result.set_result(outcome)
         finally:
             self._body_done = True
             self._maybe_settle()
-        if not self.result.done():
-            self.result.set_result(outcome)
 
     async def _invoke(self) -> Outcome:
         if self.handler.input_schema is not None and self._validate is not None:
@@ -266,6 +292,8 @@ class Run:
             if streamed:
                 return self._streamed()
         for _ in range(4):  # an awaitable may resolve to a generator or another awaitable
+            if type(returned) in _PLAIN:
+                return value_outcome(returned)
             if not inspect.isawaitable(returned):
                 break
             returned = await returned

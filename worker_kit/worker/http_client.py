@@ -33,6 +33,8 @@ __all__ = ["HttpClient", "HttpResponse", "LinkError"]
 IDLE_S = 15.0
 #: Idle connections kept per origin; more are closed when their request ends.
 MAX_IDLE = 32
+#: Request heads kept for reuse.
+MAX_HEADS = 64
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: What a worker's requests say they come from, unless the caller's headers say otherwise.
 USER_AGENT = f"worker-kit-worker/{__version__}"
@@ -105,6 +107,9 @@ class HttpClient:
         headers = {"User-Agent": USER_AGENT, **headers}
         self._headers = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items())
         self._origins: dict[str, _Origin] = {}
+        #: (method, url) -> its origin and head up to the body's length: a worker sends the same
+        #: few requests over and over (job ids make more; the map is emptied when it grows).
+        self._heads: dict[tuple[str, str], tuple[_Origin, bytes]] = {}
         self._busy: set[Connection] = set()
         self._tls: Any = None
         self._closed = False
@@ -121,18 +126,16 @@ class HttpClient:
         """One request; the whole of it (connecting, sending, the answer) within `timeout_s`."""
         if self._closed:
             raise LinkError("the worker's HTTP client is closed")
-        cut = url.find("/", url.find("://") + 3)
-        origin = self._origin(url if cut < 0 else url[:cut])
-        target = "/" if cut < 0 else url[cut:]
-        if " " in target or not target.isascii() or not target.isprintable():
-            target = _quoted(target)
+        known = self._heads.get((method, url))
+        if known is None:
+            known = self._head(method, url)
+        origin, head = known
         loop = asyncio.get_running_loop()
         now = loop.time()
         deadline = now + timeout_s
         conn = origin.take_idle(now)
         if conn is None:
             conn = await self._connect(origin, deadline, timeout_s)
-        head = f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + origin.head_tail
         head += b"\r\n" if body is None else b"Content-Length: %d\r\n\r\n" % len(body)
         waiter: asyncio.Future[HttpResponse] = loop.create_future()
         self._busy.add(conn)
@@ -152,6 +155,18 @@ class HttpClient:
         else:
             conn.close()
         return answer
+
+    def _head(self, method: str, url: str) -> tuple[_Origin, bytes]:
+        cut = url.find("/", url.find("://") + 3)
+        origin = self._origin(url if cut < 0 else url[:cut])
+        target = "/" if cut < 0 else url[cut:]
+        if " " in target or not target.isascii() or not target.isprintable():
+            target = _quoted(target)
+        head = f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + origin.head_tail
+        if len(self._heads) >= MAX_HEADS:
+            self._heads.clear()
+        self._heads[(method, url)] = (origin, head)
+        return origin, head
 
     async def _connect(self, origin: _Origin, deadline: float, timeout_s: float) -> Connection:
         loop = asyncio.get_running_loop()

@@ -33,7 +33,10 @@ class HttpResponse:
     @property
     def content_type(self) -> str:
         """The media type without parameters, lower case ("" when absent)."""
-        return self.headers.get("content-type", "").partition(";")[0].strip().lower()
+        value = self.headers.get("content-type", "")
+        if value == "application/msgpack":  # the service's own answers: nothing to trim
+            return value
+        return value.partition(";")[0].strip().lower()
 
 
 class Connection(asyncio.Protocol):

@@ -1,14 +1,17 @@
 """The jobs a worker runs now: each claimed job's life from its start to its delivered result.
 
 `Jobs.launch` takes a claimed job's slot at once and starts one task for it, which runs the
-handler through `execution.Run` (or a handler process, `isolation.IsolatedRun`), waits for its
-result, a stop from the service or the timeout, and delivers the result through
-`reporting.JobReporter`. The worker loop (loop.py) claims the jobs and decides when to stop.
+handler through `execution.Run` in that task (or a handler process, `isolation.IsolatedRun`),
+until its result, a stop from the service or the timeout, and delivers the result through
+`reporting.JobReporter`. A stop or the timeout hands the job to a task of its own, so that it is
+reported at once whatever the handler does. The worker loop (loop.py) claims the jobs and
+decides when to stop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,9 +43,13 @@ class Attempt:
     claimed: ClaimedJob
     run: Run | IsolatedRun
     reporter: JobReporter
-    stopped: asyncio.Future[str]
     started: float
+    #: `_until_due`'s: done once the run has a result, a stop came or the timeout passed.
+    wake: asyncio.Future[None] | None = None
+    stop_reason: str | None = None
     finishing: bool = False
+    #: The task the handler runs in, while it runs there (`Jobs._process_here`).
+    task: asyncio.Task[None] | None = None
 
 
 @dataclass(slots=True)
@@ -90,27 +97,26 @@ def final_for(outcome: Outcome, claimed: ClaimedJob, configured_limit: int | Non
     return final
 
 
-async def _either(a: asyncio.Future[Any], b: asyncio.Future[Any], timeout_s: float) -> None:
-    """Until `a` or `b` is done or `timeout_s` pass: asyncio.wait's work for two futures
-    without its sets, on every job's path."""
-    if a.done() or b.done():
+def _wake(waiter: asyncio.Future[None], _: object = None) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _until_due(attempt: Attempt, timeout_s: float) -> None:
+    """Until the attempt's run has a result, a stop comes (`Jobs.on_stop` wakes the attempt)
+    or `timeout_s` pass: one future per job (the attempt's own) on every job's path."""
+    result = attempt.run.result
+    if result.done() or attempt.stop_reason is not None:
         return
-    loop = asyncio.get_running_loop()
-    waiter = loop.create_future()
-
-    def wake(_: object) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    a.add_done_callback(wake)
-    b.add_done_callback(wake)
-    timer = loop.call_later(timeout_s, wake, None)
+    waiter = attempt.wake = asyncio.get_running_loop().create_future()
+    wake = functools.partial(_wake, waiter)
+    result.add_done_callback(wake)
+    timer = asyncio.get_running_loop().call_later(timeout_s, _wake, waiter)
     try:
         await waiter
     finally:
         timer.cancel()
-        a.remove_done_callback(wake)
-        b.remove_done_callback(wake)
+        result.remove_done_callback(wake)
 
 
 class Jobs:
@@ -126,6 +132,7 @@ class Jobs:
         self.tasks: set[asyncio.Task[None]] = set()
         self.occupied = 0
         self.stopping = False  # jobs claimed from now on are handed back, not started
+        self.abandoned = False  # run() itself was cancelled (abandon_all): nothing more is sent
         self.stats = {"completed": 0, "failed": 0, "timed_out": 0, "stopped": 0, "released": 0}
 
     def launch(self, claimed: ClaimedJob) -> None:
@@ -133,13 +140,13 @@ class Jobs:
         if self.stopping:
             coro = self._release(claimed)  # claimed as we began to stop: never started
         else:
-            coro = self._process(self._prepare(claimed))
+            attempt = self._prepare(claimed)
+            coro = self._process(attempt) if self.pool is not None else self._process_here(attempt)
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     def _prepare(self, claimed: ClaimedJob) -> Attempt:
-        loop = asyncio.get_running_loop()
         job_id = claimed.id
         if job_id in self.active:
             # The service gave this job out again (its lease expired, say while heartbeats could
@@ -156,30 +163,89 @@ class Jobs:
             run = self.pool.new_run(job, reporter)
         else:
             run = Run(self.settings.handler, job, reporter, self.settings.validate)
-        attempt = Attempt(claimed, run, reporter, loop.create_future(), loop.time())
+        attempt = Attempt(claimed, run, reporter, 0.0)
         self.active[job_id] = attempt
         self.leases.hold(job_id, claimed.token)
         self.occupied += 1
         run.settled.add_done_callback(self._on_settled)
         return attempt
 
+    def _begin(self, attempt: Attempt) -> float:
+        """The attempt starts now; its timeout in seconds."""
+        claimed = attempt.claimed
+        attempt.started = asyncio.get_running_loop().time()
+        timeout_s = timeout_for(claimed, self.settings.handler.timeout, self.settings.timeout_s)
+        if log.isEnabledFor(logging.INFO):
+            log.info("job %s started (attempt %d, timeout %.6g s)", claimed.id, claimed.attempt, timeout_s,
+                     extra={"job_id": claimed.id})
+        return timeout_s
+
     async def _process(self, attempt: Attempt) -> None:
+        """A job whose handler runs in a task of its own (a handler process's run, or a job
+        stopped before it began): until its result, a stop or its timeout, then `_conclude`."""
+        timeout_s = self._begin(attempt)
+        attempt.run.start()
+        try:
+            await _until_due(attempt, timeout_s)
+        except BaseException:
+            self._forget(attempt)
+            raise
+        await self._conclude(attempt, timeout_s)
+
+    async def _process_here(self, attempt: Attempt) -> None:
+        """A job whose handler runs in this task (no task of its own per job). A stop or the
+        timeout hands the job at once to a new task (`_handover`), which reports it whatever the
+        handler does with its interruption; this task then only lets the handler end."""
+        if attempt.stop_reason is not None:  # stopped before it began
+            await self._process(attempt)
+            return
+        task = attempt.task = asyncio.current_task()
+        timeout_s = self._begin(attempt)
+        timer = asyncio.get_running_loop().call_later(timeout_s, self._due, attempt, timeout_s)
+        try:
+            await cast(Run, attempt.run).run_here(task)  # never raises: its outcome is run.result
+        finally:
+            timer.cancel()
+        if attempt.task is not task:
+            return  # handed over
+        attempt.task = None
+        if task is not None and task.cancelling():
+            if self.abandoned:  # the worker's run() ended meanwhile
+                self._forget(attempt)
+                raise asyncio.CancelledError
+            # The handler cancelled its own task (it runs in the job's): the job still ends
+            # with what the handler came to, as when it had a task of its own.
+            task.uncancel()
+        await self._conclude(attempt, timeout_s)
+
+    def _due(self, attempt: Attempt, timeout_s: float) -> None:
+        if attempt.task is not None and not attempt.run.result.done():
+            self._handover(attempt, timeout_s)
+
+    def _handover(self, attempt: Attempt, timeout_s: float) -> None:
+        """A stop or the timeout came while the handler runs in the job's task: a task of its own
+        concludes the job now; the job's task, no longer one a drain waits for, only lets its
+        handler end (an interrupted handler that will not end is `_watch`'s to find)."""
+        here, attempt.task = attempt.task, None
+        if here is not None:
+            self.tasks.discard(here)
+        task = asyncio.get_running_loop().create_task(self._conclude(attempt, timeout_s))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _conclude(self, attempt: Attempt, timeout_s: float) -> None:
+        """Deliver the attempt's end once its result, a stop or its timeout came: the result, a
+        TIMED_OUT, or the stop's own handling (`_stopped`)."""
         loop = asyncio.get_running_loop()
         claimed, run, reporter = attempt.claimed, attempt.run, attempt.reporter
         job_id = claimed.id
-        attempt.started = loop.time()
-        timeout_s = timeout_for(claimed, self.settings.handler.timeout, self.settings.timeout_s)
         ids = {"job_id": job_id}
-        if log.isEnabledFor(logging.INFO):
-            log.info("job %s started (attempt %d, timeout %.6g s)", job_id, claimed.attempt, timeout_s,
-                     extra=ids)
-        run.start()
         try:
-            await _either(run.result, attempt.stopped, timeout_s)
             # A result that is already there when the drain's grace runs out (same loop step)
             # is delivered: handing the job back would run it again although it ended.
-            if attempt.stopped.done() and not (attempt.stopped.result() == RELEASE and run.result.done()):
-                await self._stopped(attempt, attempt.stopped.result())
+            reason = attempt.stop_reason
+            if reason is not None and not (reason == RELEASE and run.result.done()):
+                await self._stopped(attempt, reason)
                 return
             if run.result.done():
                 outcome = run.result.result()
@@ -215,10 +281,14 @@ class Jobs:
             attempt.reporter.abandon(JobState.FAILED)
             run.interrupt()
         finally:
-            # Only this attempt's entries: a later attempt of the same job may run here now.
-            if self.active.get(job_id) is attempt:
-                del self.active[job_id]
-            self.leases.unhold(job_id, claimed.token)
+            self._forget(attempt)
+
+    def _forget(self, attempt: Attempt) -> None:
+        # Only this attempt's entries: a later attempt of the same job may run here now.
+        job_id = attempt.claimed.id
+        if self.active.get(job_id) is attempt:
+            del self.active[job_id]
+        self.leases.unhold(job_id, attempt.claimed.token)
 
     async def _stopped(self, attempt: Attempt, reason: str) -> None:
         job_id = attempt.claimed.id
@@ -261,14 +331,19 @@ class Jobs:
             return
         if reason == RELEASE and (attempt.finishing or attempt.run.result.done()):
             return  # its result exists: it is delivered, not handed back (the drain waits for it)
-        if not attempt.stopped.done():
-            attempt.stopped.set_result(reason)
+        if attempt.stop_reason is None:
+            attempt.stop_reason = reason
+            if attempt.wake is not None:
+                _wake(attempt.wake)
+            if attempt.task is not None and not attempt.run.result.done():
+                self._handover(attempt, 0.0)
         if attempt.finishing:
             attempt.reporter.abandon(reason)  # cancelled, lost or shutting down while delivering
         self.leases.unhold(job_id, attempt.claimed.token)
 
     def abandon_all(self) -> None:
         """run() itself was cancelled: stop every handler and send nothing more."""
+        self.abandoned = True
         for attempt in self.active.values():
             attempt.reporter.abandon(RELEASE)
             attempt.run.interrupt()

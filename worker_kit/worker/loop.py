@@ -39,6 +39,35 @@ MAX_CLAIM = 100
 EXIT_INTERNAL = 1
 
 
+class _Signal:
+    """asyncio.Event's set, clear and wait for a single waiter (the claim loop, which waits on
+    it once per job at concurrency 1): a future only while it waits, no waiter list."""
+
+    __slots__ = ("_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
@@ -104,7 +133,7 @@ class Worker:
                               lambda: (self._capacity_now, self._jobs.occupied))
         self._jobs = Jobs(settings, self.transport, self._leases, None, self._on_freed, self._poison)
         self.stats = self._jobs.stats
-        self._changed = asyncio.Event()  # a slot freed, a claim ended, or stop was asked
+        self._changed = _Signal()  # a slot freed, a claim ended, or stop was asked
         self._claims = Claims(self.transport, self._accept, self._changed.set)
         self._backoff = Backoff()
         self._stop_requested = asyncio.Event()

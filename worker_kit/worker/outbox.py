@@ -11,8 +11,7 @@ either of them carries reports, since the claim sent when it answers takes them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 #: Loop turns a claim (and the outbox's own flush) yields before it takes the queued
@@ -62,16 +61,12 @@ class FinishOutbox:
         del self._queue[: len(batch)]
         return batch
 
-    @contextlib.contextmanager
-    def claiming(self) -> Iterator[Claiming]:
-        """While a claim is being built or a claim that carries reports is in flight, a claim
-        takes the queued reports; call the yielded `hold()` before a claim that long-polls."""
-        claim = Claiming(self)
+    def claiming(self) -> Claiming:
+        """`with outbox.claiming() as claim`: while a claim is being built or a claim that carries
+        reports is in flight, a claim takes the queued reports; call `claim.hold()` before a
+        claim that long-polls. (A class, not a generator: one per claim.)"""
         self._claims += 1
-        try:
-            yield claim
-        finally:
-            claim.hold()
+        return Claiming(self)
 
     def _end_claim(self) -> None:
         self._claims -= 1
@@ -82,20 +77,24 @@ class FinishOutbox:
         return len(self._queue)
 
     def kick(self) -> None:
-        # A callback first, not a task: the claim that usually follows a job's report within
-        # the loop's turn takes it, and then no flusher is needed at all.
+        # Callbacks first, not a task: the claim that usually follows a job's report within a
+        # turn or two takes it, and then no flusher is needed at all.
         if self._queue and not self._claims and not self._kicked:
             self._kicked = True
-            asyncio.get_running_loop().call_soon(self._start_flusher)
+            asyncio.get_running_loop().call_soon(self._start_flusher, GATHER_TURNS)
 
-    def _start_flusher(self) -> None:
+    def _start_flusher(self, turns: int) -> None:
+        if not self._queue or self._claims:  # a claim took them, or takes them
+            self._kicked = False
+            return
+        if turns > 0:  # a claim about to go takes these reports instead
+            asyncio.get_running_loop().call_soon(self._start_flusher, turns - 1)
+            return
         self._kicked = False
-        if self._queue and not self._claims and (self._flusher is None or self._flusher.done()):
+        if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
-        for _ in range(GATHER_TURNS):
-            await asyncio.sleep(0)  # a claim about to go takes these reports instead
         while self._queue and not self._claims:
             batch = self.take()
             try:
@@ -117,6 +116,12 @@ class Claiming:
 
     def __init__(self, outbox: FinishOutbox) -> None:
         self._outbox: FinishOutbox | None = outbox
+
+    def __enter__(self) -> Claiming:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hold()
 
     def hold(self) -> None:
         """The claim is about to hold a long-poll (or has ended): reports queued from now on go

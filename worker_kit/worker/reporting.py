@@ -100,10 +100,12 @@ class JobReporter:
         self._tried_upto = -1
         self.coalesced = 0  # progress updates replaced by a newer one before being sent
         self.buffered = 0
-        self._room = asyncio.Event()
-        self._room.set()
-        self._wake = asyncio.Event()
-        self._more = asyncio.Event()  # a chunk was queued, or the job ended: a throttled send goes now
+        # The three events are made only when something waits on them (most jobs send nothing
+        # before their finish): `_room` None means room; `_woken` is `_wake`'s state until made.
+        self._room: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
+        self._woken = False
+        self._more: asyncio.Event | None = None  # a chunk was queued or the job ended: send now
         self._last_send = float("-inf")
         self._sender: asyncio.Task[None] | None = None
         self._sender_busy = False  # the sender awaits a request or a backoff, not the loop
@@ -131,19 +133,24 @@ class JobReporter:
             self._progress_seq = self._seq
         else:
             self._progress_seq = -1
-            self._more.set()
+            if self._more is not None:
+                self._more.set()
         item = pack_item(self._seq, kind, packed_data)
         self._pending.append((self._seq, item))
         self._seq += 1
         self.buffered += len(item)
         if self.buffered > self.HIGH_WATER:
-            self._room.clear()
+            if self._room is None:
+                self._room = asyncio.Event()
+            else:
+                self._room.clear()
         if self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(self._send_loop())
 
     async def wait_room(self) -> None:
-        if not self._room.is_set():
-            await self._room.wait()
+        room = self._room
+        if room is not None and not room.is_set():
+            await room.wait()
             return
         if self._sender is None:
             return
@@ -165,7 +172,7 @@ class JobReporter:
             keep = []
         self._pending = keep
         self.buffered = sum(len(b) for _, b in keep)
-        if self.buffered <= self.HIGH_WATER:
+        if self.buffered <= self.HIGH_WATER and self._room is not None:
             self._room.set()
 
     async def _send_loop(self) -> None:
@@ -173,7 +180,8 @@ class JobReporter:
             await self._send(keep=0)
         finally:
             self._sender = None
-            self._room.set()
+            if self._room is not None:
+                self._room.set()
 
     async def _send(self, keep: int, keep_items: int = 0) -> None:
         """Send batches until at most `keep` bytes and `keep_items` items are pending (the
@@ -190,7 +198,10 @@ class JobReporter:
                 loop = asyncio.get_running_loop()
                 wait = self._last_send + self.PROGRESS_INTERVAL_S - loop.time()
                 if wait > 0:  # progress only: throttled
-                    self._more.clear()
+                    if self._more is None:
+                        self._more = asyncio.Event()
+                    else:
+                        self._more.clear()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(wait):
                             await self._more.wait()
@@ -215,7 +226,7 @@ class JobReporter:
                 self._lost()
                 return
             except (ServiceUnavailable, RateLimited) as exc:
-                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._wake, "output")
+                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._wake_event(), "output")
                 continue
             except ServiceError as exc:
                 # 413 or another refusal: these items can never be delivered.
@@ -226,6 +237,22 @@ class JobReporter:
                 self._sender_busy = False
             backoff.reset()
             self._acked(next_seq)
+
+    def _wake_event(self) -> asyncio.Event:
+        """`_wake`, made now (set if it was set before): a backoff waits on it."""
+        if self._wake is None:
+            self._wake = asyncio.Event()
+            if self._woken:
+                self._wake.set()
+        return self._wake
+
+    def _set_wake(self, woken: bool) -> None:
+        self._woken = woken
+        if self._wake is not None:
+            if woken:
+                self._wake.set()
+            else:
+                self._wake.clear()
 
     def _lost(self) -> None:
         if not self._abandoned:
@@ -239,9 +266,11 @@ class JobReporter:
         self._abandoned = reason
         self._pending.clear()
         self.buffered = 0
-        self._room.set()
-        self._wake.set()
-        self._more.set()
+        if self._room is not None:
+            self._room.set()
+        self._set_wake(True)
+        if self._more is not None:
+            self._more.set()
 
     async def finish(self, final: Final) -> bool:
         """Deliver the final result, retrying until it lands or the lease is lost.
@@ -250,14 +279,15 @@ class JobReporter:
         with a message saying why; a lost lease or other refusal is logged, never silent.
         """
         self._closed = True
-        self._wake.set()  # a sender sleeping in backoff stops; its items go in the finish
-        self._more.set()
+        self._set_wake(True)  # a sender sleeping in backoff stops; its items go in the finish
+        if self._more is not None:
+            self._more.set()
         if self._sender is not None:
             await asyncio.shield(self._sender)
         if not self._abandoned:
-            self._wake.clear()
-        # A finish request carries at most one batch: bytes and items both bounded.
-        await self._send(keep=MAX_BATCH_BYTES, keep_items=MAX_BATCH_ITEMS)
+            self._set_wake(False)
+        if self._pending:  # a finish request carries at most one batch: bytes and items both bounded
+            await self._send(keep=MAX_BATCH_BYTES, keep_items=MAX_BATCH_ITEMS)
         if self.rejected and final.state is JobState.COMPLETED:
             final = Final(JobState.FAILED, error=self.rejected)
         backoff: Backoff | None = None  # made on the first retry: most results land at once
@@ -283,7 +313,7 @@ class JobReporter:
                 self._pending.clear()
             except (ServiceUnavailable, RateLimited) as exc:
                 backoff = backoff or Backoff()
-                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._wake, "finish")
+                await backoff.sleep(getattr(exc, "retry_after", None) or 0.0, self._wake_event(), "finish")
             except ServiceError as exc:
                 log.error("job %s: result (%s) not delivered: the service refused it: %s",
                           self.job_id, final.state, exc, extra={"job_id": self.job_id})

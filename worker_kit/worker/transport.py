@@ -160,7 +160,8 @@ class NativeTransport(Transport):
         if status >= 500:
             self.link.failed(f"HTTP {status}")
             raise ServiceUnavailable(f"HTTP {status} from {path}")
-        self.link.ok()
+        if self.link.down_since is not None:
+            self.link.ok()
         try:
             payload = protocol.decode(raw, resp.content_type) if raw else {}
         except ValueError:
@@ -251,7 +252,7 @@ class NativeTransport(Transport):
                 report.future.set_exception(refused)
             else:
                 report.future.set_result(None)
-        if any(not report.future.done() for report in batch):
+        if len(answers.finished) < len(batch):
             fail(batch, ServiceError(200, "the service answered no result for this finish"))
         return answers
 

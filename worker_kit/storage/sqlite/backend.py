@@ -21,7 +21,7 @@ from ...errors import JobNotFound
 from ...job import WORKER_FINAL_STATES, JobRecord, JobState, Policy, new_job_id
 from ...protocol import OutputItem, Packed, pack, unpack_all
 from .. import rules
-from ..base import MAX_PAGE, JobPage, StopSignal, Storage, SweepResult, WorkerInfo
+from ..base import MAX_PAGE, Finish, JobPage, StopSignal, Storage, SweepResult, WorkerInfo
 from ..rules import Clock
 from . import claims, engine, listing, ops, stream
 from . import sweep as sqlite_sweep
@@ -46,6 +46,20 @@ INLINE_STREAM_BYTES = 64 * 1024
 
 #: A packed item's bytes, for sizes summed in C (a token stream's batch holds thousands).
 _BLOB_OF = operator.itemgetter(2)
+
+
+def _finish_args(order: Finish) -> tuple[dict[str, Any], int]:
+    """ops.finish's arguments for `order` (payloads packed), and the bytes it carries."""
+    state = JobState(order.state)
+    if state not in WORKER_FINAL_STATES:
+        raise ValueError(f"a worker can finish a job only as COMPLETED, FAILED or TIMED_OUT, not {state}")
+    output, detail = _maybe_pack(order.output), _maybe_pack(order.error_detail)
+    items = _pack_items(order.items)
+    carried = len(output or b"") + len(detail or b"") + len(order.error or "")
+    carried += sum(map(len, map(_BLOB_OF, items)))
+    args = {"job_id": order.job_id, "token": order.token, "state": state, "output": output,
+            "error": order.error, "error_detail": detail, "items": items}  # fmt: skip
+    return args, carried
 
 
 def _pack_items(items: list[OutputItem] | None) -> list[ops.PackedItem]:
@@ -253,17 +267,34 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         error_detail: dict[str, Any] | None = None,
         items: list[OutputItem] | None = None,
     ) -> JobRecord:
-        state = JobState(state)
-        if state not in WORKER_FINAL_STATES:
-            raise ValueError(f"a worker can finish a job only as COMPLETED, FAILED or TIMED_OUT, not {state}")
-        packed_output, packed_detail = _maybe_pack(output), _maybe_pack(error_detail)
-        packed_items = _pack_items(items)
-        carried = len(packed_output or b"") + len(packed_detail or b"") + len(error or "")
-        carried += sum(map(len, map(_BLOB_OF, packed_items)))
-        row = await self._write(ops.finish, endpoint=endpoint, job_id=job_id, token=token, state=state,
-                                output=packed_output, error=error, error_detail=packed_detail,
-                                items=packed_items, alone=carried <= SMALL_WRITE)  # fmt: skip
+        args, carried = _finish_args(Finish(job_id, token, state, output, error, error_detail, items))
+        row = await self._write(ops.finish, endpoint=endpoint, **args, alone=carried <= SMALL_WRITE)
         return record_from_row(row)
+
+    async def exchange(
+        self,
+        endpoint: str,
+        finishes: list[Finish],
+        worker_id: str,
+        max_jobs: int,
+        lease_ms: int,
+        *,
+        concurrency: int | None = None,
+        max_bytes: int | None = None,
+    ) -> tuple[list[JobRecord | Exception], list[JobRecord]]:
+        # One operation for the lot: one transaction, one future, one hand-over (claims.exchange).
+        orders, carried = [], 0
+        for order in finishes:
+            args, size = _finish_args(order)
+            orders.append(args)
+            carried += size
+        small = carried <= SMALL_WRITE and len(orders) <= SMALL_CLAIM and max_jobs <= SMALL_CLAIM
+        results, rows = await self._write(
+            claims.exchange, endpoint=endpoint, finishes=orders, worker_id=worker_id, max_jobs=max_jobs,
+            lease_ms=lease_ms, concurrency=concurrency, max_bytes=max_bytes, alone=small,
+        )  # fmt: skip
+        ended = [r if isinstance(r, Exception) else record_from_row(r) for r in results]
+        return ended, [record_from_row(row) for row in rows]
 
     async def release(self, endpoint: str, job_id: str, token: str) -> bool:
         return await self._write(ops.release, endpoint=endpoint, job_id=job_id, token=token)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+from typing import Any
 
 from ...job import JobState
 from .. import rules
-from ..base import StopSignal
+from ..base import FINISH_ANSWERS, StopSignal
+from . import ops
 from .connections import loop_bound
 from .counting import moved
 from .ops import QUEUED, RUNNING, Row, live
@@ -135,3 +137,26 @@ def heartbeat(
     reported = len(leases) if running is None else running
     _upsert_worker(conn, endpoint, worker_id, reported, concurrency, max(reported, len(leases)), now)
     return stops
+
+
+def exchange(
+    conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, finishes: list[dict[str, Any]],
+    worker_id: str, max_jobs: int, lease_ms: int, concurrency: int | None, max_bytes: int | None,
+) -> tuple[list[Any], list[Row]]:  # fmt: skip
+    """ops.finish of each of `finishes` (its keyword arguments), then a claim: one operation, so
+    one transaction. A finish refused with an answer (FINISH_ANSWERS, raised before it wrote
+    anything) is that entry's value; any other error fails the whole operation, claim included."""
+    results: list[Any] = []
+    for kwargs in finishes:
+        changes = conn.total_changes
+        try:
+            results.append(ops.finish(conn, notes, now=now, endpoint=endpoint, **kwargs))
+        except FINISH_ANSWERS as exc:
+            if conn.total_changes != changes:
+                raise  # it wrote before it refused: only undoing the whole operation is safe
+            results.append(exc)
+    if max_jobs < 1:
+        return results, []
+    rows = claim(conn, notes, now=now, endpoint=endpoint, worker_id=worker_id, max_jobs=max_jobs,
+                 lease_ms=lease_ms, concurrency=concurrency, max_bytes=max_bytes)  # fmt: skip
+    return results, rows

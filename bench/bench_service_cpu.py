@@ -1,0 +1,83 @@
+"""The service's instructions per job, end to end: `python bench/bench_service_cpu.py`.
+
+`worker-kit serve` (SQLite, as bench/procs.py `service()` configures it) runs under
+`valgrind --tool=callgrind`. A client submits N jobs (`POST /run`, 4 in flight), then a real
+worker (`python handler.py`, an async no-op handler, at the given concurrency) runs them all,
+and the service is stopped. Two runs, with N1 and N2 jobs: (I2 - I1) / (N2 - N1) is what one
+job costs the service, its submit and its share of an exchange (finish + claim), a figure the
+machine's load does not move. With `--submits-only` no worker starts: the submit alone, so the
+difference of the two figures is the exchange's share.
+
+Under valgrind the service runs some 50 times slower, so time-driven work (heartbeats, the
+sweep, metrics' loop-lag probe) adds more per job than at full speed: compare figures from
+this script with each other, not with the bare server's.
+
+    python bench/bench_service_cpu.py [--concurrency 1] [--jobs 2500] [--submits-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import procs  # noqa: E402
+from bench.suite import _submit, _wait_completed  # noqa: E402
+
+
+def run_once(jobs: int, concurrency: int, submits_only: bool) -> int:
+    """Instructions the service process ran, start to stop."""
+    with tempfile.TemporaryDirectory(prefix="wk-svc-cpu-") as tmp:
+        work = Path(tmp)
+        (work / "bench.toml").write_text(procs.CONFIG)
+        port = procs.free_port()
+        service = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", procs.PY, "-m", "worker_kit",
+             "serve", "--port", str(port), "--storage", f"sqlite:///{work / 'bench.db'}", "--config",
+             str(work / "bench.toml"), "--log-level", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=procs.ROOT,
+        )  # fmt: skip
+        try:
+            ep = f"http://127.0.0.1:{port}/v2/bench"
+            procs.wait_http(f"http://127.0.0.1:{port}/health", timeout=180)
+            asyncio.run(_submit(ep, [None] * jobs, concurrency=4))
+            if not submits_only:
+                with procs.worker(work, ep, "noop", concurrency):
+                    asyncio.run(_wait_completed(ep, jobs, timeout=1200))
+        finally:
+            service.send_signal(signal.SIGTERM)
+            _, err = service.communicate(timeout=300)
+    found = re.search(r"Collected : (\d+)", err)
+    if found is None:
+        raise RuntimeError(f"valgrind printed no count: {err[-500:]}")
+    return int(found.group(1))
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=2500, help="jobs of the larger run (the other: a fifth)")
+    parser.add_argument("--submits-only", action="store_true", help="no worker: the submits alone")
+    args = parser.parse_args(argv)
+    n2 = args.jobs
+    n1 = max(1, n2 // 5)
+    i1 = run_once(n1, args.concurrency, args.submits_only)
+    i2 = run_once(n2, args.concurrency, args.submits_only)
+    what = f"per job, submit + exchange (concurrency {args.concurrency})"
+    if args.submits_only:
+        what = "per submit"
+    print(f"service: {(i2 - i1) / (n2 - n1) / 1000:.0f} k instructions {what}; load {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,81 @@
+"""Storage conformance of `exchange`: finishes, each standing alone, then a claim, in one call
+(what one /worker/exchange asks of the store)."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker_kit.errors import JobNotFound, SequenceGap, StaleLease
+from worker_kit.job import JobRecord, JobState
+from worker_kit.storage import Storage
+from worker_kit.storage.base import Finish
+
+from .test_conformance import EP, LEASE_MS, chunk, claim_one, submit
+
+
+def done(job: JobRecord, output: object = "ok", **kw: object) -> Finish:
+    assert job.token is not None
+    return Finish(job.id, job.token, JobState.COMPLETED, output=output, **kw)  # type: ignore[arg-type]
+
+
+async def test_exchange_finishes_each_job_then_claims_the_next(storage: Storage) -> None:
+    a, b = await submit(storage, "a"), await submit(storage, "b")
+    queued = [await submit(storage, n) for n in range(3)]
+    ran_a, ran_b = await claim_one(storage), await claim_one(storage)
+    ended, jobs = await storage.exchange(
+        EP, [done(ran_a, "ra"), done(ran_b, "rb", items=[chunk(0, "c0")])], "w1", 2, LEASE_MS, concurrency=2
+    )
+    assert [(j.id, j.state, j.output) for j in ended] == [  # type: ignore[union-attr]
+        (a.id, JobState.COMPLETED, "ra"), (b.id, JobState.COMPLETED, "rb")
+    ]
+    assert [j.id for j in jobs] == [queued[0].id, queued[1].id]
+    assert all(j.state is JobState.IN_PROGRESS and j.token and j.worker_id == "w1" for j in jobs)
+    got = await storage.get(EP, b.id)
+    assert got is not None and got.state is JobState.COMPLETED and got.output == "rb"
+    _, chunks, _ = await storage.read_stream(EP, b.id, 0)
+    assert chunks == ["c0"]
+    assert (await storage.counts(EP))["IN_QUEUE"] == 1
+
+
+async def test_exchange_refusals_are_entries_and_the_rest_goes_on(storage: Storage) -> None:
+    a, b, c = await submit(storage, "a"), await submit(storage, "b"), await submit(storage, "c")
+    nxt = await submit(storage, "next")
+    ran_a, ran_b, ran_c = [await claim_one(storage) for _ in range(3)]
+    stale = Finish(ran_a.id, "0" * 32, JobState.COMPLETED, output="x")
+    gone = Finish("f" * 32, "0" * 32, JobState.COMPLETED)
+    gap = done(ran_b, items=[chunk(5, "late")])  # the stream starts at seq 0
+    ended, jobs = await storage.exchange(EP, [stale, gone, gap, done(ran_c, "rc")], "w1", 1, LEASE_MS)
+    assert isinstance(ended[0], StaleLease)
+    assert isinstance(ended[1], JobNotFound)
+    assert isinstance(ended[2], SequenceGap)
+    last = ended[3]
+    assert isinstance(last, JobRecord) and last.id == c.id and last.state is JobState.COMPLETED
+    assert [j.id for j in jobs] == [nxt.id]
+    # What was refused changed nothing.
+    for job in (a, b):
+        got = await storage.get(EP, job.id)
+        assert got is not None and got.state is JobState.IN_PROGRESS
+
+
+async def test_exchange_without_a_claim_and_a_repeat(storage: Storage) -> None:
+    job = await submit(storage, "a")
+    left = await submit(storage, "left")
+    ran = await claim_one(storage)
+    first, none = await storage.exchange(EP, [done(ran, "r")], "w1", 0, LEASE_MS)
+    assert none == [] and first[0].state is JobState.COMPLETED  # type: ignore[union-attr]
+    # The same token finishing the same way again (a retried request) gets the job as it ended.
+    again, _ = await storage.exchange(EP, [done(ran, "r")], "w1", 0, LEASE_MS)
+    assert isinstance(again[0], JobRecord) and again[0].id == job.id and again[0].output == "r"
+    got = await storage.get(EP, left.id)
+    assert got is not None and got.state is JobState.IN_QUEUE
+
+
+async def test_exchange_with_an_invalid_finish_raises_and_claims_nothing(storage: Storage) -> None:
+    await submit(storage, "a")
+    queued = await submit(storage, "b")
+    ran = await claim_one(storage)
+    bad = Finish(ran.id, ran.token or "", JobState.CANCELLED)  # not a state a worker may report
+    with pytest.raises(ValueError):
+        await storage.exchange(EP, [bad], "w1", 1, LEASE_MS)
+    got = await storage.get(EP, queued.id)
+    assert got is not None and got.state is JobState.IN_QUEUE
