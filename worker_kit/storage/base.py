@@ -354,8 +354,9 @@ class Storage(SharedState, ABC):
         max_bytes: int | None = None,
     ) -> tuple[list[JobRecord | Exception], list[JobRecord]]:
         """`finish` each of `finishes`, then `claim` up to `max_jobs` (nothing when 0): what one
-        `/worker/exchange` does. Each finish stands alone: its entry is the job as it ended, or
-        the FINISH_ANSWERS exception `finish` raised for it. Any other error raises, and then
+        `/worker/exchange` does. Each finish stands alone: its entry is the job as it ended (a
+        backend may leave out its output and input: None, as the service has no use for them),
+        or the FINISH_ANSWERS exception `finish` raised for it. Any other error raises, and then
         nothing was claimed (finishes are idempotent: the worker may send them again).
 
         This default makes the calls in turn; a backend that can apply them all in one

@@ -143,14 +143,15 @@ def exchange(
     conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, finishes: list[dict[str, Any]],
     worker_id: str, max_jobs: int, lease_ms: int, concurrency: int | None, max_bytes: int | None,
 ) -> tuple[list[Any], list[Row]]:  # fmt: skip
-    """ops.finish of each of `finishes` (its keyword arguments), then a claim: one operation, so
-    one transaction. A finish refused with an answer (FINISH_ANSWERS, raised before it wrote
-    anything) is that entry's value; any other error fails the whole operation, claim included."""
+    """ops.finish of each of `finishes` (its keyword arguments; the rows come back without
+    output and input), then a claim: one operation, so one transaction. A finish refused with an
+    answer (FINISH_ANSWERS, raised before it wrote anything) is that entry's value; any other
+    error fails the whole operation, claim included."""
     results: list[Any] = []
     for kwargs in finishes:
         changes = conn.total_changes
         try:
-            results.append(ops.finish(conn, notes, now=now, endpoint=endpoint, **kwargs))
+            results.append(ops.finish(conn, notes, now=now, endpoint=endpoint, payloads=False, **kwargs))
         except FINISH_ANSWERS as exc:
             if conn.total_changes != changes:
                 raise  # it wrote before it refused: only undoing the whole operation is safe

@@ -34,7 +34,6 @@ Row = tuple[Any, ...]
 #: A packed output item: (seq, kind, msgpack blob).
 PackedItem = tuple[int, str, bytes]
 
-_SELECT = f"SELECT {RECORD_COLUMNS} FROM jobs"
 QUEUED, RUNNING = JobState.IN_QUEUE.value, JobState.IN_PROGRESS.value
 
 _last_qpos = 0
@@ -85,8 +84,14 @@ def read_small_record(conn: sqlite3.Connection, endpoint: str, job_id: str, now:
     return tuple(row[3:]) if row[2] else TOO_LARGE
 
 
-def _record(conn: sqlite3.Connection, job_id: str) -> Row:
-    return conn.execute(f"{_SELECT} WHERE id = ?", (job_id,)).fetchone()  # type: ignore[no-any-return]
+def _record(conn: sqlite3.Connection, job_id: str, columns: str = RECORD_COLUMNS) -> Row:
+    return conn.execute(f"SELECT {columns} FROM jobs WHERE id = ?", (job_id,)).fetchone()  # type: ignore[no-any-return]
+
+
+#: RECORD_COLUMNS with NULL for the job's output and input: what ending a job hands back when its
+#: caller has no use for them (an exchange's finishes), so an input of megabytes stays where it is.
+WITHOUT_PAYLOADS = RECORD_COLUMNS.replace(", output, input", ", NULL, NULL")
+assert WITHOUT_PAYLOADS.endswith("NULL, NULL")
 
 
 def bump_retried(conn: sqlite3.Connection, endpoint: str) -> None:
@@ -129,13 +134,14 @@ def end_job(
     extra_args: tuple[Any, ...] = (),
     where_sql: str = "",
     where_args: tuple[Any, ...] = (),
+    returning: str = RECORD_COLUMNS,
 ) -> Row:
-    """The job's row once ended from state `was` (None when `where_sql`, more conditions, left
-    it as it was)."""
+    """The job's row (`returning`) once ended from state `was` (None when `where_sql`, more
+    conditions, left it as it was)."""
     row = conn.execute(
         f"UPDATE jobs SET state = ?, finished_at = ?, expires_at = ? + retention_ms / 1000.0, "
         f"lease_until = NULL, ended_by = ?, error = coalesce(?, error){extra_sql} "
-        f"WHERE id = ?{where_sql} RETURNING {RECORD_COLUMNS}",
+        f"WHERE id = ?{where_sql} RETURNING {returning}",
         (state.value, now, now, ended_by, error, *extra_args, job_id, *where_args),
     ).fetchone()
     if row is not None:
@@ -316,17 +322,20 @@ def append_output(
 def finish(
     conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, job_id: str, token: str,
     state: JobState, output: bytes | None, error: str | None, error_detail: bytes | None,
-    items: list[PackedItem],
+    items: list[PackedItem], payloads: bool = True,
 ) -> Row:  # fmt: skip
+    """End the job; its row, without its output and input when `payloads` is False."""
+    columns = RECORD_COLUMNS if payloads else WITHOUT_PAYLOADS
     if not items:
         # The common case, a running job ended by the token it runs under: one statement, whose
         # conditions are the checks below when they pass. Any other case (a repeat, a stale
         # token, a job gone, an input too large for the event loop) changes nothing here and
         # takes those checks, which answer it.
+        carried = _loop_bytes(conn) if payloads else 2**62
         row = end_job(
             conn, job_id, state, now, ENDED_BY_WORKER, was=RUNNING, error=error,
             extra_sql=", output = ?, error_detail = ?", extra_args=(output, error_detail),
-            where_sql=_RUNNING_UNDER, where_args=(endpoint, token, now, _loop_bytes(conn)),
+            where_sql=_RUNNING_UNDER, where_args=(endpoint, token, now, carried), returning=columns,
         )  # fmt: skip
         if row is not None:
             notes += rules.changed(job_id)
@@ -336,14 +345,15 @@ def finish(
     if found is None:
         raise JobNotFound(f"job {job_id} not found")
     current, held_token, ended_by, next_seq, stream_len, input_size = found
-    loop_bound(conn, input_size)  # the answer carries the input back
+    if payloads:
+        loop_bound(conn, input_size)  # the answer carries the input back
     if rules.is_repeat_finish(JobState(current), held_token, ended_by, token):
-        return _record(conn, job_id)
+        return _record(conn, job_id, columns)
     rules.check_report(job_id, JobState(current), held_token, token)
     _apply_items(conn, job_id, next_seq, stream_len, items)
     row = end_job(
         conn, job_id, state, now, ENDED_BY_WORKER, was=current, error=error,
-        extra_sql=", output = ?, error_detail = ?", extra_args=(output, error_detail),
+        extra_sql=", output = ?, error_detail = ?", extra_args=(output, error_detail), returning=columns,
     )  # fmt: skip
     notes += rules.changed(job_id)
     return row
