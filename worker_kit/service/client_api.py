@@ -105,7 +105,7 @@ def parse_policy(raw: Any, cfg: EndpointConfig) -> Policy:
 async def _submit(
     request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig, *, sync: bool
 ) -> JobRecord:
-    """What /runsync stores (/run does the same steps itself, see run)."""
+    """What /run and /runsync store."""
     what = "/runsync" if sync else "/run"
     # The body client_op has read is decoded as is, without a second read_body.
     raw = body_read(request)
@@ -133,25 +133,7 @@ async def _submit(
 @routes.post(PREFIX + "/run", expect_handler=expect_within(lambda cfg: cfg.run_body_limit))
 @client_op("run")
 async def run(request: web.Request, state: ServiceState, endpoint: str, cfg: EndpointConfig) -> web.Response:
-    # _submit(sync=False) written out: the hottest client route saves a coroutine per request.
-    raw = body_read(request)
-    if raw is None:
-        raw = await read_body(request, cfg.run_body_limit, "/run")
-    body = decode_object(raw, body_content_type(request), "/run")
-    submitted = SubmitRequest.decode(body, cfg.execution_timeout_ms, cfg.ttl_ms)
-    try:
-        job = await state.storage.submit(
-            endpoint,
-            submitted.input,
-            policy=submitted.policy,
-            webhook=submitted.webhook,
-            retention_ms=cfg.run_retention_ms,
-            queue_limit=cfg.queue_limit if cfg.backpressure else None,
-        )
-    except QueueFull as exc:
-        raise state.queue_full(endpoint, cfg, exc) from None
-    state.metrics.job_submitted(endpoint)
-    job_log(job, "job %s submitted to %s", job.id, endpoint)
+    job = await _submit(request, state, endpoint, cfg, sync=False)
     return respond(request, JobAnswer.encode(job.id, job.state))
 
 
