@@ -103,8 +103,12 @@ class WebhookSender:
 
     async def stats(self) -> dict[str, int]:
         """Deliveries this replica made and gave up on; `pending` is the shared outbox's size."""
+        # The counts before the outbox's size: a delivery leaves the outbox before it is counted,
+        # so read in this order one is never in both (read the other way, a delivery that ended
+        # during the read showed as pending and as failed).
+        delivered, failed = self._delivered, self._failed
         pending = await self.storage.webhooks_pending()
-        return {"delivered": self._delivered, "failed": self._failed, "pending": pending}
+        return {"delivered": delivered, "failed": failed, "pending": pending}
 
     # -- the loop ----------------------------------------------------------------------------------
     async def _run(self) -> None:
