@@ -68,6 +68,7 @@ class WebhookSender:
         self._wake = asyncio.Event()
         self._delivered = 0
         self._failed = 0
+        self._settling = 0  # deliveries between leaving the outbox and being counted
         self.guard = WebhookGuard(config.webhook_allow)
 
     async def start(self) -> None:
@@ -103,12 +104,28 @@ class WebhookSender:
 
     async def stats(self) -> dict[str, int]:
         """Deliveries this replica made and gave up on; `pending` is the shared outbox's size."""
-        # The counts before the outbox's size: a delivery leaves the outbox before it is counted,
-        # so read in this order one is never in both (read the other way, a delivery that ended
-        # during the read showed as pending and as failed).
-        delivered, failed = self._delivered, self._failed
-        pending = await self.storage.webhooks_pending()
-        return {"delivered": delivered, "failed": failed, "pending": pending}
+        # A delivery leaves the outbox, then is counted: one that settles while the outbox's size
+        # is read would show in both, or in neither. So the read counts only when no delivery
+        # was settling and the counts did not move meanwhile (a few tries, then as it is).
+        for _ in range(5):
+            before = (self._delivered, self._failed, self._settling)
+            pending = await self.storage.webhooks_pending()
+            if before[2] == 0 and before == (self._delivered, self._failed, self._settling):
+                break
+            await asyncio.sleep(0.005)
+        return {"delivered": self._delivered, "failed": self._failed, "pending": pending}
+
+    async def _settle(self, delivery: WebhookDelivery, delivered: bool) -> None:
+        """Take the delivery out of the outbox, then count it (`stats` reads around this)."""
+        self._settling += 1
+        try:
+            await self.storage.webhook_done(delivery.id)
+            if delivered:
+                self._delivered += 1
+            else:
+                self._failed += 1
+        finally:
+            self._settling -= 1
 
     # -- the loop ----------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -156,19 +173,16 @@ class WebhookSender:
         if problem is None:
             problem = await self._destination_refusal(delivery.url)
         if problem is not None or body is None:
-            await self.storage.webhook_done(delivery.id)
-            self._failed += 1  # counted once the outbox agrees, so /health never shows it twice
+            await self._settle(delivery, delivered=False)
             log.warning("%s not sent: %s", what, problem)
             return
         attempt = delivery.attempts + 1
         ok, problem, retry_after = await self._post(delivery, body, attempt, cfg.webhook_secret)
         if ok:
-            await self.storage.webhook_done(delivery.id)
-            self._delivered += 1
+            await self._settle(delivery, delivered=True)
             log.info("%s delivered (attempt %d)", what, attempt)
         elif attempt >= attempts:
-            await self.storage.webhook_done(delivery.id)
-            self._failed += 1
+            await self._settle(delivery, delivered=False)
             log.warning("%s failed after %d attempts: %s", what, attempts, problem)
         else:
             wait = max(max(0.0, cfg.webhook_interval_s), retry_after)
