@@ -12,7 +12,12 @@ Under valgrind the service runs some 50 times slower, so time-driven work (heart
 sweep, metrics' loop-lag probe) adds more per job than at full speed: compare figures from
 this script with each other, not with the bare server's.
 
+With `--cpu`, one run without valgrind instead: the CPU time the service and the worker spend
+per job while the worker runs them (from /proc), the rate, and how busy the service was (its CPU
+time over the run's wall time): noisy on a shared machine, but at full speed.
+
     python bench/bench_service_cpu.py [--concurrency 1] [--jobs 2500] [--submits-only]
+    python bench/bench_service_cpu.py --cpu [--concurrency 16] [--jobs 20000]
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import procs  # noqa: E402
-from bench.suite import _submit, _wait_completed  # noqa: E402
+from bench.suite import _db_window, _submit, _wait_completed  # noqa: E402
 
 
 def run_once(jobs: int, concurrency: int, submits_only: bool) -> int:
@@ -63,12 +69,32 @@ def run_once(jobs: int, concurrency: int, submits_only: bool) -> int:
     return int(found.group(1))
 
 
+def cpu_once(jobs: int, concurrency: int) -> str:
+    """One run at full speed: CPU per job of the service and the worker, the rate, how busy."""
+    with tempfile.TemporaryDirectory(prefix="wk-svc-cpu-") as tmp, procs.service(Path(tmp)) as (url, service):
+        ep = url + "/v2/bench"
+        asyncio.run(_submit(ep, [None] * jobs))
+        s0, t0 = procs.cpu_seconds(service.pid), time.monotonic()
+        with procs.worker(Path(tmp), ep, "noop", concurrency) as worker:
+            asyncio.run(_wait_completed(ep, jobs, timeout=600))
+            s1, t1, w1 = procs.cpu_seconds(service.pid), time.monotonic(), procs.cpu_seconds(worker.pid)
+        count, seconds = _db_window(next(Path(tmp).glob("bench-*.db")))
+    per_job = (s1 - s0) / jobs * 1e6
+    return (f"concurrency {concurrency}: {count / seconds:.0f} jobs/s; service {per_job:.0f} us CPU per job, "
+            f"busy {(s1 - s0) / (t1 - t0) * 100:.0f} % of the run; worker {w1 / jobs * 1e6:.0f} us per job "
+            f"(its start included); load {os.getloadavg()[0]:.1f}")
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2500, help="jobs of the larger run (the other: a fifth)")
     parser.add_argument("--submits-only", action="store_true", help="no worker: the submits alone")
+    parser.add_argument("--cpu", action="store_true", help="one run at full speed: CPU time per job")
     args = parser.parse_args(argv)
+    if args.cpu:
+        print(cpu_once(args.jobs, args.concurrency))
+        return
     n2 = args.jobs
     n1 = max(1, n2 // 5)
     i1 = run_once(n1, args.concurrency, args.submits_only)

@@ -8,7 +8,8 @@ awaited before the next (concurrency 1, so each is its own transaction, as at `/
 - `submit`: `storage.submit` of a small input (what `POST /run` stores);
 - `get`: `storage.get` of a queued job (what `GET /status` reads);
 - `cycle`: `storage.finish` of the job in hand, then `storage.claim` of the next (what one
-  `/worker/exchange` does).
+  `/worker/exchange` did before `Storage.exchange`);
+- `exchange`: the same as one `storage.exchange` call (what one `/worker/exchange` does now).
 
 Under `--callgrind` each kind runs twice under valgrind, with N1 and N2 operations, and the
 instructions per operation are (I2 - I1) / (N2 - N1): a figure the machine's load does not
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-OPS = ("submit", "get", "cycle")
+OPS = ("submit", "get", "cycle", "exchange")
 ENDPOINT = "e"
 INPUT = {"prompt": "hello"}
 
@@ -45,6 +46,7 @@ INPUT = {"prompt": "hello"}
 async def _run(op: str, n: int, prefill: int, path: str) -> float:
     """Seconds of process CPU the N operations took."""
     from worker_kit.job import JobState, Policy
+    from worker_kit.storage.base import Finish
     from worker_kit.storage.sqlite import SQLiteStorage
 
     storage = SQLiteStorage.from_url(f"sqlite:///{path}")
@@ -55,7 +57,8 @@ async def _run(op: str, n: int, prefill: int, path: str) -> float:
             (await storage.submit(ENDPOINT, INPUT, policy=policy, retention_ms=600_000)).id
             for _ in range(prefill)
         ]
-        claimed = await storage.claim(ENDPOINT, "w1", 1, 30_000, concurrency=1) if op == "cycle" else []
+        holds = op in ("cycle", "exchange")
+        claimed = await storage.claim(ENDPOINT, "w1", 1, 30_000, concurrency=1) if holds else []
         start = time.process_time()
         if op == "submit":
             for _ in range(n):
@@ -63,12 +66,18 @@ async def _run(op: str, n: int, prefill: int, path: str) -> float:
         elif op == "get":
             for i in range(n):
                 assert await storage.get(ENDPOINT, ids[i % len(ids)]) is not None
-        else:
+        elif op == "cycle":
             job = claimed[0]
             for _ in range(n):
                 assert job.token is not None
                 await storage.finish(ENDPOINT, job.id, job.token, JobState.COMPLETED, output={"ok": 1})
                 (job,) = await storage.claim(ENDPOINT, "w1", 1, 30_000, concurrency=1)
+        else:
+            job = claimed[0]
+            for _ in range(n):
+                assert job.token is not None
+                done = Finish(job.id, job.token, JobState.COMPLETED, output={"ok": 1})
+                _, (job,) = await storage.exchange(ENDPOINT, [done], "w1", 1, 30_000, concurrency=1)
         return time.process_time() - start
     finally:
         await storage.close()
