@@ -95,3 +95,10 @@ def test_plain_objects_pass_and_anything_else_is_still_looked_at() -> None:
         inner = inner["k"]
     reason = f"nested deeper than {MAX_DEPTH} levels of arrays and objects"
     assert problem(deep) == f"body.k.k.k.k.k.k.k.k...: {reason}"
+
+
+def test_a_value_of_an_unknown_type_inside_a_list_is_named() -> None:
+    # No decoder makes one, but a caller may hand problem() any Python value.
+    assert problem([1, object()]) == "body[1]: a value of type object cannot be carried as JSON and msgpack"
+    assert problem({"a": [None, {1, 2}]}) is not None
+    assert problem([1, True, None, b"x"]) is None

@@ -56,7 +56,7 @@ def problem(value: Any, *, finite: bool = True, where: str = "body") -> str | No
             return f"{_path(where, path)}: nested deeper than {MAX_DEPTH} levels of arrays and objects"
         if type(item) is list:
             kinds = set(map(type, item))
-            if kinds.isdisjoint(_CHECKED):
+            if kinds <= _UNCHECKED:
                 continue  # only integers, booleans, nulls, bytes: nothing to look at (the common case)
             if kinds == _MAPS and depth < MAX_DEPTH and _flat_maps_fine(item, finite):
                 continue  # maps of portable scalars, checked in bulk (a report's output items)
@@ -130,8 +130,9 @@ def _flat_maps_fine(maps: list[dict[Any, Any]], finite: bool) -> bool:
     if float in kinds and finite and not all(math.isfinite(v) for v in values if type(v) is float):
         return False
     return all(kind in (str, float) or issubclass(kind, _SCALARS) for kind in kinds)
-#: Item types that need a look of their own; a list holding none of them needs no walk.
-_CHECKED = frozenset({dict, list, str, float})
+#: Item types that are portable whatever their value: a list holding only these needs no walk
+#: (any other type, one no decoder makes included, is looked at one by one and named).
+_UNCHECKED = frozenset({int, bool, type(None), bytes, msgpack.Timestamp, msgpack.ExtType})
 
 
 def _scalar_problem(item: Any, finite: bool) -> str | None:
