@@ -86,8 +86,11 @@ async def test_exchange_of_a_job_with_a_large_input(storage: Storage) -> None:
     # The finish need not hand a large input back (on SQLite, neither off the event loop).
     big = "x" * (3 * 1024 * 1024)
     job = await submit(storage, {"big": big})
+    nxt = await submit(storage, {"big": big + "!"})
     ran = await claim_one(storage)
-    ended, _ = await storage.exchange(EP, [done(ran, "r")], "w1", 0, LEASE_MS)
+    # The claim does hand its job's input back (on SQLite, off the event loop: it is large).
+    ended, (got_next,) = await storage.exchange(EP, [done(ran, "r")], "w1", 1, LEASE_MS, concurrency=1)
     assert isinstance(ended[0], JobRecord) and ended[0].state is JobState.COMPLETED
+    assert got_next.id == nxt.id and got_next.input == {"big": big + "!"}
     got = await storage.get(EP, job.id)
     assert got is not None and got.output == "r" and got.input == {"big": big}
