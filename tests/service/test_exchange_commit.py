@@ -4,6 +4,8 @@ the worker its next job."""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,3 +45,32 @@ async def test_a_refused_finish_still_gets_the_next_job(service: Any, api: Any, 
     assert reply["finished"][0]["code"] == 409
     assert [job["id"] for job in reply["jobs"]] == [ids[1]]
     assert (await api.status(first["id"]))["status"] == "IN_PROGRESS"
+
+
+@pytest.mark.skipif(TEST_STORAGE != "sqlite", reason="makes SQLite itself fail a write")
+async def test_a_store_failure_fails_the_exchange_whole_and_claims_nothing(
+    service_factory: Any, api_at: Any, session: Any, tmp_path: Path
+) -> None:
+    store = tmp_path / "failing.db"
+    service = await service_factory(storage=f"sqlite:///{store}", sweep_interval_s=3600)
+    api = api_at(service.endpoint_url("ep"))
+    w = await jworker(api, session)
+    ids = [await api.run({"n": i}) for i in range(2)]
+    (first,) = (await w.exchange([], max_jobs=1))["jobs"]
+    # A real failure of the store, not a refusal: SQLite aborts any write that ends a job.
+    with sqlite3.connect(store) as conn:
+        conn.execute("CREATE TRIGGER fail_endings BEFORE UPDATE OF finished_at ON jobs "
+                     "BEGIN SELECT RAISE(ABORT, 'the disk said no'); END")  # fmt: skip
+    status, body = await w.post(
+        "/worker/exchange", {"worker_id": w.worker_id, "finish": [done(first, "r0")], "max": 1}
+    )
+    assert status == 503 and "the disk said no" in body["error"]
+    # Nothing of it was applied: the job still runs, the next one is still queued.
+    assert (await api.status(first["id"]))["status"] == "IN_PROGRESS"
+    assert (await api.status(ids[1]))["status"] == "IN_QUEUE"
+    with sqlite3.connect(store) as conn:
+        conn.execute("DROP TRIGGER fail_endings")
+    # The worker sends it again (finishes are idempotent) and this time it all goes through.
+    reply = await w.exchange([done(first, "r0")], max_jobs=1)
+    assert reply["finished"] == [{"id": first["id"], "status": "COMPLETED"}]
+    assert [job["id"] for job in reply["jobs"]] == [ids[1]]
