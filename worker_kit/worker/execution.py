@@ -147,6 +147,16 @@ class Run:
 
     def start(self) -> None:
         self._task = self._loop.create_task(self._main())
+        self._task.add_done_callback(self._task_ended)
+
+    def _task_ended(self, _: asyncio.Task[None]) -> None:
+        # A task cancelled before its first step (a job stopped as it began) never ran _main,
+        # whose `finally` settles the run: settle it here, or its slot would never free.
+        if not self._body_done:
+            if not self.result.done():
+                self.result.set_result(Outcome(None))
+            self._body_done = True
+            self._maybe_settle()
 
     async def run_here(self, task: asyncio.Task[Any] | None) -> None:
         """`start()` without a task of its own: the handler runs in the caller's `task`, which
