@@ -123,6 +123,7 @@ async def test_tokens_differ_per_claim(storage: Storage) -> None:
     other = [await submit(storage, i) for i in range(10)]
     tokens = {j.token for j in await storage.claim(EP, "w3", 10, LEASE_MS)}
     assert len(tokens) == len(other)
+    assert all(t is not None and len(t) == 32 and int(t, 16) >= 0 and t == t.lower() for t in tokens)
 
 
 # -- heartbeat ---------------------------------------------------------------------------------
