@@ -94,3 +94,17 @@ async def test_exchange_of_a_job_with_a_large_input(storage: Storage) -> None:
     assert got_next.id == nxt.id and got_next.input == {"big": big + "!"}
     got = await storage.get(EP, job.id)
     assert got is not None and got.output == "r" and got.input == {"big": big}
+
+
+async def test_exchange_of_many_finishes_with_a_repeat_among_them(storage: Storage) -> None:
+    jobs = [await submit(storage, n) for n in range(4)]
+    ran = [await claim_one(storage) for _ in range(4)]
+    first, _ = await storage.exchange(EP, [done(ran[0], "r0")], "w1", 0, LEASE_MS)
+    # A retried request's finish (already applied) among new ones: each is answered as alone.
+    ended, _ = await storage.exchange(EP, [done(r, f"r{n}") for n, r in enumerate(ran)], "w1", 0, LEASE_MS)
+    assert [(j.id, j.state) for j in ended] == [(j.id, JobState.COMPLETED) for j in jobs]  # type: ignore[union-attr]
+    assert ended[0].finished_at == first[0].finished_at  # type: ignore[union-attr]
+    for n, job in enumerate(jobs):
+        got = await storage.get(EP, job.id)
+        assert got is not None and got.output == f"r{n}" and got.state is JobState.COMPLETED
+    assert (await storage.counts(EP))["COMPLETED"] == 4

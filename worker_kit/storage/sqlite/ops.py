@@ -359,6 +359,35 @@ def finish(
     return row
 
 
+def finish_running(
+    conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: str, finishes: list[dict[str, Any]]
+) -> dict[str, Row]:
+    """End, in one statement, each of `finishes` (`finish`'s keyword arguments, without items)
+    whose job runs under its token: the rows of those it ended (WITHOUT_PAYLOADS), by job id. The
+    others are left as they are, for `finish` to answer."""
+    params: list[Any] = [now, now, ENDED_BY_WORKER]
+    for order in finishes:
+        params += (order["job_id"], order["state"].value, order["error"], order["output"],
+                   order["error_detail"], order["token"])  # fmt: skip
+    rows = conn.execute(_FINISH_RUNNING.format(", ".join(["(?, ?, ?, ?, ?, ?)"] * len(finishes))),
+                        (*params, endpoint, now)).fetchall()  # fmt: skip
+    for row in rows:
+        moved(conn, endpoint, RUNNING, row[2])
+        notes += rules.changed(row[0])
+    return {row[0]: row for row in rows}
+
+
+#: finish_running's statement: end_job's changes, joined with the finishes given as VALUES
+#: (id, state, error, output, error_detail, token).
+_FINISH_RUNNING = (
+    "UPDATE jobs SET state = v.column2, finished_at = ?, expires_at = ? + retention_ms / 1000.0, "
+    "lease_until = NULL, ended_by = ?, error = coalesce(v.column3, jobs.error), output = v.column4, "
+    "error_detail = v.column5 FROM (VALUES {}) AS v WHERE jobs.id = v.column1 AND jobs.endpoint = ? "
+    "AND jobs.state = 'IN_PROGRESS' AND jobs.token = v.column6 "
+    f"AND (jobs.expires_at IS NULL OR jobs.expires_at > ?) RETURNING {WITHOUT_PAYLOADS}"
+)
+
+
 #: A job `finish` may end in one statement: of this endpoint, within its retention, running under
 #: this token, and with an input the connection may carry (loop_bound).
 _RUNNING_UNDER = (
