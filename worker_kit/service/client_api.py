@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import JobConflict, JobNotFound, QueueFull
+from ..errors import JobConflict, JobNotFound
 from ..job import JobRecord, JobState, Policy
 from ..protocol import API_PREFIX, MAX_POLL_MS
 from ..protocol.answers import HealthAnswer, JobAnswer, PurgeAnswer, StreamAnswer
@@ -113,18 +113,14 @@ async def _submit(
         raw = await read_body(request, cfg.runsync_body_limit if sync else cfg.run_body_limit, what)
     body = decode_object(raw, body_content_type(request), what)
     submitted = SubmitRequest.decode(body, cfg.execution_timeout_ms, cfg.ttl_ms)
-    try:
-        # storage straight, not through state.submit (which raises the same 429): a coroutine less
-        job = await state.storage.submit(
-            endpoint,
-            submitted.input,
-            policy=submitted.policy,
-            webhook=submitted.webhook,
-            retention_ms=cfg.runsync_retention_ms if sync else cfg.run_retention_ms,
-            queue_limit=cfg.queue_limit if cfg.backpressure else None,
-        )
-    except QueueFull as exc:
-        raise state.queue_full(endpoint, cfg, exc) from None
+    job = await state.submit(
+        endpoint,
+        cfg,
+        submitted.input,
+        policy=submitted.policy,
+        webhook=submitted.webhook,
+        retention_ms=cfg.runsync_retention_ms if sync else cfg.run_retention_ms,
+    )
     state.metrics.job_submitted(endpoint)
     job_log(job, "job %s submitted to %s%s", job.id, endpoint, " (runsync)" if sync else "")
     return job

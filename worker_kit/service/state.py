@@ -83,27 +83,22 @@ class ServiceState:
     ) -> JobRecord:  # fmt: skip
         """Store a new job, or answer 429 when the queue holds more than the endpoint's queue
         limit. The limit is checked by storage in the same atomic step as the insert, so
-        replicas sharing a store agree and concurrent submits cannot overfill the queue.
-        (/run and /runsync make the same call themselves, one coroutine less per submit.)"""
+        replicas sharing a store agree and concurrent submits cannot overfill the queue."""
         try:
             return await self.storage.submit(
                 endpoint, job_input, policy=policy, webhook=webhook, retention_ms=retention_ms,
                 queue_limit=cfg.queue_limit if cfg.backpressure else None,
             )  # fmt: skip
         except QueueFull as exc:
-            raise self.queue_full(endpoint, cfg, exc) from None
-
-    def queue_full(self, endpoint: str, cfg: EndpointConfig, exc: QueueFull) -> ApiError:
-        """The 429 for a submit refused by the endpoint's queue limit, counted in the metrics."""
-        self.metrics.refused(endpoint, "run", "backpressure")
-        return ApiError(
-            429,
-            f"the queue of this endpoint holds {exc.depth} jobs, over its limit of {cfg.queue_limit} "
-            f"(more than {cfg.queue_floor} and more than workers_max {cfg.workers_max} x "
-            f"{cfg.queue_per_worker}); retry later",
-            headers={"Retry-After": "5"},
-            retry_after=5,
-        )
+            self.metrics.refused(endpoint, "run", "backpressure")
+            raise ApiError(
+                429,
+                f"the queue of this endpoint holds {exc.depth} jobs, over its limit of {cfg.queue_limit} "
+                f"(more than {cfg.queue_floor} and more than workers_max {cfg.workers_max} x "
+                f"{cfg.queue_per_worker}); retry later",
+                headers={"Retry-After": "5"},
+                retry_after=5,
+            ) from None
 
     # -- job endings -----------------------------------------------------------------------------
     def job_ended(self, job: JobRecord, how: str) -> None:
