@@ -178,18 +178,12 @@ def submit(
     # Parameters of the types sqlite3 binds straight (str, int, float, bytearray): a None or a
     # bytes goes through its adapter lookup, two failed attribute lookups each (~3 k instructions).
     # Without a webhook, the statement says NULL itself; the input is the same blob as a bytearray.
-    if webhook is None:
-        conn.execute(
-            _INSERT_JOB_NULL_WEBHOOK,
-            (job_id, endpoint, next_qpos(), execution_timeout_ms, int(timeout_explicit), ttl_ms, retention_ms,
-             now, now + ttl_ms / 1000.0, bytearray(input_blob)),
-        )  # fmt: skip
-    else:
-        conn.execute(
-            _INSERT_JOB,
-            (job_id, endpoint, next_qpos(), execution_timeout_ms, int(timeout_explicit), ttl_ms, retention_ms,
-             now, now + ttl_ms / 1000.0, webhook, bytearray(input_blob)),
-        )  # fmt: skip
+    statement, hook = (_INSERT_JOB_NULL_WEBHOOK, ()) if webhook is None else (_INSERT_JOB, (webhook,))
+    conn.execute(
+        statement,
+        (job_id, endpoint, next_qpos(), execution_timeout_ms, int(timeout_explicit), ttl_ms, retention_ms,
+         now, now + ttl_ms / 1000.0, *hook, bytearray(input_blob)),
+    )  # fmt: skip
     moved(conn, endpoint, None, QUEUED)
     notes += rules.claimable(endpoint, job_id)
     return now
