@@ -1,14 +1,15 @@
-"""Instructions per `POST /v2/{endpoint}/run` of the service process, next to the bare route's:
-`python bench/bench_run_cpu.py`.
+"""Instructions per `POST /v2/{endpoint}/run` (or `GET .../status/{id}`) of the service process,
+next to the bare route's: `python bench/bench_run_cpu.py [--route status]`.
 
 Each server (`worker-kit serve` on SQLite as the suite starts it, and bench/bare.py's server) runs
-twice under `valgrind --tool=callgrind`, for N1 and N2 sequential /run requests sent from this
-process over one keep-alive connection; the figure is (I2 - I1) / (N2 - N1), which the machine's
+twice under `valgrind --tool=callgrind`, for N1 and N2 sequential requests sent from this
+process over one keep-alive connection (a /status request asks for one job, submitted first);
+the figure is (I2 - I1) / (N2 - N1), which the machine's
 load does not move (start-up and shutdown cancel out, and so does timer work: the N1 run is kept
 up as long as the N2 run took). `--keep DIR` leaves the callgrind files there for
-`callgrind_annotate --inclusive=yes DIR/ours-N2.out`.
+`callgrind_annotate --inclusive=yes DIR/ours-run-N2.out`.
 
-    python bench/bench_run_cpu.py [--n 1200] [--only ours|bare] [--keep DIR]
+    python bench/bench_run_cpu.py [--n 1200] [--route run|status] [--only ours|bare] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -42,13 +43,22 @@ def _server_args(kind: str, port: int, work: Path) -> list[str]:
             f"sqlite:///{work / 'bench.db'}", "--config", str(config), "--log-level", "warning"]
 
 
-async def _send(url: str, n: int) -> None:
+async def _send(url: str, route: str, n: int) -> None:
+    """n requests of `route` to the endpoint at `url`, one at a time."""
     async with aiohttp.ClientSession() as session:
+        job_id = ""
+        if route == "status":
+            async with session.post(f"{url}/run", json={"input": {"prompt": "hello"}}) as resp:
+                job_id = (await resp.json())["id"]
         for _ in range(n):
-            async with session.post(url, json={"input": {"prompt": "hello"}}) as resp:
+            if route == "status":
+                request = session.get(f"{url}/status/{job_id}")
+            else:
+                request = session.post(f"{url}/run", json={"input": {"prompt": "hello"}})
+            async with request as resp:
                 await resp.read()
                 if resp.status != 200:
-                    raise RuntimeError(f"/run answered {resp.status}")
+                    raise RuntimeError(f"/{route} answered {resp.status}")
 
 
 def _total(out_file: Path) -> int:
@@ -61,10 +71,10 @@ def _total(out_file: Path) -> int:
     return total
 
 
-def measure(kind: str, n: int, out_dir: Path, span_s: float = 0.0) -> tuple[int, float]:
+def measure(kind: str, route: str, n: int, out_dir: Path, span_s: float = 0.0) -> tuple[int, float]:
     """(instructions, seconds from its first answer to its stop) of one server process that
-    answered n /run requests, kept running at least `span_s` after its first answer."""
-    out = out_dir / f"{kind}-{n}.out"
+    answered n `route` requests, kept running at least `span_s` after its first answer."""
+    out = out_dir / f"{kind}-{route}-{n}.out"
     with tempfile.TemporaryDirectory(prefix="wk-run-cpu-") as tmp:
         port = procs.free_port()
         args = ["valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out}",
@@ -74,7 +84,7 @@ def measure(kind: str, n: int, out_dir: Path, span_s: float = 0.0) -> tuple[int,
             base = f"http://127.0.0.1:{port}"
             procs.wait_http(base + ("/v2/bare/stats" if kind == "bare" else "/health"), timeout=120)
             up = time.monotonic()
-            asyncio.run(_send(f"{base}/v2/{'bare' if kind == 'bare' else 'bench'}/run", n))
+            asyncio.run(_send(f"{base}/v2/{'bare' if kind == 'bare' else 'bench'}", route, n))
             time.sleep(max(0.0, span_s - (time.monotonic() - up)))
             spent = time.monotonic() - up
         finally:
@@ -90,6 +100,7 @@ def measure(kind: str, n: int, out_dir: Path, span_s: float = 0.0) -> tuple[int,
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1200, help="requests in the larger run (N2)")
+    parser.add_argument("--route", choices=("run", "status"), default="run", help="the request measured")
     parser.add_argument("--only", choices=("ours", "bare"), default=None)
     parser.add_argument("--keep", type=Path, default=None, help="directory to leave the callgrind files in")
     args = parser.parse_args(argv)
@@ -107,10 +118,11 @@ def main(argv: list[str]) -> None:
             # N1's run is held as long as N2's took: what runs on timers (sweeper, webhook and
             # store-metrics polls: ~0.5 M instructions a second, stretched by valgrind's slowness)
             # then costs both runs the same, and cancels out.
-            i2, span_s = measure(kind, n2, out_dir)
-            i1, _ = measure(kind, n1, out_dir, span_s)
+            i2, span_s = measure(kind, args.route, n2, out_dir)
+            i1, _ = measure(kind, args.route, n1, out_dir, span_s)
             got[kind] = (i2 - i1) / (n2 - n1)
-            print(f"{kind}: {got[kind] / 1000:.0f} k instructions per /run (N1 {n1}, N2 {n2})", flush=True)
+            print(f"{kind}: {got[kind] / 1000:.0f} k instructions per /{args.route} (N1 {n1}, N2 {n2})",
+                  flush=True)  # fmt: skip
     if len(got) == 2:
         print(f"ratio ours / bare: {got['ours'] / got['bare']:.2f}x")
 

@@ -142,7 +142,7 @@ class SQLiteStorage(SQLiteSharedState, Storage):
             queue_limit=queue_limit,
         )
         where = engine.LOOP if len(input_blob) <= SMALL_WRITE else engine.THREAD
-        created_at = await self._engine.write(op, where=where)
+        created_at = await self._engine.write(op, where=where, single=True)
         return JobRecord(
             id=job_id,
             endpoint=endpoint,

@@ -71,6 +71,10 @@ class SQLiteEngine:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         #: Operations queued in this event-loop iteration, per loop, not yet handed over.
         self._outboxes: dict[asyncio.AbstractEventLoop, list[Pending]] = {}
+        #: Loops whose last iteration that wrote wrote once, and loops whose iteration in
+        #: progress has committed its first write already (_hand_over).
+        self._quiet: set[asyncio.AbstractEventLoop] = set()
+        self._ran_here: set[asyncio.AbstractEventLoop] = set()
         self._writer: threading.Thread | None = None
         self._closed = False
         self._stopping = False
@@ -133,26 +137,44 @@ class SQLiteEngine:
             self._shared = None
 
     # -- calls --------------------------------------------------------------------------------
-    async def write(self, op: WriteOp[T], *, where: int = THREAD) -> T:
+    async def write(self, op: WriteOp[T], *, where: int = THREAD, single: bool = False) -> T:
         """Run `op` in the next group-commit transaction; returns after COMMIT.
 
         `where` LOOP or LOOP_IF_ALONE: the operation is a few statements over small rows
         (one that finds otherwise calls connections.loop_bound), so the event loop may run
-        it itself (see the module's docstring)."""
+        it itself (see the module's docstring). `single`: its one write is one statement,
+        the last thing it does (transactions.run_alone)."""
         if self._closed or not self._writing:
             raise StorageError("SQLite storage is not open")
         loop = asyncio.get_running_loop()
-        pending = Pending(op, loop, loop.create_future(), where)
+        pending = Pending(op, loop, loop.create_future(), where, single)
         outbox = self._outboxes.get(loop)
         if outbox is None:
             outbox = self._outboxes[loop] = []
             loop.call_soon(self._hand_over, loop)
+            if where != THREAD and loop in self._quiet and self._run_here([pending]):
+                # The first write of this iteration, after one that was alone in its own: it
+                # commits now, without waiting for the iteration's end (see _hand_over).
+                self._ran_here.add(loop)
+                return pending.future.result()  # type: ignore[no-any-return]
         outbox.append(pending)
         return await pending.future  # type: ignore[no-any-return]
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Run, or give the writer, every operation `loop` queued since the last hand-over."""
+        """Run, or give the writer, every operation `loop` queued since the last hand-over.
+
+        An iteration of the loop that wrote once only marks the loop quiet: the next one's
+        first write then commits as it is made (`write`), saving its caller a suspension and a
+        wake-up. Any later write of that iteration still waits for this hand-over, grouped with
+        the others, and an iteration of several writes ends the quiet: while writes come
+        several at a time, each waits for the iteration's end and they commit together."""
         batch = self._outboxes.pop(loop, None)
+        writes = (loop in self._ran_here) + len(batch or ())
+        self._ran_here.discard(loop)
+        if writes == 1:
+            self._quiet.add(loop)
+        else:
+            self._quiet.discard(loop)
         if not batch:
             return
         if self._stopping:  # the writer has been told to stop: nothing would run these
@@ -160,20 +182,26 @@ class SQLiteEngine:
                 if not pending.future.done():
                     pending.future.set_exception(StorageError("SQLite storage is not open"))
             return
-        committed = None
-        if (
-            self._handed == self._done  # the writer thread holds nothing: no one else writes
-            and len(batch) <= min(LOOP_BATCH[pending.where] for pending in batch)
-        ):
-            committed = self._on_loop.write(batch)
-        if committed is None:
+        if not self._run_here(batch):
             self._to_thread(batch, len(batch))
-            return
+
+    def _run_here(self, batch: list[Pending]) -> bool:
+        """Commit the batch on this thread and resolve its callers, or False, having run nothing:
+        the writer thread must (it holds work, the batch is too large, or the loop's connection
+        cannot write now)."""
+        if self._handed != self._done:  # the writer thread holds work: let it keep the order
+            return False
+        if len(batch) > min(LOOP_BATCH[pending.where] for pending in batch):
+            return False
+        committed = self._on_loop.write(batch)
+        if committed is None:
+            return False
         if committed:
             self._count(batch)
         self._resolve(batch)
         if self._on_loop.commits % CHECKPOINT_EVERY == 0:
             self._to_thread(_CHECKPOINT, 1)
+        return True
 
     def _to_thread(self, item: Any, size: int) -> None:
         with self._handed_lock:

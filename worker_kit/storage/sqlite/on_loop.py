@@ -22,7 +22,7 @@ from ...errors import StorageError
 from .connections import NotOnLoop, busy, connect, open_loop_writer
 from .counting import Counts
 from .schema import SQLiteURL
-from .transactions import Pending, fail_all, run_batch
+from .transactions import Pending, fail_all, run_alone, run_batch
 
 T = TypeVar("T")
 
@@ -74,6 +74,8 @@ class OnLoop:
         if not self.writes or not self._lock.acquire(blocking=False):
             return None
         try:
+            if len(batch) == 1 and batch[0].single:
+                return self._write_alone(batch[0])
             try:
                 if self._writer is None:
                     self._writer = open_loop_writer(self.url, self._counts)
@@ -91,6 +93,22 @@ class OnLoop:
             return committed
         finally:
             self._lock.release()
+
+    def _write_alone(self, pending: Pending) -> bool | None:
+        """A lone `single` operation (transactions.run_alone), holding this object's lock."""
+        try:
+            if self._writer is None:
+                self._writer = open_loop_writer(self.url, self._counts)
+            run_alone(self._writer, pending)
+        except NotOnLoop:
+            return None
+        except sqlite3.Error as exc:
+            if self._writer is None or busy(exc):
+                return None  # nothing ran: the writer thread runs it (and reports in full)
+            pending.ok, pending.value, pending.notes = False, StorageError(f"SQLite write failed: {exc}"), []
+            return False
+        self.commits += 1
+        return True
 
     def close(self) -> None:
         with self._lock:

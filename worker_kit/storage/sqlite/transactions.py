@@ -41,6 +41,8 @@ class Pending:
     future: asyncio.Future[Any]
     #: Where the operation may run: engine.THREAD, LOOP_IF_ALONE or LOOP (engine.write).
     where: int = 0
+    #: Its one write is one statement, its last step (run_alone).
+    single: bool = False
     ok: bool = False
     value: Any = None
     notes: list[str] = field(default_factory=list)
@@ -50,6 +52,15 @@ def run_batch(conn: sqlite3.Connection, batch: list[Pending], *, begun: bool = F
     """Run the batch in one transaction and commit; each Pending holds its result or error.
     Returns whether it committed. `begun`: the caller has already said BEGIN IMMEDIATE.
     `conn` is a counting.WriteConnection: the counts take the batch's moves once it has committed."""
+    if len(batch) == 1 and batch[0].single and not begun:
+        try:
+            run_alone(conn, batch[0])
+        except NotOnLoop:
+            raise
+        except sqlite3.Error as exc:
+            fail_all(batch, StorageError(f"SQLite write failed: {exc}"))
+            return False
+        return True
     moves: list[Move] = conn.moves  # type: ignore[attr-defined]
     moves.clear()
     if not begun:
@@ -79,6 +90,31 @@ def run_batch(conn: sqlite3.Connection, batch: list[Pending], *, begun: bool = F
         counts.apply(moves)
     moves.clear()
     return True
+
+
+def run_alone(conn: sqlite3.Connection, pending: Pending) -> None:
+    """Run a lone `single` operation with no BEGIN and COMMIT around it: SQLite makes its one
+    statement a transaction of its own (two statements of three saved), and a statement that
+    fails has changed nothing. Raises what `conn` raises before the statement wrote
+    (sqlite3.Error, NotOnLoop): the caller decides whether that is the operation's failure."""
+    moves: list[Move] = conn.moves  # type: ignore[attr-defined]
+    moves.clear()
+    pending.notes = []
+    try:
+        pending.value = pending.op(conn, pending.notes)
+    except (sqlite3.Error, NotOnLoop):
+        moves.clear()
+        raise
+    except Exception as exc:
+        moves.clear()
+        pending.ok, pending.value, pending.notes = False, exc, []
+        return
+    assert not conn.in_transaction, "a `single` operation left a transaction open"
+    pending.ok = True
+    counts: Counts | None = conn.counts  # type: ignore[attr-defined]
+    if counts is not None and moves:
+        counts.apply(moves)
+    moves.clear()
 
 
 def _run_ops(conn: sqlite3.Connection, batch: list[Pending], moves: list[Move], *, savepoints: bool) -> bool:

@@ -1,0 +1,131 @@
+"""How the SQLite engine commits small writes on the event loop: a write alone commits as it is
+made, writes that come together still share one commit, and a lone submit (one statement) runs
+without BEGIN and COMMIT around it, failing cleanly and waiting for another writer like any."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker_kit.errors import StorageError
+from worker_kit.job import Policy
+from worker_kit.storage import open_storage
+from worker_kit.storage.sqlite import connections
+from worker_kit.storage.sqlite.backend import SQLiteStorage
+
+from .test_sqlite import WriteLock
+
+EP = "ep"
+
+
+async def opened(path: Path) -> SQLiteStorage:
+    storage = open_storage(f"sqlite:///{path}")
+    assert isinstance(storage, SQLiteStorage)
+    await storage.open()
+    return storage
+
+
+def submit(storage: SQLiteStorage, value: Any) -> Coroutine[Any, Any, Any]:
+    return storage.submit(EP, value, policy=Policy(), retention_ms=60_000)
+
+
+def finished_at_once(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
+    """(whether the coroutine ended on its first step, what it returned)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return True, done.value
+    coro.close()
+    return False, None
+
+
+async def test_a_write_alone_in_its_loop_iteration_commits_at_once(tmp_path: Path) -> None:
+    storage = await opened(tmp_path / "jobs.db")
+    try:
+        await submit(storage, 0)  # a first write waits for its iteration's end: nothing to go by yet
+        await asyncio.sleep(0)  # that iteration ends with one write: the loop is quiet
+        for n in range(1, 4):
+            ended, job = finished_at_once(submit(storage, n))
+            assert ended, "a write alone waited for the loop"
+            assert (await storage.get(EP, job.id)).input == n  # committed: a reader sees it
+            await asyncio.sleep(0)
+        assert (await storage.counts(EP))["IN_QUEUE"] == 4
+    finally:
+        await storage.close()
+
+
+async def test_writes_made_together_share_one_commit(tmp_path: Path) -> None:
+    storage = await opened(tmp_path / "jobs.db")
+    try:
+        await submit(storage, "first")
+        await asyncio.sleep(0)
+        before = storage.stats()["transactions"]
+        # Quiet: the first of these commits at once, the other nine wait for the iteration's end.
+        jobs = await asyncio.gather(*(submit(storage, n) for n in range(10)))
+        assert storage.stats()["transactions"] - before == 2
+        before = storage.stats()["transactions"]
+        # No longer quiet (the last iteration wrote ten times): all ten share one commit.
+        jobs += await asyncio.gather(*(submit(storage, n) for n in range(10)))
+        assert storage.stats()["transactions"] - before == 1
+        # A write alone waits for its iteration's end once, which makes the loop quiet again.
+        ended, _ = finished_at_once(submit(storage, "alone"))
+        assert not ended
+        await asyncio.sleep(0.01)
+        assert finished_at_once(submit(storage, "quiet again"))[0]
+        assert len({job.id for job in jobs}) == 20
+        assert (await storage.counts(EP))["IN_QUEUE"] == 23
+    finally:
+        await storage.close()
+
+
+@pytest.mark.parametrize("size", [10, connections.LOOP_BYTES * 2], ids=["on the loop", "on the thread"])
+async def test_a_lone_submit_that_fails_changes_nothing(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "jobs.db"
+    storage = await opened(path)
+    try:
+        await submit(storage, "ok")
+        with sqlite3.connect(path) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON jobs WHEN length(NEW.input) > 5 "
+                "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
+            )
+        await asyncio.sleep(0)
+        with pytest.raises(StorageError, match="refused by a test trigger"):
+            await submit(storage, "x" * size)
+        counts = await storage.counts(EP)
+        assert counts["IN_QUEUE"] == 1  # the counts moved only for what committed
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
+            conn.execute("DROP TRIGGER refuse")
+        job = await submit(storage, "x" * size)
+        assert (await storage.get(EP, job.id)).input == "x" * size
+        assert (await storage.counts(EP))["IN_QUEUE"] == 2
+    finally:
+        await storage.close()
+
+
+async def test_a_lone_submit_waits_for_another_writer(tmp_path: Path) -> None:
+    # The loop's connection never waits for a lock: a submit it cannot write goes to the writer
+    # thread, which waits for the other writer to end, then commits it.
+    path = tmp_path / "jobs.db"
+    storage = await opened(path)
+    try:
+        await submit(storage, 0)
+        await asyncio.sleep(0)
+        lock = WriteLock(path)
+        try:
+            task = asyncio.ensure_future(submit(storage, 1))
+            await asyncio.sleep(0.3)
+            assert not task.done()
+        finally:
+            lock.release()
+        job = await task
+        assert (await storage.get(EP, job.id)).input == 1
+        assert (await storage.counts(EP))["IN_QUEUE"] == 2
+    finally:
+        await storage.close()
