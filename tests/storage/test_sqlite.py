@@ -164,7 +164,7 @@ async def test_a_schema_1_stream_of_one_chunk_per_row_reads_on(tmp_path: Path) -
     finally:
         await storage.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 async def test_a_schema_1_database_without_later_columns_is_upgraded(tmp_path: Path) -> None:

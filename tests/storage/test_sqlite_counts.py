@@ -22,6 +22,7 @@ from worker_kit.storage.sqlite.backend import SQLiteStorage
 from worker_kit.storage.sqlite.schema import SCHEMA_VERSION
 
 EP = "ep"
+SCHEMA_3 = Path(__file__).parent / "data" / "schema3.sql"
 SCHEMA_2 = Path(__file__).parent / "data" / "schema2.sql"
 
 
@@ -172,11 +173,12 @@ async def test_a_schema_2_file_is_upgraded_with_its_counts(tmp_path: Path) -> No
             assert {state: got[state] for state in counts} == counts
             assert got == counted_from_rows(path, ep) and got["retried"] == 1
         with sqlite3.connect(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
             names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
         assert not names & {"job_counts", "jobs_after_insert", "jobs_after_state", "jobs_after_delete",
-                            "jobs_run_deadline", "jobs_lease", "jobs_ttl", "jobs_recent"}  # fmt: skip
-        assert {"jobs_due", "jobs_delete_chunks", "jobs_recent_state"} <= names
+                            "jobs_run_deadline", "jobs_lease", "jobs_ttl", "jobs_recent", "jobs_queue",
+                            "jobs_recent_state"}  # fmt: skip
+        assert {"jobs_due", "jobs_delete_chunks", "jobs_state_order"} <= names
         # The old jobs go on: a running one streams and finishes, a queued one is claimed, a
         # listing of all states finds every job, and the sweep still finds what is overdue.
         page = await storage.list_jobs(EP, limit=100)
@@ -200,7 +202,7 @@ async def test_a_schema_2_file_is_upgraded_with_its_counts(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("schema", [1, 2])
-async def test_schema_1_and_2_files_open_as_schema_3_and_stay_so(tmp_path: Path, schema: int) -> None:
+async def test_schema_1_and_2_files_are_upgraded_and_stay_so(tmp_path: Path, schema: int) -> None:
     # A schema-1 file is a schema-2 file with one chunk per row: the same upgrade applies.
     path = tmp_path / "jobs.db"
     with sqlite3.connect(path) as conn:
@@ -212,6 +214,34 @@ async def test_schema_1_and_2_files_open_as_schema_3_and_stay_so(tmp_path: Path,
         try:
             assert await storage.counts("other") == counted_from_rows(path, "other")
             with sqlite3.connect(path) as conn:
-                assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+                assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         finally:
             await storage.close()
+
+
+async def test_a_schema_3_file_keeps_its_queue_order_on_one_index(tmp_path: Path) -> None:
+    # Schema 4 claims and lists through one index (jobs_state_order) where schema 3 had two.
+    path = tmp_path / "jobs.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(SCHEMA_3.read_text())
+        conn.execute("PRAGMA user_version = 3")
+    storage = SQLiteStorage.from_url(f"sqlite:///{path}", clock=FakeClock(start=1_800_000_100.0))
+    await storage.open()
+    try:
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+            names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "jobs_state_order" in names and not names & {"jobs_queue", "jobs_recent_state"}
+        assert await storage.counts(EP) == counted_from_rows(path, EP)
+        # The file's queue: jobs 4 and 5 as submitted, then job 2, retried after them.
+        claimed = await storage.claim(EP, "w9", 3, 30_000, concurrency=3)
+        assert [job.input["n"] for job in claimed] == [4, 5, 2]
+        page = await storage.list_jobs(EP, limit=3)
+        assert page.total == 7 and page.has_more
+        rest = await storage.list_jobs(EP, limit=10, after=(page.jobs[-1].created_at, page.jobs[-1].id))
+        listed = [*page.jobs, *rest.jobs]
+        assert len({job.id for job in listed}) == 7 and not rest.has_more
+        keys = [(job.created_at, job.id) for job in listed]
+        assert keys == sorted(keys, reverse=True)
+    finally:
+        await storage.close()

@@ -77,7 +77,7 @@ _CLAIM_SET = (
 #: A job past its time to live is left for the sweep to time out, never handed out.
 _NEXT_QUEUED = (
     "SELECT id{} FROM jobs WHERE endpoint = ? AND state = 'IN_QUEUE' AND ttl_deadline > ? "
-    "ORDER BY qpos LIMIT ?"
+    "ORDER BY created_at, qpos LIMIT ?"
 )
 #: The oldest queued job, claimed in one statement (a worker at concurrency 1, the common case).
 _CLAIM_ONE = (

@@ -152,11 +152,13 @@ class SQLiteEngine:
         if outbox is None:
             outbox = self._outboxes[loop] = []
             loop.call_soon(self._hand_over, loop)
-            if where != THREAD and loop in self._quiet and self._run_here([pending]):
+            if where != THREAD and loop in self._quiet:
                 # The first write of this iteration, after one that was alone in its own: it
                 # commits now, without waiting for the iteration's end (see _hand_over).
-                self._ran_here.add(loop)
-                return pending.future.result()  # type: ignore[no-any-return]
+                if self._run_here([pending]):
+                    self._ran_here.add(loop)
+                    return pending.future.result()  # type: ignore[no-any-return]
+                pending.where = THREAD  # it could not run here (too large, or a lock): not twice
         outbox.append(pending)
         return await pending.future  # type: ignore[no-any-return]
 

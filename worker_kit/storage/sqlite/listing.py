@@ -1,6 +1,6 @@
 """`list_jobs` for the SQLite backend: pages of an endpoint's jobs, newest first (/requests).
 
-Each page walks the index on (endpoint, state, created_at, id) backwards from the cursor key,
+Each page walks the index on (endpoint, state, created_at, qpos) backwards from the cursor key,
 one range per state asked for (every state when none is), and merges the ranges: it costs
 O(limit · states · log n), the same at a thousand or a million stored jobs, where a single
 `state IN (...)` query would have to sort every matching row. (Schema 2 had a second index,
@@ -65,7 +65,7 @@ def _walk(
     where.append("(expires_at IS NULL OR expires_at > ?)")
     params += [now, n]
     sql = (
-        f"SELECT {columns} FROM jobs INDEXED BY jobs_recent_state WHERE {' AND '.join(where)} "
+        f"SELECT {columns} FROM jobs INDEXED BY jobs_state_order WHERE {' AND '.join(where)} "
         "ORDER BY created_at DESC, id DESC LIMIT ?"
     )
     return conn.execute(sql, params).fetchall()

@@ -240,7 +240,7 @@ def purge(conn: sqlite3.Connection, notes: list[str], *, now: float, endpoint: s
 
     Rows come back without their input (None in its place): a purge only reports endings."""
     ids = conn.execute(
-        "SELECT id FROM jobs WHERE endpoint = ? AND state = 'IN_QUEUE' ORDER BY qpos LIMIT ?",
+        "SELECT id FROM jobs WHERE endpoint = ? AND state = 'IN_QUEUE' ORDER BY created_at, qpos LIMIT ?",
         (endpoint, limit),
     ).fetchall()
     rows = []

@@ -4,10 +4,11 @@ One row per job in `jobs`; stream chunks in `chunks`, a run of consecutive chunk
 keyed (job_id, idx of its first chunk) (see stream.py). Payloads (input, output, progress,
 chunks, error_detail) are msgpack blobs so bytes survive.
 Every query the service runs on a hot path has an index that makes it O(log n):
-get by id (primary key), claim (partial index on queued jobs, in queue order), the
-sweep (partial indexes on the first time limit an active job reaches, and on expiry),
-and a page of /requests (an index on (endpoint, state, created_at, id)). Each index is a
-page more to rewrite in every transaction that changes it, so there are no more of them.
+get by id (primary key), the sweep (partial indexes on the first time limit an active job
+reaches, and on expiry), and both a claim (queued jobs in queue order) and a page of
+/requests (one state's jobs, newest first) by one index on (endpoint, state, created_at,
+qpos). Each index is a page more to rewrite in every transaction that changes it, so there
+are no more of them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from ...protocol import unpack
 #: so a schema-1 file opens as it is; an older build refuses a schema-2 file, not misreads it).
 #: 3: no `job_counts` table nor its triggers (counting.py), one sweep index (DUE) for three, no
 #: index for listings of all states; a schema-1 or -2 file is brought to it on open.
-SCHEMA_VERSION = 3
+#: 4: one index in (endpoint, state, created_at, qpos) order serves the claim's queue order and the
+#: listings, where schema 3 had one for each (jobs_queue, jobs_recent_state); built on open.
+SCHEMA_VERSION = 4
 
 # Small columns first, large blobs last: SQLite walks a row's overflow pages only to
 # reach columns stored after a large value, so a lookup that stops before `input`
@@ -76,13 +79,14 @@ DUE = (
 DDL = f"""
 CREATE TABLE IF NOT EXISTS jobs ({_JOB_COLUMNS});
 
--- claim: oldest queued job of an endpoint first
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(endpoint, qpos) WHERE state = 'IN_QUEUE';
 -- sweep: the first time limit an active job reaches (DUE), and retention
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs({DUE}) WHERE {ACTIVE};
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at IS NOT NULL;
--- list_jobs (/requests): an endpoint's jobs of one state, newest first (listing.py)
-CREATE INDEX IF NOT EXISTS jobs_recent_state ON jobs(endpoint, state, created_at, id);
+-- claim: an endpoint's queued jobs in the order they were queued (created_at, then qpos: a
+-- job put back after its worker was lost keeps both, so its place); list_jobs (/requests):
+-- an endpoint's jobs of one state, newest first (listing.py). One index for both: each index
+-- is a page more to write in every transaction that changes it.
+CREATE INDEX IF NOT EXISTS jobs_state_order ON jobs(endpoint, state, created_at, qpos);
 -- workers(): how many jobs a worker runs
 CREATE INDEX IF NOT EXISTS jobs_worker ON jobs(endpoint, worker_id) WHERE state = 'IN_PROGRESS';
 
@@ -118,11 +122,14 @@ END;
 -- Schema 2 kept counts per state in a table, by triggers on every change of state; they are
 -- kept in memory now (counting.py). Its three sweep indexes are jobs_due now, and a listing of
 -- all states merges the states' ranges of jobs_recent_state (each index is one more page to
--- rewrite in every transaction that changes it).
+-- rewrite in every transaction that changes it). Schema 4 replaced jobs_queue and
+-- jobs_recent_state by jobs_state_order.
 DROP INDEX IF EXISTS jobs_run_deadline;
 DROP INDEX IF EXISTS jobs_lease;
 DROP INDEX IF EXISTS jobs_ttl;
 DROP INDEX IF EXISTS jobs_recent;
+DROP INDEX IF EXISTS jobs_queue;
+DROP INDEX IF EXISTS jobs_recent_state;
 DROP TRIGGER IF EXISTS jobs_after_insert;
 DROP TRIGGER IF EXISTS jobs_after_state;
 DROP TRIGGER IF EXISTS jobs_after_delete;
