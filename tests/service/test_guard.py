@@ -69,7 +69,7 @@ async def test_a_handler_that_crashes_answers_500_and_logs_it(
             async def crash(*args: Any, **kwargs: Any) -> Any:
                 raise RuntimeError("a bug in the store")
 
-            storage.get = crash  # type: ignore[method-assign]
+            storage.status = crash  # type: ignore[method-assign]
             with caplog.at_level(logging.ERROR, logger="worker_kit.service"):
                 async with session.get(svc.endpoint_url("ep") + "/status/some-job") as resp:
                     assert resp.status == 500

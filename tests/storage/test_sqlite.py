@@ -19,7 +19,7 @@ from worker_kit.job import JobState, Policy
 from worker_kit.protocol import OutputItem, pack
 from worker_kit.storage import open_storage
 from worker_kit.storage.rules import FakeClock
-from worker_kit.storage.sqlite import claims, connections, engine, ops
+from worker_kit.storage.sqlite import claims, connections, engine, small_reads
 from worker_kit.storage.sqlite.backend import SQLiteStorage
 from worker_kit.storage.sqlite.schema import SCHEMA_VERSION, SQLiteURL
 
@@ -363,10 +363,10 @@ async def test_a_large_record_is_read_whole_off_the_event_loop(tmp_path: Path) -
     storage = await opened(f"sqlite:///{tmp_path / 'jobs.db'}")
     try:
         small = await storage.submit(EP, {"x": 1}, policy=Policy(), retention_ms=1000)
-        big_input = {"pad": b"x" * (ops.SMALL_PAYLOADS + 1)}
+        big_input = {"pad": b"x" * (small_reads.SMALL_PAYLOADS + 1)}
         big = await storage.submit(EP, big_input, policy=Policy(), retention_ms=1000)
-        assert storage._engine.read_inline(lambda conn: ops.read_small_record(conn, EP, big.id, 0.0)) is (
-            ops.TOO_LARGE
+        assert storage._engine.read_inline(lambda conn: small_reads.record(conn, EP, big.id, 0.0)) is (
+            small_reads.TOO_LARGE
         )
         got = await storage.get(EP, big.id)
         assert got is not None and got.input == big_input

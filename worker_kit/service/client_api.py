@@ -180,12 +180,13 @@ async def status(
     if request.method == "POST":
         await read_optional_object(request, _SMALL_BODY, "/status")
     if ttl is None:
-        job = await state.storage.get(endpoint, job_id)
+        answer = await state.storage.status(endpoint, job_id)
     else:
         job = await state.storage.set_retention(endpoint, job_id, ttl)
-    if job is None:
+        answer = None if job is None else job.to_status()
+    if answer is None:
         raise not_found(job_id)
-    return respond(request, job.to_status())
+    return respond(request, answer)
 
 
 @routes.route("GET", PREFIX + "/stream/{job_id}")

@@ -22,8 +22,8 @@ Observer = Callable[[str, float, bool], None]
 
 #: Calls that do work in the store; anything a backend adds beyond these is not timed.
 TIMED_OPERATIONS = (
-    "submit", "get", "set_retention", "cancel", "retry", "purge", "read_stream", "counts", "list_jobs",
-    "claim", "heartbeat", "append_output", "finish", "exchange", "release", "workers", "sweep",
+    "submit", "get", "status", "set_retention", "cancel", "retry", "purge", "read_stream", "counts",
+    "list_jobs", "claim", "heartbeat", "append_output", "finish", "exchange", "release", "workers", "sweep",
 )  # fmt: skip
 
 _OBSERVERS = "_worker_kit_storage_observers"

@@ -208,6 +208,12 @@ class Storage(SharedState, ABC):
     async def get(self, endpoint: str, job_id: str) -> JobRecord | None:
         """The job, or None when unknown, of another endpoint, or past its retention."""
 
+    async def status(self, endpoint: str, job_id: str) -> dict[str, Any] | None:
+        """The job's public status (`JobRecord.to_status()`: what `/status` answers), or None as
+        `get` would. A backend may read less of the job for it than `get` does."""
+        job = await self.get(endpoint, job_id)
+        return None if job is None else job.to_status()
+
     @abstractmethod
     async def set_retention(self, endpoint: str, job_id: str, ttl_ms: int) -> JobRecord | None:
         """/status?ttl=: keep a finished job `ttl_ms` from now; for a job still running,

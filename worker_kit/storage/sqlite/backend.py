@@ -23,10 +23,10 @@ from ...protocol import OutputItem, Packed, pack, unpack_all
 from .. import rules
 from ..base import MAX_PAGE, Finish, JobPage, StopSignal, Storage, SweepResult, WorkerInfo
 from ..rules import Clock
-from . import claims, engine, listing, ops, stream
+from . import claims, engine, listing, ops, small_reads, stream
 from . import sweep as sqlite_sweep
 from .engine import NOT_INLINE, SQLiteEngine
-from .schema import SQLiteURL, record_from_row
+from .schema import SQLiteURL, record_from_row, status_from_row
 from .shared import SQLiteSharedState
 
 T = TypeVar("T")
@@ -156,10 +156,19 @@ class SQLiteStorage(SQLiteSharedState, Storage):
     async def get(self, endpoint: str, job_id: str) -> JobRecord | None:
         now = self.clock()
         # A small record is read on this thread; a large one, or a busy database, on the pool.
-        row = self._engine.read_inline(lambda conn: ops.read_small_record(conn, endpoint, job_id, now))
-        if row is NOT_INLINE or row is ops.TOO_LARGE:
+        row = self._engine.read_inline(lambda conn: small_reads.record(conn, endpoint, job_id, now))
+        if row is NOT_INLINE or row is small_reads.TOO_LARGE:
             row = await self._engine.read(lambda conn: ops.read_record(conn, endpoint, job_id, now))
         return None if row is None else record_from_row(row)
+
+    async def status(self, endpoint: str, job_id: str) -> dict[str, Any] | None:
+        now = self.clock()
+        # As `get`, from half the columns; larger payloads, or a busy database: the whole record.
+        row = self._engine.read_inline(lambda conn: small_reads.status(conn, endpoint, job_id, now))
+        if row is NOT_INLINE or row is small_reads.TOO_LARGE:
+            job = await self.get(endpoint, job_id)
+            return None if job is None else job.to_status()
+        return None if row is None else status_from_row(endpoint, row)
 
     async def set_retention(self, endpoint: str, job_id: str, ttl_ms: int) -> JobRecord | None:
         row = await self._write(ops.set_retention, endpoint=endpoint, job_id=job_id, ttl_ms=ttl_ms)
@@ -191,7 +200,7 @@ class SQLiteStorage(SQLiteSharedState, Storage):
             got = self._engine.read_inline(
                 lambda conn: _read_chunks(conn, endpoint, job_id, start, max_bytes, now, small=True)
             )
-            if got is not NOT_INLINE and got is not ops.TOO_LARGE:
+            if got is not NOT_INLINE and got is not small_reads.TOO_LARGE:
                 row, chunks = got
                 return record_from_row(row), chunks, start + len(chunks)
         # Decoded on the reader thread, off the event loop.
@@ -343,15 +352,15 @@ def _read_chunks(
     conn: sqlite3.Connection, endpoint: str, job_id: str, start: int, max_bytes: int | None, now: float,
     *, small: bool = False,
 ) -> Any:  # fmt: skip
-    """(record row, chunks); with `small` (on the event loop), ops.TOO_LARGE instead when the
+    """(record row, chunks); with `small` (on the event loop), small_reads.TOO_LARGE instead when the
     record's payloads are large."""
     # One read transaction, so the record and its chunks are from the same snapshot.
     conn.execute("BEGIN")
     try:
-        row = (ops.read_small_record if small else ops.read_record)(conn, endpoint, job_id, now)
+        row = (small_reads.record if small else ops.read_record)(conn, endpoint, job_id, now)
         if row is None:
             raise JobNotFound(f"job {job_id} not found")
-        if row is ops.TOO_LARGE:
+        if row is small_reads.TOO_LARGE:
             return row
         chunks = stream.chunks_from(conn, job_id, start, max_bytes)
     finally:

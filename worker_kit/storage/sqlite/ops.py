@@ -58,32 +58,6 @@ def read_record(conn: sqlite3.Connection, endpoint: str, job_id: str, now: float
     return live(conn, endpoint, job_id, now, RECORD_COLUMNS)
 
 
-#: `read_small_record` reads a record whose payloads hold at most this many bytes together.
-SMALL_PAYLOADS = 64 * 1024
-#: What `read_small_record` returns for a record with larger payloads.
-TOO_LARGE: Any = object()
-_PAYLOADS = ("error_detail", "progress", "output", "input")
-_FITS = " + ".join(f"coalesce(length({c}), 0)" for c in _PAYLOADS) + f" <= {SMALL_PAYLOADS}"
-# length() of a blob reads its size from the row header, so a large payload is never loaded:
-# each payload column is read only when they all fit.
-_SMALL_SELECT = (
-    f"SELECT endpoint, expires_at, {_FITS}, "
-    + RECORD_COLUMNS.rsplit(", error_detail", 1)[0]
-    + "".join(f", CASE WHEN {_FITS} THEN {c} END" for c in _PAYLOADS)
-    + " FROM jobs WHERE id = ?"
-)
-assert RECORD_COLUMNS.endswith(", ".join(_PAYLOADS))
-
-
-def read_small_record(conn: sqlite3.Connection, endpoint: str, job_id: str, now: float) -> Row | None:
-    """`read_record`, or TOO_LARGE when the payloads hold more than SMALL_PAYLOADS bytes (so a
-    caller on the event loop never copies megabytes there)."""
-    row = conn.execute(_SMALL_SELECT, (job_id,)).fetchone()
-    if row is None or row[0] != endpoint or (row[1] is not None and row[1] <= now):
-        return None
-    return tuple(row[3:]) if row[2] else TOO_LARGE
-
-
 def _record(conn: sqlite3.Connection, job_id: str, columns: str = RECORD_COLUMNS) -> Row:
     return conn.execute(f"SELECT {columns} FROM jobs WHERE id = ?", (job_id,)).fetchone()  # type: ignore[no-any-return]
 

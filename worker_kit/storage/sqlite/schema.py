@@ -143,6 +143,12 @@ RECORD_COLUMNS = (
     "stream_len, read_cursor, webhook, error, error_detail, progress, output, input"
 )
 
+#: What a job's status is made of (status_from_row), payloads last.
+STATUS_COLUMNS = (
+    "id, state, created_at, started_at, finished_at, retries, worker_id, error, "
+    "error_detail, progress, output"
+)
+
 #: Columns added to schema 1 after some databases were created; (table, column, definition).
 _ADDED_COLUMNS = (("jobs", "timeout_explicit", "INTEGER NOT NULL DEFAULT 0"),)
 
@@ -249,3 +255,29 @@ class SQLiteURL:
         if path is not None:
             path = os.path.expanduser(path)
         return cls(path=path, synchronous=synchronous)
+
+
+#: The policy of a record built only for its status (status_from_row), which does not show it.
+_STATUS_POLICY = Policy()
+
+
+def status_from_row(endpoint: str, row: tuple[Any, ...]) -> dict[str, Any]:
+    """`JobRecord.to_status()` of a row selected with STATUS_COLUMNS."""
+    (job_id, state, created_at, started_at, finished_at, retries, worker_id, error, error_detail, progress,
+     output) = row  # fmt: skip
+    return JobRecord(
+        id=job_id,
+        endpoint=endpoint,
+        input=None,
+        state=_STATES[state],
+        policy=_STATUS_POLICY,
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        output=_blob(output),
+        error=error,
+        error_detail=_blob(error_detail),
+        progress=_blob(progress),
+        retries=retries,
+        worker_id=worker_id,
+    ).to_status()
