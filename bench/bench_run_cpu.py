@@ -2,14 +2,16 @@
 next to the bare route's: `python bench/bench_run_cpu.py [--route status]`.
 
 Each server (`worker-kit serve` on SQLite as the suite starts it, and bench/bare.py's server) runs
-twice under `valgrind --tool=callgrind`, for N1 and N2 sequential requests sent from this
-process over one keep-alive connection (a /status request asks for one job, submitted first);
+twice under `valgrind --tool=callgrind`, for N1 and N2 requests sent from this process, one at
+a time over one keep-alive connection or `--concurrency` at a time (a /status request asks for one
+job, submitted first);
 the figure is (I2 - I1) / (N2 - N1), which the machine's
 load does not move (start-up and shutdown cancel out, and so does timer work: the N1 run is kept
 up as long as the N2 run took). `--keep DIR` leaves the callgrind files there for
 `callgrind_annotate --inclusive=yes DIR/ours-run-N2.out`.
 
-    python bench/bench_run_cpu.py [--n 1200] [--route run|status] [--only ours|bare] [--keep DIR]
+    python bench/bench_run_cpu.py [--n 1200] [--route run|status] [--concurrency 1] [--only ours|bare]
+                                  [--keep DIR]
 """
 
 from __future__ import annotations
@@ -43,22 +45,29 @@ def _server_args(kind: str, port: int, work: Path) -> list[str]:
             f"sqlite:///{work / 'bench.db'}", "--config", str(config), "--log-level", "warning"]
 
 
-async def _send(url: str, route: str, n: int) -> None:
-    """n requests of `route` to the endpoint at `url`, one at a time."""
+async def _send(url: str, route: str, n: int, concurrency: int) -> None:
+    """n requests of `route` to the endpoint at `url`, `concurrency` at a time."""
+    left = n
     async with aiohttp.ClientSession() as session:
         job_id = ""
         if route == "status":
             async with session.post(f"{url}/run", json={"input": {"prompt": "hello"}}) as resp:
                 job_id = (await resp.json())["id"]
-        for _ in range(n):
-            if route == "status":
-                request = session.get(f"{url}/status/{job_id}")
-            else:
-                request = session.post(f"{url}/run", json={"input": {"prompt": "hello"}})
-            async with request as resp:
-                await resp.read()
-                if resp.status != 200:
-                    raise RuntimeError(f"/{route} answered {resp.status}")
+
+        async def one_by_one() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                if route == "status":
+                    request = session.get(f"{url}/status/{job_id}")
+                else:
+                    request = session.post(f"{url}/run", json={"input": {"prompt": "hello"}})
+                async with request as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        raise RuntimeError(f"/{route} answered {resp.status}")
+
+        await asyncio.gather(*(one_by_one() for _ in range(concurrency)))
 
 
 def _total(out_file: Path) -> int:
@@ -71,7 +80,8 @@ def _total(out_file: Path) -> int:
     return total
 
 
-def measure(kind: str, route: str, n: int, out_dir: Path, span_s: float = 0.0) -> tuple[int, float]:
+def measure(kind: str, route: str, n: int, out_dir: Path, span_s: float = 0.0, concurrency: int = 1
+            ) -> tuple[int, float]:  # fmt: skip
     """(instructions, seconds from its first answer to its stop) of one server process that
     answered n `route` requests, kept running at least `span_s` after its first answer."""
     out = out_dir / f"{kind}-{route}-{n}.out"
@@ -84,7 +94,7 @@ def measure(kind: str, route: str, n: int, out_dir: Path, span_s: float = 0.0) -
             base = f"http://127.0.0.1:{port}"
             procs.wait_http(base + ("/v2/bare/stats" if kind == "bare" else "/health"), timeout=120)
             up = time.monotonic()
-            asyncio.run(_send(f"{base}/v2/{'bare' if kind == 'bare' else 'bench'}", route, n))
+            asyncio.run(_send(f"{base}/v2/{'bare' if kind == 'bare' else 'bench'}", route, n, concurrency))
             time.sleep(max(0.0, span_s - (time.monotonic() - up)))
             spent = time.monotonic() - up
         finally:
@@ -101,6 +111,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1200, help="requests in the larger run (N2)")
     parser.add_argument("--route", choices=("run", "status"), default="run", help="the request measured")
+    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight (the suite's: 8)")
     parser.add_argument("--only", choices=("ours", "bare"), default=None)
     parser.add_argument("--keep", type=Path, default=None, help="directory to leave the callgrind files in")
     args = parser.parse_args(argv)
@@ -118,8 +129,8 @@ def main(argv: list[str]) -> None:
             # N1's run is held as long as N2's took: what runs on timers (sweeper, webhook and
             # store-metrics polls: ~0.5 M instructions a second, stretched by valgrind's slowness)
             # then costs both runs the same, and cancels out.
-            i2, span_s = measure(kind, args.route, n2, out_dir)
-            i1, _ = measure(kind, args.route, n1, out_dir, span_s)
+            i2, span_s = measure(kind, args.route, n2, out_dir, concurrency=args.concurrency)
+            i1, _ = measure(kind, args.route, n1, out_dir, span_s, concurrency=args.concurrency)
             got[kind] = (i2 - i1) / (n2 - n1)
             print(f"{kind}: {got[kind] / 1000:.0f} k instructions per /{args.route} (N1 {n1}, N2 {n2})",
                   flush=True)  # fmt: skip

@@ -1,6 +1,7 @@
-"""How the SQLite engine commits small writes on the event loop: a write alone commits as it is
-made, writes that come together still share one commit, and a lone submit (one statement) runs
-without BEGIN and COMMIT around it, failing cleanly and waiting for another writer like any."""
+"""How the SQLite engine commits small writes on the event loop: while writes come one per loop
+iteration, each commits as it is made; writes that come together still share one commit; and a
+lone submit (one statement) runs without BEGIN and COMMIT around it, failing cleanly and waiting
+for another writer like any write."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from worker_kit.errors import StorageError
 from worker_kit.job import Policy
 from worker_kit.storage import open_storage
-from worker_kit.storage.sqlite import connections
+from worker_kit.storage.sqlite import connections, engine
 from worker_kit.storage.sqlite.backend import SQLiteStorage
 
 from .test_sqlite import WriteLock
@@ -34,6 +35,13 @@ def submit(storage: SQLiteStorage, value: Any) -> Coroutine[Any, Any, Any]:
     return storage.submit(EP, value, policy=Policy(), retention_ms=60_000)
 
 
+async def quiet(storage: SQLiteStorage) -> None:
+    """Writes one per loop iteration, until the loop is quiet (engine.QUIET_AFTER)."""
+    for n in range(engine.QUIET_AFTER):
+        await submit(storage, f"one of {n}")
+        await asyncio.sleep(0)  # the iteration ends with one write
+
+
 def finished_at_once(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
     """(whether the coroutine ended on its first step, what it returned)."""
     try:
@@ -47,14 +55,16 @@ def finished_at_once(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
 async def test_a_write_alone_in_its_loop_iteration_commits_at_once(tmp_path: Path) -> None:
     storage = await opened(tmp_path / "jobs.db")
     try:
-        await submit(storage, 0)  # a first write waits for its iteration's end: nothing to go by yet
-        await asyncio.sleep(0)  # that iteration ends with one write: the loop is quiet
+        for n in range(engine.QUIET_AFTER):  # each waits for its iteration's end: not quiet yet
+            ended, _ = finished_at_once(submit(storage, n))
+            assert not ended
+            await asyncio.sleep(0.01)
         for n in range(1, 4):
             ended, job = finished_at_once(submit(storage, n))
             assert ended, "a write alone waited for the loop"
             assert (await storage.get(EP, job.id)).input == n  # committed: a reader sees it
             await asyncio.sleep(0)
-        assert (await storage.counts(EP))["IN_QUEUE"] == 4
+        assert (await storage.counts(EP))["IN_QUEUE"] == engine.QUIET_AFTER + 3  # the first ones too
     finally:
         await storage.close()
 
@@ -62,8 +72,7 @@ async def test_a_write_alone_in_its_loop_iteration_commits_at_once(tmp_path: Pat
 async def test_writes_made_together_share_one_commit(tmp_path: Path) -> None:
     storage = await opened(tmp_path / "jobs.db")
     try:
-        await submit(storage, "first")
-        await asyncio.sleep(0)
+        await quiet(storage)
         before = storage.stats()["transactions"]
         # Quiet: the first of these commits at once, the other nine wait for the iteration's end.
         jobs = await asyncio.gather(*(submit(storage, n) for n in range(10)))
@@ -72,13 +81,14 @@ async def test_writes_made_together_share_one_commit(tmp_path: Path) -> None:
         # No longer quiet (the last iteration wrote ten times): all ten share one commit.
         jobs += await asyncio.gather(*(submit(storage, n) for n in range(10)))
         assert storage.stats()["transactions"] - before == 1
-        # A write alone waits for its iteration's end once, which makes the loop quiet again.
-        ended, _ = finished_at_once(submit(storage, "alone"))
-        assert not ended
-        await asyncio.sleep(0.01)
+        # Writes alone wait for their iteration's end until there were QUIET_AFTER of them.
+        for n in range(engine.QUIET_AFTER):
+            ended, _ = finished_at_once(submit(storage, f"alone {n}"))
+            assert not ended
+            await asyncio.sleep(0.01)
         assert finished_at_once(submit(storage, "quiet again"))[0]
         assert len({job.id for job in jobs}) == 20
-        assert (await storage.counts(EP))["IN_QUEUE"] == 23
+        assert (await storage.counts(EP))["IN_QUEUE"] == 24 + engine.QUIET_AFTER
     finally:
         await storage.close()
 
@@ -88,7 +98,7 @@ async def test_a_lone_submit_that_fails_changes_nothing(tmp_path: Path, size: in
     path = tmp_path / "jobs.db"
     storage = await opened(path)
     try:
-        await submit(storage, "ok")
+        await quiet(storage)
         with sqlite3.connect(path) as conn:
             conn.execute(
                 "CREATE TRIGGER refuse BEFORE INSERT ON jobs WHEN length(NEW.input) > 5 "
@@ -98,13 +108,13 @@ async def test_a_lone_submit_that_fails_changes_nothing(tmp_path: Path, size: in
         with pytest.raises(StorageError, match="refused by a test trigger"):
             await submit(storage, "x" * size)
         counts = await storage.counts(EP)
-        assert counts["IN_QUEUE"] == 1  # the counts moved only for what committed
+        assert counts["IN_QUEUE"] == engine.QUIET_AFTER  # the counts moved only for what committed
         with sqlite3.connect(path) as conn:
-            assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
+            assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == engine.QUIET_AFTER
             conn.execute("DROP TRIGGER refuse")
         job = await submit(storage, "x" * size)
         assert (await storage.get(EP, job.id)).input == "x" * size
-        assert (await storage.counts(EP))["IN_QUEUE"] == 2
+        assert (await storage.counts(EP))["IN_QUEUE"] == engine.QUIET_AFTER + 1
     finally:
         await storage.close()
 
@@ -115,8 +125,7 @@ async def test_a_lone_submit_waits_for_another_writer(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
     storage = await opened(path)
     try:
-        await submit(storage, 0)
-        await asyncio.sleep(0)
+        await quiet(storage)
         lock = WriteLock(path)
         try:
             task = asyncio.ensure_future(submit(storage, 1))
@@ -126,6 +135,6 @@ async def test_a_lone_submit_waits_for_another_writer(tmp_path: Path) -> None:
             lock.release()
         job = await task
         assert (await storage.get(EP, job.id)).input == 1
-        assert (await storage.counts(EP))["IN_QUEUE"] == 2
+        assert (await storage.counts(EP))["IN_QUEUE"] == engine.QUIET_AFTER + 1
     finally:
         await storage.close()

@@ -56,6 +56,9 @@ MAX_BATCH = 512
 THREAD, LOOP_IF_ALONE, LOOP = 0, 1, 2
 #: The most operations the event loop commits itself in one go, by their `where`.
 LOOP_BATCH = (0, 2, 64)
+#: Iterations of the event loop in a row with one write each, after which a write alone in its
+#: iteration commits at once (_hand_over).
+QUIET_AFTER = 3
 #: After this many commits made on the event loop, the writer thread checkpoints the WAL
 #: (the loop's connection never does: a checkpoint can take milliseconds).
 CHECKPOINT_EVERY = 100
@@ -71,9 +74,9 @@ class SQLiteEngine:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         #: Operations queued in this event-loop iteration, per loop, not yet handed over.
         self._outboxes: dict[asyncio.AbstractEventLoop, list[Pending]] = {}
-        #: Loops whose last iteration that wrote wrote once, and loops whose iteration in
-        #: progress has committed its first write already (_hand_over).
-        self._quiet: set[asyncio.AbstractEventLoop] = set()
+        #: Per loop, its last iterations that wrote, in a row, that wrote once; and the loops
+        #: whose iteration in progress has committed its first write already (_hand_over).
+        self._alone: dict[asyncio.AbstractEventLoop, int] = {}
         self._ran_here: set[asyncio.AbstractEventLoop] = set()
         self._writer: threading.Thread | None = None
         self._closed = False
@@ -152,9 +155,9 @@ class SQLiteEngine:
         if outbox is None:
             outbox = self._outboxes[loop] = []
             loop.call_soon(self._hand_over, loop)
-            if where != THREAD and loop in self._quiet:
-                # The first write of this iteration, after one that was alone in its own: it
-                # commits now, without waiting for the iteration's end (see _hand_over).
+            if where != THREAD and self._alone.get(loop, 0) >= QUIET_AFTER:
+                # The first write of this iteration, after writes that came one per iteration:
+                # it commits now, without waiting for the iteration's end (see _hand_over).
                 if self._run_here([pending]):
                     self._ran_here.add(loop)
                     return pending.future.result()  # type: ignore[no-any-return]
@@ -165,18 +168,16 @@ class SQLiteEngine:
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
         """Run, or give the writer, every operation `loop` queued since the last hand-over.
 
-        An iteration of the loop that wrote once only marks the loop quiet: the next one's
-        first write then commits as it is made (`write`), saving its caller a suspension and a
-        wake-up. Any later write of that iteration still waits for this hand-over, grouped with
-        the others, and an iteration of several writes ends the quiet: while writes come
-        several at a time, each waits for the iteration's end and they commit together."""
+        After QUIET_AFTER iterations in a row that wrote once each, the loop is quiet: the
+        next iteration's first write commits as it is made (`write`), saving its caller a
+        suspension and a wake-up. Any later write of that iteration still waits for this
+        hand-over, grouped with the others, and an iteration of several writes ends the quiet:
+        while writes come several at a time, each waits for the iteration's end and they commit
+        together (the streak keeps a busy loop's odd lone write from costing a commit more)."""
         batch = self._outboxes.pop(loop, None)
         writes = (loop in self._ran_here) + len(batch or ())
         self._ran_here.discard(loop)
-        if writes == 1:
-            self._quiet.add(loop)
-        else:
-            self._quiet.discard(loop)
+        self._alone[loop] = self._alone.get(loop, 0) + 1 if writes == 1 else 0
         if not batch:
             return
         if self._stopping:  # the writer has been told to stop: nothing would run these
