@@ -165,9 +165,9 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         now = self.clock()
         # As `get`, from half the columns; larger payloads, or a busy database: the whole record.
         row = self._engine.read_inline(lambda conn: small_reads.status(conn, endpoint, job_id, now))
-        if row is NOT_INLINE or row is small_reads.TOO_LARGE:
-            job = await self.get(endpoint, job_id)
-            return None if job is None else job.to_status()
+        if row is NOT_INLINE or row is small_reads.TOO_LARGE:  # straight to the pool, as `get` would go
+            full = await self._engine.read(lambda conn: ops.read_record(conn, endpoint, job_id, now))
+            return None if full is None else record_from_row(full).to_status()
         return None if row is None else status_from_row(endpoint, row)
 
     async def set_retention(self, endpoint: str, job_id: str, ttl_ms: int) -> JobRecord | None:

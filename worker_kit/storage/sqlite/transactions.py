@@ -55,8 +55,6 @@ def run_batch(conn: sqlite3.Connection, batch: list[Pending], *, begun: bool = F
     if len(batch) == 1 and batch[0].single and not begun:
         try:
             run_alone(conn, batch[0])
-        except NotOnLoop:
-            raise
         except sqlite3.Error as exc:
             fail_all(batch, StorageError(f"SQLite write failed: {exc}"))
             return False
@@ -85,11 +83,16 @@ def run_batch(conn: sqlite3.Connection, batch: list[Pending], *, begun: bool = F
         moves.clear()
         fail_all(batch, StorageError(f"SQLite commit failed: {exc}"))
         return False
+    _committed(conn, moves)
+    return True
+
+
+def _committed(conn: sqlite3.Connection, moves: list[Move]) -> None:
+    """What a commit's moves do to the committed counts, once it has committed."""
     counts: Counts | None = conn.counts  # type: ignore[attr-defined]
     if counts is not None and moves:
         counts.apply(moves)
     moves.clear()
-    return True
 
 
 def run_alone(conn: sqlite3.Connection, pending: Pending) -> None:
@@ -111,10 +114,7 @@ def run_alone(conn: sqlite3.Connection, pending: Pending) -> None:
         return
     assert not conn.in_transaction, "a `single` operation left a transaction open"
     pending.ok = True
-    counts: Counts | None = conn.counts  # type: ignore[attr-defined]
-    if counts is not None and moves:
-        counts.apply(moves)
-    moves.clear()
+    _committed(conn, moves)
 
 
 def _run_ops(conn: sqlite3.Connection, batch: list[Pending], moves: list[Move], *, savepoints: bool) -> bool:
