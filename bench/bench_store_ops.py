@@ -17,7 +17,7 @@ move. Printed beside it: how many of those instructions run inside libsqlite3 it
 `--callgrind`, CPU time per operation (noisy on a shared machine).
 
     python bench/bench_store_ops.py --callgrind [--ops submit get cycle] [--n 1500]
-    python bench/bench_store_ops.py [--n 20000]
+    python bench/bench_store_ops.py [--n 20000] [--prefill 200000]
     python bench/bench_store_ops.py child OP N PREFILL      # one run, as valgrind runs it
 """
 
@@ -138,20 +138,22 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS))
     parser.add_argument("--n", type=int, default=None, help="operations (the larger size under callgrind)")
     parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--prefill", type=int, default=None,
+                        help="jobs queued before the operations run (default: the operations' count + 10)")
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     for op in args.ops:
         if args.callgrind:
             n2 = args.n or 1500
             n1 = max(1, n2 // 5)
-            prefill = n2 + 10
+            prefill = args.prefill or n2 + 10
             i1, s1 = callgrind(op, n1, prefill)
             i2, s2 = callgrind(op, n2, prefill)
             per, in_sqlite = (i2 - i1) / (n2 - n1), (s2 - s1) / (n2 - n1)
             print(f"{op:7s} {per / 1000:7.1f} k instructions per op, {in_sqlite / 1000:6.1f} k in libsqlite3")
         else:
             n = args.n or 20_000
-            got = subprocess.run([sys.executable, __file__, "child", op, str(n), str(n + 10)],
+            got = subprocess.run([sys.executable, __file__, "child", op, str(n), str(args.prefill or n + 10)],
                                  check=True, capture_output=True, text=True)  # fmt: skip
             print(f"{op:7s} {float(got.stdout) / n * 1e6:7.1f} us CPU per op (load {load:.1f})")
 

@@ -8,7 +8,7 @@ the wire are milliseconds, as in the hosted service's API.
 from __future__ import annotations
 
 import enum
-import secrets
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,9 +46,15 @@ MAX_CHUNK_BYTES = 1024 * 1024
 
 
 def new_job_id() -> str:
-    """32 random hex digits (128 bits from the OS's CSPRNG, as uuid4 has 122, at a seventh of
-    its cost: no UUID object)."""
-    return secrets.token_hex(16)
+    """32 hex digits: the time in milliseconds (12 digits), then 80 random bits from the OS's
+    CSPRNG (20 digits), as a UUIDv7 orders its bits.
+
+    Ids that grow with time go to the end of SQLite's index on the id, onto a page a recent
+    submit has just written (and that is still in SQLite's cache), where random ids went to a
+    random page of it: on a file of 200 000 jobs a submit costs a fifth less CPU, and a commit
+    of several submits writes one page of that index instead of one each (docs/storage.md).
+    80 random bits keep an id as unguessable as a key."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 def now() -> float:

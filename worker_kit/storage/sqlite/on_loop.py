@@ -8,7 +8,7 @@ the caller hands the work to the threads after all (NOT_NOW, False).
 
 Small writes run here only where a commit does not wait for the disk (synchronous=normal
 with a database file: a commit is a write to the WAL, not an fsync), and this connection
-never checkpoints (the writer thread does, SQLiteEngine.CHECKPOINT_EVERY).
+never checkpoints (the writer thread does: engine.CHECKPOINT_PAGES).
 """
 
 from __future__ import annotations
