@@ -217,8 +217,14 @@ def lease_expired(attempt: int, max_attempts: int, worker_id: str | None) -> Ove
 
 
 # -- notifications ----------------------------------------------------------------------------------
+def submitted(endpoint: str) -> list[str]:
+    """submit: a claim can take the new job. Its own channel has no one to wake: nobody knows
+    its id before the submit answers, and whoever waits on it afterwards reads it first."""
+    return [queue_channel(endpoint)]
+
+
 def claimable(endpoint: str, job_id: str) -> list[str]:
-    """submit, retry, release and a requeue: the job changed and a claim can take it."""
+    """retry, release and a requeue: the job changed and a claim can take it."""
     return [queue_channel(endpoint), job_channel(job_id)]
 
 

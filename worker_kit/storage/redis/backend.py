@@ -161,7 +161,7 @@ class RedisStorage(RedisSharedState, Storage):
                                _opt(webhook), pack(input), _opt(queue_limit), now=now)  # fmt: skip
         if reply[0] == b"FULL":
             rules.check_queue(endpoint, int(reply[1]), queue_limit)
-        self._notify(rules.claimable(endpoint, job_id))
+        self._notify(rules.submitted(endpoint))
         return JobRecord(id=job_id, endpoint=endpoint, input=input, policy=policy, webhook=webhook,
                          retention_ms=retention_ms, created_at=now)  # fmt: skip
 

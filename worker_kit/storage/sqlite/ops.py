@@ -159,7 +159,7 @@ def submit(
          now, now + ttl_ms / 1000.0, *hook, bytearray(input_blob)),
     )  # fmt: skip
     moved(conn, endpoint, None, QUEUED)
-    notes += rules.claimable(endpoint, job_id)
+    notes += rules.submitted(endpoint)
     return now
 
 
