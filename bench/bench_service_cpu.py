@@ -14,23 +14,27 @@ this script with each other, not with the bare server's.
 
 With `--cpu`, one run without valgrind instead: the CPU time the service and the worker spend
 per job while the worker runs them (from /proc), the rate, and how busy the service was (its CPU
-time over the run's wall time): noisy on a shared machine, but at full speed.
+time over the run's wall time): noisy on a shared machine, but at full speed. `--bare` adds the
+same for the bare job loop of the suite (bench/bare.py): its server's and its client's CPU per job.
 
     python bench/bench_service_cpu.py [--concurrency 1] [--jobs 2500] [--submits-only]
-    python bench/bench_service_cpu.py --cpu [--concurrency 16] [--jobs 20000]
+    python bench/bench_service_cpu.py --cpu [--concurrency 16] [--jobs 20000] [--bare]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,15 +89,39 @@ def cpu_once(jobs: int, concurrency: int) -> str:
             f"(its start included); load {os.getloadavg()[0]:.1f}")
 
 
+def bare_cpu_once(jobs: int, concurrency: int) -> str:
+    """The same at full speed for the bare job loop (bench/bare.py): CPU per job of its server and
+    of its client process (two requests per job), and the rate."""
+    with procs.bare_server() as (url, server):
+        ep = url + "/v2/bare"
+        s0 = procs.cpu_seconds(server.pid)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([procs.PY, "-m", "bench.bare", "client", "--url", ep, "--jobs", str(jobs),
+                        "--concurrency", str(concurrency)], check=True, cwd=procs.ROOT)  # fmt: skip
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        s1 = procs.cpu_seconds(server.pid)
+        with urllib.request.urlopen(ep + "/stats", timeout=10) as resp:
+            stats = json.loads(resp.read())
+    rate = stats["done"] / (stats["last_done"] - stats["first_take"])
+    client = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return (f"bare, concurrency {concurrency}: {rate:.0f} jobs/s; server {(s1 - s0) / jobs * 1e6:.0f} us CPU "
+            f"per job; client {client / jobs * 1e6:.0f} us per job (its start included); load "
+            f"{os.getloadavg()[0]:.1f}")
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2500, help="jobs of the larger run (the other: a fifth)")
     parser.add_argument("--submits-only", action="store_true", help="no worker: the submits alone")
     parser.add_argument("--cpu", action="store_true", help="one run at full speed: CPU time per job")
+    parser.add_argument("--bare", action="store_true",
+                        help="with --cpu: then the bare job loop (bench/bare.py) the same way")
     args = parser.parse_args(argv)
     if args.cpu:
         print(cpu_once(args.jobs, args.concurrency))
+        if args.bare:
+            print(bare_cpu_once(args.jobs, args.concurrency))
         return
     n2 = args.jobs
     n1 = max(1, n2 // 5)

@@ -9,7 +9,9 @@ awaited before the next (concurrency 1, so each is its own transaction, as at `/
 - `get`: `storage.get` of a queued job (what `GET /status` reads);
 - `cycle`: `storage.finish` of the job in hand, then `storage.claim` of the next (what one
   `/worker/exchange` did before `Storage.exchange`);
-- `exchange`: the same as one `storage.exchange` call (what one `/worker/exchange` does now).
+- `exchange`: the same as one `storage.exchange` call (what one `/worker/exchange` does now);
+- `exchange8` (only when named): one `storage.exchange` of 8 finishes and a claim of 8, what
+  each exchange of one worker at concurrency 16 carries.
 
 Under `--callgrind` each kind runs twice under valgrind, with N1 and N2 operations, and the
 instructions per operation are (I2 - I1) / (N2 - N1): a figure the machine's load does not
@@ -39,6 +41,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 OPS = ("submit", "get", "cycle", "exchange")
+#: Jobs one operation takes from the queue: the prefill must hold them all.
+BATCH = {"exchange8": 8}
 ENDPOINT = "e"
 INPUT = {"prompt": "hello"}
 
@@ -57,8 +61,10 @@ async def _run(op: str, n: int, prefill: int, path: str) -> float:
             (await storage.submit(ENDPOINT, INPUT, policy=policy, retention_ms=600_000)).id
             for _ in range(prefill)
         ]
-        holds = op in ("cycle", "exchange")
-        claimed = await storage.claim(ENDPOINT, "w1", 1, 30_000, concurrency=1) if holds else []
+        holds = op in ("cycle", "exchange", "exchange8")
+        batch = BATCH.get(op, 1)
+        concurrency = 2 * batch if batch > 1 else 1
+        claimed = await storage.claim(ENDPOINT, "w1", batch, 30_000, concurrency=concurrency) if holds else []
         start = time.process_time()
         if op == "submit":
             for _ in range(n):
@@ -73,11 +79,12 @@ async def _run(op: str, n: int, prefill: int, path: str) -> float:
                 await storage.finish(ENDPOINT, job.id, job.token, JobState.COMPLETED, output={"ok": 1})
                 (job,) = await storage.claim(ENDPOINT, "w1", 1, 30_000, concurrency=1)
         else:
-            job = claimed[0]
+            jobs = claimed
             for _ in range(n):
-                assert job.token is not None
-                done = Finish(job.id, job.token, JobState.COMPLETED, output={"ok": 1})
-                _, (job,) = await storage.exchange(ENDPOINT, [done], "w1", 1, 30_000, concurrency=1)
+                done = [Finish(job.id, job.token or "", JobState.COMPLETED, output={"ok": 1}) for job in jobs]
+                ended, jobs = await storage.exchange(ENDPOINT, done, "w1", batch, 30_000,
+                                                     concurrency=concurrency)  # fmt: skip
+                assert len(jobs) == batch and not any(isinstance(job, Exception) for job in ended)
         return time.process_time() - start
     finally:
         await storage.close()
@@ -135,7 +142,7 @@ def main(argv: list[str]) -> None:
         child(argv[1], int(argv[2]), int(argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS))
+    parser.add_argument("--ops", nargs="+", choices=(*OPS, *BATCH), default=list(OPS))
     parser.add_argument("--n", type=int, default=None, help="operations (the larger size under callgrind)")
     parser.add_argument("--callgrind", action="store_true")
     parser.add_argument("--prefill", type=int, default=None,
@@ -146,14 +153,15 @@ def main(argv: list[str]) -> None:
         if args.callgrind:
             n2 = args.n or 1500
             n1 = max(1, n2 // 5)
-            prefill = args.prefill or n2 + 10
+            prefill = args.prefill or n2 * BATCH.get(op, 1) + 10
             i1, s1 = callgrind(op, n1, prefill)
             i2, s2 = callgrind(op, n2, prefill)
             per, in_sqlite = (i2 - i1) / (n2 - n1), (s2 - s1) / (n2 - n1)
             print(f"{op:7s} {per / 1000:7.1f} k instructions per op, {in_sqlite / 1000:6.1f} k in libsqlite3")
         else:
             n = args.n or 20_000
-            got = subprocess.run([sys.executable, __file__, "child", op, str(n), str(args.prefill or n + 10)],
+            prefill = args.prefill or n * BATCH.get(op, 1) + 10
+            got = subprocess.run([sys.executable, __file__, "child", op, str(n), str(prefill)],
                                  check=True, capture_output=True, text=True)  # fmt: skip
             print(f"{op:7s} {float(got.stdout) / n * 1e6:7.1f} us CPU per op (load {load:.1f})")
 
