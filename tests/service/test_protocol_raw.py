@@ -112,6 +112,20 @@ async def test_exchange_answers_each_finish_on_its_own(api: Any, session: Any) -
                                                                "IN_PROGRESS"]
 
 
+async def test_two_finishes_of_one_job_in_one_exchange_apply_the_first_refuse_the_second(
+    api: Any, session: Any
+) -> None:
+    w = await jworker(api, session)
+    job_id = await api.run("x")
+    job = (await w.exchange([], max_jobs=1))["jobs"][0]
+    items = [{"seq": 0, "kind": "chunk", "data": "lost?"}]
+    reply = await w.exchange([done(job, "first"), done(job, "second", items=items)])
+    first, second = reply["finished"]
+    assert first == {"id": job_id, "status": "COMPLETED"}
+    assert second["code"] == 409 and second["id"] == job_id and "already carries a finish" in second["error"]
+    assert (await api.status(job_id))["output"] == "first"
+
+
 async def test_exchange_with_finishes_never_holds_without_them_it_long_polls(api: Any, session: Any) -> None:
     w = await jworker(api, session)
     await api.run("only")

@@ -139,10 +139,17 @@ async def exchange(
     # the others. The rest go to storage together with the claim, in one call.
     answers: list[dict[str, Any]] = []
     applied: list[tuple[int, FinishReport, Finish]] = []
+    carried: set[str] = set()
     for entry in ask.finish:
         job_id = entry.get("id") if isinstance(entry, dict) else None
         try:
             job_id, report = _entry_report(entry, payloads)
+            if job_id in carried:
+                # Storage would take the second as a repeat of the first and keep only the first
+                # (its output, or items the second carries): say so rather than drop them.
+                raise ApiError(409, f"this exchange already carries a finish of job {job_id}; "
+                               "one finish per job per request")  # fmt: skip
+            carried.add(job_id)
             applied.append((len(answers), report, finish_order(cfg, job_id, report)))
             answers.append({})
         except ApiError as exc:
