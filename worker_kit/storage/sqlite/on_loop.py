@@ -77,16 +77,15 @@ class OnLoop:
             if len(batch) == 1 and batch[0].single:
                 return self._write_alone(batch[0])
             try:
-                if self._writer is None:
-                    self._writer = open_loop_writer(self.url, self._counts)
-                self._writer.execute("BEGIN IMMEDIATE")
+                conn = self._writer_conn()
+                conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error:
                 return None  # busy, or something the writer thread will report in full
             try:
-                committed = run_batch(self._writer, batch, begun=True)
+                committed = run_batch(conn, batch, begun=True)
             except NotOnLoop:  # one of them would carry too much here: all go to the thread
                 with contextlib.suppress(sqlite3.Error):
-                    self._writer.execute("ROLLBACK")
+                    conn.execute("ROLLBACK")
                 fail_all(batch, StorageError("not run"))  # cleared: the thread runs them afresh
                 return None
             self.commits += 1
@@ -97,9 +96,7 @@ class OnLoop:
     def _write_alone(self, pending: Pending) -> bool | None:
         """A lone `single` operation (transactions.run_alone), holding this object's lock."""
         try:
-            if self._writer is None:
-                self._writer = open_loop_writer(self.url, self._counts)
-            run_alone(self._writer, pending)
+            run_alone(self._writer_conn(), pending)
         except NotOnLoop:
             return None
         except sqlite3.Error as exc:
@@ -109,6 +106,12 @@ class OnLoop:
             return False
         self.commits += 1
         return True
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        """This loop's write connection, opened on first use (holding this object's lock)."""
+        if self._writer is None:
+            self._writer = open_loop_writer(self.url, self._counts)
+        return self._writer
 
     def close(self) -> None:
         with self._lock:
