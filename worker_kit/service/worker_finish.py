@@ -55,8 +55,9 @@ def finish_order(cfg: EndpointConfig, job_id: str, report: FinishReport) -> Fini
             f"the result is {size} bytes, over this endpoint's result limit of {cfg.result_limit} bytes",
             limit=cfg.result_limit,
         )
-    return Finish(job_id, report.token, final.state, output=final.output, error=final.error,
-                  error_detail=final.error_detail, items=report.items)  # fmt: skip
+    # By position (keywords would make a dict per finish): Finish's field order.
+    return Finish(job_id, report.token, final.state, final.output, final.error, final.error_detail,
+                  report.items)  # fmt: skip
 
 
 def finish_answer(

@@ -143,15 +143,9 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         )
         where = engine.LOOP if len(input_blob) <= SMALL_WRITE else engine.THREAD
         created_at = await self._engine.write(op, where=where, single=True)
-        return JobRecord(
-            id=job_id,
-            endpoint=endpoint,
-            input=input,
-            policy=policy,
-            webhook=webhook,
-            retention_ms=retention_ms,
-            created_at=created_at,
-        )
+        # By position (schema.record_from_row says why): every /run builds one.
+        return JobRecord(job_id, endpoint, input, JobState.IN_QUEUE, policy, webhook, retention_ms,
+                         created_at)  # fmt: skip
 
     async def get(self, endpoint: str, job_id: str) -> JobRecord | None:
         now = self.clock()
