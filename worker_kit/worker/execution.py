@@ -85,7 +85,7 @@ def value_outcome(value: Any) -> Outcome:
             except (TypeError, ValueError):
                 err = repr(err)
         return Outcome(JobState.FAILED, error=err)
-    return Outcome(JobState.COMPLETED, output=value)
+    return Outcome(JobState.COMPLETED, value)  # every job that returns: no keywords (a dict each)
 
 
 #: Results that are neither awaitables nor streams: a handler's usual return value is one.
