@@ -369,15 +369,18 @@ class SQLiteEngine:
                 loop.call_soon_threadsafe(self._resolve, items)
 
     def _resolve(self, items: list[Pending]) -> None:
+        publish = self._publish
         for pending in items:
             if pending.ok:
                 notes = pending.notes
-                if len(notes) <= 2 and (len(notes) < 2 or notes[0] != notes[1]):
-                    for channel in notes:  # the common case: a job changed (and can be claimed)
-                        self._publish(channel, 1)
+                # Publishing a channel n times wakes what publishing it once for n does, so the
+                # counting is only to save calls where one channel comes many times.
+                if len(notes) < 3 or len(set(notes)) == len(notes):
+                    for channel in notes:  # a job changed; an exchange's jobs, each its own
+                        publish(channel, 1)
                 else:  # a channel named n times by one operation (n jobs requeued) wakes n claims
                     for channel, times in collections.Counter(notes).items():
-                        self._publish(channel, times)
+                        publish(channel, times)
                 if not pending.future.done():
                     pending.future.set_result(pending.value)
             elif not pending.future.done():
