@@ -9,6 +9,7 @@ served as a guess of the concurrency, and workers() counts held jobs itself.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from typing import Any
 
@@ -106,16 +107,14 @@ def _claim(
     lease_ms: int, max_bytes: int | None,
 ) -> list[Row]:  # fmt: skip
     # length() reads the input's size from the row header, not the input itself.
-    queued = conn.execute(_NEXT_QUEUED.format(", length(input)"), (endpoint, now, max_jobs)).fetchall()
+    queued = conn.execute(_NEXT_QUEUED_SIZES, (endpoint, now, max_jobs)).fetchall()
     loop_bound(conn, sum(size for _, size in queued))  # before any write
     taken = rules.within(queued, max_bytes)
     if not taken:
         return []
     # One statement for them all (each row its own random token), not one per job.
-    rows = conn.execute(
-        _CLAIM_IDS.format(", ".join("?" * len(taken))),
-        (worker_id, now, now, now + lease_ms / 1000.0, *taken),
-    ).fetchall()
+    lease_until = now + lease_ms / 1000.0
+    rows = conn.execute(_claim_ids_sql(len(taken)), (worker_id, now, now, lease_until, *taken)).fetchall()
     order = {job_id: n for n, job_id in enumerate(taken)}
     rows.sort(key=lambda row: order[row[0]])  # RETURNING keeps no order: the queue's, oldest first
     for job_id in taken:
@@ -128,6 +127,12 @@ _CLAIM_IDS = (
     f"UPDATE jobs SET {_CLAIM_SET}, token = lower(hex(randomblob(16))) WHERE id IN ({{}}) "
     f"RETURNING {RECORD_COLUMNS}"
 )
+_NEXT_QUEUED_SIZES = _NEXT_QUEUED.format(", length(input)")
+
+
+@functools.cache  # one text per count of jobs (at most MAX_CLAIM): made once, not per claim
+def _claim_ids_sql(count: int) -> str:
+    return _CLAIM_IDS.format(", ".join("?" * count))
 
 
 def heartbeat(

@@ -16,6 +16,7 @@ A worker's claims and heartbeats are in claims.py.
 
 from __future__ import annotations
 
+import functools
 import operator
 import sqlite3
 import time
@@ -337,8 +338,7 @@ def finish_running(
     for order in finishes:
         params += (order["job_id"], order["state"].value, order["error"], order["output"],
                    order["error_detail"], order["token"])  # fmt: skip
-    rows = conn.execute(_FINISH_RUNNING.format(", ".join(["(?, ?, ?, ?, ?, ?)"] * len(finishes))),
-                        (*params, endpoint, now)).fetchall()  # fmt: skip
+    rows = conn.execute(_finish_running_sql(len(finishes)), (*params, endpoint, now)).fetchall()
     for row in rows:
         moved(conn, endpoint, RUNNING, row[2])
         notes += rules.changed(row[0])
@@ -354,6 +354,11 @@ _FINISH_RUNNING = (
     "AND jobs.state = 'IN_PROGRESS' AND jobs.token = v.column6 "
     f"AND (jobs.expires_at IS NULL OR jobs.expires_at > ?) RETURNING {WITHOUT_PAYLOADS}"
 )
+
+
+@functools.cache  # one text per count of finishes (at most an exchange's 100): made once
+def _finish_running_sql(count: int) -> str:
+    return _FINISH_RUNNING.format(", ".join(["(?, ?, ?, ?, ?, ?)"] * count))
 
 
 #: A job `finish` may end in one statement: of this endpoint, within its retention, running under
