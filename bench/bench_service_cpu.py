@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
-import resource
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import procs  # noqa: E402
-from bench.suite import _db_window, _submit, _wait_completed  # noqa: E402
+from bench.suite import _db_window, _submit, _wait_completed, bare_job_loop  # noqa: E402
 
 
 def run_once(jobs: int, concurrency: int, submits_only: bool) -> int:
@@ -92,19 +89,8 @@ def cpu_once(jobs: int, concurrency: int) -> str:
 def bare_cpu_once(jobs: int, concurrency: int) -> str:
     """The same at full speed for the bare job loop (bench/bare.py): CPU per job of its server and
     of its client process (two requests per job), and the rate."""
-    with procs.bare_server() as (url, server):
-        ep = url + "/v2/bare"
-        s0 = procs.cpu_seconds(server.pid)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run([procs.PY, "-m", "bench.bare", "client", "--url", ep, "--jobs", str(jobs),
-                        "--concurrency", str(concurrency)], check=True, cwd=procs.ROOT)  # fmt: skip
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        s1 = procs.cpu_seconds(server.pid)
-        with urllib.request.urlopen(ep + "/stats", timeout=10) as resp:
-            stats = json.loads(resp.read())
-    rate = stats["done"] / (stats["last_done"] - stats["first_take"])
-    client = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return (f"bare, concurrency {concurrency}: {rate:.0f} jobs/s; server {(s1 - s0) / jobs * 1e6:.0f} us CPU "
+    rate, server, client = bare_job_loop(jobs, concurrency)
+    return (f"bare, concurrency {concurrency}: {rate:.0f} jobs/s; server {server / jobs * 1e6:.0f} us CPU "
             f"per job; client {client / jobs * 1e6:.0f} us per job (its start included); load "
             f"{os.getloadavg()[0]:.1f}")
 

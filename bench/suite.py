@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import resource
 import socket
 import sqlite3
 import subprocess
@@ -96,12 +97,23 @@ def _ours_jobs(work: Path, n: int, concurrency: int, isolation: str = "thread") 
 
 
 def _bare_jobs(n: int, concurrency: int) -> float:
-    with procs.bare_server() as (url, _):
+    return bare_job_loop(n, concurrency)[0]
+
+
+def bare_job_loop(n: int, concurrency: int) -> tuple[float, float, float]:
+    """The bare job loop over n jobs: its rate (jobs/s, from the first take to the last done, as
+    its server recorded them), and the CPU seconds its server and its client process used."""
+    with procs.bare_server() as (url, server):
         ep = url + "/v2/bare"
+        server_before = procs.cpu_seconds(server.pid)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run([procs.PY, "-m", "bench.bare", "client", "--url", ep, "--jobs", str(n),
                         "--concurrency", str(concurrency)], check=True, cwd=procs.ROOT)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_cpu = procs.cpu_seconds(server.pid) - server_before
         stats = json.loads(_get(ep + "/stats"))
-    return stats["done"] / (stats["last_done"] - stats["first_take"])
+    client_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return stats["done"] / (stats["last_done"] - stats["first_take"]), server_cpu, client_cpu
 
 
 def _get(url: str) -> bytes:
