@@ -92,9 +92,10 @@ def _server(args_for: Callable[[int], list[str]], probe: str, env: dict[str, str
 
 
 @contextlib.contextmanager
-def service(work: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def service(work: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`worker-kit serve` on a fresh SQLite file, rate limits and backpressure off: (base URL, process).
-    The database is work/bench-{port}.db."""
+    The database is work/bench-{port}.db. `env`: more of the process's environment (PYTHONPATH
+    to run another checkout's worker_kit)."""
     config = work / "bench.toml"
     config.write_text(CONFIG)
 
@@ -102,7 +103,9 @@ def service(work: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         return [PY, "-m", "worker_kit", "serve", "--port", str(port), "--storage",
                 f"sqlite:///{work / f'bench-{port}.db'}", "--config", str(config), "--log-level", "warning"]
 
-    with _server(args, "/health") as running:
+    # In the work directory: from a checkout's root, `python -m` would import that checkout's
+    # worker_kit before PYTHONPATH's.
+    with _server(args, "/health", env=env, cwd=work) as running:
         yield running
 
 

@@ -138,3 +138,66 @@ async def test_a_lone_submit_waits_for_another_writer(tmp_path: Path) -> None:
         assert (await storage.counts(EP))["IN_QUEUE"] == engine.QUIET_AFTER + 1
     finally:
         await storage.close()
+
+
+async def busy(storage: SQLiteStorage) -> None:
+    """An iteration of several writes: the loop is not quiet (its writes wait for the hand-over)."""
+    await asyncio.gather(submit(storage, "busy 1"), submit(storage, "busy 2"))
+
+
+async def _one_turn_later(storage: SQLiteStorage, value: Any) -> Any:
+    await asyncio.sleep(0)  # a turn of the loop later than the task's first step
+    return await submit(storage, value)
+
+
+@pytest.mark.parametrize("wait", [True, False], ids=["waiting a turn", "not waiting"])
+async def test_a_busy_loop_gathers_the_next_turns_writes_into_the_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wait: bool
+) -> None:
+    monkeypatch.setattr(engine, "WAIT_A_TURN", wait)
+    storage = await opened(tmp_path / "jobs.db")
+    try:
+        await busy(storage)
+        before = storage.stats()["transactions"]
+        first = asyncio.ensure_future(submit(storage, "first"))
+        second = asyncio.ensure_future(_one_turn_later(storage, "second"))
+        jobs = await asyncio.gather(first, second)
+        assert storage.stats()["transactions"] - before == (1 if wait else 2)
+        for job, value in zip(jobs, ("first", "second"), strict=True):
+            assert (await storage.get(EP, job.id)).input == value
+    finally:
+        await storage.close()
+
+
+async def test_writes_in_every_turn_still_commit_after_one_turn_more(tmp_path: Path) -> None:
+    # The outbox waits once: a loop that writes in every turn does not hold a commit back.
+    storage = await opened(tmp_path / "jobs.db")
+    try:
+        await busy(storage)
+        first = asyncio.ensure_future(submit(storage, "first"))
+        others = []
+        turns = 0
+        while not first.done() and turns < 20:
+            await asyncio.sleep(0)
+            turns += 1
+            others.append(asyncio.ensure_future(submit(storage, turns)))
+        await asyncio.gather(*others)
+        # written in turn 1, waited in turn 2, committed in turn 3, its caller resumed in turn 4
+        assert first.done() and turns <= 4
+        assert (await storage.get(EP, first.result().id)).input == "first"
+        assert (await storage.counts(EP))["IN_QUEUE"] == 3 + len(others)
+    finally:
+        await storage.close()
+
+
+async def test_a_quiet_loop_does_not_wait_a_turn(tmp_path: Path) -> None:
+    storage = await opened(tmp_path / "jobs.db")
+    try:
+        await quiet(storage)
+        before = storage.stats()["transactions"]
+        first = asyncio.ensure_future(submit(storage, "first"))
+        second = asyncio.ensure_future(_one_turn_later(storage, "second"))
+        await asyncio.gather(first, second)
+        assert storage.stats()["transactions"] - before == 2  # each committed in its own turn
+    finally:
+        await storage.close()
