@@ -138,23 +138,48 @@ class JobRecord:
         return max(0, int((end - self.started_at) * 1000))
 
     def to_status(self) -> dict[str, Any]:
-        status: dict[str, Any] = {
-            "id": self.id,
-            "status": self.state.value,
-            "delayTime": self.delay_ms,
-            "executionTime": self.execution_ms,
-        }
-        if self.state is JobState.IN_PROGRESS:
-            if self.progress is not None:
-                status["output"] = self.progress
-        elif self.state.is_terminal and self.output is not None:
-            status["output"] = self.output
-        if self.error is not None:
-            status["error"] = self.error
-        if self.error_detail is not None:
-            status["errorDetail"] = self.error_detail
-        if self.retries:
-            status["retries"] = self.retries
-        if self.worker_id is not None:
-            status["workerId"] = self.worker_id
-        return status
+        return status_answer(
+            self.id, self.state.value, self.created_at, self.started_at, self.finished_at, self.retries,
+            self.worker_id, self.error, self.error_detail, self.progress, self.output,
+        )  # fmt: skip
+
+
+_TERMINAL_VALUES = frozenset(state.value for state in TERMINAL_STATES)
+
+
+def status_answer(
+    job_id: str, state: str, created_at: float, started_at: float | None, finished_at: float | None,
+    retries: int, worker_id: str | None, error: str | None, error_detail: Any, progress: Any, output: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """A job's public status (`JobRecord.to_status()`), from its parts: what a store that reads
+    only these (the SQLite backend's `/status`) answers without building a record. `state` is
+    the state's value; the output shown is the progress while the job runs, the output once it
+    ended."""
+    # JobRecord.delay_ms and execution_ms, reading the clock once at most
+    current = None
+    waited_until = started_at or finished_at
+    if not waited_until:
+        waited_until = current = now()
+    executed = 0
+    if started_at is not None:
+        executed = max(0, int(((finished_at or current or now()) - started_at) * 1000))
+    status: dict[str, Any] = {
+        "id": job_id,
+        "status": state,
+        "delayTime": max(0, int((waited_until - created_at) * 1000)),
+        "executionTime": executed,
+    }
+    if state == "IN_PROGRESS":
+        if progress is not None:
+            status["output"] = progress
+    elif output is not None and state in _TERMINAL_VALUES:
+        status["output"] = output
+    if error is not None:
+        status["error"] = error
+    if error_detail is not None:
+        status["errorDetail"] = error_detail
+    if retries:
+        status["retries"] = retries
+    if worker_id is not None:
+        status["workerId"] = worker_id
+    return status

@@ -4,7 +4,10 @@ column must land in the field of its name, whatever order JobRecord's fields are
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
+
+import pytest
 
 from worker_kit.job import JobRecord, JobState, Policy
 from worker_kit.protocol import pack
@@ -45,7 +48,33 @@ def test_every_column_lands_in_the_field_of_its_name() -> None:
 
 def test_a_status_row_renders_as_the_whole_record_would() -> None:
     whole = record_from_row(columns(RECORD_COLUMNS)).to_status()
-    assert status_from_row("ep", columns(STATUS_COLUMNS)) == whole
+    assert status_from_row(columns(STATUS_COLUMNS)) == whole
+
+
+_AGO = time.time() - 100.0
+
+
+@pytest.mark.parametrize("state", list(JobState))
+@pytest.mark.parametrize(
+    "started, finished", [(None, None), (_AGO + 2, None), (_AGO + 2, _AGO + 3.5), (None, _AGO + 3)]
+)
+def test_a_status_shows_what_the_rules_say_in_every_state(
+    state: JobState, started: float | None, finished: float | None
+) -> None:
+    # status_answer, which both /status paths use, against JobRecord's own timing properties and
+    # the documented output rule: the progress while the job runs, the output once it ended.
+    row = {**ROW, "state": state.value, "created_at": _AGO, "started_at": started, "finished_at": finished}
+    record = record_from_row(tuple(row[name.strip()] for name in RECORD_COLUMNS.split(",")))
+    got = status_from_row(tuple(row[name.strip()] for name in STATUS_COLUMNS.split(",")))
+    assert got == record.to_status() | {k: got[k] for k in ("delayTime", "executionTime")}
+    assert abs(got["delayTime"] - record.delay_ms) <= 1  # the clock moved in between, perhaps
+    assert abs(got["executionTime"] - record.execution_ms) <= 1
+    assert (got["executionTime"] == 0) == (started is None)
+    shown = {"p": 16} if state is JobState.IN_PROGRESS else {"o": 17} if state.is_terminal else None
+    assert got.get("output") == shown
+    assert got["status"] == state.value and type(got["status"]) is str
+    rest = ("job-1", "e-14", {"d": 15}, 6, "w-7")
+    assert (got["id"], got["error"], got["errorDetail"], got["retries"], got["workerId"]) == rest
 
 
 async def test_records_read_back_from_a_file_carry_what_was_stored(tmp_path: Path) -> None:

@@ -170,7 +170,7 @@ class SQLiteStorage(SQLiteSharedState, Storage):
         if row is NOT_INLINE or row is small_reads.TOO_LARGE:  # straight to the pool, as `get` would go
             full = await self._engine.read(lambda conn: ops.read_record(conn, endpoint, job_id, now))
             return None if full is None else record_from_row(full).to_status()
-        return None if row is None else status_from_row(endpoint, row)
+        return None if row is None else status_from_row(row)
 
     async def set_retention(self, endpoint: str, job_id: str, ttl_ms: int) -> JobRecord | None:
         row = await self._write(ops.set_retention, endpoint=endpoint, job_id=job_id, ttl_ms=ttl_ms)

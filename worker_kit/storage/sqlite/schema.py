@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ConfigError
-from ...job import RUN_RETENTION_MS, JobRecord, JobState, Policy
+from ...job import JobRecord, JobState, Policy, status_answer
 from ...protocol import unpack
 
 #: 2: a `chunks` row holds a run of chunks (schema 1: one chunk, which reads as a run of one,
@@ -258,32 +258,18 @@ class SQLiteURL:
         return cls(path=path, synchronous=synchronous)
 
 
-#: The policy of a record built only for its status (status_from_row), which does not show it.
-_STATUS_POLICY = Policy()
-
-
-def status_from_row(endpoint: str, row: tuple[Any, ...]) -> dict[str, Any]:
-    """`JobRecord.to_status()` of a row selected with STATUS_COLUMNS."""
+def status_from_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    """`JobRecord.to_status()` of a row selected with STATUS_COLUMNS, without the record: the
+    payloads a status does not show (the progress of a job that ended, say) stay packed."""
     (job_id, state, created_at, started_at, finished_at, retries, worker_id, error, error_detail, progress,
      output) = row  # fmt: skip
-    # By position, as record_from_row; the fields a status does not show keep their defaults.
-    return JobRecord(
-        job_id,
-        endpoint,
-        None,  # input
-        _STATES[state],
-        _STATUS_POLICY,
-        None,  # webhook
-        RUN_RETENTION_MS,
-        created_at,
-        started_at,
-        finished_at,
-        None,  # expires_at
-        None if output is None else unpack(output),
-        error,
+    if state == "IN_PROGRESS":
+        output = None
+    else:
+        progress = None
+    return status_answer(
+        job_id, state, created_at, started_at, finished_at, retries, worker_id, error,
         None if error_detail is None else unpack(error_detail),
         None if progress is None else unpack(progress),
-        0,  # attempt
-        retries,
-        worker_id,
-    ).to_status()
+        None if output is None else unpack(output),
+    )  # fmt: skip
