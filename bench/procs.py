@@ -27,7 +27,18 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
+    """User + system CPU time the process has used so far.
+
+    In nanoseconds, summed over its threads' /proc/PID/task/TID/schedstat (time on a CPU),
+    where the kernel keeps them; else /proc/PID/stat's clock ticks (10 ms: a few percent of a
+    measure of 2 000 requests). The sum leaves out threads that have ended, which the processes
+    measured here do not do while measured (their threads live as long as they do)."""
+    running = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # no schedstat here, or the thread just ended
+            running += int((task / "schedstat").read_text().split()[0])
+    if running:
+        return running / 1e9
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

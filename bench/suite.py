@@ -358,7 +358,7 @@ SCENARIOS = [
 ]
 
 SIZES = {
-    "quick": {"jobs": 4000, "requests": 2000, "tokens": 5000, "streams": 200, "idle_s": 3, "paced_jobs": 600,
+    "quick": {"jobs": 4000, "requests": 4000, "tokens": 20000, "streams": 200, "idle_s": 3, "paced_jobs": 600,
               "sweep_jobs": 5000},
     "full": {"jobs": 20000, "requests": 10000, "tokens": 50000, "streams": 1000, "idle_s": 10,
              "paced_jobs": 3000, "sweep_jobs": 100_000},
