@@ -23,6 +23,7 @@ from ..storage.base import job_channel
 from .access import UNLIMITED, check_key
 from .config import EndpointConfig
 from .expect import expect_within
+from .guard import TAKES_STATE
 from .http import (
     ApiError,
     body_content_type,
@@ -60,9 +61,10 @@ def client_op(op: str | None) -> Callable[[Handler], Callable[[web.Request], Awa
 
     def decorate(fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         @functools.wraps(fn)
-        async def handle(request: web.Request) -> web.StreamResponse:
+        async def handle(request: web.Request, state: ServiceState | None = None) -> web.StreamResponse:
             # authorized(request, "client"), written out: every client request passes here.
-            state = request.app[STATE]
+            if state is None:  # else the guard handed it over (TAKES_STATE)
+                state = request.app[STATE]
             endpoint = request.match_info["endpoint_id"]
             cfg = state.endpoint_config(endpoint)
             if cfg.client_keys:  # else the endpoint is open to clients (check_key's first test)
@@ -79,6 +81,7 @@ def client_op(op: str | None) -> Callable[[Handler], Callable[[web.Request], Awa
             with slot:
                 return await fn(request, state, endpoint, cfg)
 
+        setattr(handle, TAKES_STATE, True)
         return handle
 
     return decorate

@@ -35,6 +35,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STORE_RETRY_AFTER_S = 2
 #: The metrics' route label of a request no route matched.
 UNMATCHED = "(unmatched)"
+#: An attribute a handler sets to True to be called as handler(request, state) by its guard:
+#: `request.app[STATE]` is three calls of aiohttp's on every request, the guard has the state.
+TAKES_STATE = "worker_kit_takes_state"
 
 
 def guarded_routes(table: web.RouteTableDef, state: ServiceState) -> list[web.RouteDef]:
@@ -55,6 +58,7 @@ def guard(handler: Handler, state: ServiceState, *, label: str | None = None) ->
     #: once known: its resource's canonical path is aiohttp's form, which the path given to the
     #: route table may not be ({name:regex}).
     facts: tuple[str, bool] | None = None if label is None else (label, False)
+    takes_state = getattr(handler, TAKES_STATE, False)
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         nonlocal facts
@@ -63,7 +67,7 @@ def guard(handler: Handler, state: ServiceState, *, label: str | None = None) ->
             raw_path = request.raw_path
             if ("." in raw_path or "%" in raw_path) and _has_dot_segment(raw_path):
                 raise ApiError(400, "path segments '.' and '..' are not allowed")
-            response = await handler(request)
+            response = await (handler(request, state) if takes_state else handler(request))  # type: ignore[call-arg]
         except asyncio.CancelledError:
             raise
         except Exception as exc:
