@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import signal
 import statistics
@@ -34,12 +33,6 @@ from bench import procs, suite  # noqa: E402
 _COUNTED = ("pwrite64", "fcntl", "fdatasync", "write", "read", "getrandom", "getpid", "epoll_pwait")
 
 
-def _user_sys(pid: int) -> tuple[float, float]:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
-
-
 def _submits(url: str, n: int) -> None:
     asyncio.run(suite._submit(url + "/v2/bench", [{"prompt": "hello"}] * n, 8))
 
@@ -49,9 +42,9 @@ def cpu_round(tree: Path | None, n: int) -> tuple[float, float]:
     env = None if tree is None else {"PYTHONPATH": str(tree)}
     with tempfile.TemporaryDirectory() as work, procs.service(Path(work), env=env) as (url, proc):
         _submits(url, 50)
-        before = _user_sys(proc.pid)
+        before = procs.user_system(proc.pid)
         _submits(url, n)
-        after = _user_sys(proc.pid)
+        after = procs.user_system(proc.pid)
     return (after[0] - before[0]) / n * 1e6, (after[1] - before[1]) / n * 1e6
 
 

@@ -39,8 +39,14 @@ def cpu_seconds(pid: int) -> float:
             running += int((task / "schedstat").read_text().split()[0])
     if running:
         return running / 1e9
+    return sum(user_system(pid))
+
+
+def user_system(pid: int) -> tuple[float, float]:
+    """The process's user and system CPU seconds so far, in clock ticks (10 ms)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def wait_http(url: str, timeout: float = 20.0) -> None:

@@ -127,15 +127,11 @@ class JobRecord:
 
     @property
     def delay_ms(self) -> int:
-        end = self.started_at or self.finished_at or now()
-        return max(0, int((end - self.created_at) * 1000))
+        return _delay_ms(self.created_at, self.started_at, self.finished_at)
 
     @property
     def execution_ms(self) -> int:
-        if self.started_at is None:
-            return 0
-        end = self.finished_at or now()
-        return max(0, int((end - self.started_at) * 1000))
+        return _execution_ms(self.started_at, self.finished_at)
 
     def to_status(self) -> dict[str, Any]:
         return status_answer(
@@ -147,6 +143,20 @@ class JobRecord:
 _TERMINAL_VALUES = frozenset(state.value for state in TERMINAL_STATES)
 
 
+def _delay_ms(created_at: float, started_at: float | None, finished_at: float | None) -> int:
+    """How long the job waited: until it started (or ended unstarted), or until now."""
+    end = started_at or finished_at or now()
+    return max(0, int((end - created_at) * 1000))
+
+
+def _execution_ms(started_at: float | None, finished_at: float | None) -> int:
+    """How long the job has run: 0 before it started, until it ended or until now."""
+    if started_at is None:
+        return 0
+    end = finished_at or now()
+    return max(0, int((end - started_at) * 1000))
+
+
 def status_answer(
     job_id: str, state: str, created_at: float, started_at: float | None, finished_at: float | None,
     retries: int, worker_id: str | None, error: str | None, error_detail: Any, progress: Any, output: Any,
@@ -155,19 +165,11 @@ def status_answer(
     only these (the SQLite backend's `/status`) answers without building a record. `state` is
     the state's value; the output shown is the progress while the job runs, the output once it
     ended."""
-    # JobRecord.delay_ms and execution_ms, reading the clock once at most
-    current = None
-    waited_until = started_at or finished_at
-    if not waited_until:
-        waited_until = current = now()
-    executed = 0
-    if started_at is not None:
-        executed = max(0, int(((finished_at or current or now()) - started_at) * 1000))
     status: dict[str, Any] = {
         "id": job_id,
         "status": state,
-        "delayTime": max(0, int((waited_until - created_at) * 1000)),
-        "executionTime": executed,
+        "delayTime": _delay_ms(created_at, started_at, finished_at),
+        "executionTime": _execution_ms(started_at, finished_at),
     }
     if state == "IN_PROGRESS":
         if progress is not None:

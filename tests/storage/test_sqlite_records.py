@@ -70,6 +70,10 @@ def test_a_status_shows_what_the_rules_say_in_every_state(
     assert abs(got["delayTime"] - record.delay_ms) <= 1  # the clock moved in between, perhaps
     assert abs(got["executionTime"] - record.execution_ms) <= 1
     assert (got["executionTime"] == 0) == (started is None)
+    if started or finished:  # no clock in it: the figures are exact
+        assert got["delayTime"] == int(((started or finished) - _AGO) * 1000)
+    if started and finished:
+        assert got["executionTime"] == int((finished - started) * 1000)
     shown = {"p": 16} if state is JobState.IN_PROGRESS else {"o": 17} if state.is_terminal else None
     assert got.get("output") == shown
     assert got["status"] == state.value and type(got["status"]) is str

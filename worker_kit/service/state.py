@@ -134,10 +134,14 @@ def state_of(request: web.Request) -> ServiceState:
     return request.app[STATE]
 
 
-def authorized(request: web.Request, kind: str) -> tuple[ServiceState, str, EndpointConfig]:
+def authorized(
+    request: web.Request, kind: str, state: ServiceState | None = None
+) -> tuple[ServiceState, str, EndpointConfig]:
     """The state, endpoint id and endpoint settings of a /v2/{endpoint_id} request, once its
-    key of `kind` ("client" or "worker") checks out (401/403 otherwise)."""
-    state = state_of(request)
+    key of `kind` ("client" or "worker") checks out (401/403 otherwise). `state`: the app's,
+    when the caller has it already (the guard hands it to routes: guard.TAKES_STATE)."""
+    if state is None:
+        state = request.app[STATE]
     endpoint = request.match_info["endpoint_id"]
     cfg = state.endpoint_config(endpoint)
     check_key(request, cfg, kind)

@@ -46,7 +46,6 @@ from ..protocol import (
 )
 from ..protocol.answers import JobAnswer
 from ..storage.base import queue_channel, worker_channel
-from .access import check_key
 from .config import EndpointConfig
 from .expect import expect_within
 from .guard import TAKES_STATE
@@ -62,7 +61,7 @@ from .http import (
     wait_until,
     wants_msgpack,
 )
-from .state import STATE, ServiceState, job_log
+from .state import ServiceState, authorized, job_log
 from .unsendable import sendable
 
 __all__ = ["MAX_CLAIM", "MAX_SLOTS", "claim_jobs", "claim_reply", "handed_out", "report_limit", "routes",
@@ -87,13 +86,7 @@ def report_limit(cfg: EndpointConfig) -> int:
 def worker_op(fn: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
     @functools.wraps(fn)
     async def handle(request: web.Request, state: ServiceState | None = None) -> web.Response:
-        # authorized(request, "worker"), written out: every worker request passes here.
-        if state is None:  # else the guard handed it over (TAKES_STATE)
-            state = request.app[STATE]
-        endpoint = request.match_info["endpoint_id"]
-        cfg = state.endpoint_config(endpoint)
-        if cfg.worker_keys:  # else the endpoint is open to workers (check_key's first test)
-            check_key(request, cfg, "worker")
+        state, endpoint, cfg = authorized(request, "worker", state)
         return await fn(request, state, endpoint, cfg)
 
     setattr(handle, TAKES_STATE, True)
